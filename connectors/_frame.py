@@ -1,0 +1,222 @@
+"""One polars frame -> Interactions: the validation every reader shares.
+
+Each reader (CSV, Parquet, JSON Lines, SQL, DataFrames, MovieLens) produces a polars frame and calls
+`frame_to_interactions`, so that every source gets the same checks and the same error messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from recmaml.data import Interactions, SideFeatures, Vocabulary
+from recmaml.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+class DuplicateInteractionsWarning(UserWarning):
+    """Some (user, item) pairs appeared more than once; only the latest row of each was kept."""
+
+
+# Column names seen in the wild, to suggest the right mapping flag when a column is missing.
+_ALIASES = {
+    "user": ("user_id", "userid", "user", "uid", "customer_id", "visitorid", "reviewerid"),
+    "item": ("item_id", "itemid", "item", "movieid", "movie_id", "iid", "product_id", "productid", "asin"),
+    "rating": ("rating", "ratings", "score", "stars", "value", "preference"),
+    "timestamp": ("timestamp", "ts", "time", "datetime", "date", "unix_timestamp", "event_time"),
+}
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which source columns hold the interaction fields. `rating`/`timestamp` may be absent from the
+    source unless `require_rating`/`require_timestamp` (the user named them explicitly)."""
+
+    user: str = "user_id"
+    item: str = "item_id"
+    rating: str | None = "rating"
+    timestamp: str | None = "timestamp"
+    require_rating: bool = False
+    require_timestamp: bool = False
+
+
+def _flag(role: str) -> str:
+    return f"{role}_col= (CLI: --{role}-col)"
+
+
+def _missing_column_error(source: str, role: str, wanted: str, found: list[str]) -> DataError:
+    guess = next((c for c in found if c.lower().replace(" ", "_") in _ALIASES[role]), None)
+    fix = f"pass {role}_col={guess!r} (CLI: --{role}-col {guess})" if guess else f"name the column with {_flag(role)}"
+    return DataError(f"{source}: missing column {wanted!r} for the {role}; found {found}; {fix}")
+
+
+def _first_row(mask: pl.Series) -> int:
+    """1-based number of the first True row (data rows, header excluded)."""
+    return int(mask.arg_true()[0]) + 1
+
+
+def _check_ids(df: pl.DataFrame, source: str, col: str) -> None:
+    nulls = df[col].is_null()
+    if df[col].dtype == pl.String:
+        nulls = nulls | (df[col].str.strip_chars() == "")
+    if nulls.any():
+        raise DataError(
+            f"{source}: column {col!r} has {int(nulls.sum())} null or empty ids (first at data row "
+            f"{_first_row(nulls)}); drop or fill those rows before loading"
+        )
+    if df[col].dtype.is_float():
+        frac = df[col] != df[col].round(0)
+        if frac.any():
+            row = _first_row(frac)
+            raise DataError(f"{source}: column {col!r} has non-integer id {df[col][row - 1]} at data row {row}")
+
+
+def _ids_to_numpy(series: pl.Series) -> np.ndarray:
+    if series.dtype.is_integer() or series.dtype.is_float():
+        return series.cast(pl.Int64).to_numpy()
+    return series.cast(pl.String).to_numpy().astype(str)
+
+
+def _rating_column(df: pl.DataFrame, source: str, col: str, rating_range) -> np.ndarray:
+    series = df[col]
+    if not series.dtype.is_numeric():
+        parsed = series.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+        bad = parsed.is_null() & series.is_not_null()
+        if bad.any():
+            row = _first_row(bad)
+            raise DataError(
+                f"{source}: column {col!r} has a non-numeric rating {series[row - 1]!r} at data row {row}; "
+                f"fix the value, or pass rating_col=None (CLI: --rating-col '') to load implicit feedback"
+            )
+        series = parsed
+    series = series.cast(pl.Float64)
+    missing = series.is_null() | series.is_nan()
+    if missing.any():
+        raise DataError(
+            f"{source}: column {col!r} has {int(missing.sum())} missing ratings (first at data row "
+            f"{_first_row(missing)}); fill or drop them"
+        )
+    if rating_range is not None:
+        lo, hi = rating_range
+        outside = (series < lo) | (series > hi)
+        if outside.any():
+            row = _first_row(outside)
+            raise DataError(
+                f"{source}: {int(outside.sum())} ratings in column {col!r} lie outside the declared range "
+                f"[{lo}, {hi}] (first {series[row - 1]} at data row {row}); fix the data or the rating range"
+            )
+    return series.cast(pl.Float32).to_numpy()
+
+
+def _timestamp_column(df: pl.DataFrame, source: str, col: str) -> np.ndarray:
+    series = df[col]
+    if series.dtype == pl.Date:
+        series = series.cast(pl.Datetime("ms"))
+    if isinstance(series.dtype, pl.Datetime):
+        series = series.dt.epoch("s")
+    elif series.dtype == pl.String:
+        parsed = series.str.strip_chars().cast(pl.Int64, strict=False)
+        if parsed.is_null().sum() > series.is_null().sum():
+            parsed = series.str.to_datetime(strict=False).dt.epoch("s")
+        bad = parsed.is_null() & series.is_not_null()
+        if bad.any():
+            row = _first_row(bad)
+            raise DataError(
+                f"{source}: column {col!r} has an unreadable timestamp {series[row - 1]!r} at data row {row}; "
+                "use Unix seconds or ISO 8601, or pass timestamp_col=None (CLI: --timestamp-col '')"
+            )
+        series = parsed
+    elif not series.dtype.is_numeric():
+        raise DataError(f"{source}: column {col!r} has type {series.dtype}, expected Unix seconds or a datetime")
+    nulls = series.is_null()
+    if nulls.any():
+        raise DataError(
+            f"{source}: column {col!r} has {int(nulls.sum())} missing timestamps (first at data row "
+            f"{_first_row(nulls)}); fill them or pass timestamp_col=None (CLI: --timestamp-col '')"
+        )
+    return series.cast(pl.Int64).to_numpy()
+
+
+def _latest_per_pair(user_idx, item_idx, timestamp, n_items: int, source: str) -> np.ndarray | None:
+    """Row indices keeping the latest row of each (user, item) pair, or None when there are no duplicates."""
+    key = pl.Series(user_idx.astype(np.int64) * max(n_items, 1) + item_idx)
+    n_unique = key.n_unique()
+    if n_unique == len(key):
+        return None
+    order = pl.DataFrame({"key": key, "ts": timestamp if timestamp is not None else np.arange(len(key))})
+    keep = (
+        order.with_row_index("row")
+        .sort(["key", "ts", "row"])
+        .group_by("key", maintain_order=True)
+        .agg(pl.col("row").last())["row"]
+        .sort()
+        .to_numpy()
+    )
+    dropped = len(key) - n_unique
+    warnings.warn(
+        f"{source}: {dropped} duplicated (user, item) rows; kept the latest of each pair"
+        f" ({'by timestamp' if timestamp is not None else 'by row order'})",
+        DuplicateInteractionsWarning,
+        stacklevel=4,
+    )
+    return keep
+
+
+def frame_to_interactions(
+    df: pl.DataFrame | pl.LazyFrame,
+    source: str,
+    columns: Columns = Columns(),
+    *,
+    rating_range: tuple[float, float] | None = None,
+    user_features: SideFeatures | None = None,
+    item_features: SideFeatures | None = None,
+) -> Interactions:
+    """Validate a frame of interactions and turn it into index form. Extra columns are ignored."""
+    found = df.collect_schema().names() if isinstance(df, pl.LazyFrame) else df.columns
+    for role, col in (("user", columns.user), ("item", columns.item)):
+        if col not in found:
+            raise _missing_column_error(source, role, col, found)
+    rating_col = columns.rating if columns.rating and columns.rating in found else None
+    if columns.require_rating and columns.rating and rating_col is None:
+        raise _missing_column_error(source, "rating", columns.rating, found)
+    ts_col = columns.timestamp if columns.timestamp and columns.timestamp in found else None
+    if columns.require_timestamp and columns.timestamp and ts_col is None:
+        raise _missing_column_error(source, "timestamp", columns.timestamp, found)
+
+    wanted = [c for c in (columns.user, columns.item, rating_col, ts_col) if c is not None]
+    if isinstance(df, pl.LazyFrame):
+        df = df.select(wanted).collect()
+    else:
+        df = df.select(wanted)
+    if df.height == 0:
+        raise DataError(f"{source}: no interactions (the source is empty); expected columns {wanted}")
+
+    _check_ids(df, source, columns.user)
+    _check_ids(df, source, columns.item)
+    rating = _rating_column(df, source, rating_col, rating_range) if rating_col else None
+    timestamp = _timestamp_column(df, source, ts_col) if ts_col else None
+    users, user_idx = Vocabulary.fit_transform(_ids_to_numpy(df[columns.user]))
+    items, item_idx = Vocabulary.fit_transform(_ids_to_numpy(df[columns.item]))
+    del df
+
+    keep = _latest_per_pair(user_idx, item_idx, timestamp, len(items), source)
+    if keep is not None:
+        user_idx, item_idx = user_idx[keep], item_idx[keep]
+        rating = None if rating is None else rating[keep]
+        timestamp = None if timestamp is None else timestamp[keep]
+    log.debug("%s: %d interactions, %d users, %d items", source, len(user_idx), len(users), len(items))
+    return Interactions(
+        user_idx=user_idx,
+        item_idx=item_idx,
+        users=users,
+        items=items,
+        rating=rating,
+        timestamp=timestamp,
+        user_features=user_features,
+        item_features=item_features,
+    )

@@ -1,0 +1,381 @@
+"""The nouns of recmaml: Vocabulary (external id <-> internal index), SideFeatures, Interactions and
+RankedLists.
+
+`*_id` is an external id (what the user's log says), `*_idx` an internal row (0..n-1). A Vocabulary is
+the only translator between the two, and every translation is vectorized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from recmaml.errors import DataError
+
+UNKNOWN = -1
+"""Index returned for ids a Vocabulary does not contain."""
+
+INDEX_DTYPE = np.int32
+
+# Above this span (max id - min id) integer ids are mapped by sorting instead of a dense lookup table.
+_DENSE_LOOKUP_MAX_SPAN = 200_000_000
+
+
+def _as_id_array(values) -> np.ndarray:
+    """Ids as an int64 array when they are integers, else as a numpy unicode array."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind == "b":
+        raise DataError("ids must be integers or strings, got booleans")
+    if arr.dtype.kind == "f":
+        if arr.size and not np.all(np.isfinite(arr)):
+            raise DataError("ids must not be null or NaN")
+        if arr.size and not np.all(arr == np.round(arr)):
+            raise DataError("ids must be integers or strings, got non-integral floats")
+        return arr.astype(np.int64)
+    if arr.dtype.kind == "O" and arr.size and all(isinstance(v, (int, np.integer)) for v in arr.flat):
+        return arr.astype(np.int64)
+    return arr.astype(str)
+
+
+class Vocabulary:
+    """A sorted set of unique external ids; an id's index is its position.
+
+    Sorting makes the mapping stable: the same set of ids always gives the same indices, whatever the
+    order of the rows they came from.
+    """
+
+    __slots__ = ("_ids",)
+
+    def __init__(self, ids):
+        ids = _as_id_array(ids)
+        if ids.ndim != 1:
+            raise DataError(f"a Vocabulary needs a 1-d array of ids, got shape {ids.shape}")
+        if ids.size > 1 and not np.all(ids[1:] > ids[:-1]):
+            raise DataError("Vocabulary ids must be sorted and unique; use Vocabulary.fit(values)")
+        self._ids = ids
+        self._ids.setflags(write=False)
+
+    @classmethod
+    def fit(cls, values) -> Vocabulary:
+        """The vocabulary of the unique values in `values`."""
+        return cls.fit_transform(values)[0]
+
+    @classmethod
+    def fit_transform(cls, values) -> tuple[Vocabulary, np.ndarray]:
+        """The vocabulary of `values` and the index of every value, in one pass."""
+        values = _as_id_array(values)
+        if values.dtype.kind == "i" and values.size:
+            lo, hi = int(values.min()), int(values.max())
+            if hi - lo <= max(_DENSE_LOOKUP_MAX_SPAN, 4 * values.size):
+                # Dense ids (the common case: 1..n): a presence table is O(n) where sorting is O(n log n).
+                present = np.zeros(hi - lo + 1, dtype=bool)
+                present[values - lo] = True
+                lookup = np.cumsum(present, dtype=np.int64) - 1
+                vocab = cls.__new__(cls)
+                vocab._ids = (np.flatnonzero(present) + lo).astype(np.int64)
+                vocab._ids.setflags(write=False)
+                return vocab, lookup[values - lo].astype(INDEX_DTYPE)
+        ids, inverse = np.unique(values, return_inverse=True)
+        return cls(ids), inverse.astype(INDEX_DTYPE)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """All ids, in index order (read-only)."""
+        return self._ids
+
+    @property
+    def is_integer(self) -> bool:
+        return self._ids.dtype.kind == "i"
+
+    def __len__(self) -> int:
+        return int(self._ids.size)
+
+    def __eq__(self, other) -> bool:
+        return (
+            isinstance(other, Vocabulary)
+            and self._ids.dtype.kind == other._ids.dtype.kind
+            and np.array_equal(self._ids, other._ids)
+        )
+
+    def __repr__(self) -> str:
+        head = ", ".join(map(str, self._ids[:3]))
+        return f"Vocabulary({len(self)} ids: {head}{', ...' if len(self) > 3 else ''})"
+
+    def index(self, values) -> np.ndarray:
+        """Indices of `values`; ids not in the vocabulary map to UNKNOWN (-1)."""
+        values = np.asarray(values)
+        if values.size == 0:
+            return np.empty(0, dtype=INDEX_DTYPE)
+        if self.is_integer:
+            if values.dtype.kind not in "iu":
+                values = _as_id_array(values)
+                if values.dtype.kind != "i":  # strings never match integer ids
+                    return np.full(values.shape, UNKNOWN, dtype=INDEX_DTYPE)
+        else:
+            values = values.astype(str)
+        if len(self) == 0:
+            return np.full(values.shape, UNKNOWN, dtype=INDEX_DTYPE)
+        pos = np.searchsorted(self._ids, values)
+        pos_clipped = np.minimum(pos, len(self) - 1)
+        found = self._ids[pos_clipped] == values
+        return np.where(found, pos_clipped, UNKNOWN).astype(INDEX_DTYPE)
+
+    def lookup(self, indices) -> np.ndarray:
+        """External ids of `indices` (which must all be valid)."""
+        indices = np.asarray(indices)
+        if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(f"index out of range for a vocabulary of {len(self)} ids")
+        return self._ids[indices]
+
+    def to_json(self) -> dict:
+        kind = "int" if self.is_integer else "str"
+        return {"kind": kind, "ids": self._ids.tolist()}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> Vocabulary:
+        kind = obj.get("kind")
+        if kind not in ("int", "str"):
+            raise DataError(f"vocabulary kind must be 'int' or 'str', got {kind!r}")
+        dtype = np.int64 if kind == "int" else str
+        return cls(np.asarray(obj["ids"], dtype=dtype))
+
+
+@dataclass(frozen=True)
+class SideFeatures:
+    """Side features of users or of items, one row per entity id.
+
+    `categorical[name]` holds one integer code per row, 0 meaning missing and 1..len(levels) a level of
+    `categorical_levels[name]`. `multi_hot[name]` holds a (rows x levels) 0/1 matrix (e.g. genres).
+    `numeric[name]` holds one float32 per row (e.g. a standardized release year), NaN when missing.
+    """
+
+    ids: Vocabulary
+    categorical: dict[str, np.ndarray] = field(default_factory=dict)
+    categorical_levels: dict[str, list] = field(default_factory=dict)
+    multi_hot: dict[str, np.ndarray] = field(default_factory=dict)
+    multi_hot_levels: dict[str, list] = field(default_factory=dict)
+    numeric: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self):
+        n = len(self.ids)
+        for kind, table in (("categorical", self.categorical), ("multi_hot", self.multi_hot),
+                            ("numeric", self.numeric)):
+            for name, values in table.items():
+                if len(values) != n:
+                    raise DataError(f"side feature {kind} '{name}' has {len(values)} rows, expected {n}")
+        for name in self.categorical:
+            if name not in self.categorical_levels:
+                raise DataError(f"categorical side feature '{name}' has no levels")
+        for name, matrix in self.multi_hot.items():
+            if matrix.ndim != 2 or matrix.shape[1] != len(self.multi_hot_levels.get(name, ())):
+                raise DataError(f"multi-hot side feature '{name}' must have one column per level")
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.categorical, *self.multi_hot, *self.numeric]
+
+    def aligned_to(self, vocab: Vocabulary) -> SideFeatures:
+        """The same features with one row per id of `vocab`; ids without features get missing values."""
+        rows = self.ids.index(vocab.ids)
+        known = rows != UNKNOWN
+        safe = np.where(known, rows, 0)
+
+        def take(values: np.ndarray, missing) -> np.ndarray:
+            out = values[safe] if len(values) else np.zeros((len(rows), *values.shape[1:]), values.dtype)
+            out = out.copy()
+            out[~known] = missing
+            return out
+
+        return SideFeatures(
+            ids=vocab,
+            categorical={k: take(v, 0) for k, v in self.categorical.items()},
+            categorical_levels=dict(self.categorical_levels),
+            multi_hot={k: take(v, 0) for k, v in self.multi_hot.items()},
+            multi_hot_levels=dict(self.multi_hot_levels),
+            numeric={k: take(v, np.nan) for k, v in self.numeric.items()},
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Interactions:
+    """An interaction log in index form: row r says user `user_idx[r]` met item `item_idx[r]`.
+
+    `rating` (float32) is None for implicit feedback; `timestamp` (int64) is None when the log has none.
+    Side features, when present, are aligned to `users` and `items` (row i describes index i).
+    """
+
+    user_idx: np.ndarray
+    item_idx: np.ndarray
+    users: Vocabulary
+    items: Vocabulary
+    rating: np.ndarray | None = None
+    timestamp: np.ndarray | None = None
+    user_features: SideFeatures | None = None
+    item_features: SideFeatures | None = None
+
+    def __post_init__(self):
+        n = len(self.user_idx)
+        if len(self.item_idx) != n:
+            raise DataError(f"user_idx has {n} rows but item_idx has {len(self.item_idx)}")
+        for name in ("rating", "timestamp"):
+            col = getattr(self, name)
+            if col is not None and len(col) != n:
+                raise DataError(f"{name} has {len(col)} rows, expected {n}")
+        for name, vocab in (("user_features", self.users), ("item_features", self.items)):
+            feats = getattr(self, name)
+            if feats is not None and feats.ids != vocab:
+                object.__setattr__(self, name, feats.aligned_to(vocab))
+
+    @classmethod
+    def from_ids(
+        cls,
+        user_ids,
+        item_ids,
+        rating=None,
+        timestamp=None,
+        *,
+        users: Vocabulary | None = None,
+        items: Vocabulary | None = None,
+        user_features: SideFeatures | None = None,
+        item_features: SideFeatures | None = None,
+    ) -> Interactions:
+        """Build from external id arrays. Given vocabularies are used as they are (rows whose ids they
+        lack are dropped); otherwise vocabularies are fitted on the ids."""
+        if users is None:
+            users, user_idx = Vocabulary.fit_transform(user_ids)
+        else:
+            user_idx = users.index(user_ids)
+        if items is None:
+            items, item_idx = Vocabulary.fit_transform(item_ids)
+        else:
+            item_idx = items.index(item_ids)
+        keep = (user_idx != UNKNOWN) & (item_idx != UNKNOWN)
+        all_kept = bool(keep.all())
+
+        def kept(a):
+            return a if a is None or all_kept else np.asarray(a)[keep]
+
+        return cls(
+            user_idx=kept(user_idx),
+            item_idx=kept(item_idx),
+            users=users,
+            items=items,
+            rating=None if rating is None else kept(np.asarray(rating, dtype=np.float32)),
+            timestamp=None if timestamp is None else kept(np.asarray(timestamp, dtype=np.int64)),
+            user_features=user_features,
+            item_features=item_features,
+        )
+
+    def __len__(self) -> int:
+        return int(len(self.user_idx))
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def is_implicit(self) -> bool:
+        return self.rating is None
+
+    def user_ids(self) -> np.ndarray:
+        return self.users.lookup(self.user_idx)
+
+    def item_ids(self) -> np.ndarray:
+        return self.items.lookup(self.item_idx)
+
+    def take(self, rows) -> Interactions:
+        """A subset of rows (index array or boolean mask); vocabularies and features are kept."""
+        rows = np.asarray(rows)
+        return Interactions(
+            user_idx=self.user_idx[rows],
+            item_idx=self.item_idx[rows],
+            users=self.users,
+            items=self.items,
+            rating=None if self.rating is None else self.rating[rows],
+            timestamp=None if self.timestamp is None else self.timestamp[rows],
+            user_features=self.user_features,
+            item_features=self.item_features,
+        )
+
+    def to_csr(self, values: str = "ones"):
+        """A users x items scipy CSR matrix; `values` is 'ones' or 'rating'."""
+        import scipy.sparse as sp
+
+        if values == "rating" and self.rating is not None:
+            data = self.rating
+        else:
+            data = np.ones(len(self), dtype=np.float32)
+        return sp.csr_matrix(
+            (data, (self.user_idx, self.item_idx)), shape=(self.n_users, self.n_items), dtype=np.float32
+        )
+
+    def __repr__(self) -> str:
+        kind = "implicit" if self.is_implicit else "rated"
+        return f"Interactions({len(self)} {kind} rows, {self.n_users} users, {self.n_items} items)"
+
+
+@dataclass(frozen=True, eq=False)
+class RankedLists:
+    """Ranked recommendations as a long table: one row per (user, rank), ranks 1-based and contiguous
+    per user, rows grouped by user in rank order. Short lists are never padded."""
+
+    user_id: np.ndarray
+    item_id: np.ndarray
+    score: np.ndarray
+    rank: np.ndarray
+
+    COLUMNS = ("user_id", "item_id", "score", "rank")
+
+    def __post_init__(self):
+        n = len(self.user_id)
+        for name in ("item_id", "score", "rank"):
+            if len(getattr(self, name)) != n:
+                raise DataError(f"RankedLists column {name} has {len(getattr(self, name))} rows, expected {n}")
+        object.__setattr__(self, "score", np.asarray(self.score, dtype=np.float32))
+        object.__setattr__(self, "rank", np.asarray(self.rank, dtype=np.int32))
+
+    def __len__(self) -> int:
+        return int(len(self.user_id))
+
+    @classmethod
+    def concat(cls, parts: list[RankedLists]) -> RankedLists:
+        if not parts:
+            return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32), np.empty(0, np.int32))
+        return cls(*(np.concatenate([getattr(p, c) for p in parts]) for c in cls.COLUMNS))
+
+    def to_polars(self):
+        import polars as pl
+
+        return pl.DataFrame({c: getattr(self, c) for c in self.COLUMNS})
+
+    def to_pandas(self):
+        import pandas as pd
+
+        return pd.DataFrame({c: getattr(self, c) for c in self.COLUMNS})
+
+    @classmethod
+    def from_frame(cls, frame) -> RankedLists:
+        """From a pandas or polars frame with the columns user_id, item_id, score, rank."""
+        import polars as pl
+
+        df = frame if isinstance(frame, pl.DataFrame) else pl.from_pandas(frame)
+        missing = [c for c in cls.COLUMNS if c not in df.columns]
+        if missing:
+            raise DataError(f"ranked lists need columns {list(cls.COLUMNS)}; missing {missing}; found {df.columns}")
+        return cls(*(df[c].to_numpy() for c in cls.COLUMNS))
+
+    def equals(self, other: RankedLists, *, score_tol: float = 0.0) -> bool:
+        return (
+            len(self) == len(other)
+            and np.array_equal(self.user_id, other.user_id)
+            and np.array_equal(self.item_id, other.item_id)
+            and np.array_equal(self.rank, other.rank)
+            and np.allclose(self.score, other.score, rtol=0, atol=score_tol)
+        )
