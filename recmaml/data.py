@@ -18,8 +18,9 @@ UNKNOWN = -1
 
 INDEX_DTYPE = np.int32
 
-# Above this span (max id - min id) integer ids are mapped by sorting instead of a dense lookup table.
-_DENSE_LOOKUP_MAX_SPAN = 200_000_000
+# Integer ids whose span (max id - min id) is at most this, or at most twice the number of values, are
+# mapped through a dense lookup table (O(n)); sparser ids are sorted instead (O(n log n)).
+_DENSE_LOOKUP_MIN_SPAN = 1 << 20
 
 
 def _as_id_array(values) -> np.ndarray:
@@ -69,7 +70,7 @@ class Vocabulary:
         values = _as_id_array(values)
         if values.dtype.kind == "i" and values.size:
             lo, hi = int(values.min()), int(values.max())
-            if hi - lo <= max(_DENSE_LOOKUP_MAX_SPAN, 4 * values.size):
+            if hi - lo <= max(_DENSE_LOOKUP_MIN_SPAN, 2 * values.size):
                 # Dense ids (the common case: 1..n): a presence table is O(n) where sorting is O(n log n).
                 present = np.zeros(hi - lo + 1, dtype=bool)
                 present[values - lo] = True

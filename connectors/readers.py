@@ -1,0 +1,310 @@
+"""Interaction logs from files, frames and databases -> Interactions.
+
+Each source becomes a polars frame (lazy where the format allows it, so that only the needed columns are
+read) and goes through `connectors._frame.frame_to_interactions`, which does every check. This module only
+picks the format, opens the source and turns library errors into DataErrors that name the file and the fix.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import io
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import polars as pl
+
+from connectors._frame import Columns, frame_to_interactions
+from recmaml.data import Interactions, SideFeatures
+from recmaml.errors import DataError
+
+# Accepted values of format= (and --format), mapped to (reader, MovieLens variant or None).
+_FORMATS = {
+    "csv": ("csv", None),
+    "tsv": ("tsv", None),
+    "parquet": ("parquet", None),
+    "jsonl": ("jsonl", None),
+    "ndjson": ("jsonl", None),
+    "sql": ("sql", None),
+    "movielens": ("movielens", None),
+    "movielens-100k": ("movielens", "ml-100k"),
+    "movielens-1m": ("movielens", "ml-1m"),
+    "movielens-latest": ("movielens", "ml-latest"),
+    "ml-100k": ("movielens", "ml-100k"),
+    "ml-1m": ("movielens", "ml-1m"),
+    "ml-latest": ("movielens", "ml-latest"),
+}
+_EXTENSIONS = {
+    ".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet",
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".db": "sql", ".sqlite": "sql", ".sqlite3": "sql",
+}
+_COMPRESSED = (".gz", ".zst", ".zlib")
+_SQL_PREFIXES = ("sqlite://", "postgresql://", "postgres://")
+_DELIMITERS = ("\t", ",", ";", "|")  # detection order: on a tie the first wins
+_ACCEPTED = "csv, tsv, parquet, jsonl, sql, movielens-100k, movielens-1m, movielens-latest"
+# Rows used to guess column types; the whole file is scanned only when this guess turns out wrong.
+_INFER_ROWS = 10_000
+_FRAME_TYPES = (pl.DataFrame, pl.LazyFrame)
+
+
+def read_interactions(
+    source,
+    *,
+    format: str | None = None,
+    user_col: str = "user_id",
+    item_col: str = "item_id",
+    rating_col: str | None = "rating",
+    timestamp_col: str | None = "timestamp",
+    delimiter: str | None = None,
+    rating_range: tuple[float, float] | None = None,
+    table: str | None = None,
+    query: str | None = None,
+    user_features: SideFeatures | None = None,
+    item_features: SideFeatures | None = None,
+    encoding: str = "utf8",
+) -> Interactions:
+    """Read an interaction log: a CSV/TSV/Parquet/JSON Lines file, a SQL database, a MovieLens folder or
+    file, or a pandas/polars frame. The format comes from `format=` or from the file's extension.
+
+    rating_col=None (or "") reads implicit feedback; timestamp_col=None (or "") ignores timestamps. The
+    default rating/timestamp columns are optional; columns named explicitly must exist.
+    """
+    name = _source_name(source)
+    kind, variant = _resolve_format(source, format)
+    if kind == "movielens":
+        return _read_movielens(source, variant, rating_range, user_features, item_features)
+    columns = Columns(
+        user=user_col,
+        item=item_col,
+        rating=rating_col or None,
+        timestamp=timestamp_col or None,
+        require_rating=bool(rating_col) and rating_col != "rating",
+        require_timestamp=bool(timestamp_col) and timestamp_col != "timestamp",
+    )
+
+    def convert(full_inference: bool) -> Interactions:
+        with _library_errors(name, kind, encoding):
+            frame = _open(source, kind, delimiter, table, query, encoding, full_inference)
+            return frame_to_interactions(
+                frame, name, columns,
+                rating_range=rating_range, user_features=user_features, item_features=item_features,
+            )
+
+    if kind not in ("csv", "tsv", "jsonl"):
+        return convert(full_inference=False)
+    try:
+        return convert(full_inference=False)
+    except DataError as err:
+        # Types guessed from the first rows can be wrong further down (an id column that turns to strings):
+        # scan the whole file for types once, and report the second failure if it fails again.
+        if not isinstance(err.__cause__, pl.exceptions.ComputeError):
+            raise
+    return convert(full_inference=True)
+
+
+def read_frame(
+    source,
+    *,
+    format: str | None = None,
+    delimiter: str | None = None,
+    table: str | None = None,
+    query: str | None = None,
+    encoding: str = "utf8",
+) -> pl.LazyFrame | pl.DataFrame:
+    """The raw frame of any source read_interactions accepts, except MovieLens (e.g. candidate or pair
+    files). Files come back lazy: select the columns you need before collecting."""
+    name = _source_name(source)
+    kind, _ = _resolve_format(source, format)
+    if kind == "movielens":
+        raise DataError(f"{name}: MovieLens data is read with read_interactions, not read_frame")
+    with _library_errors(name, kind, encoding):
+        frame = _open(source, kind, delimiter, table, query, encoding, full_inference=False)
+        frame.collect_schema()  # cheap, and a broken file (truncated, wrong encoding) fails here, named
+    return frame
+
+
+# --- picking the format -------------------------------------------------------------------------------
+
+
+def _source_name(source) -> str:
+    if isinstance(source, pl.LazyFrame):
+        return "polars LazyFrame"
+    if isinstance(source, pl.DataFrame):
+        return "polars DataFrame"
+    if _is_pandas(source):
+        return "pandas DataFrame"
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else repr(source)
+
+
+def _is_pandas(source) -> bool:
+    return type(source).__module__.startswith("pandas") and hasattr(source, "columns")
+
+
+def _is_sql_uri(source) -> bool:
+    return isinstance(source, str) and source.lower().startswith(_SQL_PREFIXES)
+
+
+def _resolve_format(source, format: str | None) -> tuple[str, str | None]:
+    """(reader kind, MovieLens variant) from format= or, failing that, from the source itself."""
+    if isinstance(source, _FRAME_TYPES) or _is_pandas(source):
+        return "frame", None
+    if format is not None:
+        key = format.strip().lower().replace("_", "-")
+        if key not in _FORMATS:
+            raise DataError(f"{_source_name(source)}: unknown format {format!r}; use format= (CLI: --format) "
+                            f"with one of: {_ACCEPTED}")
+        return _FORMATS[key]
+    if _is_sql_uri(source):
+        return "sql", None
+    if not isinstance(source, (str, os.PathLike)):
+        raise DataError(f"cannot read interactions from a {type(source).__name__}; pass a file path, a "
+                        "database URI, or a pandas/polars DataFrame")
+    path = Path(source)
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSED:  # ratings.csv.gz reads as ratings.csv
+        suffixes = suffixes[:-1]
+    kind = _EXTENSIONS.get(suffixes[-1]) if suffixes else None
+    if kind is not None:
+        return kind, None
+    _check_exists(path)
+    variant = _detect_movielens(path)
+    if variant is not None:
+        return "movielens", variant
+    what = "folder" if path.is_dir() else "file extension"
+    raise DataError(f"{path}: cannot tell the format from the {what}; pass format= (CLI: --format) "
+                    f"with one of: {_ACCEPTED}")
+
+
+def _detect_movielens(path: Path) -> str | None:
+    try:
+        from connectors.movielens import detect_movielens
+    except ImportError:  # the MovieLens reader is optional for every other format
+        return None
+    return detect_movielens(path)
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder; check the path")
+
+
+# --- opening each kind of source -----------------------------------------------------------------------
+
+
+def _open(source, kind, delimiter, table, query, encoding, full_inference) -> pl.LazyFrame | pl.DataFrame:
+    if kind == "frame":
+        return _from_frame(source)
+    if kind == "sql":
+        from connectors.sql import read_sql_frame
+
+        return read_sql_frame(os.fspath(source), table=table, query=query)
+    path = Path(source)
+    _check_exists(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; pass the file inside it, or format= (CLI: --format) movielens-*")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty (0 bytes); expected a header and interaction rows")
+    infer = None if full_inference else _INFER_ROWS
+    if kind == "parquet":
+        return pl.scan_parquet(path)
+    if kind == "jsonl":
+        if _is_utf8(encoding):
+            return pl.scan_ndjson(path, infer_schema_length=infer)
+        return pl.read_ndjson(_recoded(path, encoding), infer_schema_length=infer).lazy()
+    separator = delimiter or ("\t" if kind == "tsv" else _detect_delimiter(path))
+    if _is_utf8(encoding):
+        lossy = "lossy" in encoding.lower()  # utf8-lossy: undecodable bytes become U+FFFD
+        return pl.scan_csv(path, separator=separator, infer_schema_length=infer,
+                           encoding="utf8-lossy" if lossy else "utf8")
+    return pl.read_csv(_recoded(path, encoding), separator=separator, infer_schema_length=infer).lazy()
+
+
+def _from_frame(source) -> pl.DataFrame | pl.LazyFrame:
+    if isinstance(source, _FRAME_TYPES):
+        return source
+    try:
+        return pl.from_pandas(source)
+    except (TypeError, ValueError) as err:  # pyarrow's ArrowInvalid/ArrowTypeError are among these
+        bad = next((c for c in source.columns if not _converts(source[c])), None)
+        where = f"column {bad!r}" if bad is not None else "a column"
+        raise DataError(f"pandas DataFrame: {where} cannot be converted ({err}); give it one type, e.g. "
+                        f"df[{bad!r}].astype(str)") from err
+
+
+def _converts(series) -> bool:
+    try:
+        pl.from_pandas(series)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _is_utf8(encoding: str) -> bool:
+    return encoding.lower().replace("-", "") in ("utf8", "utf8lossy")
+
+
+def _recoded(path: Path, encoding: str) -> io.BytesIO:
+    """The file's text re-encoded as UTF-8, for encodings polars does not read itself (e.g. latin-1)."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError as err:
+        raise DataError(f"{path}: unknown encoding {encoding!r}; use e.g. encoding='utf8' or 'latin-1'") from err
+    try:
+        text = path.read_bytes().decode(encoding)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not valid {encoding} text at byte {err.start}; pass the file's encoding "
+                        "with encoding=") from err
+    return io.BytesIO(text.encode("utf8"))
+
+
+def _detect_delimiter(path: Path) -> str:
+    """The most frequent of tab, comma, semicolon and pipe in the header line (comma when none is)."""
+    if path.suffix.lower() in _COMPRESSED:
+        return ","  # not worth decompressing here; pass delimiter= for other separators
+    with open(path, "rb") as f:
+        header = f.readline(65536)
+    counts = [header.count(d.encode()) for d in _DELIMITERS]
+    best = max(counts)
+    return _DELIMITERS[counts.index(best)] if best else ","
+
+
+def _read_movielens(source, variant, rating_range, user_features, item_features) -> Interactions:
+    from connectors.movielens import read_movielens
+
+    interactions = read_movielens(source, variant, rating_range=rating_range)
+    extra = {k: v for k, v in (("user_features", user_features), ("item_features", item_features)) if v is not None}
+    # Interactions aligns given features to its vocabularies in __post_init__.
+    return dataclasses.replace(interactions, **extra) if extra else interactions
+
+
+# --- errors from polars, with the file and the fix ------------------------------------------------------
+
+
+@contextmanager
+def _library_errors(name: str, kind: str, encoding: str):
+    """Re-raise errors of polars/pyarrow/the OS while reading `name` as DataErrors that say what to do."""
+    try:
+        yield
+    except DataError:
+        raise
+    except pl.exceptions.PolarsError as err:
+        raise DataError(f"{name}: {_hint(kind, str(err), encoding)}") from err
+    except OSError as err:
+        raise DataError(f"{name}: cannot read the file ({err}); check the path and its permissions") from err
+
+
+def _hint(kind: str, message: str, encoding: str) -> str:
+    first_line = message.strip().splitlines()[0] if message.strip() else message
+    if "utf-8" in message.lower() or "utf8" in message.lower():
+        return (f"the text is not valid {encoding} ({first_line}); pass the file's encoding, "
+                "e.g. encoding='latin-1' (CLI: --encoding latin-1)")
+    if kind == "parquet":
+        return f"not a valid Parquet file ({first_line}); is it truncated? re-export or re-download it"
+    if kind == "jsonl":
+        return f"not valid JSON Lines ({first_line}); each line must be one JSON object"
+    if kind in ("csv", "tsv"):
+        return (f"cannot parse the file as {kind.upper()} ({first_line}); check the delimiter "
+                "(delimiter=, CLI: --delimiter) and that every row has the header's columns")
+    return first_line

@@ -1,0 +1,191 @@
+"""RankedLists -> CSV / TSV / Parquet / JSON Lines / SQL table / pandas or polars frame, and back.
+
+Ranked lists are written as a long table with the columns user_id, item_id, score, rank. Files are
+written to a temporary file in the destination folder and moved into place with os.replace, so a reader
+never sees a half-written file and a failed write leaves the previous file untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from connectors.sql import display_uri, is_sql_uri, read_sql_frame, write_sql_table
+from recmaml.data import RankedLists
+from recmaml.errors import DataError
+
+DEFAULT_TABLE = "ranked_lists"
+
+# File formats by extension; "ndjson" is another name for JSON Lines.
+FILE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FRAME_FORMATS = ("pandas", "polars")
+FORMATS = ("csv", "tsv", "parquet", "jsonl", "ndjson", "sql", *FRAME_FORMATS)
+
+
+def write_ranked_lists(ranked: RankedLists, dest=None, *, format=None, table=None, if_exists="replace"):
+    """Write ranked lists to a file or an SQL table, or return them as a pandas or polars frame.
+
+    dest: a path ending .csv/.tsv/.parquet/.jsonl/.ndjson, an SQL URI (sqlite:///recs.db,
+    postgresql://...; `table` defaults to "ranked_lists"), or "pandas"/"polars" (as is format=).
+    if_exists ("replace", "append", "fail") applies to SQL tables; a file is always replaced, atomically.
+    Returns the frame for pandas/polars, None otherwise.
+    """
+    kind = _resolve_format(dest, format)
+    if kind == "pandas":
+        return ranked.to_pandas()
+    if kind == "polars":
+        return ranked.to_polars()
+    if kind == "sql":
+        write_sql_table(ranked.to_polars(), dest, table or DEFAULT_TABLE, if_exists=if_exists)
+        return None
+    frame = ranked.to_polars()
+    _write_atomically(Path(dest), lambda tmp: _write_file(frame, tmp, kind))
+    return None
+
+
+def read_ranked_lists(source, *, format=None, table=None) -> RankedLists:
+    """Ranked lists from a file, an SQL table or a pandas/polars frame, with the four columns checked."""
+    if isinstance(source, pl.DataFrame) or type(source).__module__.startswith("pandas"):
+        frame = source if isinstance(source, pl.DataFrame) else pl.from_pandas(source)
+        return _frame_to_ranked(frame, "the frame")
+    kind = _resolve_format(source, format)
+    if kind in FRAME_FORMATS:
+        raise DataError(f"read_ranked_lists needs a file, a database URI or a frame, got {source!r}")
+    if kind == "sql":
+        frame = read_sql_frame(source, table=table or DEFAULT_TABLE)
+        return _frame_to_ranked(frame, f"{display_uri(source)} table {table or DEFAULT_TABLE!r}")
+    path = Path(source)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    return _frame_to_ranked(_read_file(path, kind), str(path))
+
+
+# --- formats -------------------------------------------------------------------------------------------
+
+
+def _resolve_format(dest, format) -> str:
+    """One of csv, tsv, parquet, jsonl, sql, pandas, polars."""
+    if format is not None:
+        fmt = str(format).lower()
+        if fmt not in FORMATS:
+            raise DataError(f"unknown format {format!r}; use one of {list(FORMATS)} (CLI: --format)")
+        if fmt in FRAME_FORMATS:
+            return fmt
+        if dest is None:
+            raise DataError(f"format {fmt!r} needs a destination path or URI")
+        return "jsonl" if fmt == "ndjson" else fmt
+    if dest is None:
+        raise DataError(f"pass a destination (a file path, an SQL URI) or format= one of {list(FRAME_FORMATS)}")
+    if isinstance(dest, str) and dest.lower() in FRAME_FORMATS:
+        return dest.lower()
+    if is_sql_uri(dest):
+        return "sql"
+    suffix = Path(dest).suffix.lower()
+    if suffix not in FILE_FORMATS:
+        raise DataError(
+            f"{dest}: unknown file extension {suffix or '(none)'!r}; use one of {list(FILE_FORMATS)} or an SQL "
+            f"URI, or name the format with format= one of {list(FORMATS)} (CLI: --format)"
+        )
+    return FILE_FORMATS[suffix]
+
+
+def _write_file(frame: pl.DataFrame, path: str, kind: str) -> None:
+    if kind == "csv":
+        frame.write_csv(path)
+    elif kind == "tsv":
+        frame.write_csv(path, separator="\t")
+    elif kind == "parquet":
+        frame.write_parquet(path)
+    else:
+        frame.write_ndjson(path)
+
+
+def _read_file(path: Path, kind: str) -> pl.DataFrame:
+    if kind == "parquet":
+        return pl.read_parquet(path)
+    if kind == "jsonl":
+        return pl.read_ndjson(path)
+    # CSV has no types: every column is read as text and parsed here. Ids become integers only when every
+    # id is one, as inference would otherwise turn string ids such as "nan" or "1e3" into floats.
+    frame = pl.read_csv(path, separator="\t" if kind == "tsv" else ",", infer_schema=False)
+    return frame.with_columns(_int_if_canonical(frame[c]) for c in ("user_id", "item_id") if c in frame.columns)
+
+
+def _int_if_canonical(text: pl.Series) -> pl.Series:
+    """The column as Int64 when every value is a canonical integer ("12", not "012" or "+12"), so that
+    the conversion never changes an id; else unchanged."""
+    as_int = text.cast(pl.Int64, strict=False)
+    if as_int.is_not_null().all() and (as_int.cast(pl.String) == text).all():
+        return as_int
+    return text
+
+
+# --- atomic files --------------------------------------------------------------------------------------
+
+
+def _write_atomically(path: Path, write) -> None:
+    """Call write(tmp) on a temporary file next to `path`, then move it into place. On any error the
+    temporary file is removed and `path` is untouched."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise DataError(f"{path}: folder {str(folder)!r} does not exist; create it first")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        # mkstemp creates the file private (0600); give it the permissions a plain open() would have.
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read the umask is to set it and put it back
+    os.umask(mask)
+    return mask
+
+
+# --- validation ----------------------------------------------------------------------------------------
+
+
+def _frame_to_ranked(frame: pl.DataFrame, source: str) -> RankedLists:
+    missing = [c for c in RankedLists.COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{source}: ranked lists need columns {list(RankedLists.COLUMNS)}; missing {missing}; found {frame.columns}"
+        )
+    for col in RankedLists.COLUMNS:
+        nulls = frame[col].is_null()
+        if nulls.any():
+            row = int(nulls.arg_true()[0]) + 1
+            raise DataError(f"{source}: column {col!r} has {int(nulls.sum())} missing values (first at data row {row})")
+    score = _numeric(frame["score"], pl.Float32, source, "numbers")
+    rank = _numeric(frame["rank"], pl.Int32, source, "integers")
+    return RankedLists(_ids(frame["user_id"]), _ids(frame["item_id"]), score.to_numpy(), rank.to_numpy())
+
+
+def _numeric(series: pl.Series, dtype, source: str, what: str) -> pl.Series:
+    """The column cast to `dtype`; text is parsed, and a value that is not one of `what` is an error."""
+    parsed = series.cast(dtype, strict=False)
+    bad = parsed.is_null() & series.is_not_null()
+    if dtype.is_integer() and series.dtype.is_float():
+        bad = bad | (series != series.round(0))
+    if bad.any() or (series.dtype != pl.String and not series.dtype.is_numeric()):
+        row = int(bad.arg_true()[0]) + 1 if bad.any() else 1
+        raise DataError(f"{source}: column {series.name!r} must hold {what}; found {series[row - 1]!r} at data row {row}")
+    return parsed
+
+
+def _ids(series: pl.Series) -> np.ndarray:
+    """Integer ids as int64, anything else as a numpy string array (the two kinds a Vocabulary holds)."""
+    if series.dtype.is_integer():
+        return series.cast(pl.Int64).to_numpy()
+    return series.cast(pl.String).to_numpy().astype(str)

@@ -1,0 +1,127 @@
+"""The inner loop: every user of a batch adapted in one batched computation (torch.func: functional_call +
+grad + vmap over padded tasks). A pure function: it returns fast weights and never changes the model.
+
+Fast weights are a dict {parameter name: tensor of shape (B, *parameter shape)}, one slice per user, for
+the adapted parameters only; every other parameter is shared by all users.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from recmaml.config import adapt_prefixes
+
+META_LR_PREFIX = "meta_lrs"  # Meta-SGD's learned inner learning rates: never adapted themselves
+_EXCLUDED = -1e9  # added to the score of items a ranking must skip (finite, so gradients stay finite)
+
+
+def adapted_names(model: nn.Module, adapt: str) -> list[str]:
+    """Names of the parameters the inner loop changes, from a preset or comma-separated prefixes."""
+    prefixes = adapt_prefixes(adapt)
+    names = [
+        n for n, _ in model.named_parameters()
+        if not n.startswith(META_LR_PREFIX) and any(n == p or n.startswith(p) for p in prefixes)
+    ]
+    if not names:
+        valid = [n for n, _ in model.named_parameters() if not n.startswith(META_LR_PREFIX)]
+        raise ValueError(f"meta.adapt = {adapt!r} matches no parameter; parameter names: {valid}")
+    return names
+
+
+def meta_lr_key(name: str) -> str:
+    return name.replace(".", "__")
+
+
+def task_loss(model: nn.Module, params: dict[str, torch.Tensor], data: dict, objective: str, loss: str) -> torch.Tensor:
+    """The loss of one user's task (support or query) under `params`. `data` holds one user's padded set."""
+    mask = data["mask"]
+    n = mask.sum().clamp(min=1.0)
+    if objective == "rating":
+        pred = functional_call(model, params, (data["user_feats"], data["items"]))
+        return ((pred - data["ratings"]) ** 2 * mask).sum() / n
+
+    if data["negatives"].shape[-1] == 0:  # exact softmax over the whole catalog
+        scores = functional_call(model, params, (data["user_feats"],))
+        if "exclude" in data:  # items the user already showed are not candidates of the query ranking
+            scores = scores.scatter_add(0, data["exclude"], _EXCLUDED * data["exclude_mask"])
+        logp = torch.log_softmax(scores, dim=0)
+        return -(logp[data["items"]] * mask).sum() / n
+
+    pos = functional_call(model, params, (data["user_feats"], data["items"]))
+    neg = functional_call(model, params, (data["user_feats"], data["negatives"]))
+    neg = torch.where(data["negative_mask"] > 0, neg, torch.full_like(neg, _EXCLUDED))
+    if loss == "bpr":
+        pair_mask = mask[:, None] * data["negative_mask"][None, :]
+        return (F.softplus(neg[None, :] - pos[:, None]) * pair_mask).sum() / pair_mask.sum().clamp(min=1.0)
+    # sampled softmax with logQ correction: each positive against the user's shared negatives
+    lse = torch.logsumexp(neg - data["negative_logq"], dim=0)
+    return (F.softplus(lse - pos) * mask).sum() / n
+
+
+def split_params(model: nn.Module, names: list[str]) -> tuple[dict, dict]:
+    """(adapted parameters, everything else: shared parameters and buffers)."""
+    params = dict(model.named_parameters())
+    adapted = {n: params[n] for n in names}
+    shared = {n: p for n, p in params.items() if n not in adapted}
+    shared.update(dict(model.named_buffers()))
+    return adapted, shared
+
+
+def adapt(
+    model: nn.Module,
+    support: dict,
+    *,
+    names: list[str],
+    steps: int,
+    inner_lr: float,
+    first_order: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Fast weights of every user in `support` (a batched dict from TaskBatch.support()).
+
+    With first_order=False the result stays differentiable through the inner steps (second-order MAML);
+    with first_order=True the inner gradients are treated as constants.
+    Meta-SGD: if the model has a `meta_lrs` ParameterDict, its entries are the per-parameter inner rates.
+    """
+    adapted, shared = split_params(model, names)
+    batch = support["items"].shape[0]
+    if steps == 0:
+        return {n: p.unsqueeze(0).expand(batch, *p.shape) for n, p in adapted.items()}
+    meta_lrs = getattr(model, META_LR_PREFIX, None)
+    rates = {n: (meta_lrs[meta_lr_key(n)] if meta_lrs is not None else inner_lr) for n in names}
+    cfg = model.cfg
+
+    def support_loss(fast: dict, data: dict) -> torch.Tensor:
+        return task_loss(model, {**shared, **fast}, data, cfg.objective, cfg.loss)
+
+    def one_user(fast: dict, data: dict) -> dict:
+        for _ in range(steps):
+            grads = grad(support_loss)(fast, data)
+            if first_order:
+                grads = {n: g.detach() for n, g in grads.items()}
+            fast = {n: fast[n] - rates[n] * grads[n] for n in fast}
+        return fast
+
+    return vmap(one_user, in_dims=(None, 0))(adapted, support)
+
+
+def batched_loss(model: nn.Module, fast: dict[str, torch.Tensor], data: dict) -> torch.Tensor:
+    """Per-user task losses (B,) of batched `data` under per-user fast weights."""
+    _, shared = split_params(model, list(fast))
+    cfg = model.cfg
+
+    def one_user(f: dict, d: dict) -> torch.Tensor:
+        return task_loss(model, {**shared, **f}, d, cfg.objective, cfg.loss)
+
+    return vmap(one_user)(fast, data)
+
+
+def batched_scores(model: nn.Module, fast: dict[str, torch.Tensor], user_feats: dict, items: torch.Tensor | None = None) -> torch.Tensor:
+    """Scores (B, n_items), or (B, C) for per-user candidate `items` (B, C), under per-user fast weights."""
+    _, shared = split_params(model, list(fast))
+
+    if items is None:
+        return vmap(lambda f, u: functional_call(model, {**shared, **f}, (u,)))(fast, user_feats)
+    return vmap(lambda f, u, i: functional_call(model, {**shared, **f}, (u, i)))(fast, user_feats, items)

@@ -1,0 +1,80 @@
+"""Model directories: `weights.safetensors` plus `model.json` (resolved config, vocabularies, feature
+specs, package and format versions, and the sha256 of the weights). Written atomically; checked on load.
+No pickle is ever loaded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from recmaml.errors import CheckpointError
+
+FORMAT_VERSION = 1
+WEIGHTS = "weights.safetensors"
+METADATA = "model.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write(dest: Path, write) -> None:
+    """Write through `write(tmp_path)` to a temporary file beside `dest`, then move it into place."""
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, state: dict[str, torch.Tensor], metadata: dict) -> None:
+    """Weights first, metadata (holding the weights' hash) last: a crash in between leaves a directory
+    whose hash check fails loudly instead of a silently mixed model."""
+    from recmaml import __version__
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    _atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "recmaml_version": __version__,
+        "weights_sha256": _sha256(folder / WEIGHTS),
+        **metadata,
+    }
+    _atomic_write(folder / METADATA, lambda tmp: tmp.write_text(json.dumps(meta), encoding="utf-8"))
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    folder = Path(path)
+    meta_path, weights_path = folder / METADATA, folder / WEIGHTS
+    if not meta_path.is_file() or not weights_path.is_file():
+        raise CheckpointError(f"{folder}: not a recmaml model directory (needs {METADATA} and {WEIGHTS}); "
+                              "train one with `recmaml fit` or MetaRecommender.save")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{meta_path}: unreadable metadata ({err}); the model directory is corrupt") from err
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{meta_path}: model format version {version!r}, this recmaml reads version "
+                              f"{FORMAT_VERSION}; retrain the model or use the recmaml version that wrote it "
+                              f"({meta.get('recmaml_version', 'unknown')})")
+    actual = _sha256(weights_path)
+    if actual != meta.get("weights_sha256"):
+        raise CheckpointError(f"{weights_path}: sha256 {actual} does not match {meta.get('weights_sha256')} "
+                              f"recorded in {METADATA}; the weights are corrupt or from another model")
+    return load_file(str(weights_path)), meta

@@ -1,0 +1,239 @@
+"""Every knob of recmaml, as frozen dataclasses with defaults in code. A TOML file only overrides them.
+
+    [model]   the scorer's shape and objective
+    [tasks]   how warm users become support/query tasks
+    [meta]    the outer loop (MAML variant, learning rates, epochs, early stopping)
+    [serve]   adaptation and scoring of cold users
+
+Unknown keys and wrong types are errors that list every problem at once and the valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recmaml.errors import ConfigError
+
+ADAPT_PRESETS = {
+    # which parameters a user's inner loop changes, by name prefix
+    "user": ("user_init", "user_bias"),
+    "head": ("user_tower",),
+    "user+head": ("user_init", "user_bias", "user_tower"),
+    "all": ("",),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    objective: str = "implicit"
+    """'implicit' (rank items: softmax over positives and sampled negatives, or 'bpr') or 'rating' (MSE)."""
+    loss: str = "softmax"
+    """Implicit objective's loss: 'softmax' (sampled softmax) or 'bpr'."""
+    embedding_dim: int = 64
+    """Width of item embeddings, of the user vector, and of the towers' outputs."""
+    user_hidden: tuple[int, ...] = (64,)
+    """Hidden layer widths of the user tower (an MLP over the user vector and user side features)."""
+    item_hidden: tuple[int, ...] = ()
+    """Hidden layer widths of the item tower (an MLP over the item embedding and item side features)."""
+    feature_dim: int = 16
+    """Width of each side-feature embedding."""
+    use_user_features: bool = True
+    use_item_features: bool = True
+    init_std: float = 0.05
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    support_min: int = 1
+    """Fewest support interactions of a training task."""
+    support_max: int = 20
+    """Most support interactions of a training task; sizes are drawn uniformly in [support_min, support_max]."""
+    query_max: int = 64
+    """Most query interactions of a training task (a random subset when a user has more)."""
+    order: str = "random"
+    """'random' or 'temporal' (the support is a user's earliest interactions)."""
+    negatives: int = 0
+    """Sampled negatives per user for the implicit objective; 0 scores the whole catalog (exact softmax)."""
+    negative_sampling: str = "uniform"
+    """'uniform' or 'popularity' (proportional to item counts, with logQ correction in the softmax)."""
+    positive_threshold: float | None = None
+    """Implicit objective: query interactions rated at least this count as positives (None: all)."""
+    validation_users: float = 0.1
+    """Fraction of warm users held out for early stopping."""
+    validation_support: int = 5
+    """Support size of validation users (their other interactions are the query)."""
+
+
+@dataclass(frozen=True)
+class MetaConfig:
+    method: str = "maml"
+    """'maml' (second-order), 'fomaml' (first-order) or 'metasgd' (learned per-parameter inner rates)."""
+    adapt: str = "user+head"
+    """Parameters adapted per user: 'user', 'head', 'user+head', 'all', or comma-separated name prefixes."""
+    inner_steps: int = 2
+    inner_lr: float = 0.5
+    meta_lr: float = 3e-3
+    meta_batch_size: int = 64
+    """Users per outer step."""
+    epochs: int = 60
+    weight_decay: float = 0.0
+    grad_clip: float = 10.0
+    """Max global norm of the meta-gradient (0 disables clipping)."""
+    patience: int = 8
+    """Epochs without validation improvement before stopping (0 disables early stopping)."""
+    max_seconds: float = 0.0
+    """Wall-clock budget for meta-training (0: none)."""
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    batch_size: int = 1024
+    """Cold users adapted and scored together; bounds serving memory."""
+    inner_steps: int | None = None
+    """Inner steps at serving time (None: as in training)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tasks: TaskConfig = field(default_factory=TaskConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **sections) -> Config:
+        """A copy with some fields changed: `cfg.replace(meta={"epochs": 5})`."""
+        raw = self.to_dict()
+        for section, values in sections.items():
+            raw.setdefault(section, {}).update(values)
+        return config_from_dict(raw, "Config.replace")
+
+
+_CHOICES = {
+    ("model", "objective"): ("implicit", "rating"),
+    ("model", "loss"): ("softmax", "bpr"),
+    ("tasks", "order"): ("random", "temporal"),
+    ("tasks", "negative_sampling"): ("uniform", "popularity"),
+    ("meta", "method"): ("maml", "fomaml", "metasgd"),
+}
+
+
+def _check_type(value, annotation) -> tuple[bool, object]:
+    """Whether `value` fits the field's annotation, and the value converted (lists become tuples)."""
+    origin = typing.get_origin(annotation)
+    if origin in (types.UnionType, typing.Union):
+        for arg in typing.get_args(annotation):
+            ok, converted = _check_type(value, arg)
+            if ok:
+                return True, converted
+        return False, value
+    if annotation is type(None):
+        return value is None, value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return False, value
+        return True, tuple(value)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool), float(value) if isinstance(value, (int, float)) else value
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    return isinstance(value, annotation), value
+
+
+def config_from_dict(raw: dict, source: str = "config") -> Config:
+    """Build a Config from nested dicts, listing every problem at once."""
+    problems: list[str] = []
+    sections = {f.name: f.type for f in dataclasses.fields(Config)}
+    hints = typing.get_type_hints(Config)
+    built = {}
+    for key in raw:
+        if key not in sections:
+            problems.append(f"unknown section [{key}]; valid sections: {sorted(sections)}")
+    for name in sections:
+        cls = hints[name]
+        values = raw.get(name, {})
+        if not isinstance(values, dict):
+            problems.append(f"[{name}] must be a table")
+            continue
+        field_types = typing.get_type_hints(cls)
+        kwargs = {}
+        for key, value in values.items():
+            if key not in field_types:
+                problems.append(f"unknown key {name}.{key}; valid keys of [{name}]: {sorted(field_types)}")
+                continue
+            ok, converted = _check_type(value, field_types[key])
+            if not ok:
+                problems.append(f"{name}.{key} = {value!r} has the wrong type; expected {field_types[key]}")
+                continue
+            choices = _CHOICES.get((name, key))
+            if choices and converted not in choices:
+                problems.append(f"{name}.{key} = {value!r}; valid values: {list(choices)}")
+                continue
+            kwargs[key] = converted
+        built[name] = cls(**kwargs)
+    if not problems:
+        problems = _check_ranges(Config(**built))
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+    return Config(**built)
+
+
+def _check_ranges(cfg: Config) -> list[str]:
+    problems = []
+    t, m = cfg.tasks, cfg.meta
+    if not 1 <= t.support_min <= t.support_max:
+        problems.append("tasks.support_min must be >= 1 and <= tasks.support_max")
+    if t.query_max < 1:
+        problems.append("tasks.query_max must be >= 1")
+    if not 0.0 <= t.validation_users < 1.0:
+        problems.append("tasks.validation_users must be in [0, 1)")
+    if m.inner_steps < 0:
+        problems.append("meta.inner_steps must be >= 0")
+    if m.meta_batch_size < 1 or m.epochs < 1:
+        problems.append("meta.meta_batch_size and meta.epochs must be >= 1")
+    if cfg.model.embedding_dim < 1:
+        problems.append("model.embedding_dim must be >= 1")
+    if cfg.serve.batch_size < 1:
+        problems.append("serve.batch_size must be >= 1")
+    try:
+        adapt_prefixes(m.adapt)
+    except ConfigError as err:
+        problems.append(str(err))
+    return problems
+
+
+def adapt_prefixes(adapt: str) -> tuple[str, ...]:
+    """Parameter-name prefixes adapted in the inner loop, from a preset name or a comma-separated list."""
+    if adapt in ADAPT_PRESETS:
+        return ADAPT_PRESETS[adapt]
+    prefixes = tuple(p.strip() for p in adapt.split(",") if p.strip())
+    if not prefixes:
+        raise ConfigError(f"meta.adapt = {adapt!r}; use one of {list(ADAPT_PRESETS)} or comma-separated parameter names")
+    return prefixes
+
+
+def load_config(path: str | Path | None = None, **overrides) -> Config:
+    """Defaults, overridden by a TOML file (if given), overridden by `overrides` ({section: {key: value}})."""
+    raw: dict = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found; pass an existing TOML file (see configs/)")
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path}: not valid TOML: {err}") from err
+    for section, values in overrides.items():
+        raw.setdefault(section, {}).update(values)
+    return config_from_dict(raw, source)

@@ -1,0 +1,121 @@
+"""The outer loop: MAML (second-order), first-order MAML, Meta-SGD and head-only adaptation, with early
+stopping on validation users. One meta-step adapts a meta-batch of users on their support sets (one
+batched computation) and moves the shared initial weights to lower the loss on their query sets."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from recmaml.adapt import META_LR_PREFIX, adapt, adapted_names, batched_loss, batched_scores, meta_lr_key
+from recmaml.config import Config
+from recmaml.data import Interactions
+from recmaml.metrics import mean_metrics, ranking_metrics, rmse
+from recmaml.rank import exclude_items, top_k
+from recmaml.tasks import TaskBatch, TaskSampler, split_users
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainHistory:
+    epochs: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_score: float = float("-inf")
+    stopped: str = "epochs"  # 'epochs', 'early stopping' or 'time budget'
+    seconds: float = 0.0
+
+
+def enable_meta_sgd(model: nn.Module, names: list[str], inner_lr: float) -> None:
+    """Give the model learnable per-parameter inner learning rates (Meta-SGD, Li et al. 2017)."""
+    params = dict(model.named_parameters())
+    model.meta_lrs = nn.ParameterDict(
+        {meta_lr_key(n): nn.Parameter(torch.full_like(params[n], inner_lr)) for n in names}
+    )
+
+
+def meta_loss(model: nn.Module, batch: TaskBatch, cfg: Config, names: list[str]) -> torch.Tensor:
+    """Mean query loss after adapting on the support, over users that have a query."""
+    fast = adapt(model, batch.support(), names=names, steps=cfg.meta.inner_steps,
+                 inner_lr=cfg.meta.inner_lr, first_order=cfg.meta.method == "fomaml")
+    losses = batched_loss(model, fast, batch.query())
+    has_query = (batch.query_mask.sum(dim=1) > 0).float()
+    return (losses * has_query).sum() / has_query.sum().clamp(min=1.0)
+
+
+def validation_score(model: nn.Module, batch: TaskBatch, cfg: Config, names: list[str], k: int = 20) -> float:
+    """Higher is better: nDCG@k of the query (implicit) or minus the query RMSE (rating)."""
+    fast = adapt(model, batch.support(), names=names, steps=cfg.meta.inner_steps,
+                 inner_lr=cfg.meta.inner_lr, first_order=True)
+    with torch.no_grad():
+        if cfg.model.objective == "rating":
+            pred = batched_scores(model, {n: f.detach() for n, f in fast.items()}, batch.user_feats, batch.query_items)
+            keep = batch.query_mask > 0
+            return -rmse(pred[keep].numpy(), batch.query_ratings[keep].numpy())
+        scores = batched_scores(model, {n: f.detach() for n, f in fast.items()}, batch.user_feats)
+        items, _ = top_k(exclude_items(scores, batch.support_items, batch.support_mask), k)
+        per_user = ranking_metrics(items.numpy(), batch.query_items.numpy(), batch.query_mask.numpy(), k)
+        return mean_metrics(per_user)[f"ndcg@{k}"]
+
+
+def meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: dict[str, torch.Tensor],
+               progress=None) -> TrainHistory:
+    """Meta-train `model` in place on the warm users of `log_`; the best validation state is kept.
+
+    progress: an optional callable(epoch, metrics) for progress bars (the library never prints)."""
+    m = cfg.meta
+    torch.manual_seed(m.seed)
+    names = adapted_names(model, m.adapt)
+    if m.method == "metasgd" and getattr(model, META_LR_PREFIX, None) is None:
+        enable_meta_sgd(model, names, m.inner_lr)
+    model.to(m.device)
+    train_users, val_users = split_users(log_, cfg.tasks.validation_users, m.seed)
+    sampler = TaskSampler(log_, train_users, cfg.tasks, user_feats, seed=m.seed)
+    val_batch = None
+    if len(val_users):
+        val_cfg = replace(cfg.tasks, query_max=10**9)
+        val_batch = TaskSampler(log_, val_users, val_cfg, user_feats, seed=m.seed + 1).tasks(
+            val_users, support_size=cfg.tasks.validation_support).to(m.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=m.meta_lr, weight_decay=m.weight_decay)
+
+    history = TrainHistory()
+    best_state = None
+    start = time.perf_counter()
+    for epoch in range(m.epochs):
+        model.train()
+        losses = []
+        for batch in sampler.epoch(m.meta_batch_size):
+            loss = meta_loss(model, batch.to(m.device), cfg, names)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if m.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), m.grad_clip)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "seconds": time.perf_counter() - start}
+        if val_batch is not None:
+            model.eval()
+            record["validation"] = validation_score(model, val_batch, cfg, names)
+            if record["validation"] > history.best_score:
+                history.best_score, history.best_epoch = record["validation"], epoch + 1
+                best_state = copy.deepcopy(model.state_dict())
+        history.epochs.append(record)
+        log.info("epoch %d: %s", epoch + 1, record)
+        if progress is not None:
+            progress(epoch + 1, record)
+        if val_batch is not None and m.patience and epoch + 1 - history.best_epoch >= m.patience:
+            history.stopped = "early stopping"
+            break
+        if m.max_seconds and time.perf_counter() - start >= m.max_seconds:
+            history.stopped = "time budget"
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    history.seconds = time.perf_counter() - start
+    return history

@@ -1,0 +1,247 @@
+"""MetaRecommender: fit on warm users, then adapt to cold users and rank, predict, save, load."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from recmaml import checkpoint
+from recmaml.adapt import adapt, adapted_names, batched_scores
+from recmaml.config import Config, config_from_dict
+from recmaml.data import UNKNOWN, Interactions, RankedLists, SideFeatures, Vocabulary
+from recmaml.errors import DataError, RecMamlError
+from recmaml.meta import TrainHistory, enable_meta_sgd, meta_train
+from recmaml.model import FeatureSpec, Scorer, feature_tensors
+from recmaml.rank import exclude_items, rank_candidates, top_k, valid_entries
+from recmaml.tasks import group_positions, padded_sets
+
+log = logging.getLogger(__name__)
+
+
+class UnknownItemsWarning(UserWarning):
+    """A cold user's history named items the model does not know; those rows were dropped."""
+
+
+@dataclass
+class ColdUsers:
+    """Cold users' histories in the model's item space: one chunk-able view of a history log."""
+
+    users: Vocabulary  # the cold users' external ids
+    user_idx: np.ndarray  # rows: which cold user
+    item_idx: np.ndarray  # rows: model item index
+    rating: np.ndarray
+    user_feats: dict[str, torch.Tensor]  # one row per cold user
+
+
+class MetaRecommender:
+    """Meta-learned cold-start recommender.
+
+        rec = MetaRecommender(load_config("configs/ml-100k.toml")).fit(warm)
+        ranked = rec.recommend(cold_history, k=20)
+    """
+
+    def __init__(self, config: Config | None = None):
+        self.config = config or Config()
+        self.model: Scorer | None = None
+        self.items: Vocabulary | None = None
+        self.user_levels: dict[str, list] = {}
+        self.history: TrainHistory | None = None
+
+    # ---- training -------------------------------------------------------------------------------
+    def fit(self, warm: Interactions, progress=None) -> MetaRecommender:
+        """Meta-train on the warm users of `warm` (each user is a task)."""
+        if len(warm) == 0:
+            raise DataError("fit: the warm log is empty")
+        if self.config.model.objective == "rating" and warm.is_implicit:
+            raise DataError("fit: model.objective = 'rating' needs a log with ratings; "
+                            "set objective = 'implicit' in the config for logs without ratings")
+        user_spec = FeatureSpec.of(warm.user_features)
+        self.items = warm.items
+        self.user_levels = dict(warm.user_features.categorical_levels) if warm.user_features else {}
+        self.model = Scorer(warm.n_items, self.config.model, item_features=warm.item_features, user_spec=user_spec)
+        user_feats = feature_tensors(warm.user_features, self.model.user_spec, warm.n_users)
+        self.history = meta_train(self.model, warm, self.config, user_feats, progress=progress)
+        self.model.eval()
+        return self
+
+    def _require_model(self) -> Scorer:
+        if self.model is None:
+            raise RecMamlError("this MetaRecommender is not fitted; call fit(...) or MetaRecommender.load(path)")
+        return self.model
+
+    # ---- cold users ---------------------------------------------------------------------------------
+    def _cold_users(self, history: Interactions, extra_users=None) -> ColdUsers:
+        """Map a history log into the model's item space (unknown items dropped with one warning)."""
+        model = self._require_model()
+        item_idx = self.items.index(history.item_ids())
+        known = item_idx != UNKNOWN
+        if not known.all():
+            warnings.warn(
+                f"{int((~known).sum())} history rows name {len(np.unique(history.item_idx[~known]))} items unknown "
+                f"to the model; those rows were dropped", UnknownItemsWarning, stacklevel=3)
+        users = history.users
+        user_idx = history.user_idx[known]
+        if extra_users is not None:
+            users = Vocabulary(np.union1d(users.ids, Vocabulary.fit(extra_users).ids))
+            user_idx = users.index(history.users.lookup(user_idx))
+        feats = _align_levels(history.user_features, self.user_levels)
+        if feats is not None:
+            feats = feats.aligned_to(users)
+        return ColdUsers(
+            users=users,
+            user_idx=user_idx.astype(np.int64),
+            item_idx=item_idx[known].astype(np.int64),
+            rating=(history.rating[known] if history.rating is not None else np.ones(known.sum(), np.float32)),
+            user_feats=feature_tensors(feats, model.user_spec, len(users)),
+        )
+
+    def _chunks(self, cold: ColdUsers, batch_size: int | None):
+        """Yield (user indices, support dict) for chunks of cold users; rows sorted by user once."""
+        order, pos = group_positions(cold.user_idx)
+        sorted_users = cold.user_idx[order]
+        bounds = np.searchsorted(sorted_users, np.arange(0, len(cold.users) + 1))
+        size = batch_size or self.config.serve.batch_size
+        for start in range(0, len(cold.users), size):
+            stop = min(start + size, len(cold.users))
+            rows = order[bounds[start]:bounds[stop]]
+            items, ratings, mask = padded_sets(cold.user_idx[rows] - start, pos[bounds[start]:bounds[stop]],
+                                               cold.item_idx[rows], cold.rating[rows], stop - start)
+            support = {
+                "user_feats": {k: v[start:stop] for k, v in cold.user_feats.items()},
+                "items": items, "ratings": ratings, "mask": mask,
+                "negatives": torch.zeros(stop - start, 0, dtype=torch.long),
+                "negative_logq": torch.zeros(stop - start, 0), "negative_mask": torch.zeros(stop - start, 0),
+            }
+            yield np.arange(start, stop), support
+
+    def _adapt(self, support: dict) -> dict[str, torch.Tensor]:
+        model = self._require_model()
+        m = self.config.meta
+        steps = m.inner_steps if self.config.serve.inner_steps is None else self.config.serve.inner_steps
+        with torch.no_grad():  # torch.func.grad still differentiates inside; no graph to the meta-weights
+            fast = adapt(model, support, names=adapted_names(model, m.adapt), steps=steps,
+                         inner_lr=m.inner_lr, first_order=True)
+        return {n: f.detach() for n, f in fast.items()}
+
+    # ---- serving ------------------------------------------------------------------------------------
+    def recommend(self, history: Interactions, k: int = 20, exclude_seen: bool = True,
+                  candidates: Interactions | None = None, batch_size: int | None = None) -> RankedLists:
+        """Adapt every user of `history` on its interactions, then rank the whole catalog (or each user's
+        `candidates`, an Interactions of (user, item) rows) and keep the top k."""
+        if k < 1:
+            raise DataError(f"k must be >= 1, got {k}")
+        model = self._require_model()
+        cold = self._cold_users(history)
+        cand = None if candidates is None else self._cold_users(candidates)
+        parts = []
+        for users, support in self._chunks(cold, batch_size):
+            fast = self._adapt(support)
+            with torch.no_grad():
+                if cand is None:
+                    scores = batched_scores(model, fast, support["user_feats"])
+                    if exclude_seen:
+                        scores = exclude_items(scores, support["items"], support["mask"])
+                    items, values = top_k(scores, k)
+                else:
+                    c_items, c_mask = _candidates_for(cold.users.ids[users], cand)
+                    scores = batched_scores(model, fast, support["user_feats"], c_items)
+                    if exclude_seen:
+                        seen = (c_items[:, :, None] == support["items"][:, None, :]) & (support["mask"][:, None, :] > 0)
+                        c_mask = c_mask * (~seen.any(dim=2)).float()
+                    items, values = rank_candidates(scores, c_items, c_mask, k)
+            parts.append(_ranked(cold.users.ids[users], items, values, self.items))
+        return RankedLists.concat(parts)
+
+    def predict(self, history: Interactions, user_ids, item_ids, batch_size: int | None = None) -> np.ndarray:
+        """Predicted scores (ratings for the rating objective) of (user_id, item_id) pairs, each user adapted
+        on its rows of `history` (users absent from it start from the meta-learned initialization).
+        Pairs with items unknown to the model get NaN."""
+        model = self._require_model()
+        user_ids, item_ids = np.asarray(user_ids), np.asarray(item_ids)
+        cold = self._cold_users(history, extra_users=user_ids)
+        pair_user = cold.users.index(user_ids).astype(np.int64)
+        pair_item = self.items.index(item_ids).astype(np.int64)
+        out = np.full(len(user_ids), np.nan, dtype=np.float32)
+        valid = pair_item != UNKNOWN
+        order, pos = group_positions(pair_user[valid])
+        pair_rows = np.flatnonzero(valid)[order]
+        sorted_users = pair_user[pair_rows]
+        for users, support in self._chunks(cold, batch_size):
+            lo, hi = np.searchsorted(sorted_users, [users[0], users[-1] + 1])
+            if lo == hi:
+                continue
+            rows = pair_rows[lo:hi]
+            items, _, mask = padded_sets(pair_user[rows] - users[0], pos[lo:hi], pair_item[rows],
+                                         np.zeros(hi - lo, np.float32), len(users))
+            with torch.no_grad():
+                scores = batched_scores(model, self._adapt(support), support["user_feats"], items)
+            out[rows] = scores[torch.as_tensor(pair_user[rows] - users[0]), torch.as_tensor(pos[lo:hi])].numpy()
+        return out
+
+    # ---- persistence --------------------------------------------------------------------------------
+    def save(self, path) -> None:
+        model = self._require_model()
+        checkpoint.save_checkpoint(path, model.state_dict(), {
+            "config": self.config.to_dict(),
+            "items": self.items.to_json(),
+            "user_spec": model.user_spec.to_json(),
+            "item_spec": model.item_spec.to_json(),
+            "user_levels": {k: list(map(str, v)) for k, v in self.user_levels.items()},
+            "history": None if self.history is None else self.history.epochs,
+        })
+
+    @classmethod
+    def load(cls, path) -> MetaRecommender:
+        state, meta = checkpoint.load_checkpoint(path)
+        rec = cls(config_from_dict(meta["config"], f"{path}/{checkpoint.METADATA}"))
+        rec.items = Vocabulary.from_json(meta["items"])
+        rec.user_levels = meta["user_levels"]
+        rec.model = Scorer(len(rec.items), rec.config.model, user_spec=FeatureSpec.from_json(meta["user_spec"]),
+                           item_spec=FeatureSpec.from_json(meta["item_spec"]))
+        if any(k.startswith("meta_lrs.") for k in state):
+            enable_meta_sgd(rec.model, adapted_names(rec.model, rec.config.meta.adapt), rec.config.meta.inner_lr)
+        try:
+            rec.model.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise checkpoint.CheckpointError(f"{path}: weights do not fit the saved config: {err}") from err
+        rec.model.eval()
+        return rec
+
+
+def _align_levels(features: SideFeatures | None, levels: dict[str, list]) -> SideFeatures | None:
+    """Recode categorical user features to the training levels, by level name (unknown -> 0, missing)."""
+    if features is None:
+        return None
+    recoded = {}
+    for name, codes in features.categorical.items():
+        if name not in levels:
+            continue
+        train = {str(level): i + 1 for i, level in enumerate(levels[name])}
+        lookup = np.array([0] + [train.get(str(level), 0) for level in features.categorical_levels[name]])
+        recoded[name] = lookup[codes]
+    return SideFeatures(ids=features.ids, categorical=recoded,
+                        categorical_levels={n: levels[n] for n in recoded},
+                        numeric=dict(features.numeric))
+
+
+def _candidates_for(user_ids: np.ndarray, cand: ColdUsers) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded candidate items (B, C) and mask for the given users (by external id)."""
+    batch_row = Vocabulary(np.sort(user_ids)).index(cand.users.lookup(cand.user_idx))
+    keep = batch_row != UNKNOWN
+    # map sorted position back to the order of user_ids
+    position_of_sorted = np.argsort(user_ids, kind="stable")
+    rows = position_of_sorted[batch_row[keep]]
+    order, pos = group_positions(rows)
+    items, _, mask = padded_sets(rows[order], pos, cand.item_idx[keep][order], np.zeros(len(order), np.float32), len(user_ids))
+    return items, mask
+
+
+def _ranked(user_ids: np.ndarray, items: torch.Tensor, values: torch.Tensor, vocab: Vocabulary) -> RankedLists:
+    valid = valid_entries(values).numpy()
+    rank = np.broadcast_to(np.arange(1, items.shape[1] + 1), items.shape)
+    users = np.broadcast_to(user_ids[:, None], items.shape)
+    return RankedLists(users[valid], vocab.lookup(items.numpy()[valid]), values.numpy()[valid], rank[valid])

@@ -1,0 +1,199 @@
+"""Interactions -> batches of user tasks. Each user is one MAML task: a support set (what the inner loop
+sees) and a query set (what the outer loss judges). Variable sizes become padded tensors with masks.
+
+Everything is vectorized over users (sorts, scatters); there is no per-user Python loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+import numpy as np
+import torch
+
+from recmaml.config import TaskConfig
+from recmaml.data import Interactions
+
+
+@dataclass
+class TaskBatch:
+    """Padded tasks of B users. `*_mask` is 1.0 for real entries and 0.0 for padding."""
+
+    user_feats: dict[str, torch.Tensor]
+    support_items: torch.Tensor  # (B, S) long
+    support_ratings: torch.Tensor  # (B, S) float
+    support_mask: torch.Tensor  # (B, S) float
+    query_items: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0, dtype=torch.long))
+    query_ratings: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0))
+    query_mask: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0))
+    negatives: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0, dtype=torch.long))
+    negative_logq: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0))  # log of sampling odds
+    negative_mask: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0))
+
+    def __len__(self) -> int:
+        return int(self.support_items.shape[0])
+
+    def to(self, device) -> TaskBatch:
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        moved = {k: ({n: t.to(device) for n, t in v.items()} if isinstance(v, dict) else v.to(device)) for k, v in moved.items()}
+        return replace(self, **moved)
+
+    def support(self) -> dict[str, torch.Tensor]:
+        """The inputs of the inner loop, as a pytree vmap can split by user."""
+        return {
+            "user_feats": self.user_feats,
+            "items": self.support_items,
+            "ratings": self.support_ratings,
+            "mask": self.support_mask,
+            "negatives": self.negatives,
+            "negative_logq": self.negative_logq,
+            "negative_mask": self.negative_mask,
+        }
+
+    def query(self) -> dict[str, torch.Tensor]:
+        """The inputs of the outer loss; the support items are passed too, to exclude them from rankings."""
+        return {
+            "user_feats": self.user_feats,
+            "items": self.query_items,
+            "ratings": self.query_ratings,
+            "mask": self.query_mask,
+            "negatives": self.negatives,
+            "negative_logq": self.negative_logq,
+            "negative_mask": self.negative_mask,
+            "exclude": self.support_items,
+            "exclude_mask": self.support_mask,
+        }
+
+
+def group_positions(user_idx: np.ndarray, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort rows by user, then by `keys` (last key most significant after the user, as np.lexsort).
+    Returns the row order and each sorted row's 0-based position within its user."""
+    order = np.lexsort((*keys, user_idx)) if keys else np.argsort(user_idx, kind="stable")
+    users = user_idx[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    counts = np.diff(np.r_[starts, len(users)])
+    pos = np.arange(len(users)) - np.repeat(starts, counts)
+    return order, pos
+
+
+def pad(rows_batch: np.ndarray, pos: np.ndarray, values: np.ndarray, n_rows: int, width: int, fill=0) -> np.ndarray:
+    """Scatter `values` into a (n_rows, width) array at (rows_batch, pos); the rest is `fill`."""
+    out = np.full((n_rows, max(width, 1)), fill, dtype=values.dtype)
+    out[rows_batch, pos] = values
+    return out
+
+
+def padded_sets(batch_row: np.ndarray, pos: np.ndarray, items: np.ndarray, ratings: np.ndarray, n_rows: int):
+    """(items, ratings, mask) tensors of shape (n_rows, max set size) from rows with their batch row
+    and position in the set."""
+    width = int(pos.max()) + 1 if len(pos) else 1
+    return (
+        torch.from_numpy(pad(batch_row, pos, items.astype(np.int64), n_rows, width)),
+        torch.from_numpy(pad(batch_row, pos, ratings.astype(np.float32), n_rows, width)),
+        torch.from_numpy(pad(batch_row, pos, np.ones(len(pos), np.float32), n_rows, width)),
+    )
+
+
+def split_users(log: Interactions, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Warm users (with >= 2 interactions, so they can have a query) split into (train, validation)."""
+    counts = np.bincount(log.user_idx, minlength=log.n_users)
+    eligible = np.flatnonzero(counts >= 2)
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(eligible)
+    n_val = int(round(fraction * len(shuffled)))
+    return np.sort(shuffled[n_val:]), np.sort(shuffled[:n_val])
+
+
+class TaskSampler:
+    """Draws support/query tasks for a fixed set of warm users, deterministically given a seed."""
+
+    def __init__(self, log: Interactions, users: np.ndarray, cfg: TaskConfig, user_feats: dict[str, torch.Tensor], seed: int):
+        self.cfg = cfg
+        self.n_items = log.n_items
+        self.user_feats = user_feats  # one row per user index of `log`
+        self.rng = np.random.default_rng(seed)
+        keep = np.isin(log.user_idx, users)
+        self.users = np.asarray(users)
+        self.user_idx = log.user_idx[keep].astype(np.int64)
+        self.item_idx = log.item_idx[keep].astype(np.int64)
+        self.rating = log.rating[keep] if log.rating is not None else np.ones(keep.sum(), np.float32)
+        self.timestamp = log.timestamp[keep] if log.timestamp is not None else None
+        self.counts = np.bincount(self.user_idx, minlength=log.n_users)
+        # sorted (user, item) keys of every interaction: negatives must never be a positive of their user
+        self.positive_keys = np.sort(self.user_idx * self.n_items + self.item_idx)
+        popularity = np.bincount(log.item_idx, minlength=log.n_items).astype(np.float64) + 1.0
+        self.item_probs = popularity / popularity.sum()
+
+    def epoch(self, batch_size: int):
+        """One pass over the users in random order, as TaskBatches of `batch_size` users."""
+        users = self.rng.permutation(self.users)
+        for start in range(0, len(users), batch_size):
+            yield self.tasks(users[start : start + batch_size])
+
+    def tasks(self, users: np.ndarray, support_size: int | None = None) -> TaskBatch:
+        """Tasks for `users`. Support sizes are drawn from [support_min, support_max] unless
+        `support_size` is given; each user keeps at least one query interaction."""
+        cfg = self.cfg
+        batch_of_user = np.full(len(self.counts), -1, dtype=np.int64)
+        batch_of_user[users] = np.arange(len(users))
+        rows = np.flatnonzero(batch_of_user[self.user_idx] >= 0)
+        b = batch_of_user[self.user_idx[rows]]
+
+        n_u = self.counts[users]
+        if support_size is None:
+            high = np.minimum(cfg.support_max, n_u - 1)
+            low = np.minimum(cfg.support_min, high)
+            size = self.rng.integers(low, high + 1)
+        else:
+            size = np.minimum(support_size, n_u - 1)
+
+        # stage 1: the support is the first `size` rows in random or temporal order
+        first_key = self.timestamp[rows] if cfg.order == "temporal" and self.timestamp is not None else self.rng.random(len(rows))
+        order, pos = group_positions(b, self.rng.random(len(rows)), first_key)
+        rows, b = rows[order], b[order]
+        in_support = pos < size[b]
+        # stage 2: the query is a random subset of the rest
+        order, _ = group_positions(b, self.rng.random(len(rows)), ~in_support)
+        rows, b, in_support, pos = rows[order], b[order], in_support[order], pos[order]
+        in_query = ~in_support
+        if cfg.positive_threshold is not None:
+            in_query &= self.rating[rows] >= cfg.positive_threshold
+        query_pos = _positions_within(b, in_query)
+        in_query &= query_pos < cfg.query_max
+        s_items, s_ratings, s_mask = padded_sets(b[in_support], pos[in_support], self.item_idx[rows[in_support]],
+                                                 self.rating[rows[in_support]], len(users))
+        q_items, q_ratings, q_mask = padded_sets(b[in_query], query_pos[in_query], self.item_idx[rows[in_query]],
+                                                 self.rating[rows[in_query]], len(users))
+        negatives, logq, neg_mask = self.negatives(users)
+        return TaskBatch(
+            user_feats={k: v[torch.as_tensor(users)] for k, v in self.user_feats.items()},
+            support_items=s_items, support_ratings=s_ratings, support_mask=s_mask,
+            query_items=q_items, query_ratings=q_ratings, query_mask=q_mask,
+            negatives=negatives, negative_logq=logq, negative_mask=neg_mask,
+        )
+
+    def negatives(self, users: np.ndarray):
+        """Sampled negatives per user (masked where they collide with that user's positives)."""
+        n = self.cfg.negatives
+        if n == 0:
+            empty = torch.zeros(len(users), 0)
+            return empty.long(), empty, empty
+        if self.cfg.negative_sampling == "popularity":
+            items = self.rng.choice(self.n_items, size=(len(users), n), p=self.item_probs)
+            logq = np.log(n * self.item_probs[items])
+        else:
+            items = self.rng.integers(0, self.n_items, size=(len(users), n))
+            logq = np.full(items.shape, np.log(n / self.n_items))
+        keys = users[:, None].astype(np.int64) * self.n_items + items
+        hit = np.searchsorted(self.positive_keys, keys)
+        collides = self.positive_keys[np.minimum(hit, len(self.positive_keys) - 1)] == keys
+        return (torch.from_numpy(items.astype(np.int64)), torch.from_numpy(logq.astype(np.float32)),
+                torch.from_numpy((~collides).astype(np.float32)))
+
+
+def _positions_within(group: np.ndarray, selected: np.ndarray) -> np.ndarray:
+    """0-based position of each selected row among the selected rows of its group (rows sorted by group)."""
+    csum = np.cumsum(selected)
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    before = np.repeat(csum[starts] - selected[starts], np.diff(np.r_[starts, len(group)]))
+    return csum - before - 1
