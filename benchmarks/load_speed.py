@@ -7,6 +7,8 @@ A synthetic log (user_id int64 with a heavy-tailed activity over ~1M users, item
 Zipf-like popularity over ~50k items, rating float64 in 1.0..5.0 by halves, timestamp int64 Unix
 seconds, rows in timestamp order) is written to Parquet and CSV; writing it is not timed. The log has
 no duplicated (user, item) pair unless --duplicates N plants N of them (a later row for an existing pair).
+With --workdir the files are kept and reused by a later run with the same --rows/--users/--items/
+--duplicates/--seed.
 
 Each format is then loaded in a fresh Python process, so that its peak memory is its own:
 `connectors.read_interactions(path)` when the connectors package imports, else the shared validation

@@ -76,13 +76,35 @@ def _check_ids(df: pl.DataFrame, source: str, col: str) -> None:
             raise DataError(f"{source}: column {col!r} has non-integer id {df[col][row - 1]} at data row {row}")
 
 
+# Rows converted at a time by `_to_numpy`: big enough to be fast, small enough that temporaries don't count.
+_BLOCK_ROWS = 1 << 20
+
+
+def _to_numpy(series: pl.Series, dtype, keep: np.ndarray | None = None) -> np.ndarray:
+    """A numeric series without nulls as one numpy array of `dtype`, only the rows where `keep` is True
+    when given. Filled block by block: a frame read from Parquet or CSV has many chunks, and converting it
+    whole would first make a contiguous full-size copy."""
+    if keep is None and series.n_chunks() == 1:
+        return series.to_numpy().astype(dtype, copy=False)  # zero-copy view when the dtype matches
+    out = np.empty(len(series) if keep is None else int(np.count_nonzero(keep)), dtype=dtype)
+    filled = 0
+    for start in range(0, len(series), _BLOCK_ROWS):
+        block = series.slice(start, _BLOCK_ROWS).to_numpy()
+        if keep is not None:
+            block = block[keep[start : start + _BLOCK_ROWS]]
+        out[filled : filled + len(block)] = block
+        filled += len(block)
+    return out
+
+
 def _ids_to_numpy(series: pl.Series) -> np.ndarray:
     if series.dtype.is_integer() or series.dtype.is_float():
-        return series.cast(pl.Int64).to_numpy()
+        return _to_numpy(series.cast(pl.Int64), np.int64)
     return series.cast(pl.String).to_numpy().astype(str)
 
 
-def _rating_column(df: pl.DataFrame, source: str, col: str, rating_range) -> np.ndarray:
+def _rating_column(df: pl.DataFrame, source: str, col: str, rating_range) -> pl.Series:
+    """The validated ratings as a Float64 series (converted to numpy once duplicates are dropped)."""
     series = df[col]
     if not series.dtype.is_numeric():
         parsed = series.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
@@ -110,10 +132,11 @@ def _rating_column(df: pl.DataFrame, source: str, col: str, rating_range) -> np.
                 f"{source}: {int(outside.sum())} ratings in column {col!r} lie outside the declared range "
                 f"[{lo}, {hi}] (first {series[row - 1]} at data row {row}); fix the data or the rating range"
             )
-    return series.cast(pl.Float32).to_numpy()
+    return series
 
 
-def _timestamp_column(df: pl.DataFrame, source: str, col: str) -> np.ndarray:
+def _timestamp_column(df: pl.DataFrame, source: str, col: str) -> pl.Series:
+    """The validated timestamps as an Int64 series of Unix seconds."""
     series = df[col]
     if series.dtype == pl.Date:
         series = series.cast(pl.Datetime("ms"))
@@ -139,25 +162,39 @@ def _timestamp_column(df: pl.DataFrame, source: str, col: str) -> np.ndarray:
             f"{source}: column {col!r} has {int(nulls.sum())} missing timestamps (first at data row "
             f"{_first_row(nulls)}); fill them or pass timestamp_col=None (CLI: --timestamp-col '')"
         )
-    return series.cast(pl.Int64).to_numpy()
+    return series.cast(pl.Int64)
 
 
-def _latest_per_pair(user_idx, item_idx, timestamp, n_items: int, source: str) -> np.ndarray | None:
-    """Row indices keeping the latest row of each (user, item) pair, or None when there are no duplicates."""
-    key = pl.Series(user_idx.astype(np.int64) * max(n_items, 1) + item_idx)
-    n_unique = key.n_unique()
-    if n_unique == len(key):
+def _pair_keys(user_idx: np.ndarray, item_idx: np.ndarray, n_items: int) -> np.ndarray:
+    """One int64 per row that is equal for equal (user, item) pairs."""
+    key = user_idx.astype(np.int64)
+    key *= max(n_items, 1)
+    key += item_idx
+    return key
+
+
+def _latest_per_pair(
+    user_idx, item_idx, timestamp: pl.Series | None, n_items: int, source: str
+) -> np.ndarray | None:
+    """A mask keeping the latest row of each (user, item) pair, or None when there are no duplicates.
+
+    Sorting the pair keys (numpy's vectorized sort) finds repeated pairs in a fraction of a second; only
+    the rows of repeated pairs are then ordered by time, the later row winning a tie."""
+    key = _pair_keys(user_idx, item_idx, n_items)
+    key.sort()
+    repeated = key[1:] == key[:-1]
+    if not repeated.any():
         return None
-    order = pl.DataFrame({"key": key, "ts": timestamp if timestamp is not None else np.arange(len(key))})
-    keep = (
-        order.with_row_index("row")
-        .sort(["key", "ts", "row"])
-        .group_by("key", maintain_order=True)
-        .agg(pl.col("row").last())["row"]
-        .sort()
-        .to_numpy()
-    )
-    dropped = len(key) - n_unique
+    repeated_keys = np.unique(key[1:][repeated])
+    del repeated
+    key = _pair_keys(user_idx, item_idx, n_items)  # in row order again
+    rows = pl.Series(key).is_in(pl.Series(repeated_keys).implode()).arg_true().to_numpy()
+    ts = rows if timestamp is None else timestamp.gather(rows).to_numpy()
+    rows = rows[np.lexsort((rows, ts, key[rows]))]  # by pair, then time, then row: the last one wins
+    superseded = key[rows[:-1]] == key[rows[1:]]  # a later row of the same pair follows
+    keep = np.ones(len(key), dtype=bool)
+    keep[rows[:-1][superseded]] = False
+    dropped = len(rows) - len(repeated_keys)
     warnings.warn(
         f"{source}: {dropped} duplicated (user, item) rows; kept the latest of each pair"
         f" ({'by timestamp' if timestamp is not None else 'by row order'})",
@@ -204,11 +241,13 @@ def frame_to_interactions(
     items, item_idx = Vocabulary.fit_transform(_ids_to_numpy(df[columns.item]))
     del df
 
+    # Ratings and timestamps become numpy arrays last, and only for the rows kept: the peak memory is then
+    # the frame plus the result, with no full-size temporary on top.
     keep = _latest_per_pair(user_idx, item_idx, timestamp, len(items), source)
     if keep is not None:
         user_idx, item_idx = user_idx[keep], item_idx[keep]
-        rating = None if rating is None else rating[keep]
-        timestamp = None if timestamp is None else timestamp[keep]
+    rating = None if rating is None else _to_numpy(rating, np.float32, keep)
+    timestamp = None if timestamp is None else _to_numpy(timestamp, np.int64, keep)
     log.debug("%s: %d interactions, %d users, %d items", source, len(user_idx), len(users), len(items))
     return Interactions(
         user_idx=user_idx,

@@ -70,15 +70,20 @@ class Vocabulary:
         values = _as_id_array(values)
         if values.dtype.kind == "i" and values.size:
             lo, hi = int(values.min()), int(values.max())
-            if hi - lo <= max(_DENSE_LOOKUP_MIN_SPAN, 2 * values.size):
+            max_span = max(_DENSE_LOOKUP_MIN_SPAN, 2 * values.size)
+            if hi - lo <= max_span:
                 # Dense ids (the common case: 1..n): a presence table is O(n) where sorting is O(n log n).
-                present = np.zeros(hi - lo + 1, dtype=bool)
-                present[values - lo] = True
-                lookup = np.cumsum(present, dtype=np.int64) - 1
+                # Small non-negative ids index the table directly, which saves a shifted copy of `values`.
+                offset = 0 if 0 <= lo and hi <= max_span else lo
+                shifted = values - offset if offset else values
+                present = np.zeros(hi - offset + 1, dtype=bool)
+                present[shifted] = True
+                lookup = np.cumsum(present, dtype=INDEX_DTYPE)  # index + 1 of each present id
+                lookup -= 1
                 vocab = cls.__new__(cls)
-                vocab._ids = (np.flatnonzero(present) + lo).astype(np.int64)
+                vocab._ids = np.flatnonzero(present).astype(np.int64) + offset
                 vocab._ids.setflags(write=False)
-                return vocab, lookup[values - lo].astype(INDEX_DTYPE)
+                return vocab, lookup[shifted]
         ids, inverse = np.unique(values, return_inverse=True)
         return cls(ids), inverse.astype(INDEX_DTYPE)
 

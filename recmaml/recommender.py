@@ -83,11 +83,13 @@ class MetaRecommender:
             warnings.warn(
                 f"{int((~known).sum())} history rows name {len(np.unique(history.item_idx[~known]))} items unknown "
                 f"to the model; those rows were dropped", UnknownItemsWarning, stacklevel=3)
-        users = history.users
-        user_idx = history.user_idx[known]
+        # the users served are those with rows in the history (a vocabulary may hold more), even when all
+        # their items were unknown: they start from the meta-learned initialization
+        present = history.users.ids[np.unique(history.user_idx)]
         if extra_users is not None:
-            users = Vocabulary(np.union1d(users.ids, Vocabulary.fit(extra_users).ids))
-            user_idx = users.index(history.users.lookup(user_idx))
+            present = np.union1d(present, Vocabulary.fit(extra_users).ids)
+        users = Vocabulary(present)
+        user_idx = users.index(history.users.lookup(history.user_idx[known]))
         feats = _align_levels(history.user_features, self.user_levels)
         if feats is not None:
             feats = feats.aligned_to(users)

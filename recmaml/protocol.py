@@ -1,0 +1,243 @@
+"""Cold-start evaluation protocols, shared by benchmarks and tests.
+
+    split = cold_split(log, cold_fraction=0.2, n_support=5, order="random", seed=0)
+    val = cold_split(split.warm, seed=1)            # validation users carved from the warm users
+    scores = EASE(200).fit(split.warm).score(*support_arrays(split.cold_support), split.n_cold)
+    evaluate_ranking(scores, split.cold_support, split.cold_query, k=20)
+
+Splits are user-disjoint: cold users never appear in `warm`. `cold_support` and `cold_query` share one
+user vocabulary (the cold users, so row i of a score matrix is cold user i) and the log's item
+vocabulary (so columns are the warm log's items).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from recmaml.data import Interactions, Vocabulary
+from recmaml.errors import DataError
+from recmaml.metrics import mae, mean_metrics, ranking_metrics, rmse
+
+
+@dataclass(frozen=True, eq=False)
+class ColdSplit:
+    warm: Interactions  # warm users' rows, users re-indexed over warm users only
+    cold_support: Interactions  # cold users' revealed rows
+    cold_query: Interactions  # cold users' hidden rows (same user vocabulary as cold_support)
+
+    @property
+    def n_cold(self) -> int:
+        return self.cold_support.n_users
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _reindex_users(log: Interactions, rows: np.ndarray, users: np.ndarray) -> Interactions:
+    """Rows `rows` of `log` over a user vocabulary of just `users` (sorted old user indices)."""
+    new_index = np.full(log.n_users, -1, dtype=np.int64)
+    new_index[users] = np.arange(len(users))
+    sub = log.take(rows)
+    # Passing the original user features with a smaller vocabulary realigns them (Interactions.__post_init__)
+    return Interactions(
+        user_idx=new_index[sub.user_idx].astype(log.user_idx.dtype), item_idx=sub.item_idx,
+        users=Vocabulary(log.users.ids[users]), items=log.items, rating=sub.rating, timestamp=sub.timestamp,
+        user_features=log.user_features, item_features=log.item_features,
+    )
+
+
+def _rank_within_user(user_idx: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Each row's 0-based position among its user's rows when ordered by `key` (ties: row order)."""
+    order = np.lexsort((np.arange(len(key)), key, user_idx))
+    counts = np.bincount(user_idx)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(len(key), dtype=np.int64)
+    rank[order] = np.arange(len(key)) - starts[user_idx[order]]
+    return rank
+
+
+def _split_users(log: Interactions, cold: np.ndarray, is_support: np.ndarray) -> ColdSplit:
+    """A ColdSplit from a boolean per-user `cold` mask and a per-row `is_support` mask (cold rows only)."""
+    cold_users = np.flatnonzero(cold)
+    has_rows = np.bincount(log.user_idx, minlength=log.n_users) > 0
+    warm_users = np.flatnonzero(~cold & has_rows)
+    cold_row = cold[log.user_idx]
+    return ColdSplit(
+        warm=_reindex_users(log, np.flatnonzero(~cold_row), warm_users),
+        cold_support=_reindex_users(log, np.flatnonzero(cold_row & is_support), cold_users),
+        cold_query=_reindex_users(log, np.flatnonzero(cold_row & ~is_support), cold_users),
+    )
+
+
+def _pick_users(eligible: np.ndarray, fraction: float, gen: np.random.Generator) -> np.ndarray:
+    """A boolean mask of round(fraction * #eligible) users drawn at random among `eligible`."""
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"cold_fraction must be in (0, 1), got {fraction}")
+    candidates = np.flatnonzero(eligible)
+    n = int(round(fraction * len(candidates)))
+    if n == 0:
+        raise DataError(f"no cold users: {len(candidates)} eligible users x cold_fraction {fraction} rounds to 0")
+    mask = np.zeros(len(eligible), bool)
+    mask[gen.choice(candidates, size=n, replace=False)] = True
+    return mask
+
+
+# ------------------------------------------------------------------------------------------- splits
+
+
+def cold_split(log: Interactions, *, cold_fraction: float = 0.2, n_support: int = 5, order: str = "random",
+               seed: int = 0) -> ColdSplit:
+    """Hold out a random `cold_fraction` of the users with more than `n_support` rows as cold users.
+
+    Each cold user reveals `n_support` rows (the support): random ones, or with order="temporal" the
+    earliest by timestamp; the rest of its rows are the query. Applied to `split.warm` (with another
+    seed) it carves validation users for tuning out of the warm users.
+    """
+    if order not in ("random", "temporal"):
+        raise DataError(f"order must be 'random' or 'temporal', got {order!r}")
+    if order == "temporal" and log.timestamp is None:
+        raise DataError("order='temporal' needs a log with timestamps")
+    gen = np.random.default_rng(seed)
+    counts = np.bincount(log.user_idx, minlength=log.n_users)
+    cold = _pick_users(counts > n_support, cold_fraction, gen)
+    key = log.timestamp if order == "temporal" else gen.random(len(log))
+    is_support = _rank_within_user(log.user_idx, key) < n_support
+    return _split_users(log, cold, is_support)
+
+
+def melu_split(log: Interactions, *, min_ratings: int = 13, max_ratings: int = 100, n_query: int = 10,
+               cold_fraction: float = 0.2, seed: int = 0) -> ColdSplit:
+    """The MeLU (Lee et al. 2019) user cold-start protocol: only users with min_ratings..max_ratings
+    ratings are kept (warm and cold alike, as MeLU filters its data set); each cold user hides `n_query`
+    random ratings as the query and reveals all the others as the support."""
+    if min_ratings <= n_query:
+        raise DataError(f"min_ratings ({min_ratings}) must exceed n_query ({n_query}) to leave a support")
+    gen = np.random.default_rng(seed)
+    counts = np.bincount(log.user_idx, minlength=log.n_users)
+    in_range = (counts >= min_ratings) & (counts <= max_ratings)
+    log = _reindex_users(log, np.flatnonzero(in_range[log.user_idx]), np.flatnonzero(in_range))
+    cold = _pick_users(np.ones(log.n_users, bool), cold_fraction, gen)
+    rank = _rank_within_user(log.user_idx, gen.random(len(log)))
+    is_support = rank >= n_query  # the first n_query of a random order are hidden
+    return _split_users(log, cold, is_support)
+
+
+def support_arrays(support: Interactions) -> tuple[np.ndarray, np.ndarray, int, np.ndarray | None]:
+    """(user_idx, item_idx, n_users, rating): the positional arguments of a baseline's score()."""
+    return support.user_idx, support.item_idx, support.n_users, support.rating
+
+
+# --------------------------------------------------------------------------------------- evaluation
+
+
+def _padded(user_idx: np.ndarray, n_users: int, *columns: np.ndarray, fill=-1):
+    """Group rows by user into (n_users, max rows) matrices (one per column) and a 0/1 mask."""
+    order = np.argsort(user_idx, kind="stable")
+    users = user_idx[order]
+    counts = np.bincount(users, minlength=n_users)
+    width = max(int(counts.max()) if len(counts) else 0, 1)
+    pos = np.arange(len(users)) - np.concatenate([[0], np.cumsum(counts)[:-1]])[users]
+    mask = np.zeros((n_users, width), np.float32)
+    mask[users, pos] = 1.0
+    out = []
+    for col in columns:
+        m = np.full((n_users, width), fill, dtype=np.result_type(col, type(fill)))
+        m[users, pos] = col[order]
+        out.append(m)
+    return (*out, mask)
+
+
+def top_k_items(scores: np.ndarray, k: int) -> np.ndarray:
+    """(U, k) item indices by descending score; -inf entries (excluded items) become -1."""
+    scores = np.asarray(scores, dtype=np.float64)
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    top = np.take_along_axis(part, order, axis=1)
+    return np.where(np.isfinite(np.take_along_axis(scores, top, axis=1)), top, -1)
+
+
+def evaluate_ranking(scores: np.ndarray, support: Interactions, query: Interactions, k: int = 20,
+                     relevance_threshold: float | None = 4.0) -> dict[str, float]:
+    """Mean ndcg/recall/hit/mrr@k of a (n_cold x n_items) score matrix over the whole catalog.
+
+    Support items are excluded (a user has already shown them); relevant items are the query rows rated
+    at least `relevance_threshold` (all query rows for implicit logs or threshold None). Users without a
+    relevant query item are left out of the means; `users` counts those evaluated.
+    """
+    scores = np.array(scores, dtype=np.float64)  # a copy: support items are set to -inf below
+    scores[support.user_idx, support.item_idx] = -np.inf
+    relevant = np.ones(len(query), bool)
+    if relevance_threshold is not None and query.rating is not None:
+        relevant = query.rating >= relevance_threshold
+    rel_items, rel_mask = _padded(query.user_idx[relevant], scores.shape[0], query.item_idx[relevant])
+    per_user = ranking_metrics(top_k_items(scores, k), rel_items, rel_mask, k)
+    out = mean_metrics(per_user)
+    out["users"] = int(np.isfinite(per_user[f"ndcg@{k}"]).sum())
+    return out
+
+
+def evaluate_ratings(pred, truth) -> dict[str, float]:
+    return {"mae": mae(pred, truth), "rmse": rmse(pred, truth)}
+
+
+def query_ndcg(pred: np.ndarray, query: Interactions, k: int = 3) -> float:
+    """MeLU's ranking metric: each user's query items ranked by predicted rating (`pred`, one value per
+    query row), graded gain 2^rating - 1, mean nDCG@k over users."""
+    pred = np.asarray(pred, np.float64)
+    items, pred_m, gain_m, mask = _padded(query.user_idx, query.n_users, query.item_idx, pred,
+                                          2.0 ** query.rating.astype(np.float64) - 1.0, fill=-1)
+    pred_m = np.where(mask > 0, pred_m, -np.inf)  # padding ranks last
+    ranked = np.take_along_axis(items, np.argsort(-pred_m, axis=1, kind="stable"), axis=1)
+    has_rows = mask.sum(axis=1) > 0
+    per_user = ranking_metrics(ranked[has_rows], items[has_rows], mask[has_rows], k, gains=gain_m[has_rows])
+    return float(np.nanmean(per_user[f"ndcg@{k}"]))
+
+
+def scores_at(scores: np.ndarray, rows: Interactions) -> np.ndarray:
+    """The entries of a (n_cold x n_items) score matrix at the (user, item) pairs of `rows`."""
+    return np.asarray(scores)[rows.user_idx, rows.item_idx]
+
+
+# ------------------------------------------------------------------------------ models and tuning
+
+
+def metarec_scores(rec, cold_support: Interactions, batch_size: int | None = None) -> np.ndarray:
+    """Dense (n_cold x n_items) scores of a fitted MetaRecommender, each cold user adapted on its support.
+
+    Goes through the public recommend() with k = the whole catalog and no exclusion, then scatters the
+    ranked lists back into the matrix (rows: cold_support's users, columns: the model's items).
+    """
+    n_items = len(rec.items)
+    ranked = rec.recommend(cold_support, k=n_items, exclude_seen=False, batch_size=batch_size)
+    out = np.full((cold_support.n_users, n_items), -np.inf, dtype=np.float32)
+    out[cold_support.users.index(ranked.user_id), rec.items.index(ranked.item_id)] = ranked.score
+    return out
+
+
+def tune(fit_and_score: Callable[..., float], grid: dict[str, list]) -> tuple[dict, float, list[tuple[dict, float]]]:
+    """The grid point with the highest `fit_and_score(**params)` (e.g. validation nDCG@20).
+
+    Returns (best params, best value, every (params, value) tried, in grid order)."""
+    results = []
+    for values in itertools.product(*grid.values()):
+        params = dict(zip(grid.keys(), values))
+        results.append((params, float(fit_and_score(**params))))
+    best = max(results, key=lambda r: r[1] if np.isfinite(r[1]) else -np.inf)
+    return best[0], best[1], results
+
+
+def tune_baseline(factory: Callable, grid: dict[str, list], val: ColdSplit, k: int = 20,
+                  relevance_threshold: float | None = 4.0) -> tuple[dict, float, list[tuple[dict, float]]]:
+    """Pick a baseline's hyperparameters by validation nDCG@k: fit `factory(**params)` on `val.warm`,
+    score `val.cold_support`, evaluate on `val.cold_query`."""
+    def ndcg(**params) -> float:
+        model = factory(**params).fit(val.warm)
+        scores = model.score(*support_arrays(val.cold_support))
+        return evaluate_ranking(scores, val.cold_support, val.cold_query, k, relevance_threshold)[f"ndcg@{k}"]
+
+    return tune(ndcg, grid)

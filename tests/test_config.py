@@ -1,0 +1,50 @@
+from pathlib import Path
+
+import pytest
+
+from recmaml.config import Config, config_from_dict, load_config
+from recmaml.errors import ConfigError
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
+
+
+def test_there_are_configs():
+    names = {p.name for p in CONFIGS}
+    assert {"tiny.toml", "ml-100k.toml", "ml-100k-rating.toml", "ml-1m.toml", "ml-latest-small.toml"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+    assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_unknown_keys_and_wrong_types_are_listed_together(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[meta]\nepoch = 3\ninner_lr = "fast"\n[model]\nobjective = "ranking"\n[extra]\nx = 1\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    msg = str(err.value)
+    assert str(bad) in msg
+    assert "unknown key meta.epoch" in msg and "epochs" in msg  # lists the valid keys
+    assert "meta.inner_lr" in msg and "wrong type" in msg
+    assert "model.objective" in msg and "implicit" in msg
+    assert "unknown section [extra]" in msg
+
+
+def test_ranges_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="support_min"):
+        load_config(None, tasks={"support_min": 5, "support_max": 2})
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+    (tmp_path / "broken.toml").write_text("[meta\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(tmp_path / "broken.toml")
+
+
+def test_defaults_live_in_code_and_overrides_apply():
+    cfg = load_config(None, meta={"epochs": 3}, model={"user_hidden": [8, 8]})
+    assert cfg.meta.epochs == 3 and cfg.model.user_hidden == (8, 8)
+    assert cfg.replace(serve={"inner_steps": 0}).serve.inner_steps == 0
+    assert cfg.meta.inner_lr == Config().meta.inner_lr

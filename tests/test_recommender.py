@@ -1,0 +1,137 @@
+"""MetaRecommender on planted data: serving, predictions, checkpoints."""
+
+import json
+
+import numpy as np
+import pytest
+
+from recmaml import CheckpointError, Interactions, MetaRecommender, RecMamlError
+from recmaml.recommender import UnknownItemsWarning
+
+GROUP = 20  # items per taste group in make_taste_groups
+
+
+@pytest.fixture(scope="module")
+def fitted(taste_log, tiny_config):
+    return MetaRecommender(tiny_config).fit(taste_log)
+
+
+def cold_history():
+    # user "a" shows 3 items of group 0, user "b" 3 of group 1, user "c" 3 of group 2
+    users = ["a"] * 3 + ["b"] * 3 + ["c"] * 3
+    items = [0, 1, 2, 20, 21, 22, 40, 41, 42]
+    return Interactions.from_ids(np.array(users), np.array(items), rating=np.full(9, 5.0))
+
+
+def test_cold_users_get_items_of_their_taste_group(fitted):
+    ranked = fitted.recommend(cold_history(), k=5).to_pandas()
+    for user, group in (("a", 0), ("b", 1), ("c", 2)):
+        top = ranked[ranked.user_id == user].item_id.to_numpy()
+        assert (top // GROUP == group).sum() >= 4, (user, top)
+
+
+def test_adaptation_matters(fitted, tiny_config):
+    frozen = MetaRecommender.__new__(MetaRecommender)
+    frozen.__dict__.update(fitted.__dict__)
+    frozen.config = tiny_config.replace(serve={"inner_steps": 0})
+    ranked = frozen.recommend(cold_history(), k=5).to_pandas()
+    in_group = sum(((ranked[ranked.user_id == u].item_id // GROUP) == g).sum() for u, g in (("a", 0), ("b", 1), ("c", 2)))
+    assert in_group <= 8  # without adaptation every user gets the same list: at most 5 + a few matches
+
+
+def test_ranked_lists_are_sorted_unique_and_exclude_the_history(fitted):
+    ranked = fitted.recommend(cold_history(), k=10).to_pandas()
+    for user, group in ranked.groupby("user_id"):
+        assert group["rank"].tolist() == list(range(1, len(group) + 1))
+        assert group.score.is_monotonic_decreasing and group.item_id.is_unique
+    hist = cold_history()
+    seen = set(zip(hist.user_ids().tolist(), hist.item_ids().tolist()))
+    assert not seen & set(zip(ranked.user_id, ranked.item_id))
+    with_seen = fitted.recommend(hist, k=1000, exclude_seen=False).to_pandas()
+    assert seen <= set(zip(with_seen.user_id, with_seen.item_id))
+    assert len(with_seen) == 3 * fitted.model.n_items  # k above the catalog size: the whole catalog, no padding
+
+
+def test_batched_recommend_equals_per_user_calls(fitted):
+    hist = cold_history()
+    together = fitted.recommend(hist, k=7, batch_size=2)
+    for user in ("a", "b", "c"):
+        alone = fitted.recommend(hist.take(hist.user_ids() == user), k=7)
+        mine = together.user_id == user
+        assert np.array_equal(alone.item_id, together.item_id[mine])
+        np.testing.assert_allclose(alone.score, together.score[mine], rtol=1e-5, atol=1e-5)
+
+
+def test_candidates_are_the_only_items_ranked(fitted):
+    cands = Interactions.from_ids(np.array(["a"] * 4 + ["b"] * 2), np.array([50, 3, 4, 59, 21, 30]))
+    ranked = fitted.recommend(cold_history(), k=10, candidates=cands).to_pandas()
+    assert set(ranked[ranked.user_id == "a"].item_id) == {50, 3, 4, 59}
+    assert set(ranked[ranked.user_id == "b"].item_id) == {30}  # 21 is in b's history: excluded
+    assert ranked[ranked.user_id == "c"].empty  # no candidates, no list (never padded)
+    top_a = ranked[ranked.user_id == "a"].item_id.tolist()
+    assert set(top_a[:2]) == {3, 4}  # group-0 candidates first for a group-0 user
+
+
+def test_unknown_items_are_dropped_with_one_warning(fitted):
+    hist = Interactions.from_ids(np.array([1, 1, 1]), np.array([0, 1, 99999]))
+    with pytest.warns(UnknownItemsWarning, match="1 history rows"):
+        ranked = fitted.recommend(hist, k=3)
+    assert len(ranked) == 3
+
+
+def test_predict_scores_pairs_and_marks_unknown_items(fitted):
+    hist = cold_history()
+    pred = fitted.predict(hist, ["a", "a", "b", "zz", "a"], [5, 45, 45, 5, 123456])
+    assert pred[0] > pred[1]  # a likes group 0
+    assert np.isfinite(pred[3])  # a user without history starts from the meta-learned init
+    assert np.isnan(pred[4])
+
+
+def test_save_then_load_gives_identical_scores(fitted, tmp_path):
+    fitted.save(tmp_path / "model")
+    loaded = MetaRecommender.load(tmp_path / "model")
+    assert fitted.recommend(cold_history(), k=10).equals(loaded.recommend(cold_history(), k=10))
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert meta["config"]["meta"]["epochs"] == fitted.config.meta.epochs and len(meta["weights_sha256"]) == 64
+
+
+def test_corrupt_or_foreign_checkpoints_are_refused(fitted, tmp_path):
+    folder = tmp_path / "model"
+    fitted.save(folder)
+    weights = folder / "weights.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-1] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="sha256"):
+        MetaRecommender.load(folder)
+    fitted.save(folder)
+    meta = json.loads((folder / "model.json").read_text())
+    meta["format_version"] = 999
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="format version"):
+        MetaRecommender.load(folder)
+    with pytest.raises(CheckpointError, match="not a recmaml model directory"):
+        MetaRecommender.load(tmp_path / "missing")
+
+
+def test_unfitted_recommender_says_so():
+    with pytest.raises(RecMamlError, match="not fitted"):
+        MetaRecommender().recommend(cold_history())
+
+
+@pytest.mark.parametrize("method,adapt", [("fomaml", "user+head"), ("metasgd", "user"), ("maml", "head")])
+def test_other_meta_methods_learn_the_groups(taste_log, tiny_config, method, adapt, tmp_path):
+    cfg = tiny_config.replace(meta={"method": method, "adapt": adapt})
+    rec = MetaRecommender(cfg).fit(taste_log)
+    ranked = rec.recommend(cold_history(), k=5).to_pandas()
+    hits = sum(((ranked[ranked.user_id == u].item_id // GROUP) == g).sum() for u, g in (("a", 0), ("b", 1), ("c", 2)))
+    assert hits >= 12, ranked
+    rec.save(tmp_path / method)
+    assert MetaRecommender.load(tmp_path / method).recommend(cold_history(), k=5).equals(rec.recommend(cold_history(), k=5))
+
+
+def test_rating_objective_predicts_on_the_rating_scale(taste_log, tiny_config):
+    rec = MetaRecommender(tiny_config.replace(model={"objective": "rating"})).fit(taste_log)
+    hist = Interactions.from_ids(np.array(["a"] * 4), np.array([0, 1, 2, 25]), rating=np.array([5.0, 5.0, 4.0, 1.0]))
+    liked, disliked = rec.predict(hist, ["a", "a"], [5, 26])
+    assert liked > disliked and 1.0 < liked < 6.0

@@ -1,0 +1,67 @@
+import numpy as np
+import torch
+
+from recmaml.config import TaskConfig
+from recmaml.model import FeatureSpec, feature_tensors
+from recmaml.tasks import TaskSampler, split_users
+
+
+def sampler(log, **cfg):
+    feats = feature_tensors(None, FeatureSpec(), log.n_users)
+    return TaskSampler(log, np.arange(log.n_users), TaskConfig(**cfg), feats, seed=0)
+
+
+def rows(batch, prefix):
+    items, mask = getattr(batch, f"{prefix}_items"), getattr(batch, f"{prefix}_mask")
+    return [set(items[u][mask[u] > 0].tolist()) for u in range(len(batch))]
+
+
+def test_support_sizes_lie_in_the_range_and_query_is_the_disjoint_rest(taste_log):
+    s = sampler(taste_log, support_min=2, support_max=5, query_max=100)
+    users = np.arange(40)
+    batch = s.tasks(users)
+    sizes = batch.support_mask.sum(1)
+    assert sizes.min() >= 2 and sizes.max() <= 5
+    per_user = np.bincount(taste_log.user_idx)
+    for u, sup, qry in zip(users, rows(batch, "support"), rows(batch, "query")):
+        assert not sup & qry
+        truth = set(taste_log.item_idx[taste_log.user_idx == u].tolist())
+        assert sup | qry == truth and len(sup) + len(qry) == per_user[u]
+
+
+def test_query_max_and_positive_threshold(taste_log):
+    batch = sampler(taste_log, support_min=3, support_max=3, query_max=4, positive_threshold=4.0).tasks(np.arange(30))
+    assert batch.query_mask.sum(1).max() <= 4
+    assert (batch.query_ratings[batch.query_mask > 0] >= 4).all()
+
+
+def test_temporal_order_puts_the_earliest_interactions_in_the_support(taste_log):
+    batch = sampler(taste_log, support_min=3, support_max=3, order="temporal").tasks(np.arange(20))
+    for u, sup in enumerate(rows(batch, "support")):
+        mine = taste_log.user_idx == u
+        earliest = taste_log.item_idx[mine][np.argsort(taste_log.timestamp[mine])[:3]]
+        assert sup == set(earliest.tolist())
+
+
+def test_negatives_are_never_positives_of_their_user(taste_log):
+    for sampling in ("uniform", "popularity"):
+        batch = sampler(taste_log, negatives=50, negative_sampling=sampling).tasks(np.arange(60))
+        for u in range(60):
+            positives = set(taste_log.item_idx[taste_log.user_idx == u].tolist())
+            kept = batch.negatives[u][batch.negative_mask[u] > 0].tolist()
+            dropped = batch.negatives[u][batch.negative_mask[u] == 0].tolist()
+            assert not positives & set(kept)
+            assert set(dropped) <= positives
+        assert torch.isfinite(batch.negative_logq).all()
+
+
+def test_tasks_are_deterministic_given_a_seed(taste_log):
+    a = [b.support_items for b in sampler(taste_log).epoch(16)]
+    b = [b.support_items for b in sampler(taste_log).epoch(16)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_split_users_is_disjoint_and_seeded(taste_log):
+    train, val = split_users(taste_log, 0.25, seed=3)
+    assert not set(train) & set(val) and len(val) == 60 and len(train) + len(val) == taste_log.n_users
+    assert np.array_equal(split_users(taste_log, 0.25, seed=3)[1], val)
