@@ -143,6 +143,7 @@ def _is_pandas(source) -> bool:
 
 
 def _is_sql_uri(source) -> bool:
+    # URI prefixes only: .db/.sqlite paths are recognised by their extension below
     return isinstance(source, str) and source.lower().startswith(_SQL_PREFIXES)
 
 
