@@ -35,10 +35,14 @@ def meta_lr_key(name: str) -> str:
     return name.replace(".", "__")
 
 
-def task_loss(model: nn.Module, params: dict[str, torch.Tensor], data: dict, objective: str, loss: str) -> torch.Tensor:
-    """The loss of one user's task (support or query) under `params`. `data` holds one user's padded set."""
+def task_loss(model: nn.Module, params: dict[str, torch.Tensor], data: dict, objective: str, loss: str,
+              reduction: str = "mean") -> torch.Tensor:
+    """The loss of one user's task (support or query) under `params`. `data` holds one user's padded set.
+
+    reduction 'mean' averages over the set; 'sum' adds up, so that an inner step moves a user further
+    the more evidence it shows (as a ridge-regression fold-in would)."""
     mask = data["mask"]
-    n = mask.sum().clamp(min=1.0)
+    n = mask.sum().clamp(min=1.0) if reduction == "mean" else torch.ones(())
     if objective == "rating":
         pred = functional_call(model, params, (data["user_feats"], data["items"]))
         return ((pred - data["ratings"]) ** 2 * mask).sum() / n
@@ -78,6 +82,7 @@ def adapt(
     steps: int,
     inner_lr: float,
     first_order: bool = False,
+    reduction: str = "mean",
 ) -> dict[str, torch.Tensor]:
     """Fast weights of every user in `support` (a batched dict from TaskBatch.support()).
 
@@ -94,7 +99,7 @@ def adapt(
     cfg = model.cfg
 
     def support_loss(fast: dict, data: dict) -> torch.Tensor:
-        return task_loss(model, {**shared, **fast}, data, cfg.objective, cfg.loss)
+        return task_loss(model, {**shared, **fast}, data, cfg.objective, cfg.loss, reduction)
 
     def one_user(fast: dict, data: dict) -> dict:
         for _ in range(steps):

@@ -45,6 +45,11 @@ class ModelConfig:
     use_user_features: bool = True
     use_item_features: bool = True
     init_std: float = 0.05
+    item_init: str = "random"
+    """Start of the item embeddings: 'random', or 'als' (implicit ALS item factors of the warm log, which
+    gives meta-learning a collaborative starting point; fit(item_factors=...) overrides either)."""
+    als_regularization: float = 1.0
+    """Regularization of the ALS fit behind item_init = 'als'."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,8 @@ class MetaConfig:
     """Parameters adapted per user: 'user', 'head', 'user+head', 'all', or comma-separated name prefixes."""
     inner_steps: int = 2
     inner_lr: float = 0.5
+    support_reduction: str = "mean"
+    """How the inner loss pools a support set: 'mean', or 'sum' (steps grow with the evidence shown)."""
     meta_lr: float = 3e-3
     meta_batch_size: int = 64
     """Users per outer step."""
@@ -88,6 +95,9 @@ class MetaConfig:
     """Epochs without validation improvement before stopping (0 disables early stopping)."""
     max_seconds: float = 0.0
     """Wall-clock budget for meta-training (0: none)."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of the meta-weights, which is what gets validated and kept
+    (0 disables it; 0.9-0.99 smooths the noise of small meta-batches)."""
     seed: int = 0
     device: str = "cpu"
 
@@ -121,9 +131,11 @@ class Config:
 _CHOICES = {
     ("model", "objective"): ("implicit", "rating"),
     ("model", "loss"): ("softmax", "bpr"),
+    ("model", "item_init"): ("random", "als"),
     ("tasks", "order"): ("random", "temporal"),
     ("tasks", "negative_sampling"): ("uniform", "popularity"),
     ("meta", "method"): ("maml", "fomaml", "metasgd"),
+    ("meta", "support_reduction"): ("mean", "sum"),
 }
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from recmaml.adapt import META_LR_PREFIX, adapt, adapted_names, batched_loss, batched_scores, meta_lr_key
 from recmaml.config import Config
 from recmaml.data import Interactions
+from recmaml.errors import RecMamlError
 from recmaml.metrics import mean_metrics, ranking_metrics, rmse
 from recmaml.rank import exclude_items, top_k
 from recmaml.tasks import TaskBatch, TaskSampler, split_users
@@ -43,7 +44,7 @@ def enable_meta_sgd(model: nn.Module, names: list[str], inner_lr: float) -> None
 def meta_loss(model: nn.Module, batch: TaskBatch, cfg: Config, names: list[str]) -> torch.Tensor:
     """Mean query loss after adapting on the support, over users that have a query."""
     fast = adapt(model, batch.support(), names=names, steps=cfg.meta.inner_steps,
-                 inner_lr=cfg.meta.inner_lr, first_order=cfg.meta.method == "fomaml")
+                 inner_lr=cfg.meta.inner_lr, first_order=cfg.meta.method == "fomaml", reduction=cfg.meta.support_reduction)
     losses = batched_loss(model, fast, batch.query())
     has_query = (batch.query_mask.sum(dim=1) > 0).float()
     return (losses * has_query).sum() / has_query.sum().clamp(min=1.0)
@@ -52,7 +53,7 @@ def meta_loss(model: nn.Module, batch: TaskBatch, cfg: Config, names: list[str])
 def validation_score(model: nn.Module, batch: TaskBatch, cfg: Config, names: list[str], k: int = 20) -> float:
     """Higher is better: nDCG@k of the query (implicit) or minus the query RMSE (rating)."""
     fast = adapt(model, batch.support(), names=names, steps=cfg.meta.inner_steps,
-                 inner_lr=cfg.meta.inner_lr, first_order=True)
+                 inner_lr=cfg.meta.inner_lr, first_order=True, reduction=cfg.meta.support_reduction)
     with torch.no_grad():
         if cfg.model.objective == "rating":
             pred = batched_scores(model, {n: f.detach() for n, f in fast.items()}, batch.user_feats, batch.query_items)
@@ -84,6 +85,9 @@ def meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: di
             val_users, support_size=cfg.tasks.validation_support).to(m.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=m.meta_lr, weight_decay=m.weight_decay)
 
+    # validated and kept in place of the raw weights when meta.ema > 0
+    ema = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(m.ema)) if m.ema > 0 else None
     history = TrainHistory()
     best_state = None
     start = time.perf_counter()
@@ -92,19 +96,26 @@ def meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: di
         losses = []
         for batch in sampler.epoch(m.meta_batch_size):
             loss = meta_loss(model, batch.to(m.device), cfg, names)
+            if not torch.isfinite(loss):
+                raise RecMamlError(
+                    f"meta-training diverged at epoch {epoch + 1} (meta-loss {float(loss)}); lower meta.inner_lr "
+                    f"(now {m.inner_lr}), meta.inner_steps (now {m.inner_steps}) or meta.meta_lr (now {m.meta_lr})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if m.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), m.grad_clip)
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
             losses.append(float(loss.detach()))
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "seconds": time.perf_counter() - start}
         if val_batch is not None:
-            model.eval()
-            record["validation"] = validation_score(model, val_batch, cfg, names)
-            if record["validation"] > history.best_score:
+            judged = model if ema is None else ema.module
+            judged.eval()
+            record["validation"] = validation_score(judged, val_batch, cfg, names)
+            if np.isfinite(record["validation"]) and record["validation"] > history.best_score:
                 history.best_score, history.best_epoch = record["validation"], epoch + 1
-                best_state = copy.deepcopy(model.state_dict())
+                best_state = copy.deepcopy(judged.state_dict())
         history.epochs.append(record)
         log.info("epoch %d: %s", epoch + 1, record)
         if progress is not None:

@@ -52,17 +52,27 @@ class MetaRecommender:
         self.history: TrainHistory | None = None
 
     # ---- training -------------------------------------------------------------------------------
-    def fit(self, warm: Interactions, progress=None) -> MetaRecommender:
-        """Meta-train on the warm users of `warm` (each user is a task)."""
+    def fit(self, warm: Interactions, progress=None, item_factors=None) -> MetaRecommender:
+        """Meta-train on the warm users of `warm` (each user is a task).
+
+        item_factors: optional (item_ids, factors) to start the item embeddings from, e.g. an implicit ALS
+        model's `item_factors` with the item ids of its columns; items it lacks keep their random start."""
         if len(warm) == 0:
             raise DataError("fit: the warm log is empty")
         if self.config.model.objective == "rating" and warm.is_implicit:
             raise DataError("fit: model.objective = 'rating' needs a log with ratings; "
                             "set objective = 'implicit' in the config for logs without ratings")
+        torch.manual_seed(self.config.meta.seed)  # the initial weights are part of what a seed fixes
         user_spec = FeatureSpec.of(warm.user_features)
         self.items = warm.items
         self.user_levels = dict(warm.user_features.categorical_levels) if warm.user_features else {}
         self.model = Scorer(warm.n_items, self.config.model, item_features=warm.item_features, user_spec=user_spec)
+        if self.config.model.objective == "rating":
+            _init_rating_biases(self.model, warm)
+        if item_factors is None and self.config.model.item_init == "als":
+            item_factors = _als_item_factors(warm, self.config)
+        if item_factors is not None:
+            _init_item_embeddings(self.model, self.items, *item_factors)
         user_feats = feature_tensors(warm.user_features, self.model.user_spec, warm.n_users)
         self.history = meta_train(self.model, warm, self.config, user_feats, progress=progress)
         self.model.eval()
@@ -126,7 +136,7 @@ class MetaRecommender:
         steps = m.inner_steps if self.config.serve.inner_steps is None else self.config.serve.inner_steps
         with torch.no_grad():  # torch.func.grad still differentiates inside; no graph to the meta-weights
             fast = adapt(model, support, names=adapted_names(model, m.adapt), steps=steps,
-                         inner_lr=m.inner_lr, first_order=True)
+                         inner_lr=m.inner_lr, first_order=True, reduction=m.support_reduction)
         return {n: f.detach() for n, f in fast.items()}
 
     # ---- serving ------------------------------------------------------------------------------------
@@ -247,3 +257,38 @@ def _ranked(user_ids: np.ndarray, items: torch.Tensor, values: torch.Tensor, voc
     rank = np.broadcast_to(np.arange(1, items.shape[1] + 1), items.shape)
     users = np.broadcast_to(user_ids[:, None], items.shape)
     return RankedLists(users[valid], vocab.lookup(items.numpy()[valid]), values.numpy()[valid], rank[valid])
+
+
+def _init_rating_biases(model: Scorer, warm: Interactions, damping: float = 5.0) -> None:
+    """Start the rating scorer at 'global mean + damped item mean deviation': meta-learning then refines
+    a sensible predictor instead of spending its first epochs walking the biases to the rating scale."""
+    mean = float(warm.rating.mean())
+    sums = np.bincount(warm.item_idx, weights=warm.rating - mean, minlength=warm.n_items)
+    counts = np.bincount(warm.item_idx, minlength=warm.n_items)
+    with torch.no_grad():
+        model.global_bias.fill_(mean)
+        model.item_bias.copy_(torch.from_numpy((sums / (counts + damping)).astype(np.float32)))
+
+
+def _als_item_factors(warm: Interactions, config: Config) -> tuple[np.ndarray, np.ndarray]:
+    """(item ids, factors) of an implicit ALS model fitted on the warm log, as wide as the embeddings."""
+    from recmaml.baselines import ALSFoldIn
+
+    als = ALSFoldIn(factors=config.model.embedding_dim, regularization=config.model.als_regularization,
+                    seed=config.meta.seed).fit(warm)
+    return warm.items.ids, np.asarray(als.model.item_factors)
+
+
+def _init_item_embeddings(model: Scorer, items: Vocabulary, item_ids, factors) -> None:
+    """Copy given item factors into the item embeddings (matched by item id), rescaled to the
+    embeddings' initial scale so that the meta-learning rates keep their meaning."""
+    factors = np.asarray(factors, dtype=np.float32)
+    d = model.item_embedding.weight.shape[1]
+    if factors.ndim != 2 or factors.shape[1] != d or len(factors) != len(item_ids):
+        raise DataError(f"item_factors must be (n_items, {d}) with one id per row, got {factors.shape} "
+                        f"for {len(item_ids)} ids; set model.embedding_dim to the factor count")
+    rows = items.index(item_ids)
+    known = rows != UNKNOWN
+    scale = model.cfg.init_std / max(float(factors[known].std()), 1e-12)
+    with torch.no_grad():
+        model.item_embedding.weight[torch.as_tensor(rows[known], dtype=torch.long)] = torch.from_numpy(factors[known] * scale)

@@ -23,7 +23,7 @@ def test_fit_then_recommend_end_to_end(tmp_path, taste_log):
     log = pl.DataFrame({"user": taste_log.user_ids(), "item": taste_log.item_ids(), "rating": taste_log.rating})
     log.write_csv(tmp_path / "warm.csv")
     pl.DataFrame({"user": ["x", "x", "x"], "item": [0, 1, 2]}).write_csv(tmp_path / "cold.csv")
-    from tests.conftest import REPO_ROOT
+    from conftest import REPO_ROOT
 
     fit = run("--quiet", "fit", "--config", str(REPO_ROOT / "configs/tiny.toml"), "--data", str(tmp_path / "warm.csv"),
               "--user-col", "user", "--item-col", "item", "--out", str(tmp_path / "model"))

@@ -10,7 +10,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml"
 
 def test_there_are_configs():
     names = {p.name for p in CONFIGS}
-    assert {"tiny.toml", "ml-100k.toml", "ml-100k-rating.toml", "ml-1m.toml", "ml-latest-small.toml"} <= names
+    assert {"tiny.toml", "ml-100k.toml", "ml-100k-rating.toml", "ml-100k-temporal.toml", "ml-1m.toml", "ml-latest-small.toml"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
