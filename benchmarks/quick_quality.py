@@ -61,9 +61,13 @@ GRIDS = {
 MELU_GRID = {"damping": [0.0, 2.0, 5.0, 10.0, 25.0], "user_damping": [0.0, 1.0, 2.0, 5.0]}
 
 
-def _config(path: str | None, rating: bool):
-    """The given TOML, else the shipped ML-100K config if there is one, else the defaults."""
-    name = "ml-100k-rating.toml" if rating else "ml-100k.toml"
+CONFIG_OF_PROTOCOL = {"random": "ml-100k.toml", "temporal": "ml-100k-temporal.toml", "melu": "ml-100k-rating.toml"}
+
+
+def _config(path: str | None, protocol: str):
+    """The given TOML, else the shipped ML-100K config of the protocol if there is one, else the defaults."""
+    rating = protocol == "melu"
+    name = CONFIG_OF_PROTOCOL[protocol]
     if path is None and (REPO_ROOT / "configs" / name).is_file():
         path = REPO_ROOT / "configs" / name
     overrides = {"model": {"objective": "rating"}} if rating and path is None else {}
@@ -189,7 +193,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MovieLens-100K folder")
     parser.add_argument("--protocol", choices=["random", "temporal", "melu"], default="random")
-    parser.add_argument("--seeds", type=int, default=3, help="run seeds 0..N-1")
+    parser.add_argument("--seeds", type=int, default=3, help="number of split seeds")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="first split seed; a held-out check uses seeds never used for tuning, e.g. 100")
     parser.add_argument("--config", default=None, help="TOML config (default: configs/ml-100k[-rating].toml or defaults)")
     parser.add_argument("--max-seconds", type=float, default=0.0, help="cap meta-training time (0: the config's)")
     parser.add_argument("--cold-fraction", type=float, default=0.2)
@@ -200,12 +206,12 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
 
     melu = args.protocol == "melu"
-    cfg, cfg_source = _config(args.config, rating=melu)
+    cfg, cfg_source = _config(args.config, args.protocol)
     log = read_movielens(args.data)
-    print(f"{log}; protocol {args.protocol}; config {cfg_source}; seeds 0..{args.seeds - 1}")
+    print(f"{log}; protocol {args.protocol}; config {cfg_source}; seeds {args.first_seed}..{args.first_seed + args.seeds - 1}")
 
     runs = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         if melu:
             run = run_melu(log, seed, cfg, args)
             run["summary"] = _melu_summary(run["methods"])

@@ -130,3 +130,78 @@ def batched_scores(model: nn.Module, fast: dict[str, torch.Tensor], user_feats: 
     if items is None:
         return vmap(lambda f, u: functional_call(model, {**shared, **f}, (u,)))(fast, user_feats)
     return vmap(lambda f, u, i: functional_call(model, {**shared, **f}, (u, i)))(fast, user_feats, items)
+
+
+# ---- serving fast path ------------------------------------------------------------------------------
+# When only the user side adapts (user_init, user_bias, user_tower layers), each user feeds ONE vector
+# through each Linear layer, so an inner step changes that layer by a rank-1 term: W_b = W - lr g_b x_b^T.
+# Its output on a new input x' is then W x' + b - lr g_b (x_b . x' + 1), computable for all users with
+# plain matrix products and without materializing one weight matrix per user. The result equals adapt()
+# + batched_scores() with first_order=True (tests check it); it is what serving uses when it applies.
+
+_USER_SIDE = ("user_init", "user_bias", "user_tower.")
+
+
+def fast_path_applies(model: nn.Module, names: list[str]) -> bool:
+    return getattr(model, META_LR_PREFIX, None) is None and all(n.startswith(_USER_SIDE) for n in names)
+
+
+def _tower_forward(model, x, corrections, lr):
+    """The user tower on inputs x (B, in), with per-layer rank-k corrections [(g, x_in, has_bias), ...]."""
+    pre_acts, inputs = [], []
+    h = x
+    for i, layer in enumerate(model.user_tower):
+        if not isinstance(layer, nn.Linear):
+            h = layer(h)
+            continue
+        inputs.append(h)
+        out = F.linear(h, layer.weight, layer.bias)
+        for g, x_in, has_bias in corrections.get(i, ()):
+            out = out - lr * g * ((x_in * h).sum(dim=1, keepdim=True) + (1.0 if has_bias else 0.0))
+        pre_acts.append((i, out))
+        h = out
+    return h, pre_acts, inputs
+
+
+def fast_user_vectors(model: nn.Module, support: dict, *, names: list[str], steps: int, inner_lr: float,
+                      reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+    """Adapted user vectors (B, d) and user biases (B,) after `steps` first-order inner steps."""
+    cfg = model.cfg
+    batch = support["items"].shape[0]
+    feats = model.user_features(support["user_feats"]) if model.user_features is not None else None
+    user_init = model.user_init.detach().expand(batch, -1).clone()
+    user_bias = model.user_bias.detach().expand(batch).clone()
+    adapted_layers = {i: f"user_tower.{i}.bias" in names for i, layer in enumerate(model.user_tower)
+                      if isinstance(layer, nn.Linear) and f"user_tower.{i}.weight" in names}
+    item_vectors, item_bias = model.item_vectors(), model.item_bias
+    mask = support["mask"]
+    n = mask.sum(dim=1).clamp(min=1.0) if reduction == "mean" else torch.ones(batch)
+    corrections: dict[int, list] = {}
+
+    def tower(ui):
+        x = ui if feats is None else torch.cat([ui, feats], dim=1)
+        return _tower_forward(model, x, corrections, inner_lr)
+
+    for _ in range(steps):
+        with torch.enable_grad():
+            ui = user_init.requires_grad_(True)
+            ub = user_bias.requires_grad_(True)
+            u, pre_acts, inputs = tower(ui)
+            if cfg.objective == "rating":
+                v = item_vectors[support["items"]]  # (B, S, d)
+                pred = (v @ u.unsqueeze(2)).squeeze(2) + item_bias[support["items"]] + ub[:, None] + model.global_bias
+                losses = ((pred - support["ratings"]) ** 2 * mask).sum(dim=1) / n
+            else:
+                logp = torch.log_softmax(torch.addmm(item_bias, u, item_vectors.T), dim=1)
+                losses = -(logp.gather(1, support["items"]) * mask).sum(dim=1) / n
+            wanted = [ui, ub] + [out for i, out in pre_acts if i in adapted_layers]
+            grads = torch.autograd.grad(losses.sum(), wanted, allow_unused=True)  # users are independent
+        g_ui, g_ub, g_layers = grads[0], grads[1], grads[2:]
+        x_ins = [x for (i, _), x in zip(pre_acts, inputs) if i in adapted_layers]
+        for (i, has_bias), g, x_in in zip(adapted_layers.items(), g_layers, x_ins):
+            corrections.setdefault(i, []).append((g.detach(), x_in.detach(), has_bias))
+        user_init = user_init.detach() - (inner_lr * g_ui if "user_init" in names and g_ui is not None else 0.0)
+        user_bias = user_bias.detach() - (inner_lr * g_ub if "user_bias" in names and g_ub is not None else 0.0)
+    with torch.no_grad():
+        u, _, _ = tower(user_init.detach())
+    return u, user_bias.detach()

@@ -58,10 +58,10 @@ def validation_score(model: nn.Module, batch: TaskBatch, cfg: Config, names: lis
         if cfg.model.objective == "rating":
             pred = batched_scores(model, {n: f.detach() for n, f in fast.items()}, batch.user_feats, batch.query_items)
             keep = batch.query_mask > 0
-            return -rmse(pred[keep].numpy(), batch.query_ratings[keep].numpy())
+            return -rmse(pred[keep].cpu().numpy(), batch.query_ratings[keep].cpu().numpy())
         scores = batched_scores(model, {n: f.detach() for n, f in fast.items()}, batch.user_feats)
         items, _ = top_k(exclude_items(scores, batch.support_items, batch.support_mask), k)
-        per_user = ranking_metrics(items.numpy(), batch.query_items.numpy(), batch.query_mask.numpy(), k)
+        per_user = ranking_metrics(items.cpu().numpy(), batch.query_items.cpu().numpy(), batch.query_mask.cpu().numpy(), k)
         return mean_metrics(per_user)[f"ndcg@{k}"]
 
 

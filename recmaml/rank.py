@@ -8,12 +8,12 @@ _EXCLUDED = float("-inf")
 
 
 def exclude_items(scores: torch.Tensor, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Scores (B, n) with the masked entries of `items` (B, S) set to -inf (a new tensor)."""
-    out = scores.clone()
-    rows = torch.arange(scores.shape[0]).unsqueeze(1).expand_as(items)
-    keep = mask > 0
-    out[rows[keep], items[keep]] = _EXCLUDED
-    return out
+    """Scores (B, n) with the masked entries of `items` (B, S) set to -inf (a new tensor).
+
+    A scatter with 'amin': padding (mask 0) scatters +inf and leaves its item as it was, even when the
+    padding index is also a real item of the row."""
+    fill = torch.where(mask > 0, torch.full_like(mask, _EXCLUDED), torch.full_like(mask, float("inf")))
+    return scores.scatter_reduce(1, items, fill.to(scores.dtype), reduce="amin", include_self=True)
 
 
 def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from recmaml import checkpoint
-from recmaml.adapt import adapt, adapted_names, batched_scores
+from recmaml.adapt import adapt, adapted_names, batched_scores, fast_path_applies, fast_user_vectors
 from recmaml.config import Config, config_from_dict
 from recmaml.data import UNKNOWN, Interactions, RankedLists, SideFeatures, Vocabulary
 from recmaml.errors import DataError, RecMamlError
@@ -128,16 +128,34 @@ class MetaRecommender:
                 "negatives": torch.zeros(stop - start, 0, dtype=torch.long),
                 "negative_logq": torch.zeros(stop - start, 0), "negative_mask": torch.zeros(stop - start, 0),
             }
-            yield np.arange(start, stop), support
+            yield np.arange(start, stop), torch.utils._pytree.tree_map(lambda t: t.to(self.device), support)
 
-    def _adapt(self, support: dict) -> dict[str, torch.Tensor]:
+    @property
+    def device(self) -> torch.device:
+        return next(self._require_model().parameters()).device
+
+    def _scores(self, support: dict, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores (B, n_items), or (B, C) of per-user `items`, after adapting each user on `support`."""
         model = self._require_model()
         m = self.config.meta
         steps = m.inner_steps if self.config.serve.inner_steps is None else self.config.serve.inner_steps
+        names = adapted_names(model, m.adapt)
+        if fast_path_applies(model, names):
+            users, user_bias = fast_user_vectors(model, support, names=names, steps=steps, inner_lr=m.inner_lr,
+                                                 reduction=m.support_reduction)
+            with torch.no_grad():
+                vectors = model.item_vectors()
+                if items is None:
+                    scores = torch.addmm(model.item_bias, users, vectors.T)
+                else:
+                    scores = (vectors[items] @ users.unsqueeze(2)).squeeze(2) + model.item_bias[items]
+                if model.cfg.objective == "rating":
+                    scores = scores + user_bias[:, None] + model.global_bias
+                return scores
         with torch.no_grad():  # torch.func.grad still differentiates inside; no graph to the meta-weights
-            fast = adapt(model, support, names=adapted_names(model, m.adapt), steps=steps,
-                         inner_lr=m.inner_lr, first_order=True, reduction=m.support_reduction)
-        return {n: f.detach() for n, f in fast.items()}
+            fast = adapt(model, support, names=names, steps=steps, inner_lr=m.inner_lr, first_order=True,
+                         reduction=m.support_reduction)
+            return batched_scores(model, fast, support["user_feats"], items)
 
     # ---- serving ------------------------------------------------------------------------------------
     def recommend(self, history: Interactions, k: int = 20, exclude_seen: bool = True,
@@ -146,33 +164,32 @@ class MetaRecommender:
         `candidates`, an Interactions of (user, item) rows) and keep the top k."""
         if k < 1:
             raise DataError(f"k must be >= 1, got {k}")
-        model = self._require_model()
+        self._require_model()
         cold = self._cold_users(history)
         cand = None if candidates is None else self._cold_users(candidates)
         parts = []
         for users, support in self._chunks(cold, batch_size):
-            fast = self._adapt(support)
             with torch.no_grad():
                 if cand is None:
-                    scores = batched_scores(model, fast, support["user_feats"])
+                    scores = self._scores(support)
                     if exclude_seen:
                         scores = exclude_items(scores, support["items"], support["mask"])
                     items, values = top_k(scores, k)
                 else:
-                    c_items, c_mask = _candidates_for(cold.users.ids[users], cand)
-                    scores = batched_scores(model, fast, support["user_feats"], c_items)
+                    c_items, c_mask = (t.to(self.device) for t in _candidates_for(cold.users.ids[users], cand))
+                    scores = self._scores(support, c_items)
                     if exclude_seen:
                         seen = (c_items[:, :, None] == support["items"][:, None, :]) & (support["mask"][:, None, :] > 0)
                         c_mask = c_mask * (~seen.any(dim=2)).float()
                     items, values = rank_candidates(scores, c_items, c_mask, k)
-            parts.append(_ranked(cold.users.ids[users], items, values, self.items))
+            parts.append(_ranked(cold.users.ids[users], items.cpu(), values.cpu(), self.items))
         return RankedLists.concat(parts)
 
     def predict(self, history: Interactions, user_ids, item_ids, batch_size: int | None = None) -> np.ndarray:
         """Predicted scores (ratings for the rating objective) of (user_id, item_id) pairs, each user adapted
         on its rows of `history` (users absent from it start from the meta-learned initialization).
         Pairs with items unknown to the model get NaN."""
-        model = self._require_model()
+        self._require_model()
         user_ids, item_ids = np.asarray(user_ids), np.asarray(item_ids)
         cold = self._cold_users(history, extra_users=user_ids)
         pair_user = cold.users.index(user_ids).astype(np.int64)
@@ -189,8 +206,7 @@ class MetaRecommender:
             rows = pair_rows[lo:hi]
             items, _, mask = padded_sets(pair_user[rows] - users[0], pos[lo:hi], pair_item[rows],
                                          np.zeros(hi - lo, np.float32), len(users))
-            with torch.no_grad():
-                scores = batched_scores(model, self._adapt(support), support["user_feats"], items)
+            scores = self._scores(support, items.to(self.device)).cpu()
             out[rows] = scores[torch.as_tensor(pair_user[rows] - users[0]), torch.as_tensor(pos[lo:hi])].numpy()
         return out
 
@@ -207,7 +223,8 @@ class MetaRecommender:
         })
 
     @classmethod
-    def load(cls, path) -> MetaRecommender:
+    def load(cls, path, device: str = "cpu") -> MetaRecommender:
+        """A saved recommender, ready to serve on `device` ('cpu', 'cuda', ...)."""
         state, meta = checkpoint.load_checkpoint(path)
         rec = cls(config_from_dict(meta["config"], f"{path}/{checkpoint.METADATA}"))
         rec.items = Vocabulary.from_json(meta["items"])
@@ -220,7 +237,7 @@ class MetaRecommender:
             rec.model.load_state_dict(state, strict=True)
         except RuntimeError as err:
             raise checkpoint.CheckpointError(f"{path}: weights do not fit the saved config: {err}") from err
-        rec.model.eval()
+        rec.model.to(device).eval()
         return rec
 
 

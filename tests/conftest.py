@@ -4,15 +4,16 @@ tests that need them skip with a clear reason in a clone that lacks that folder.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import numpy as np
-import pytest
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads OpenBLAS: implicit warns without it
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MOVIELENS_DIR = Path(os.environ.get("RECMAML_MOVIELENS", REPO_ROOT.parent / "shared" / "data" / "movielens"))
-
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit warns (and slows down) without it
 
 
 def _movielens_folder(name: str) -> Path:

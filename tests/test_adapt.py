@@ -119,3 +119,35 @@ def test_unknown_adapt_name_is_an_error(taste_log, tiny_config):
     model, _, _ = build(taste_log, tiny_config)
     with pytest.raises(ValueError, match="parameter names"):
         adapted_names(model, "no_such_param")
+
+
+@pytest.mark.parametrize("objective", ["implicit", "rating"])
+@pytest.mark.parametrize("adapt_set,steps", [("user+head", 1), ("user+head", 2), ("head", 1), ("user", 3)])
+def test_serving_fast_path_equals_the_vmap_reference(taste_log, tiny_config, objective, adapt_set, steps):
+    from recmaml.adapt import batched_scores, fast_path_applies, fast_user_vectors
+
+    model, cfg, batch = build(taste_log, tiny_config, model={"objective": objective, "user_hidden": [16, 8]})
+    with torch.no_grad():  # give the biases something to do
+        model.item_bias.normal_(0, 0.3)
+        model.global_bias.fill_(3.0)
+    names = adapted_names(model, adapt_set)
+    assert fast_path_applies(model, names)
+    support = batch.support()
+    support["negatives"] = support["negatives"][:, :0]  # serving scores the whole catalog
+    with torch.no_grad():
+        fast = adapt(model, support, names=names, steps=steps, inner_lr=0.5, first_order=True)
+        reference = batched_scores(model, fast, support["user_feats"])
+    users, user_bias = fast_user_vectors(model, support, names=names, steps=steps, inner_lr=0.5)
+    scores = users @ model.item_vectors().detach().T + model.item_bias.detach()
+    if objective == "rating":
+        scores = scores + user_bias[:, None] + model.global_bias.detach()
+    torch.testing.assert_close(scores, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_fast_path_does_not_apply_beyond_the_user_side(taste_log, tiny_config):
+    from recmaml.adapt import fast_path_applies
+
+    model, _, _ = build(taste_log, tiny_config)
+    assert not fast_path_applies(model, adapted_names(model, "all"))
+    enable_meta_sgd(model, adapted_names(model, "user"), 0.5)
+    assert not fast_path_applies(model, adapted_names(model, "user"))
