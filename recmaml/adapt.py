@@ -42,7 +42,7 @@ def task_loss(model: nn.Module, params: dict[str, torch.Tensor], data: dict, obj
     reduction 'mean' averages over the set; 'sum' adds up, so that an inner step moves a user further
     the more evidence it shows (as a ridge-regression fold-in would)."""
     mask = data["mask"]
-    n = mask.sum().clamp(min=1.0) if reduction == "mean" else torch.ones(())
+    n = mask.sum().clamp(min=1.0) if reduction == "mean" else mask.new_ones(())
     if objective == "rating":
         pred = functional_call(model, params, (data["user_feats"], data["items"]))
         return ((pred - data["ratings"]) ** 2 * mask).sum() / n
@@ -175,7 +175,7 @@ def fast_user_vectors(model: nn.Module, support: dict, *, names: list[str], step
                       if isinstance(layer, nn.Linear) and f"user_tower.{i}.weight" in names}
     item_vectors, item_bias = model.item_vectors(), model.item_bias
     mask = support["mask"]
-    n = mask.sum(dim=1).clamp(min=1.0) if reduction == "mean" else torch.ones(batch)
+    n = mask.sum(dim=1).clamp(min=1.0) if reduction == "mean" else mask.new_ones(batch)
     corrections: dict[int, list] = {}
 
     def tower(ui):

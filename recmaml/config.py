@@ -104,7 +104,7 @@ class MetaConfig:
 
 @dataclass(frozen=True)
 class ServeConfig:
-    batch_size: int = 1024
+    batch_size: int = 4096
     """Cold users adapted and scored together; bounds serving memory."""
     inner_steps: int | None = None
     """Inner steps at serving time (None: as in training)."""
