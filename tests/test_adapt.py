@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from recmaml.adapt import adapt, adapted_names, batched_loss
-from recmaml.config import load_config
 from recmaml.meta import enable_meta_sgd, meta_loss
 from recmaml.model import FeatureSpec, Scorer, feature_tensors
 from recmaml.tasks import TaskSampler

@@ -1,7 +1,6 @@
 import subprocess
 import sys
 
-import numpy as np
 import polars as pl
 
 from recmaml import __version__
@@ -18,8 +17,6 @@ def test_help_and_version():
 
 
 def test_fit_then_recommend_end_to_end(tmp_path, taste_log):
-    from recmaml.config import load_config  # noqa: F401  (the config below is the shipped tiny one)
-
     log = pl.DataFrame({"user": taste_log.user_ids(), "item": taste_log.item_ids(), "rating": taste_log.rating})
     log.write_csv(tmp_path / "warm.csv")
     pl.DataFrame({"user": ["x", "x", "x"], "item": [0, 1, 2]}).write_csv(tmp_path / "cold.csv")
