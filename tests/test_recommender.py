@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from recmaml import CheckpointError, Interactions, MetaRecommender, RecMamlError
+from recmaml import CheckpointError, DataError, Interactions, MetaRecommender, RecMamlError
 from recmaml.recommender import UnknownItemsWarning
 
 GROUP = 20  # items per taste group in make_taste_groups
@@ -135,3 +135,32 @@ def test_rating_objective_predicts_on_the_rating_scale(taste_log, tiny_config):
     hist = Interactions.from_ids(np.array(["a"] * 4), np.array([0, 1, 2, 25]), rating=np.array([5.0, 5.0, 4.0, 1.0]))
     liked, disliked = rec.predict(hist, ["a", "a"], [5, 26])
     assert liked > disliked and 1.0 < liked < 6.0
+
+
+def test_item_embeddings_start_from_given_factors(taste_log, tiny_config):
+    import torch
+
+    from recmaml.model import Scorer
+    from recmaml.recommender import _init_item_embeddings
+
+    model = Scorer(taste_log.n_items, tiny_config.model)
+    d = tiny_config.model.embedding_dim
+    factors = np.random.default_rng(0).normal(size=(3, d)).astype(np.float32)
+    before = model.item_embedding.weight.detach().clone()
+    _init_item_embeddings(model, taste_log.items, np.array([5, 7, 10**9]), factors)  # 10**9: unknown id
+    after = model.item_embedding.weight.detach()
+    row5, row7 = taste_log.items.index([5, 7])
+    ratio = (after[row5] / torch.from_numpy(factors[0])).numpy()
+    assert np.allclose(ratio, ratio[0]) and ratio[0] > 0  # copied, rescaled to the initial scale
+    np.testing.assert_allclose((after[row7] / ratio[0]).numpy(), factors[1], rtol=1e-5)  # one scale for all
+    untouched = np.setdiff1d(np.arange(taste_log.n_items), [row5, row7])
+    assert torch.equal(after[untouched], before[untouched])
+    with pytest.raises(DataError, match="embedding_dim"):
+        _init_item_embeddings(model, taste_log.items, np.array([5]), np.zeros((1, d + 1), np.float32))
+
+
+def test_als_initialized_model_learns_the_groups(taste_log, tiny_config):
+    rec = MetaRecommender(tiny_config.replace(model={"item_init": "als"})).fit(taste_log)
+    ranked = rec.recommend(cold_history(), k=5).to_pandas()
+    hits = sum(((ranked[ranked.user_id == u].item_id // GROUP) == g).sum() for u, g in (("a", 0), ("b", 1), ("c", 2)))
+    assert hits >= 12
