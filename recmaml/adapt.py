@@ -13,9 +13,10 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from recmaml.config import adapt_prefixes
+from recmaml.errors import ConfigError
 
 META_LR_PREFIX = "meta_lrs"  # Meta-SGD's learned inner learning rates: never adapted themselves
-_EXCLUDED = -1e9  # added to the score of items a ranking must skip (finite, so gradients stay finite)
+_SKIP_PENALTY = -1e9  # added to the scores of items a loss must skip (finite, so gradients stay finite)
 
 
 def adapted_names(model: nn.Module, adapt: str) -> list[str]:
@@ -27,7 +28,7 @@ def adapted_names(model: nn.Module, adapt: str) -> list[str]:
     ]
     if not names:
         valid = [n for n, _ in model.named_parameters() if not n.startswith(META_LR_PREFIX)]
-        raise ValueError(f"meta.adapt = {adapt!r} matches no parameter; parameter names: {valid}")
+        raise ConfigError(f"meta.adapt = {adapt!r} matches no parameter; parameter names: {valid}")
     return names
 
 
@@ -50,13 +51,13 @@ def task_loss(model: nn.Module, params: dict[str, torch.Tensor], data: dict, obj
     if data["negatives"].shape[-1] == 0:  # exact softmax over the whole catalog
         scores = functional_call(model, params, (data["user_feats"],))
         if "exclude" in data:  # items the user already showed are not candidates of the query ranking
-            scores = scores.scatter_add(0, data["exclude"], _EXCLUDED * data["exclude_mask"])
+            scores = scores.scatter_add(0, data["exclude"], _SKIP_PENALTY * data["exclude_mask"])
         logp = torch.log_softmax(scores, dim=0)
         return -(logp[data["items"]] * mask).sum() / n
 
     pos = functional_call(model, params, (data["user_feats"], data["items"]))
     neg = functional_call(model, params, (data["user_feats"], data["negatives"]))
-    neg = torch.where(data["negative_mask"] > 0, neg, torch.full_like(neg, _EXCLUDED))
+    neg = torch.where(data["negative_mask"] > 0, neg, torch.full_like(neg, _SKIP_PENALTY))
     if loss == "bpr":
         pair_mask = mask[:, None] * data["negative_mask"][None, :]
         return (F.softplus(neg[None, :] - pos[:, None]) * pair_mask).sum() / pair_mask.sum().clamp(min=1.0)
@@ -143,7 +144,12 @@ _USER_SIDE = ("user_init", "user_bias", "user_tower.")
 
 
 def fast_path_applies(model: nn.Module, names: list[str]) -> bool:
-    return getattr(model, META_LR_PREFIX, None) is None and all(n.startswith(_USER_SIDE) for n in names)
+    """True when only user-side parameters adapt, with scalar rates, and every adapted tower bias comes
+    with its layer's weight (the rank-1 form below covers exactly that)."""
+    biases_alone = any(n.startswith("user_tower.") and n.endswith(".bias") and n[:-4] + "weight" not in names
+                       for n in names)
+    return (getattr(model, META_LR_PREFIX, None) is None and not biases_alone
+            and all(n.startswith(_USER_SIDE) for n in names))
 
 
 def _tower_forward(model, x, corrections, lr):

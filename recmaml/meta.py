@@ -52,8 +52,9 @@ def meta_loss(model: nn.Module, batch: TaskBatch, cfg: Config, names: list[str])
 
 def validation_score(model: nn.Module, batch: TaskBatch, cfg: Config, names: list[str], k: int = 20) -> float:
     """Higher is better: nDCG@k of the query (implicit) or minus the query RMSE (rating)."""
-    fast = adapt(model, batch.support(), names=names, steps=cfg.meta.inner_steps,
-                 inner_lr=cfg.meta.inner_lr, first_order=True, reduction=cfg.meta.support_reduction)
+    with torch.no_grad():  # torch.func.grad still differentiates inside; no graph to the meta-weights
+        fast = adapt(model, batch.support(), names=names, steps=cfg.meta.inner_steps,
+                     inner_lr=cfg.meta.inner_lr, first_order=True, reduction=cfg.meta.support_reduction)
     with torch.no_grad():
         if cfg.model.objective == "rating":
             pred = batched_scores(model, {n: f.detach() for n, f in fast.items()}, batch.user_feats, batch.query_items)
@@ -126,6 +127,8 @@ def meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: di
         if m.max_seconds and time.perf_counter() - start >= m.max_seconds:
             history.stopped = "time budget"
             break
+    if best_state is None and ema is not None:  # no validation users: keep the averaged weights
+        best_state = ema.module.state_dict()
     if best_state is not None:
         model.load_state_dict(best_state)
     history.seconds = time.perf_counter() - start

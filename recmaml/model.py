@@ -143,9 +143,6 @@ class Scorer(nn.Module):
         for name, tensor in feature_tensors(item_features, self.item_spec, n_items).items():
             self.register_buffer(f"item_feature_{name}", tensor)
 
-    def empty_user_features(self, n_users: int) -> dict[str, torch.Tensor]:
-        return feature_tensors(None, self.user_spec, n_users)
-
     def user_vector(self, user_feats: dict[str, torch.Tensor]) -> torch.Tensor:
         x = self.user_init
         if self.user_features is not None:

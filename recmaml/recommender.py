@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from recmaml import checkpoint
-from recmaml.adapt import adapt, adapted_names, batched_scores, fast_path_applies, fast_user_vectors
+from recmaml.adapt import META_LR_PREFIX, adapt, adapted_names, batched_scores, fast_path_applies, fast_user_vectors
 from recmaml.config import Config, config_from_dict
 from recmaml.data import UNKNOWN, Interactions, RankedLists, SideFeatures, Vocabulary
 from recmaml.errors import DataError, RecMamlError
@@ -84,14 +84,14 @@ class MetaRecommender:
         return self.model
 
     # ---- cold users ---------------------------------------------------------------------------------
-    def _cold_users(self, history: Interactions, extra_users=None) -> ColdUsers:
-        """Map a history log into the model's item space (unknown items dropped with one warning)."""
+    def _cold_users(self, history: Interactions, extra_users=None, what: str = "history") -> ColdUsers:
+        """Map a log into the model's item space (unknown items dropped with one warning naming `what`)."""
         model = self._require_model()
         item_idx = self.items.index(history.item_ids())
         known = item_idx != UNKNOWN
         if not known.all():
             warnings.warn(
-                f"{int((~known).sum())} history rows name {len(np.unique(history.item_idx[~known]))} items unknown "
+                f"{int((~known).sum())} {what} rows name {len(np.unique(history.item_idx[~known]))} items unknown "
                 f"to the model; those rows were dropped", UnknownItemsWarning, stacklevel=3)
         # the users served are those with rows in the history (a vocabulary may hold more), even when all
         # their items were unknown: they start from the meta-learned initialization
@@ -166,7 +166,7 @@ class MetaRecommender:
             raise DataError(f"k must be >= 1, got {k}")
         self._require_model()
         cold = self._cold_users(history)
-        cand = None if candidates is None else self._cold_users(candidates)
+        cand = None if candidates is None else self._cold_users(candidates, what="candidate")
         parts = []
         for users, support in self._chunks(cold, batch_size):
             with torch.no_grad():
@@ -226,12 +226,16 @@ class MetaRecommender:
     def load(cls, path, device: str = "cpu") -> MetaRecommender:
         """A saved recommender, ready to serve on `device` ('cpu', 'cuda', ...)."""
         state, meta = checkpoint.load_checkpoint(path)
+        missing = [k for k in ("config", "items", "user_spec", "item_spec", "user_levels") if k not in meta]
+        if missing:
+            raise checkpoint.CheckpointError(f"{path}/{checkpoint.METADATA}: missing {missing}; the model "
+                                             "directory is incomplete or was not written by MetaRecommender.save")
         rec = cls(config_from_dict(meta["config"], f"{path}/{checkpoint.METADATA}"))
         rec.items = Vocabulary.from_json(meta["items"])
         rec.user_levels = meta["user_levels"]
         rec.model = Scorer(len(rec.items), rec.config.model, user_spec=FeatureSpec.from_json(meta["user_spec"]),
                            item_spec=FeatureSpec.from_json(meta["item_spec"]))
-        if any(k.startswith("meta_lrs.") for k in state):
+        if any(k.startswith(f"{META_LR_PREFIX}.") for k in state):
             enable_meta_sgd(rec.model, adapted_names(rec.model, rec.config.meta.adapt), rec.config.meta.inner_lr)
         try:
             rec.model.load_state_dict(state, strict=True)
@@ -264,8 +268,11 @@ def _candidates_for(user_ids: np.ndarray, cand: ColdUsers) -> tuple[torch.Tensor
     # map sorted position back to the order of user_ids
     position_of_sorted = np.argsort(user_ids, kind="stable")
     rows = position_of_sorted[batch_row[keep]]
+    # a candidate named twice for a user is ranked once
+    pairs = np.unique(np.stack([rows, cand.item_idx[keep]], axis=1), axis=0)
+    rows, cand_items = pairs[:, 0], pairs[:, 1]
     order, pos = group_positions(rows)
-    items, _, mask = padded_sets(rows[order], pos, cand.item_idx[keep][order], np.zeros(len(order), np.float32), len(user_ids))
+    items, _, mask = padded_sets(rows[order], pos, cand_items[order], np.zeros(len(order), np.float32), len(user_ids))
     return items, mask
 
 

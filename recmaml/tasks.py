@@ -113,6 +113,12 @@ class TaskSampler:
         self.user_feats = user_feats  # one row per user index of `log`
         self.rng = np.random.default_rng(seed)
         keep = np.isin(log.user_idx, users)
+        # one row per (user, item), the last one: a repeated pair must not sit in both support and query
+        keys = log.user_idx.astype(np.int64) * log.n_items + log.item_idx
+        _, last_from_end = np.unique(keys[::-1], return_index=True)
+        is_last = np.zeros(len(keys), dtype=bool)
+        is_last[len(keys) - 1 - last_from_end] = True
+        keep &= is_last
         self.users = np.asarray(users)
         self.user_idx = log.user_idx[keep].astype(np.int64)
         self.item_idx = log.item_idx[keep].astype(np.int64)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from recmaml.adapt import adapt, adapted_names, batched_loss
+from recmaml.errors import ConfigError
 from recmaml.meta import enable_meta_sgd, meta_loss
 from recmaml.model import FeatureSpec, Scorer, feature_tensors
 from recmaml.tasks import TaskSampler
@@ -116,7 +117,7 @@ def test_head_only_adapts_only_the_user_tower(taste_log, tiny_config):
 
 def test_unknown_adapt_name_is_an_error(taste_log, tiny_config):
     model, _, _ = build(taste_log, tiny_config)
-    with pytest.raises(ValueError, match="parameter names"):
+    with pytest.raises(ConfigError, match="parameter names"):
         adapted_names(model, "no_such_param")
 
 

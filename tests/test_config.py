@@ -48,3 +48,12 @@ def test_defaults_live_in_code_and_overrides_apply():
     assert cfg.meta.epochs == 3 and cfg.model.user_hidden == (8, 8)
     assert cfg.replace(serve={"inner_steps": 0}).serve.inner_steps == 0
     assert cfg.meta.inner_lr == Config().meta.inner_lr
+
+
+def test_inconsistent_knobs_are_refused_with_the_fix():
+    with pytest.raises(ConfigError, match="tasks.negatives > 0"):
+        load_config(None, model={"loss": "bpr"})
+    with pytest.raises(ConfigError, match=r"meta.ema must be in \[0, 1\)"):
+        load_config(None, meta={"ema": 1.5})
+    with pytest.raises(ConfigError, match="inner_lr must be > 0"):
+        load_config(None, meta={"inner_lr": 0.0})

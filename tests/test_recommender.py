@@ -164,3 +164,19 @@ def test_als_initialized_model_learns_the_groups(taste_log, tiny_config):
     ranked = rec.recommend(cold_history(), k=5).to_pandas()
     hits = sum(((ranked[ranked.user_id == u].item_id // GROUP) == g).sum() for u, g in (("a", 0), ("b", 1), ("c", 2)))
     assert hits >= 12
+
+
+def test_a_candidate_named_twice_is_ranked_once(fitted):
+    cands = Interactions.from_ids(np.array(["a", "a", "a"]), np.array([5, 5, 6]))
+    ranked = fitted.recommend(cold_history(), k=10, candidates=cands).to_pandas()
+    assert sorted(ranked.item_id) == [5, 6]
+
+
+def test_checkpoint_missing_metadata_is_refused(fitted, tmp_path):
+    folder = tmp_path / "model"
+    fitted.save(folder)
+    meta = json.loads((folder / "model.json").read_text())
+    del meta["items"]
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="missing"):
+        MetaRecommender.load(folder)

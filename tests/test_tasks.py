@@ -65,3 +65,15 @@ def test_split_users_is_disjoint_and_seeded(taste_log):
     train, val = split_users(taste_log, 0.25, seed=3)
     assert not set(train) & set(val) and len(val) == 60 and len(train) + len(val) == taste_log.n_users
     assert np.array_equal(split_users(taste_log, 0.25, seed=3)[1], val)
+
+
+def test_a_repeated_pair_never_sits_in_both_support_and_query():
+    from recmaml.data import Interactions
+
+    # user 0 rated item 1 three times: it must count once
+    log = Interactions.from_ids(np.array([0] * 6), np.array([1, 1, 1, 2, 3, 4]), rating=np.full(6, 5.0))
+    for seed in range(20):
+        s = TaskSampler(log, np.array([0]), TaskConfig(support_min=1, support_max=3), feature_tensors(None, FeatureSpec(), 1), seed)
+        batch = s.tasks(np.array([0]))
+        sup, qry = rows(batch, "support")[0], rows(batch, "query")[0]
+        assert not sup & qry and len(sup) + len(qry) == 4
