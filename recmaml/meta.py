@@ -55,12 +55,11 @@ def validation_score(model: nn.Module, batch: TaskBatch, cfg: Config, names: lis
     with torch.no_grad():  # torch.func.grad still differentiates inside; no graph to the meta-weights
         fast = adapt(model, batch.support(), names=names, steps=cfg.meta.inner_steps,
                      inner_lr=cfg.meta.inner_lr, first_order=True, reduction=cfg.meta.support_reduction)
-    with torch.no_grad():
         if cfg.model.objective == "rating":
-            pred = batched_scores(model, {n: f.detach() for n, f in fast.items()}, batch.user_feats, batch.query_items)
+            pred = batched_scores(model, fast, batch.user_feats, batch.query_items)
             keep = batch.query_mask > 0
             return -rmse(pred[keep].cpu().numpy(), batch.query_ratings[keep].cpu().numpy())
-        scores = batched_scores(model, {n: f.detach() for n, f in fast.items()}, batch.user_feats)
+        scores = batched_scores(model, fast, batch.user_feats)
         items, _ = top_k(exclude_items(scores, batch.support_items, batch.support_mask), k)
         per_user = ranking_metrics(items.cpu().numpy(), batch.query_items.cpu().numpy(), batch.query_mask.cpu().numpy(), k)
         return mean_metrics(per_user)[f"ndcg@{k}"]

@@ -21,6 +21,7 @@ import numpy as np
 from recmaml.data import Interactions, Vocabulary
 from recmaml.errors import DataError
 from recmaml.metrics import mae, mean_metrics, ranking_metrics, rmse
+from recmaml.tasks import group_positions, pad
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,11 +53,9 @@ def _reindex_users(log: Interactions, rows: np.ndarray, users: np.ndarray) -> In
 
 def _rank_within_user(user_idx: np.ndarray, key: np.ndarray) -> np.ndarray:
     """Each row's 0-based position among its user's rows when ordered by `key` (ties: row order)."""
-    order = np.lexsort((np.arange(len(key)), key, user_idx))
-    counts = np.bincount(user_idx)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    order, pos = group_positions(user_idx, key)
     rank = np.empty(len(key), dtype=np.int64)
-    rank[order] = np.arange(len(key)) - starts[user_idx[order]]
+    rank[order] = pos
     return rank
 
 
@@ -136,18 +135,11 @@ def support_arrays(support: Interactions) -> tuple[np.ndarray, np.ndarray, int, 
 
 def _padded(user_idx: np.ndarray, n_users: int, *columns: np.ndarray, fill=-1):
     """Group rows by user into (n_users, max rows) matrices (one per column) and a 0/1 mask."""
-    order = np.argsort(user_idx, kind="stable")
+    order, pos = group_positions(user_idx)
     users = user_idx[order]
-    counts = np.bincount(users, minlength=n_users)
-    width = max(int(counts.max()) if len(counts) else 0, 1)
-    pos = np.arange(len(users)) - np.concatenate([[0], np.cumsum(counts)[:-1]])[users]
-    mask = np.zeros((n_users, width), np.float32)
-    mask[users, pos] = 1.0
-    out = []
-    for col in columns:
-        m = np.full((n_users, width), fill, dtype=np.result_type(col, type(fill)))
-        m[users, pos] = col[order]
-        out.append(m)
+    width = int(pos.max()) + 1 if len(pos) else 1
+    mask = pad(users, pos, np.ones(len(pos), np.float32), n_users, width)
+    out = [pad(users, pos, col[order].astype(np.result_type(col, type(fill))), n_users, width, fill) for col in columns]
     return (*out, mask)
 
 
