@@ -11,8 +11,7 @@ With --workdir the files are kept and reused by a later run with the same --rows
 --duplicates/--seed.
 
 Each format is then loaded in a fresh Python process, so that its peak memory is its own:
-`connectors.read_interactions(path)` when the connectors package imports, else the shared validation
-`frame_to_interactions(pl.scan_parquet(path) / pl.scan_csv(path), ...)`. The child reports the wall
+`connectors.read_interactions(path)`. The child reports the wall
 time of the load, its baseline RSS after imports and its peak RSS (getrusage ru_maxrss); the table shows
 the peak minus the baseline ("peak delta") next to the size of the arrays the load returns
 (user_idx, item_idx, rating, timestamp and both vocabularies' ids).
@@ -105,25 +104,12 @@ def child(fmt: str, path: str) -> None:
     sys.path.insert(0, str(REPO_ROOT))
     import polars as pl
 
-    try:
-        from connectors import read_interactions
+    from connectors import read_interactions
 
-        def load():
-            return read_interactions(path)
+    def load():
+        return read_interactions(path)
 
-        loader = "connectors.read_interactions"
-    except ImportError:  # the readers are not there yet: call the shared validation directly
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("_frame", REPO_ROOT / "connectors" / "_frame.py")
-        frame = sys.modules["_frame"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(frame)
-        scan = pl.scan_parquet if fmt == "parquet" else pl.scan_csv
-
-        def load():
-            return frame.frame_to_interactions(scan(path), Path(path).name)
-
-        loader = "frame_to_interactions(pl.scan_*)"
+    loader = "connectors.read_interactions"
 
     baseline = _max_rss_bytes()
     start = time.perf_counter()

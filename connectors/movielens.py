@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from connectors._frame import Columns, frame_to_interactions
+from recmaml.frames import Columns, frame_to_interactions
 from recmaml.data import Interactions, SideFeatures, Vocabulary
 from recmaml.errors import DataError
 

@@ -1,7 +1,7 @@
 """Interaction logs from files, frames and databases -> Interactions.
 
 Each source becomes a polars frame (lazy where the format allows it, so that only the needed columns are
-read) and goes through `connectors._frame.frame_to_interactions`, which does every check. This module only
+read) and goes through `recmaml.frames.frame_to_interactions`, which does every check. This module only
 picks the format, opens the source and turns library errors into DataErrors that name the file and the fix.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from connectors._frame import Columns, frame_to_interactions
+from recmaml.frames import Columns, frame_of, frame_to_interactions, is_frame
 from recmaml.data import Interactions, SideFeatures
 from recmaml.errors import DataError
 
@@ -46,7 +46,6 @@ _DELIMITERS = ("\t", ",", ";", "|")  # detection order: on a tie the first wins
 _ACCEPTED = "csv, tsv, parquet, jsonl, sql, movielens-100k, movielens-1m, movielens-latest"
 # Rows used to guess column types; the whole file is scanned only when this guess turns out wrong.
 _INFER_ROWS = 10_000
-_FRAME_TYPES = (pl.DataFrame, pl.LazyFrame)
 
 
 def read_interactions(
@@ -133,13 +132,9 @@ def _source_name(source) -> str:
         return "polars LazyFrame"
     if isinstance(source, pl.DataFrame):
         return "polars DataFrame"
-    if _is_pandas(source):
+    if is_frame(source):
         return "pandas DataFrame"
     return os.fspath(source) if isinstance(source, (str, os.PathLike)) else repr(source)
-
-
-def _is_pandas(source) -> bool:
-    return type(source).__module__.startswith("pandas") and hasattr(source, "columns")
 
 
 def _is_sql_uri(source) -> bool:
@@ -149,7 +144,7 @@ def _is_sql_uri(source) -> bool:
 
 def _resolve_format(source, format: str | None) -> tuple[str, str | None]:
     """(reader kind, MovieLens variant) from format= or, failing that, from the source itself."""
-    if isinstance(source, _FRAME_TYPES) or _is_pandas(source):
+    if is_frame(source):
         return "frame", None
     if format is not None:
         key = format.strip().lower().replace("_", "-")
@@ -196,7 +191,7 @@ def _check_exists(path: Path) -> None:
 
 def _open(source, kind, delimiter, table, query, encoding, full_inference) -> pl.LazyFrame | pl.DataFrame:
     if kind == "frame":
-        return _from_frame(source)
+        return frame_of(source)
     if kind == "sql":
         from connectors.sql import read_sql_frame
 
@@ -220,26 +215,6 @@ def _open(source, kind, delimiter, table, query, encoding, full_inference) -> pl
         return pl.scan_csv(path, separator=separator, infer_schema_length=infer,
                            encoding="utf8-lossy" if lossy else "utf8")
     return pl.read_csv(_recoded(path, encoding), separator=separator, infer_schema_length=infer).lazy()
-
-
-def _from_frame(source) -> pl.DataFrame | pl.LazyFrame:
-    if isinstance(source, _FRAME_TYPES):
-        return source
-    try:
-        return pl.from_pandas(source)
-    except (TypeError, ValueError) as err:  # pyarrow's ArrowInvalid/ArrowTypeError are among these
-        bad = next((c for c in source.columns if not _converts(source[c])), None)
-        where = f"column {bad!r}" if bad is not None else "a column"
-        raise DataError(f"pandas DataFrame: {where} cannot be converted ({err}); give it one type, e.g. "
-                        f"df[{bad!r}].astype(str)") from err
-
-
-def _converts(series) -> bool:
-    try:
-        pl.from_pandas(series)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def _is_utf8(encoding: str) -> bool:

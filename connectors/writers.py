@@ -35,17 +35,93 @@ def write_ranked_lists(ranked: RankedLists, dest=None, *, format=None, table=Non
     if_exists ("replace", "append", "fail") applies to SQL tables; a file is always replaced, atomically.
     Returns the frame for pandas/polars, None otherwise.
     """
+    return write_frame(ranked.to_polars(), dest, format=format, table=table, if_exists=if_exists)
+
+
+def write_frame(frame: pl.DataFrame, dest=None, *, format=None, table=None, if_exists="replace"):
+    """Any result table (ranked lists, predictions) to a file, an SQL table or a pandas/polars frame, with
+    the same destinations and atomicity as write_ranked_lists."""
     kind = _resolve_format(dest, format)
     if kind == "pandas":
-        return ranked.to_pandas()
+        return frame.to_pandas()
     if kind == "polars":
-        return ranked.to_polars()
+        return frame
     if kind == "sql":
-        write_sql_table(ranked.to_polars(), dest, table or DEFAULT_TABLE, if_exists=if_exists)
+        write_sql_table(frame, dest, table or DEFAULT_TABLE, if_exists=if_exists)
         return None
-    frame = ranked.to_polars()
     _write_atomically(Path(dest), lambda tmp: _write_file(frame, tmp, kind))
     return None
+
+
+class RankedListsWriter:
+    """Ranked lists written chunk by chunk, e.g. by a streaming `recmaml recommend`:
+
+        with RankedListsWriter("recs.parquet") as out:
+            for chunk in chunks:
+                out.write(rec.recommend(chunk))
+
+    Files grow in a temporary file next to `dest` and replace it only when the block ends without an
+    error; on an error the temporary file is removed and `dest` is untouched. An SQL table is written in
+    one transaction at the end (the lists are held in memory until then)."""
+
+    def __init__(self, dest, *, format=None, table=None):
+        self.kind = _resolve_format(dest, format)
+        if self.kind in FRAME_FORMATS:
+            raise DataError(f"RankedListsWriter writes files and SQL tables; for a {self.kind} frame use write_ranked_lists")
+        self.dest, self.table = dest, table
+        self.rows = 0
+        self._parts: list[RankedLists] = []
+        self._tmp = self._handle = self._parquet = None
+
+    def __enter__(self) -> RankedListsWriter:
+        if self.kind != "sql":
+            path = Path(self.dest)
+            if not path.parent.is_dir():
+                raise DataError(f"{path}: folder {str(path.parent)!r} does not exist; create it first")
+            fd, self._tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            self._handle = os.fdopen(fd, "wb")
+        return self
+
+    def write(self, ranked: RankedLists) -> None:
+        if self.kind == "sql":
+            self._parts.append(ranked)
+        elif len(ranked):
+            self._write_file_part(ranked.to_polars())
+        self.rows += len(ranked)
+
+    def _write_file_part(self, frame: pl.DataFrame) -> None:
+        if self.kind == "parquet":
+            import pyarrow.parquet as pq
+
+            table = frame.to_arrow()
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self._handle, table.schema, compression="zstd")
+            self._parquet.write_table(table)
+        elif self.kind in ("csv", "tsv"):
+            frame.write_csv(self._handle, separator="\t" if self.kind == "tsv" else ",",
+                            include_header=self.rows == 0)
+        else:
+            frame.write_ndjson(self._handle)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.kind == "sql":
+            if exc_type is None:
+                write_ranked_lists(RankedLists.concat(self._parts), self.dest, format="sql", table=self.table)
+            return
+        try:
+            if exc_type is None and self.kind == "parquet" and self._parquet is None:
+                self._write_file_part(RankedLists.concat([]).to_polars())  # an empty file still has the columns
+            if exc_type is None and self.kind in ("csv", "tsv") and self.rows == 0:
+                self._handle.write(("\t" if self.kind == "tsv" else ",").join(RankedLists.COLUMNS).encode() + b"\n")
+            if self._parquet is not None:
+                self._parquet.close()
+            self._handle.close()
+            if exc_type is None:
+                os.chmod(self._tmp, 0o666 & ~_umask())
+                os.replace(self._tmp, self.dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
 
 
 def read_ranked_lists(source, *, format=None, table=None) -> RankedLists:

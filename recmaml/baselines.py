@@ -14,6 +14,7 @@ so every score matrix lives in the warm log's item index space.
 from __future__ import annotations
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 import scipy.sparse as sp
 
 from recmaml.data import Interactions
@@ -119,7 +120,9 @@ class ALSFoldIn:
             iterations=self.iterations, random_state=self.seed, num_threads=self.num_threads)
         X = log.to_csr("ones")
         X.data[:] = 1.0  # binary: a repeated (user, item) row is still one interaction
-        self.model.fit(X, show_progress=False)
+        # implicit warns and slows down when OpenBLAS runs its own thread pool inside its solver threads
+        with threadpool_limits(limits=1, user_api="blas"):
+            self.model.fit(X, show_progress=False)
         return self
 
     def user_factors(self, support_user_idx, support_item_idx, n_users: int, support_rating=None) -> np.ndarray:

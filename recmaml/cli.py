@@ -1,11 +1,17 @@
-"""Command line: `recmaml SUBCOMMAND ...`. Each subcommand parses its flags, loads the config and calls
-one library function. Exit codes: 0 success, 2 usage/config/data errors (one line, no traceback), 1 otherwise."""
+"""Command line: `recmaml SUBCOMMAND ...`. Each subcommand parses its flags and calls library functions;
+this module and recmaml.quickstart are the only places that print or show progress bars.
+
+Exit codes: 0 success; 2 usage, config or data errors (one line, no traceback); 1 anything else.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import warnings
+from pathlib import Path
 
 from recmaml import __version__
 from recmaml.errors import RecMamlError
@@ -13,83 +19,319 @@ from recmaml.errors import RecMamlError
 log = logging.getLogger("recmaml")
 
 
-def _add_data_flags(parser: argparse.ArgumentParser, prefix: str = "") -> None:
-    parser.add_argument("--format", help="input format (csv, tsv, parquet, jsonl, sql, movielens-100k, ...); "
-                        "inferred from the extension by default")
-    parser.add_argument("--user-col", default="user_id", help="user id column (default: user_id)")
-    parser.add_argument("--item-col", default="item_id", help="item id column (default: item_id)")
-    parser.add_argument("--rating-col", default="rating", help="rating column; '' for implicit feedback")
-    parser.add_argument("--timestamp-col", default="timestamp", help="timestamp column; '' for none")
-    parser.add_argument("--table", help="SQL table to read (with an SQL URI)")
+# ---- shared flags and helpers ------------------------------------------------------------------------
 
 
-def _read(path, args):
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("input columns and format (for every input file of this command)")
+    group.add_argument("--format", help="input format: csv, tsv, parquet, jsonl, sql, movielens-100k, "
+                       "movielens-1m, movielens-latest; inferred from the extension by default")
+    group.add_argument("--user-col", default="user_id", help="user id column (default: user_id)")
+    group.add_argument("--item-col", default="item_id", help="item id column (default: item_id)")
+    group.add_argument("--rating-col", default="rating",
+                       help="rating column (default: rating, optional); '' reads implicit feedback")
+    group.add_argument("--timestamp-col", default="timestamp", help="timestamp column (default: timestamp, optional)")
+    group.add_argument("--data-table", help="table to read when an input is an SQL URI")
+
+
+def _add_common(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    # accepted before and after the command; SUPPRESS keeps a subcommand from resetting the top-level flag
+    parser.add_argument("--quiet", action="store_true", default=False if top else argparse.SUPPRESS,
+                        help="no progress bars or notes, only errors")
+
+
+def _read(path, args, *, format=None):
     from connectors import read_interactions
 
-    return read_interactions(path, format=args.format, user_col=args.user_col, item_col=args.item_col,
+    return read_interactions(path, format=format or args.format, user_col=args.user_col, item_col=args.item_col,
                              rating_col=args.rating_col or None, timestamp_col=args.timestamp_col or None,
-                             table=args.table)
+                             table=args.data_table)
+
+
+def _progress(args, **kwargs):
+    from tqdm.auto import tqdm
+
+    return tqdm(disable=args.quiet, file=sys.stderr, dynamic_ncols=True, **kwargs)
+
+
+class _EpochBar:
+    """A progress callback for MetaRecommender.fit: the bar opens at the first epoch, so that work done
+    before meta-training (reading, baselines) does not sit under an idle bar."""
+
+    def __init__(self, args, total: int):
+        self.args, self.total, self.bar = args, total, None
+
+    def __call__(self, epoch: int, record: dict) -> None:
+        if self.bar is None:
+            self.bar = _progress(self.args, total=self.total, unit="epoch", desc="meta-training")
+        self.bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k in ("train_loss", "validation")})
+        self.bar.update(1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _UnknownItems:
+    """Collects UnknownItemsWarnings from many chunks into one summary line."""
+
+    def __init__(self):
+        self.rows, self.ids = 0, set()
+
+    def add(self, caught) -> None:
+        from recmaml.recommender import UnknownItemsWarning
+
+        for w in caught:
+            if issubclass(w.category, UnknownItemsWarning):
+                self.rows += w.message.rows
+                self.ids.update(w.message.item_ids.tolist())
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+    def report(self, what: str) -> None:
+        if self.rows:
+            log.warning("warning: dropped %d %s rows naming %d items the model does not know", self.rows, what,
+                        len(self.ids))
+
+
+# ---- subcommands --------------------------------------------------------------------------------------
 
 
 def cmd_fit(args) -> None:
+    from connectors import read_side_features
     from recmaml import MetaRecommender, load_config
 
+    config = load_config(args.config)
+    user_features = item_features = None
+    if args.user_features:
+        user_features = read_side_features(args.user_features, id_col=args.user_col)
+    if args.item_features:
+        item_features = read_side_features(args.item_features, id_col=args.item_col)
     warm = _read(args.data, args)
-    rec = MetaRecommender(load_config(args.config)).fit(warm)
+    if user_features is not None or item_features is not None:
+        from dataclasses import replace
+
+        warm = replace(warm, user_features=user_features or warm.user_features,
+                       item_features=item_features or warm.item_features)
+    log.info("warm log: %d interactions, %d users, %d items", len(warm), warm.n_users, warm.n_items)
+    with _EpochBar(args, config.meta.epochs) as progress:
+        rec = MetaRecommender(config).fit(warm, progress=progress)
     rec.save(args.out)
-    log.info("saved model to %s (%d epochs, best validation %.4f)", args.out,
-             len(rec.history.epochs), rec.history.best_score)
+    log.info("saved the model to %s (%d epochs, %s, best validation %.4f at epoch %d)", args.out,
+             len(rec.history.epochs), rec.history.stopped, rec.history.best_score, rec.history.best_epoch)
 
 
 def cmd_recommend(args) -> None:
-    from connectors import write_ranked_lists
+    import numpy as np
+
+    from connectors import RankedListsWriter, iter_user_chunks
+    from recmaml import MetaRecommender
+
+    if args.k < 1:
+        raise RecMamlError(f"--k must be at least 1, got {args.k}")
+    rec = MetaRecommender.load(args.model)
+    candidates = _read(args.candidates, args) if args.candidates else None
+    unknown = _UnknownItems()
+    users = 0
+    chunks = iter_user_chunks(args.history, chunk_rows=args.chunk_rows, format=args.format, user_col=args.user_col,
+                              item_col=args.item_col, rating_col=args.rating_col or None,
+                              timestamp_col=args.timestamp_col or None, table=args.data_table)
+    with RankedListsWriter(args.out, table=args.table) as out, _progress(args, unit="users", desc="scoring") as bar:
+        for chunk in chunks:
+            chunk_candidates = None
+            if candidates is not None:
+                chunk_candidates = candidates.take(np.flatnonzero(np.isin(candidates.user_ids(), chunk.users.ids)))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                ranked = rec.recommend(chunk, k=args.k, exclude_seen=not args.include_seen,
+                                       candidates=chunk_candidates, batch_size=args.batch_size, progress=bar.update)
+            unknown.add(caught)
+            out.write(ranked)
+            users += chunk.n_users
+    unknown.report("history")
+    log.info("wrote %d ranked rows for %d users to %s", out.rows, users, args.out)
+
+
+def cmd_predict(args) -> None:
+    import polars as pl
+
+    from connectors import read_frame, write_frame
     from recmaml import MetaRecommender
 
     rec = MetaRecommender.load(args.model)
-    ranked = rec.recommend(_read(args.history, args), k=args.k, exclude_seen=not args.include_seen,
+    history = _read(args.history, args)
+    pairs = read_frame(args.pairs, format=args.pairs_format)
+    pairs = pairs.collect() if isinstance(pairs, pl.LazyFrame) else pairs
+    missing = [c for c in (args.user_col, args.item_col) if c not in pairs.columns]
+    if missing:
+        raise RecMamlError(f"{args.pairs}: missing column(s) {missing}; found {pairs.columns}; "
+                           "pass --user-col / --item-col")
+    unknown = _UnknownItems()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pred = rec.predict(history, pairs[args.user_col].to_numpy(), pairs[args.item_col].to_numpy(),
                            batch_size=args.batch_size)
-    write_ranked_lists(ranked, args.out, table=args.out_table)
-    log.info("wrote %d ranked rows for %d users to %s", len(ranked), len(set(ranked.user_id.tolist())), args.out)
+    unknown.add(caught)
+    unknown.report("history")
+    out = pl.DataFrame({"user_id": pairs[args.user_col], "item_id": pairs[args.item_col], "prediction": pred})
+    n_unknown = int(out["prediction"].is_nan().sum())
+    if n_unknown:
+        log.warning("warning: %d pairs name items the model does not know; their prediction is NaN", n_unknown)
+    write_frame(out, args.out, table=args.table or "predictions")
+    log.info("wrote %d predictions to %s", out.height, args.out)
+
+
+def cmd_evaluate(args) -> None:
+    from recmaml import MetaRecommender
+    from recmaml.protocol import evaluate_recommender
+
+    rec = MetaRecommender.load(args.model)
+    history, heldout = _read(args.history, args), _read(args.heldout, args)
+    threshold = None if args.threshold is None or args.threshold < 0 else args.threshold
+    unknown = _UnknownItems()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = evaluate_recommender(rec, history, heldout, k=args.k, relevance_threshold=threshold)
+    unknown.add(caught)
+    unknown.report("history")
+    for name, value in metrics.items():
+        print(f"{name:<14}{value:.4f}" if isinstance(value, float) else f"{name:<14}{value}")
+    if args.out:
+        _write_json(Path(args.out), metrics)
+
+
+def cmd_quickstart(args) -> None:
+    from recmaml import quickstart
+
+    data = quickstart.find_data(args.data, allow_download=not args.no_download)
+    log.info("note: using %s", data.source)
+    config = quickstart.default_config()
+    with _EpochBar(args, config[0].meta.epochs) as progress:
+        summary = quickstart.run(Path(args.out), data, config=config, seed=args.seed, progress=progress)
+    print(quickstart.format_table(summary))
+    print(f"model: {summary['model']}\nranked lists of {summary['cold_users']} cold users: {summary['ranked']}")
+    _write_json(Path(args.out) / "metrics.json", summary)
+
+
+def _write_json(path: Path, obj) -> None:
+    import os
+    import tempfile
+
+    if not path.parent.is_dir():
+        raise RecMamlError(f"{path}: folder {str(path.parent)!r} does not exist; create it first")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+# ---- parser -------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recmaml", description="Meta-learned cold-start recommendation.")
+    parser = argparse.ArgumentParser(
+        prog="recmaml", description="Meta-learned cold-start recommendation: adapt to each new user's few "
+        "interactions, then rank.", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="run `recmaml COMMAND --help` for a command's flags and an example")
     parser.add_argument("--version", action="version", version=f"recmaml {__version__}")
-    parser.add_argument("--quiet", action="store_true", help="only print errors")
+    _add_common(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    fit = sub.add_parser("fit", help="meta-train a model on a log of warm users",
-                         epilog="example: recmaml fit --config configs/ml-100k.toml --data ml-100k/u.data "
-                                "--format movielens-100k --out runs/ml100k")
+    def command(name, help, example, uses_model=True):
+        p = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _add_common(p)
+        if uses_model:
+            p.add_argument("--model", required=True, help="model directory written by `recmaml fit`")
+        return p
+
+    fit = command("fit", "meta-train a model on a log of warm users",
+                  "recmaml fit --config configs/ml-100k.toml --data ../shared/data/movielens/ml-100k --out runs/ml100k",
+                  uses_model=False)
     fit.add_argument("--config", help="TOML config (defaults in code when omitted)")
-    fit.add_argument("--data", required=True, help="interaction log of warm users")
+    fit.add_argument("--data", required=True, help="interaction log of warm users (file, folder, SQL URI)")
     fit.add_argument("--out", required=True, help="model directory to write")
+    fit.add_argument("--user-features", help="table of user side features keyed by --user-col")
+    fit.add_argument("--item-features", help="table of item side features keyed by --item-col "
+                     "(text: categorical; 'a|b': multi-hot; numbers: numeric)")
     _add_data_flags(fit)
     fit.set_defaults(func=cmd_fit)
 
-    rec = sub.add_parser("recommend", help="adapt to cold users' histories and write top-k ranked lists",
-                         epilog="example: recmaml recommend --model runs/ml100k --history new_users.csv "
-                                "--k 20 --out recs.parquet")
-    rec.add_argument("--model", required=True, help="model directory written by `recmaml fit`")
-    rec.add_argument("--history", required=True, help="the cold users' interactions")
+    rec = command("recommend", "adapt to cold users' histories and write their top-k ranked lists",
+                  "recmaml recommend --model runs/ml100k --history new_users.parquet --k 20 --out recs.parquet")
+    rec.add_argument("--history", required=True, help="the cold users' interactions (need not be sorted by user)")
     rec.add_argument("--k", type=int, default=20, help="list length (default 20)")
-    rec.add_argument("--out", required=True, help="output: .csv, .parquet, .jsonl or an SQL URI")
-    rec.add_argument("--out-table", default=None, help="SQL table for --out (default ranked_lists)")
-    rec.add_argument("--include-seen", action="store_true", help="allow items from the history in the lists")
-    rec.add_argument("--batch-size", type=int, default=None, help="cold users adapted together")
+    rec.add_argument("--out", required=True, help="output: .csv, .tsv, .parquet, .jsonl, or an SQL URI with --table")
+    rec.add_argument("--table", default=None, help="SQL table for an SQL --out (default ranked_lists)")
+    rec.add_argument("--candidates", help="user_id,item_id rows: rank only these items for each user")
+    rec.add_argument("--include-seen", action="store_true", help="allow items of a user's history in its list")
+    rec.add_argument("--batch-size", type=int, default=None, help="cold users adapted together (default 4096)")
+    rec.add_argument("--chunk-rows", type=int, default=2_000_000,
+                     help="history rows held in memory at once (default 2,000,000); larger histories are "
+                          "split by user in one streaming pass")
     _add_data_flags(rec)
     rec.set_defaults(func=cmd_recommend)
+
+    pred = command("predict", "adapt to users' histories and predict the score of given (user, item) pairs",
+                   "recmaml predict --model runs/ml100k-rating --history new_users.csv --pairs pairs.csv --out pred.csv")
+    pred.add_argument("--history", required=True, help="the users' interactions")
+    pred.add_argument("--pairs", required=True, help="user_id,item_id rows to predict")
+    pred.add_argument("--pairs-format", help="format of --pairs when its extension does not say")
+    pred.add_argument("--out", required=True, help="output with columns user_id, item_id, prediction")
+    pred.add_argument("--table", default=None, help="SQL table for an SQL --out (default predictions)")
+    pred.add_argument("--batch-size", type=int, default=None, help="users adapted together (default 4096)")
+    _add_data_flags(pred)
+    pred.set_defaults(func=cmd_predict)
+
+    ev = command("evaluate", "metrics of a model on held-out interactions of users it adapts to",
+                 "recmaml evaluate --model runs/ml100k --history cold_support.csv --heldout cold_query.csv")
+    ev.add_argument("--history", required=True, help="what each evaluated user reveals (adapted on)")
+    ev.add_argument("--heldout", required=True, help="the same users' hidden interactions")
+    ev.add_argument("--k", type=int, default=20, help="cut-off of the ranking metrics (default 20)")
+    ev.add_argument("--threshold", type=float, default=4.0,
+                    help="held-out ratings at least this are relevant (default 4; -1: every held-out row)")
+    ev.add_argument("--out", help="also write the metrics to this JSON file")
+    _add_data_flags(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+    qs = command("quickstart", "meta-train on MovieLens-100K, score held-out cold users, compare with baselines",
+                 "recmaml quickstart --out runs/quickstart", uses_model=False)
+    qs.add_argument("--data", help="MovieLens-100K folder (else $RECMAML_DATA, a local copy, a download, "
+                    "or built-in synthetic data)")
+    qs.add_argument("--out", default="runs/quickstart", help="folder for the model, ranked lists and metrics")
+    qs.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    qs.add_argument("--no-download", action="store_true", help="never try the network")
+    qs.set_defaults(func=cmd_quickstart)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(message)s",
+                        stream=sys.stderr, force=True)
+    # a warning is one line, like the errors (the library's warnings carry their own explanation)
+    warnings.showwarning = lambda message, category, *_rest, **_kw: log.warning("warning: %s", message)
     try:
         args.func(args)
     except RecMamlError as err:
         print(f"recmaml {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a folder that cannot be written, a full disk: the user's to fix
+        print(f"recmaml {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"recmaml {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # a bug: keep the traceback for the report
+        import traceback
+
+        traceback.print_exc()
+        print(f"recmaml {args.command}: unexpected error (exit 1); please report it with the traceback above",
+              file=sys.stderr)
+        return 1
     return 0
 
 

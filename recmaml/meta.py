@@ -117,7 +117,7 @@ def meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: di
                 history.best_score, history.best_epoch = record["validation"], epoch + 1
                 best_state = copy.deepcopy(judged.state_dict())
         history.epochs.append(record)
-        log.info("epoch %d: %s", epoch + 1, record)
+        log.debug("epoch %d: %s", epoch + 1, record)
         if progress is not None:
             progress(epoch + 1, record)
         if val_batch is not None and m.patience and epoch + 1 - history.best_epoch >= m.patience:

@@ -8,12 +8,16 @@ _EXCLUDED = float("-inf")
 
 
 def exclude_items(scores: torch.Tensor, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Scores (B, n) with the masked entries of `items` (B, S) set to -inf (a new tensor).
+    """Scores (B, n) with the masked entries of `items` (B, S) set to -inf (a new tensor)."""
+    return exclude_items_(scores.clone(), items, mask)
 
-    A scatter with 'amin': padding (mask 0) scatters +inf and leaves its item as it was, even when the
-    padding index is also a real item of the row."""
-    fill = torch.where(mask > 0, torch.full_like(mask, _EXCLUDED), torch.full_like(mask, float("inf")))
-    return scores.scatter_reduce(1, items, fill.to(scores.dtype), reduce="amin", include_self=True)
+
+def exclude_items_(scores: torch.Tensor, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """exclude_items in place: only the real (mask 1) entries are written, so padding never hides an item
+    even when its index is also a real item of the row; no full-size temporary is made."""
+    rows, cols = torch.nonzero(mask > 0, as_tuple=True)
+    scores[rows, items[rows, cols]] = _EXCLUDED
+    return scores
 
 
 def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,6 +7,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 import torch
 
 from recmaml import checkpoint
@@ -14,16 +15,22 @@ from recmaml.adapt import META_LR_PREFIX, adapt, adapted_names, batched_scores, 
 from recmaml.config import Config, config_from_dict
 from recmaml.data import UNKNOWN, Interactions, RankedLists, SideFeatures, Vocabulary
 from recmaml.errors import DataError, RecMamlError
+from recmaml.frames import as_interactions, frame_of, is_frame, same_kind
 from recmaml.meta import TrainHistory, enable_meta_sgd, meta_train
 from recmaml.model import FeatureSpec, Scorer, feature_tensors
-from recmaml.rank import exclude_items, rank_candidates, top_k, valid_entries
+from recmaml.rank import exclude_items_, rank_candidates, top_k, valid_entries
 from recmaml.tasks import group_positions, padded_sets
 
 log = logging.getLogger(__name__)
 
 
 class UnknownItemsWarning(UserWarning):
-    """A cold user's history named items the model does not know; those rows were dropped."""
+    """A cold user's history named items the model does not know; those rows were dropped.
+    `rows` counts the dropped rows and `item_ids` holds the distinct unknown ids (for summaries)."""
+
+    def __init__(self, message: str, rows: int = 0, item_ids=()):
+        super().__init__(message)
+        self.rows, self.item_ids = rows, np.asarray(item_ids)
 
 
 @dataclass
@@ -52,11 +59,13 @@ class MetaRecommender:
         self.history: TrainHistory | None = None
 
     # ---- training -------------------------------------------------------------------------------
-    def fit(self, warm: Interactions, progress=None, item_factors=None) -> MetaRecommender:
-        """Meta-train on the warm users of `warm` (each user is a task).
+    def fit(self, warm, progress=None, item_factors=None) -> MetaRecommender:
+        """Meta-train on the warm users of `warm` (each user is a task): an Interactions, or a pandas/polars
+        frame with columns user_id, item_id and optionally rating, timestamp.
 
         item_factors: optional (item_ids, factors) to start the item embeddings from, e.g. an implicit ALS
         model's `item_factors` with the item ids of its columns; items it lacks keep their random start."""
+        warm = as_interactions(warm, "warm log")
         if len(warm) == 0:
             raise DataError("fit: the warm log is empty")
         if self.config.model.objective == "rating" and warm.is_implicit:
@@ -87,12 +96,14 @@ class MetaRecommender:
     def _cold_users(self, history: Interactions, extra_users=None, what: str = "history") -> ColdUsers:
         """Map a log into the model's item space (unknown items dropped with one warning naming `what`)."""
         model = self._require_model()
-        item_idx = self.items.index(history.item_ids())
+        item_ids = history.item_ids()
+        item_idx = self.items.index(item_ids)
         known = item_idx != UNKNOWN
         if not known.all():
-            warnings.warn(
-                f"{int((~known).sum())} {what} rows name {len(np.unique(history.item_idx[~known]))} items unknown "
-                f"to the model; those rows were dropped", UnknownItemsWarning, stacklevel=3)
+            unknown_ids = np.unique(item_ids[~known])
+            warnings.warn(UnknownItemsWarning(
+                f"{int((~known).sum())} {what} rows name {len(unknown_ids)} items unknown to the model; "
+                "those rows were dropped", rows=int((~known).sum()), item_ids=unknown_ids), stacklevel=3)
         # the users served are those with rows in the history (a vocabulary may hold more), even when all
         # their items were unknown: they start from the meta-learned initialization
         present = history.users.ids[np.unique(history.user_idx)]
@@ -158,22 +169,73 @@ class MetaRecommender:
             return batched_scores(model, fast, support["user_feats"], items)
 
     # ---- serving ------------------------------------------------------------------------------------
-    def recommend(self, history: Interactions, k: int = 20, exclude_seen: bool = True,
-                  candidates: Interactions | None = None, batch_size: int | None = None) -> RankedLists:
+    def recommend(self, history, k: int = 20, exclude_seen: bool = True, candidates=None,
+                  batch_size: int | None = None, progress=None):
         """Adapt every user of `history` on its interactions, then rank the whole catalog (or each user's
-        `candidates`, an Interactions of (user, item) rows) and keep the top k."""
+        `candidates`: (user_id, item_id) rows) and keep the top k.
+
+        history and candidates: Interactions, or pandas/polars frames with columns user_id, item_id and
+        optionally rating, timestamp. Returns RankedLists for Interactions, else a frame of the same kind
+        with columns user_id, item_id, score, rank. progress: optional callable(n_users_done)."""
         if k < 1:
             raise DataError(f"k must be >= 1, got {k}")
         self._require_model()
-        cold = self._cold_users(history)
-        cand = None if candidates is None else self._cold_users(candidates, what="candidate")
-        parts = []
+        cold = self._cold_users(as_interactions(history, "history"))
+        cand = None if candidates is None else self._cold_users(as_interactions(candidates, "candidates"),
+                                                                what="candidate")
+        parts = [_ranked(cold.users.ids[users], items, values, self.items)
+                 for users, items, values in self._ranked_chunks(cold, k, exclude_seen, cand, batch_size, progress)]
+        ranked = RankedLists.concat(parts)
+        return ranked if isinstance(history, Interactions) else same_kind(ranked.to_polars(), history)
+
+    def recommend_arrays(self, user_items, N: int = 10, filter_already_liked_items: bool = True, items=None,
+                         batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """implicit's batch form: `user_items` is a CSR matrix (cold users x the model's items, columns in
+        the order of `self.items`; values are ratings for the rating objective, else ignored). Each row is
+        adapted as a cold user (an empty row starts from the meta-learned initialization).
+
+        Returns (ids, scores), each (n_users, N): item indices (columns of user_items) best first and their
+        scores. items: optional item indices; only those are ranked. Where fewer than N items remain, the
+        row ends with id -1 and score -inf."""
+        self._require_model()
+        csr = _check_user_items(user_items, len(self.items))
+        n_users = csr.shape[0]
+        cold = ColdUsers(
+            users=Vocabulary(np.arange(n_users)),
+            user_idx=np.repeat(np.arange(n_users), np.diff(csr.indptr)).astype(np.int64),
+            item_idx=csr.indices.astype(np.int64),
+            rating=csr.data.astype(np.float32),
+            user_feats=feature_tensors(None, self.model.user_spec, n_users),
+        )
+        allowed = None
+        if items is not None:
+            pool = np.asarray(items, dtype=np.int64)
+            if len(pool) and (pool.min() < 0 or pool.max() >= len(self.items)):
+                raise DataError(f"items: indices must lie in [0, {len(self.items)}), got {pool.min()}..{pool.max()}")
+            allowed = torch.zeros(len(self.items), dtype=torch.bool, device=self.device)
+            allowed[torch.as_tensor(pool, device=self.device)] = True
+        ids = np.full((n_users, N), -1, dtype=np.int64)
+        scores = np.full((n_users, N), -np.inf, dtype=np.float32)
+        for users, ranked_items, values in self._ranked_chunks(cold, N, filter_already_liked_items, None, batch_size,
+                                                               allowed=allowed):
+            valid = valid_entries(values).numpy()
+            width = ranked_items.shape[1]
+            ids[users, :width] = np.where(valid, ranked_items.numpy(), -1)
+            scores[users, :width] = np.where(valid, values.numpy(), -np.inf)
+        return ids, scores
+
+    def _ranked_chunks(self, cold: ColdUsers, k: int, exclude_seen: bool, cand: ColdUsers | None,
+                       batch_size: int | None, progress=None, allowed: torch.Tensor | None = None):
+        """Yield (cold user indices, top items (B, k'), their scores) chunk by chunk, on the CPU.
+        allowed: optional (n_items,) mask; other items are never ranked."""
         for users, support in self._chunks(cold, batch_size):
             with torch.no_grad():
                 if cand is None:
                     scores = self._scores(support)
                     if exclude_seen:
-                        scores = exclude_items(scores, support["items"], support["mask"])
+                        scores = exclude_items_(scores, support["items"], support["mask"])  # scores is ours
+                    if allowed is not None:
+                        scores = scores.masked_fill(~allowed, float("-inf"))
                     items, values = top_k(scores, k)
                 else:
                     c_items, c_mask = (t.to(self.device) for t in _candidates_for(cold.users.ids[users], cand))
@@ -182,15 +244,33 @@ class MetaRecommender:
                         seen = (c_items[:, :, None] == support["items"][:, None, :]) & (support["mask"][:, None, :] > 0)
                         c_mask = c_mask * (~seen.any(dim=2)).float()
                     items, values = rank_candidates(scores, c_items, c_mask, k)
-            parts.append(_ranked(cold.users.ids[users], items.cpu(), values.cpu(), self.items))
-        return RankedLists.concat(parts)
+            if progress is not None:
+                progress(len(users))
+            yield users, items.cpu(), values.cpu()
 
-    def predict(self, history: Interactions, user_ids, item_ids, batch_size: int | None = None) -> np.ndarray:
+    def predict(self, history, user_ids, item_ids=None, batch_size: int | None = None):
         """Predicted scores (ratings for the rating objective) of (user_id, item_id) pairs, each user adapted
         on its rows of `history` (users absent from it start from the meta-learned initialization).
-        Pairs with items unknown to the model get NaN."""
+        Pairs with items unknown to the model get NaN.
+
+        Either arrays `user_ids`, `item_ids` (returns an array), or one pandas/polars frame of pairs with
+        columns user_id, item_id as `user_ids` (returns a frame of the same kind with a column prediction)."""
         self._require_model()
+        if item_ids is None and is_frame(user_ids):
+            pairs = frame_of(user_ids)
+            pairs = pairs.collect() if isinstance(pairs, pl.LazyFrame) else pairs
+            missing = [c for c in ("user_id", "item_id") if c not in pairs.columns]
+            if missing:
+                raise DataError(f"pairs frame: missing column(s) {missing}; found {pairs.columns}")
+            pred = self.predict(history, pairs["user_id"].to_numpy(), pairs["item_id"].to_numpy(), batch_size)
+            out = pairs.select("user_id", "item_id").with_columns(prediction=pl.Series(pred))
+            return same_kind(out, user_ids)
+        if item_ids is None:
+            raise DataError("predict: pass user_ids and item_ids arrays, or one frame of pairs with columns user_id, item_id")
+        history = as_interactions(history, "history")
         user_ids, item_ids = np.asarray(user_ids), np.asarray(item_ids)
+        if len(user_ids) != len(item_ids):
+            raise DataError(f"predict: {len(user_ids)} user ids but {len(item_ids)} item ids; pass one of each per pair")
         cold = self._cold_users(history, extra_users=user_ids)
         pair_user = cold.users.index(user_ids).astype(np.int64)
         pair_item = self.items.index(item_ids).astype(np.int64)
@@ -274,6 +354,21 @@ def _candidates_for(user_ids: np.ndarray, cand: ColdUsers) -> tuple[torch.Tensor
     order, pos = group_positions(rows)
     items, _, mask = padded_sets(rows[order], pos, cand_items[order], np.zeros(len(order), np.float32), len(user_ids))
     return items, mask
+
+
+def _check_user_items(user_items, n_items: int):
+    """user_items as CSR with one column per model item, or a DataError saying what shape it needs."""
+    import scipy.sparse as sp
+
+    if not sp.issparse(user_items):
+        raise DataError(f"user_items must be a scipy.sparse CSR matrix (cold users x {n_items} items), "
+                        f"got {type(user_items).__name__}")
+    csr = sp.csr_matrix(user_items, copy=True)  # sum_duplicates below must not touch the caller's matrix
+    if csr.shape[1] != n_items:
+        raise DataError(f"user_items has {csr.shape[1]} columns but the model knows {n_items} items; "
+                        "columns must follow rec.items (map ids with rec.items.index)")
+    csr.sum_duplicates()
+    return csr
 
 
 def _ranked(user_ids: np.ndarray, items: torch.Tensor, values: torch.Tensor, vocab: Vocabulary) -> RankedLists:

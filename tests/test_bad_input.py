@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from connectors import read_interactions
-from connectors._frame import DuplicateInteractionsWarning
+from recmaml.frames import DuplicateInteractionsWarning
 from recmaml.errors import DataError
 
 

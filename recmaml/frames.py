@@ -1,7 +1,9 @@
 """One polars frame -> Interactions: the validation every reader shares.
 
-Each reader (CSV, Parquet, JSON Lines, SQL, DataFrames, MovieLens) produces a polars frame and calls
-`frame_to_interactions`, so that every source gets the same checks and the same error messages.
+Each reader of connectors/ (CSV, Parquet, JSON Lines, SQL, DataFrames, MovieLens) produces a polars frame
+and calls `frame_to_interactions`, so that every source gets the same checks and the same error messages.
+MetaRecommender calls it too, for the pandas and polars frames its methods accept; it lives in recmaml so
+that connectors depends on recmaml and never the reverse.
 """
 
 from __future__ import annotations
@@ -259,3 +261,50 @@ def frame_to_interactions(
         user_features=user_features,
         item_features=item_features,
     )
+
+
+FRAME_TYPES = (pl.DataFrame, pl.LazyFrame)
+
+
+def is_frame(obj) -> bool:
+    """A polars DataFrame/LazyFrame or a pandas DataFrame (checked without importing pandas)."""
+    return isinstance(obj, FRAME_TYPES) or type(obj).__module__.startswith("pandas") and hasattr(obj, "columns")
+
+
+def frame_of(source) -> pl.DataFrame | pl.LazyFrame:
+    """A polars frame of a polars or pandas frame; a pandas column of mixed types is named in the error."""
+    if isinstance(source, FRAME_TYPES):
+        return source
+    try:
+        return pl.from_pandas(source)
+    except (TypeError, ValueError) as err:  # pyarrow's ArrowInvalid/ArrowTypeError are among these
+        bad = next((c for c in source.columns if not _converts(source[c])), None)
+        where = f"column {bad!r}" if bad is not None else "a column"
+        raise DataError(f"pandas DataFrame: {where} cannot be converted ({err}); give it one type, e.g. "
+                        f"df[{bad!r}].astype(str)") from err
+
+
+def _converts(series) -> bool:
+    try:
+        pl.from_pandas(series)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def as_interactions(data, what: str) -> Interactions:
+    """`data` as Interactions: an Interactions as is, a pandas/polars frame with the columns user_id,
+    item_id and optionally rating and timestamp through the shared validation."""
+    if isinstance(data, Interactions):
+        return data
+    if is_frame(data):
+        return frame_to_interactions(frame_of(data), f"{what} frame")
+    raise DataError(f"{what}: expected an Interactions or a pandas/polars DataFrame with columns user_id, item_id "
+                    f"[, rating, timestamp], got {type(data).__name__}; read files with connectors.read_interactions")
+
+
+def same_kind(ranked_or_frame, like):
+    """Convert a polars result frame to the kind of frame `like` is (pandas in, pandas out)."""
+    if isinstance(like, FRAME_TYPES):
+        return ranked_or_frame
+    return ranked_or_frame.to_pandas()

@@ -1,0 +1,138 @@
+"""Batch scoring at scale: `recmaml recommend` on 100,000 and 1,000,000 synthetic cold users.
+
+    .venv/bin/python benchmarks/scale.py                          # 100k and 1M users, 10k items, top-20
+    .venv/bin/python benchmarks/scale.py --users 20000 200000 --workdir /tmp/scale --json scale.json
+
+1. A model is meta-trained on synthetic warm users (recmaml.synthetic.clustered_log: taste clusters over a
+   10,000-item catalog with Zipf popularity), for a fixed small budget: this benchmark is about scoring.
+2. For each size, a Parquet history of that many cold users with 5 to 20 interactions each is written.
+   Rows are shuffled within blocks of 100,000 users, so the file is not grouped by user.
+3. `python -m recmaml recommend --model M --history H --k 20 --out ranked.parquet` runs in a fresh
+   process; its wall time and its own peak RSS (os.wait4's ru_maxrss) are measured, and the output is
+   checked: one list of 20 per user.
+
+Targets (issue 4): peak RSS at most 2 GB at 1,000,000 users; time growing linearly with users (the
+seconds per user at the largest size over those at the smallest: about 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from recmaml import Interactions, MetaRecommender, load_config  # noqa: E402
+from recmaml.synthetic import clustered_log  # noqa: E402
+
+BLOCK_USERS = 100_000
+RSS_TARGET_BYTES = 2 * 1024**3
+
+
+def fit_model(path: Path, n_items: int, warm_users: int, seconds: float) -> None:
+    cols = clustered_log(warm_users, n_items, min_per_user=5, max_per_user=40, seed=1)
+    warm = Interactions.from_ids(cols["user_id"], cols["item_id"], rating=cols["rating"], timestamp=cols["timestamp"])
+    cfg = load_config(None, model={"objective": "implicit", "embedding_dim": 64, "user_hidden": [64]},
+                      tasks={"support_max": 20, "query_max": 32, "validation_users": 0.05},
+                      meta={"inner_steps": 1, "inner_lr": 0.5, "epochs": 50, "max_seconds": seconds})
+    start = time.perf_counter()
+    rec = MetaRecommender(cfg).fit(warm)
+    rec.save(path)
+    print(f"model: {warm.n_users:,} warm users, {warm.n_items:,} items, {len(rec.history.epochs)} epochs in "
+          f"{time.perf_counter() - start:.0f} s (validation nDCG@20 {rec.history.best_score:.3f})", flush=True)
+
+
+def write_history(path: Path, n_users: int, n_items: int, seed: int) -> int:
+    """A Parquet history of n_users cold users (ids from 10^9 up), written block by block; returns rows."""
+    rows = 0
+    gen = np.random.default_rng(seed)
+    with pq.ParquetWriter(path, pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()),
+                                           ("rating", pa.float32()), ("timestamp", pa.int64())])) as writer:
+        for first in range(0, n_users, BLOCK_USERS):
+            block = min(BLOCK_USERS, n_users - first)
+            cols = clustered_log(block, n_items, min_per_user=5, max_per_user=20, first_user=10**9 + first,
+                                 seed=seed * 1000 + first // BLOCK_USERS)
+            shuffle = gen.permutation(len(cols["user_id"]))
+            writer.write_table(pa.table({k: v[shuffle] for k, v in cols.items()}))
+            rows += len(shuffle)
+    return rows
+
+
+def run_recommend(model: Path, history: Path, out: Path, k: int) -> tuple[float, int, str]:
+    """Wall seconds and peak RSS (bytes) of one `recmaml recommend` process, and its stderr."""
+    cmd = [sys.executable, "-m", "recmaml", "recommend", "--model", str(model), "--history", str(history),
+           "--k", str(k), "--out", str(out), "--quiet"]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"recmaml recommend failed (exit {proc.returncode}):\n{stderr}")
+    return seconds, usage.ru_maxrss * 1024, stderr  # Linux reports KiB
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--warm-users", type=int, default=20_000)
+    parser.add_argument("--fit-seconds", type=float, default=60.0, help="meta-training budget")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep files here (default: a temp folder)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    import tempfile
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="recmaml-scale-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    model = workdir / "model"
+    fit_model(model, args.items, args.warm_users, args.fit_seconds)
+
+    results = []
+    for n_users in args.users:
+        history, out = workdir / f"history_{n_users}.parquet", workdir / f"ranked_{n_users}.parquet"
+        start = time.perf_counter()
+        rows = write_history(history, n_users, args.items, seed=7)
+        print(f"{n_users:,} users: history of {rows:,} rows written in {time.perf_counter() - start:.0f} s", flush=True)
+        seconds, rss, _ = run_recommend(model, history, out, args.k)
+        meta = pq.ParquetFile(out).metadata
+        ranked_users = pq.read_table(out, columns=["user_id"]).column(0).unique()
+        assert meta.num_rows == n_users * args.k and len(ranked_users) == n_users, "every user gets k items"
+        results.append({"users": n_users, "history_rows": rows, "seconds": seconds, "users_per_s": n_users / seconds,
+                        "peak_rss_bytes": rss, "output_rows": meta.num_rows})
+        history.unlink()
+        out.unlink()
+
+    print(f"\n{'users':>10}{'history rows':>14}{'seconds':>9}{'users/s':>10}{'peak RSS':>11}{'s / 100k users':>16}")
+    for r in results:
+        print(f"{r['users']:>10,}{r['history_rows']:>14,}{r['seconds']:>9.1f}{r['users_per_s']:>10,.0f}"
+              f"{r['peak_rss_bytes'] / 2**30:>9.2f} GB{r['seconds'] / r['users'] * 1e5:>16.2f}")
+    largest, smallest = results[-1], results[0]
+    growth = (largest["seconds"] / largest["users"]) / (smallest["seconds"] / smallest["users"])
+    rss_ok = largest["peak_rss_bytes"] <= RSS_TARGET_BYTES
+    print(f"peak RSS at {largest['users']:,} users: {largest['peak_rss_bytes'] / 2**30:.2f} GB "
+          f"(target <= 2 GB): {'PASS' if rss_ok else 'MISS'}")
+    print(f"seconds per user, {largest['users']:,} over {smallest['users']:,} users: {growth:.2f} "
+          f"(linear growth: about 1)")
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "per_user_time_growth": growth, "rss_pass": rss_ok}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Histories of any size, in chunks of whole users: what `recmaml recommend` streams.
+
+The input need not be grouped or sorted by user. A log larger than one chunk is split in one streaming
+pass (polars' streaming engine) into parts by a hash of the user id, written as Parquet to a temporary
+folder; each part then holds every row of its users and is read, validated and served on its own. Peak
+memory is bounded by one part (about `chunk_rows` rows), not by the number of users. The temporary folder
+(next to the system's temp files, or `workdir`) is removed when the iteration ends, also on errors.
+
+Streamed: CSV/TSV, Parquet and JSON Lines files. SQL sources and in-memory frames are read whole.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+
+from connectors.readers import _library_errors, _resolve_format, _source_name, read_frame, read_interactions
+from recmaml.data import Interactions
+from recmaml.frames import Columns, frame_to_interactions
+
+DEFAULT_CHUNK_ROWS = 2_000_000
+_PART_KEY = "__recmaml_part"
+
+
+def iter_user_chunks(
+    source,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    format: str | None = None,
+    user_col: str = "user_id",
+    item_col: str = "item_id",
+    rating_col: str | None = "rating",
+    timestamp_col: str | None = "timestamp",
+    delimiter: str | None = None,
+    table: str | None = None,
+    encoding: str = "utf8",
+    workdir: str | Path | None = None,
+) -> Iterator[Interactions]:
+    """Yield Interactions of about `chunk_rows` rows each; every user's rows are in exactly one of them.
+    Arguments as for read_interactions. A source of at most chunk_rows rows comes back as one chunk."""
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    kind, _ = _resolve_format(source, format)
+    read_kwargs = dict(format=format, user_col=user_col, item_col=item_col, rating_col=rating_col,
+                       timestamp_col=timestamp_col, delimiter=delimiter, table=table, encoding=encoding)
+    if kind not in ("csv", "tsv", "parquet", "jsonl"):
+        yield read_interactions(source, **read_kwargs)
+        return
+    name = _source_name(source)
+    frame = read_frame(source, format=format, delimiter=delimiter, encoding=encoding)
+    with _library_errors(name, kind, encoding):
+        n_rows = frame.select(pl.len()).collect().item()
+    if n_rows <= chunk_rows:
+        yield read_interactions(source, **read_kwargs)
+        return
+
+    columns = Columns(user=user_col, item=item_col, rating=rating_col or None, timestamp=timestamp_col or None,
+                      require_rating=bool(rating_col) and rating_col != "rating",
+                      require_timestamp=bool(timestamp_col) and timestamp_col != "timestamp")
+    found = frame.collect_schema().names()
+    # the first rows through the full validation: a missing column or bad value fails before the long pass
+    frame_to_interactions(frame.head(1000), name, columns)
+    wanted = [c for c in (user_col, item_col, rating_col, timestamp_col) if c and c in found]
+    n_parts = math.ceil(n_rows / chunk_rows)
+    folder = Path(tempfile.mkdtemp(prefix="recmaml-parts-", dir=workdir))
+    try:
+        with _library_errors(name, kind, encoding):
+            frame.select(wanted).with_columns(
+                (pl.col(user_col).hash(seed=0) % n_parts).alias(_PART_KEY)
+            ).sink_parquet(pl.PartitionBy(folder, key=_PART_KEY, include_key=False), mkdir=True)
+        parts = sorted(p for p in folder.iterdir() if p.is_dir())
+        for i, part in enumerate(parts):
+            yield frame_to_interactions(pl.scan_parquet(part / "*.parquet"),
+                                        f"{name} (users of part {i + 1} of {len(parts)})", columns)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
