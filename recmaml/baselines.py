@@ -115,13 +115,14 @@ class ALSFoldIn:
 
         keep = self._keep(warm.rating)
         log = warm if keep is None else warm.take(keep)
-        self.model = AlternatingLeastSquares(
-            factors=self.factors, regularization=self.regularization, alpha=self.alpha,
-            iterations=self.iterations, random_state=self.seed, num_threads=self.num_threads)
         X = log.to_csr("ones")
         X.data[:] = 1.0  # binary: a repeated (user, item) row is still one interaction
-        # implicit warns and slows down when OpenBLAS runs its own thread pool inside its solver threads
+        # implicit warns (when constructed) and slows down when OpenBLAS runs its own thread pool inside
+        # its solver threads
         with threadpool_limits(limits=1, user_api="blas"):
+            self.model = AlternatingLeastSquares(
+                factors=self.factors, regularization=self.regularization, alpha=self.alpha,
+                iterations=self.iterations, random_state=self.seed, num_threads=self.num_threads)
             self.model.fit(X, show_progress=False)
         return self
 

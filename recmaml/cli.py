@@ -54,18 +54,23 @@ def _progress(args, **kwargs):
     return tqdm(disable=args.quiet, file=sys.stderr, dynamic_ncols=True, **kwargs)
 
 
-class _EpochBar:
-    """A progress callback for MetaRecommender.fit: the bar opens at the first epoch, so that work done
-    before meta-training (reading, baselines) does not sit under an idle bar."""
+class _LazyBar:
+    """A tqdm bar that opens at its first update, so that an error before any progress (a missing file)
+    prints its one line alone, and work done before (reading, baselines) does not sit under an idle bar."""
 
-    def __init__(self, args, total: int):
-        self.args, self.total, self.bar = args, total, None
+    def __init__(self, args, **kwargs):
+        self.args, self.kwargs, self.bar = args, kwargs, None
 
-    def __call__(self, epoch: int, record: dict) -> None:
+    def update(self, n: int = 1, **postfix) -> None:
         if self.bar is None:
-            self.bar = _progress(self.args, total=self.total, unit="epoch", desc="meta-training")
-        self.bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k in ("train_loss", "validation")})
-        self.bar.update(1)
+            self.bar = _progress(self.args, **self.kwargs)
+        if postfix:
+            self.bar.set_postfix(postfix)
+        self.bar.update(n)
+
+    def epoch(self, epoch: int, record: dict) -> None:
+        """MetaRecommender.fit's progress callback."""
+        self.update(1, **{k: f"{v:.4f}" for k, v in record.items() if k in ("train_loss", "validation")})
 
     def __enter__(self):
         return self
@@ -117,8 +122,8 @@ def cmd_fit(args) -> None:
         warm = replace(warm, user_features=user_features or warm.user_features,
                        item_features=item_features or warm.item_features)
     log.info("warm log: %d interactions, %d users, %d items", len(warm), warm.n_users, warm.n_items)
-    with _EpochBar(args, config.meta.epochs) as progress:
-        rec = MetaRecommender(config).fit(warm, progress=progress)
+    with _LazyBar(args, total=config.meta.epochs, unit="epoch", desc="meta-training") as bar:
+        rec = MetaRecommender(config).fit(warm, progress=bar.epoch)
     rec.save(args.out)
     log.info("saved the model to %s (%d epochs, %s, best validation %.4f at epoch %d)", args.out,
              len(rec.history.epochs), rec.history.stopped, rec.history.best_score, rec.history.best_epoch)
@@ -139,7 +144,7 @@ def cmd_recommend(args) -> None:
     chunks = iter_user_chunks(args.history, chunk_rows=args.chunk_rows, format=args.format, user_col=args.user_col,
                               item_col=args.item_col, rating_col=args.rating_col or None,
                               timestamp_col=args.timestamp_col or None, table=args.data_table)
-    with RankedListsWriter(args.out, table=args.table) as out, _progress(args, unit="users", desc="scoring") as bar:
+    with RankedListsWriter(args.out, table=args.table) as out, _LazyBar(args, unit="users", desc="scoring") as bar:
         for chunk in chunks:
             chunk_candidates = None
             if candidates is not None:
@@ -209,8 +214,8 @@ def cmd_quickstart(args) -> None:
     data = quickstart.find_data(args.data, allow_download=not args.no_download)
     log.info("note: using %s", data.source)
     config = quickstart.default_config()
-    with _EpochBar(args, config[0].meta.epochs) as progress:
-        summary = quickstart.run(Path(args.out), data, config=config, seed=args.seed, progress=progress)
+    with _LazyBar(args, total=config[0].meta.epochs, unit="epoch", desc="meta-training") as bar:
+        summary = quickstart.run(Path(args.out), data, config=config, seed=args.seed, progress=bar.epoch)
     print(quickstart.format_table(summary))
     print(f"model: {summary['model']}\nranked lists of {summary['cold_users']} cold users: {summary['ranked']}")
     _write_json(Path(args.out) / "metrics.json", summary)

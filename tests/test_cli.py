@@ -1,41 +1,147 @@
+"""The command line: end to end through a subprocess, every error path in-process (exit 2, one line, no
+output file)."""
+
+import json
 import subprocess
 import sys
 
 import polars as pl
+import pytest
 
-from recmaml import __version__
+from conftest import REPO_ROOT
+from connectors import read_ranked_lists
+from recmaml import MetaRecommender, __version__
+from recmaml.cli import build_parser, main
+
+GROUP = 20  # items per taste group in make_taste_groups
+COMMANDS = ("fit", "recommend", "predict", "evaluate", "quickstart")
 
 
 def run(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "recmaml", *args], capture_output=True, text=True, cwd=cwd)
 
 
-def test_help_and_version():
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, taste_log):
+    """A warm log with other column names, cold histories (3 group-0 items for x, 3 group-1 items for y),
+    their held-out items, pairs and candidates."""
+    folder = tmp_path_factory.mktemp("cli")
+    pl.DataFrame({"user": taste_log.user_ids(), "item": taste_log.item_ids(), "rating": taste_log.rating}
+                 ).write_csv(folder / "warm.csv")
+    pl.DataFrame({"user": ["x"] * 3 + ["y"] * 3, "item": [0, 1, 2, 20, 21, 22]}).write_csv(folder / "cold.csv")
+    pl.DataFrame({"user": ["x", "x", "y", "y"], "item": [3, 4, 23, 24], "rating": [5.0] * 4}).write_csv(folder / "heldout.csv")
+    pl.DataFrame({"user": ["x", "x", "y"], "item": [5, 45, 25]}).write_csv(folder / "pairs.csv")
+    pl.DataFrame({"user": ["x", "x", "x", "y"], "item": [41, 7, 27, 26]}).write_csv(folder / "candidates.csv")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, taste_log, tiny_config):
+    path = tmp_path_factory.mktemp("model") / "model"
+    MetaRecommender(tiny_config).fit(taste_log).save(path)
+    return path
+
+
+COLS = ("--user-col", "user", "--item-col", "item")
+
+
+def test_help_lists_every_command_and_each_has_an_example(capsys):
     out = run("--help")
-    assert out.returncode == 0 and "fit" in out.stdout and "recommend" in out.stdout
+    assert out.returncode == 0 and all(c in out.stdout for c in COMMANDS)
     assert __version__ in run("--version").stdout
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as exit_:
+            build_parser().parse_args([command, "--help"])
+        assert exit_.value.code == 0 and f"example:\n  recmaml {command}" in capsys.readouterr().out
 
 
-def test_fit_then_recommend_end_to_end(tmp_path, taste_log):
-    log = pl.DataFrame({"user": taste_log.user_ids(), "item": taste_log.item_ids(), "rating": taste_log.rating})
-    log.write_csv(tmp_path / "warm.csv")
-    pl.DataFrame({"user": ["x", "x", "x"], "item": [0, 1, 2]}).write_csv(tmp_path / "cold.csv")
-    from conftest import REPO_ROOT
-
-    fit = run("--quiet", "fit", "--config", str(REPO_ROOT / "configs/tiny.toml"), "--data", str(tmp_path / "warm.csv"),
-              "--user-col", "user", "--item-col", "item", "--out", str(tmp_path / "model"))
+def test_fit_recommend_predict_evaluate_end_to_end(files, tmp_path):
+    fit = run("fit", "--config", str(REPO_ROOT / "configs/tiny.toml"), "--data", str(files / "warm.csv"), *COLS,
+              "--out", str(tmp_path / "model"))
     assert fit.returncode == 0, fit.stderr
-    rec = run("--quiet", "recommend", "--model", str(tmp_path / "model"), "--history", str(tmp_path / "cold.csv"),
-              "--user-col", "user", "--item-col", "item", "--k", "5", "--out", str(tmp_path / "recs.parquet"))
-    assert rec.returncode == 0, rec.stderr
+    assert "meta-training" in fit.stderr and "saved the model" in fit.stderr  # progress bar and a summary
+
+    rec = run("recommend", "--model", str(tmp_path / "model"), "--history", str(files / "cold.csv"), *COLS,
+              "--k", "5", "--out", str(tmp_path / "recs.parquet"), "--quiet")
+    assert rec.returncode == 0 and rec.stderr == "", rec.stderr
     recs = pl.read_parquet(tmp_path / "recs.parquet")
-    assert recs.columns == ["user_id", "item_id", "score", "rank"] and recs.height == 5
-    assert (recs["item_id"].to_numpy() // 20 == 0).sum() >= 4
+    assert recs.columns == ["user_id", "item_id", "score", "rank"] and recs.height == 10
+    for user, group in (("x", 0), ("y", 1)):
+        assert (recs.filter(pl.col("user_id") == user)["item_id"].to_numpy() // GROUP == group).sum() >= 4
+
+    pred = run("predict", "--model", str(tmp_path / "model"), "--history", str(files / "cold.csv"), *COLS,
+               "--pairs", str(files / "pairs.csv"), "--out", str(tmp_path / "pred.csv"), "--quiet")
+    assert pred.returncode == 0, pred.stderr
+    preds = pl.read_csv(tmp_path / "pred.csv")
+    assert preds.columns == ["user_id", "item_id", "prediction"] and preds.height == 3
+    assert preds["prediction"][0] > preds["prediction"][1]  # x: its group's item above another group's
+
+    ev = run("evaluate", "--model", str(tmp_path / "model"), "--history", str(files / "cold.csv"), *COLS,
+             "--heldout", str(files / "heldout.csv"), "--k", "10", "--out", str(tmp_path / "metrics.json"))
+    assert ev.returncode == 0, ev.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["users"] == 2 and metrics["recall@10"] >= 0.5 and "ndcg@10" in ev.stdout
 
 
-def test_data_errors_exit_2_with_one_line_and_no_output(tmp_path):
-    (tmp_path / "warm.csv").write_text("userId,movieId\n1,2\n")
-    out = run("fit", "--data", str(tmp_path / "warm.csv"), "--out", str(tmp_path / "model"))
-    assert out.returncode == 2
-    assert "--user-col userId" in out.stderr and "Traceback" not in out.stderr
-    assert not (tmp_path / "model").exists()
+def test_streamed_recommend_equals_one_chunk_and_candidates_are_kept(files, model_dir, tmp_path):
+    args = ["recommend", "--model", str(model_dir), "--history", str(files / "cold.csv"), *COLS, "--k", "4", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "whole.csv")]) == 0
+    assert main([*args, "--out", str(tmp_path / "chunks.csv"), "--chunk-rows", "2"]) == 0
+    whole, chunks = read_ranked_lists(tmp_path / "whole.csv"), read_ranked_lists(tmp_path / "chunks.csv")
+    key = lambda r: sorted(zip(r.user_id.tolist(), r.item_id.tolist(), r.rank.tolist()))  # noqa: E731
+    assert key(whole) == key(chunks)
+
+    assert main([*args, "--out", str(tmp_path / "cands.jsonl"), "--candidates", str(files / "candidates.csv"),
+                 "--chunk-rows", "2"]) == 0
+    cands = read_ranked_lists(tmp_path / "cands.jsonl").to_pandas()
+    assert cands[cands.user_id == "x"].item_id.tolist() == [7, 27, 41]  # only candidates, x's group first
+    assert cands[cands.user_id == "y"].item_id.tolist() == [26]
+
+
+def test_unknown_items_are_one_summary_line(files, model_dir, tmp_path, capsys):
+    (tmp_path / "hist.csv").write_text("user,item\nx,0\nx,999\ny,998\ny,999\nz,1\n")
+    assert main(["recommend", "--model", str(model_dir), "--history", str(tmp_path / "hist.csv"), *COLS,
+                 "--chunk-rows", "2", "--out", str(tmp_path / "r.csv")]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert lines == ["warning: dropped 3 history rows naming 2 items the model does not know"]
+
+
+def bad_invocations(files, model_dir, tmp):
+    """(argv, words the error must contain, the output that must not appear)."""
+    cold = ["--history", str(files / "cold.csv"), *COLS]
+    rec = ["recommend", "--model", str(model_dir)]
+    (tmp / "bad.toml").write_text("[meta]\ninner_stepz = 2\n")
+    (tmp / "corrupt").mkdir()
+    (tmp / "corrupt" / "model.json").write_text("{")
+    return [
+        ([*rec, "--history", str(tmp / "nope.csv"), "--out", str(tmp / "a.csv")], "nope.csv", tmp / "a.csv"),
+        ([*rec, "--history", str(files / "cold.csv"), "--out", str(tmp / "b.csv")], "--user-col", tmp / "b.csv"),
+        ([*rec, *cold, "--out", str(tmp / "c.xlsx")], "unknown file extension", tmp / "c.xlsx"),
+        ([*rec, *cold, "--out", str(tmp / "no" / "d.csv")], "does not exist", tmp / "no" / "d.csv"),
+        ([*rec, *cold, "--k", "0", "--out", str(tmp / "e.csv")], "--k", tmp / "e.csv"),
+        (["recommend", "--model", str(tmp / "absent"), *cold, "--out", str(tmp / "f.csv")], "absent", tmp / "f.csv"),
+        (["recommend", "--model", str(tmp / "corrupt"), *cold, "--out", str(tmp / "g.csv")], "corrupt", tmp / "g.csv"),
+        (["fit", "--config", str(tmp / "bad.toml"), "--data", str(files / "warm.csv"), *COLS, "--out", str(tmp / "m")],
+         "inner_stepz", tmp / "m"),
+        (["predict", "--model", str(model_dir), *cold, "--pairs", str(files / "cold.csv"), "--out", str(tmp / "p.csv"),
+          "--user-col", "nobody"], "nobody", tmp / "p.csv"),
+        (["evaluate", "--model", str(model_dir), *cold, "--heldout", str(tmp / "gone.csv"),
+          "--out", str(tmp / "m.json")], "gone.csv", tmp / "m.json"),
+    ]
+
+
+def test_every_error_exits_2_with_one_line_and_no_output(files, model_dir, tmp_path, capsys):
+    for argv, words, output in bad_invocations(files, model_dir, tmp_path):
+        code = main(argv)
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2, (argv, err)
+        assert len(lines) == 1 and lines[0].startswith(f"recmaml {argv[0]}: error:") and words in lines[0], err
+        assert "Traceback" not in err and not output.exists(), argv
+        assert not [p for p in output.parent.glob(".*.tmp")] if output.parent.is_dir() else True
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["recommend", "--model", "m"])
+    assert exit_.value.code == 2 and "--history" in capsys.readouterr().err
