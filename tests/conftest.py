@@ -12,6 +12,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from recmaml.synthetic import taste_groups as make_taste_groups  # noqa: E402  (planted data for tests)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MOVIELENS_DIR = Path(os.environ.get("RECMAML_MOVIELENS", REPO_ROOT.parent / "shared" / "data" / "movielens"))
 
@@ -41,12 +43,6 @@ def ml1m_dir() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
-
-
-def make_taste_groups(**kwargs):
-    from recmaml.synthetic import taste_groups
-
-    return taste_groups(**kwargs)
 
 
 @pytest.fixture(scope="session")

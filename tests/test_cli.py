@@ -13,7 +13,7 @@ from connectors import read_ranked_lists
 from recmaml import MetaRecommender, __version__
 from recmaml.cli import build_parser, main
 
-GROUP = 20  # items per taste group in make_taste_groups
+GROUP = 20  # items per taste group in recmaml.synthetic.taste_groups
 COMMANDS = ("fit", "recommend", "predict", "evaluate", "quickstart")
 
 
@@ -145,3 +145,15 @@ def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["recommend", "--model", "m"])
     assert exit_.value.code == 2 and "--history" in capsys.readouterr().err
+
+
+def test_fit_reads_side_feature_tables(files, tmp_path):
+    (tmp_path / "items.csv").write_text("item\ttheme\tyear\n" + "".join(
+        f"{i}\t{'abc'[i // GROUP]}|all\t{1990 + i}\n" for i in range(3 * GROUP)))
+    (tmp_path / "users.csv").write_text("user,region\n" + "".join(f"{u},r{u % 2}\n" for u in range(0, 240, 3)))
+    assert main(["fit", "--config", str(REPO_ROOT / "configs/tiny.toml"), "--data", str(files / "warm.csv"), *COLS,
+                 "--item-features", str(tmp_path / "items.csv"), "--user-features", str(tmp_path / "users.csv"),
+                 "--out", str(tmp_path / "model"), "--quiet"]) == 0
+    rec = MetaRecommender.load(tmp_path / "model")
+    assert rec.model.item_spec.multi_hot == {"theme": 4} and rec.model.item_spec.numeric == ("year",)
+    assert rec.user_levels["region"] == ["r0", "r1"]

@@ -8,7 +8,7 @@ import pytest
 from recmaml import CheckpointError, DataError, Interactions, MetaRecommender, RecMamlError
 from recmaml.recommender import UnknownItemsWarning
 
-GROUP = 20  # items per taste group in make_taste_groups
+GROUP = 20  # items per taste group in recmaml.synthetic.taste_groups
 
 
 @pytest.fixture(scope="module")
