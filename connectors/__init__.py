@@ -5,14 +5,14 @@
 
 from connectors.download import download_movielens
 from connectors.movielens import detect_movielens, read_movielens
-from connectors.readers import read_frame, read_interactions
+from connectors.readers import read_frame, read_interactions, read_pairs
 from connectors.sql import read_sql_frame, write_sql_table
 from connectors.stream import iter_user_chunks
 from connectors.features import read_side_features
-from connectors.writers import RankedListsWriter, read_ranked_lists, write_frame, write_ranked_lists
+from connectors.writers import RankedListsWriter, check_output, read_ranked_lists, write_frame, write_ranked_lists
 
 __all__ = [
-    "RankedListsWriter", "detect_movielens", "download_movielens", "iter_user_chunks", "read_frame",
-    "read_interactions", "read_movielens", "read_ranked_lists", "read_side_features", "read_sql_frame",
+    "RankedListsWriter", "check_output", "detect_movielens", "download_movielens", "iter_user_chunks", "read_frame",
+    "read_interactions", "read_movielens", "read_pairs", "read_ranked_lists", "read_side_features", "read_sql_frame",
     "write_frame", "write_ranked_lists", "write_sql_table",
 ]

@@ -1,13 +1,13 @@
 """Side-feature tables (one row per user or per item) -> SideFeatures, for `--user-features`/`--item-features`.
 
 Column kinds follow the column's type: text or booleans are categorical (one level per value); text with
-'|' between values, or a list column, is multi-hot (e.g. "Action|Comedy"); numbers are numeric and are
-standardized (mean 0, standard deviation 1) so that a year and a price share one scale. Nulls are missing.
+'|' between values, or a list column, is multi-hot (e.g. "Action|Comedy"); numbers are numeric, kept as
+they are (MetaRecommender.fit standardizes them with the warm users' mean and standard deviation and
+saves those, so that serving scales cold users' values the same way). Nulls are missing.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
 
 from connectors.movielens import _codes, _multi_hot
@@ -51,11 +51,7 @@ def read_side_features(source, *, id_col: str, format: str | None = None, delimi
 def _add_column(features: dict, series: pl.Series, source: str) -> None:
     col = series.name
     if series.dtype.is_numeric():
-        values = series.cast(pl.Float64).to_numpy()
-        known = values[np.isfinite(values)]
-        std = float(known.std()) if len(known) else 0.0
-        mean = float(known.mean()) if len(known) else 0.0
-        features["numeric"][col] = ((values - mean) / (std or 1.0)).astype(np.float32)
+        features["numeric"][col] = series.cast(pl.Float32).fill_null(float("nan")).to_numpy()
         return
     if series.dtype == pl.String and series.str.contains(MULTI_SEPARATOR, literal=True).any():
         series = series.str.split(MULTI_SEPARATOR)

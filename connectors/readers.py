@@ -14,9 +14,12 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
-from recmaml.frames import Columns, frame_of, frame_to_interactions, is_frame
+from recmaml.frames import (
+    Columns, _check_ids, _ids_to_numpy, _missing_column_error, frame_of, frame_to_interactions, is_frame,
+)
 from recmaml.data import Interactions, SideFeatures
 from recmaml.errors import DataError
 
@@ -91,16 +94,54 @@ def read_interactions(
                 rating_range=rating_range, user_features=user_features, item_features=item_features,
             )
 
+    return _with_type_retry(kind, convert)
+
+
+def _with_type_retry(kind: str, convert):
+    """convert(full_inference=False), and for text formats once more with types inferred from the whole
+    file when the types guessed from the first rows were wrong further down (an id column that turns to
+    strings); the second failure is the one reported."""
     if kind not in ("csv", "tsv", "jsonl"):
         return convert(full_inference=False)
     try:
         return convert(full_inference=False)
     except DataError as err:
-        # Types guessed from the first rows can be wrong further down (an id column that turns to strings):
-        # scan the whole file for types once, and report the second failure if it fails again.
         if not isinstance(err.__cause__, pl.exceptions.ComputeError):
             raise
     return convert(full_inference=True)
+
+
+def read_pairs(
+    source,
+    *,
+    user_col: str = "user_id",
+    item_col: str = "item_id",
+    format: str | None = None,
+    table: str | None = None,
+    delimiter: str | None = None,
+    encoding: str = "utf8",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(user ids, item ids) of a table of (user, item) pairs, e.g. the pairs to predict, in the source's
+    row order with repeats kept. Any source read_interactions accepts except MovieLens folders."""
+    name = _source_name(source)
+    kind, _ = _resolve_format(source, format)
+    if kind == "movielens":
+        raise DataError(f"{name}: a MovieLens folder is a log, not a table of pairs; pass a CSV/Parquet/... file")
+
+    def convert(full_inference: bool):
+        with _library_errors(name, kind, encoding):
+            frame = _open(source, kind, delimiter, table, None, encoding, full_inference)
+            found = frame.collect_schema().names() if isinstance(frame, pl.LazyFrame) else frame.columns
+            for role, col in (("user", user_col), ("item", item_col)):
+                if col not in found:
+                    raise _missing_column_error(name, role, col, found)
+            frame = frame.select(user_col, item_col)
+            frame = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
+            for col in (user_col, item_col):
+                _check_ids(frame, name, col)
+            return _ids_to_numpy(frame[user_col]), _ids_to_numpy(frame[item_col])
+
+    return _with_type_retry(kind, convert)
 
 
 def read_frame(

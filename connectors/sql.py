@@ -64,23 +64,61 @@ def write_sql_table(frame: pl.DataFrame, uri: str, table: str, *, if_exists: str
     if_exists: "replace" (drop the old table and create it anew), "append" (create it when missing) or
     "fail" (error when the table exists).
     """
-    if if_exists not in IF_EXISTS:
-        raise DataError(f"if_exists must be one of {list(IF_EXISTS)}, got {if_exists!r}")
-    schema, name = _split_table(table)
-    what = f"table {table!r}"
-    with _connect(uri, what, for_write=True) as conn:
+    with SqlTableSink(uri, table, if_exists=if_exists) as sink:
+        sink.write(frame)
+
+
+class SqlTableSink:
+    """A table written chunk by chunk in ONE transaction, so that memory holds one chunk while readers
+    see either the old table or the whole new one (an error rolls everything back):
+
+        with SqlTableSink("sqlite:///recs.db", "recs") as sink:
+            for frame in frames:
+                sink.write(frame)
+
+    if_exists applies to the first chunk (see write_sql_table); later chunks are appended. A sink that
+    wrote nothing still replaces the table with `empty` (a frame giving the columns), when given."""
+
+    def __init__(self, uri: str, table: str, *, if_exists: str = "replace", empty: pl.DataFrame | None = None):
+        if if_exists not in IF_EXISTS:
+            raise DataError(f"if_exists must be one of {list(IF_EXISTS)}, got {if_exists!r}")
+        self.uri, self.if_exists, self.empty = uri, if_exists, empty
+        self.schema, self.name = _split_table(table)
+        self.what = f"table {table!r}"
+        self.conn = None
+        self.chunks = 0
+
+    def __enter__(self) -> SqlTableSink:
+        self.conn = _connect(self.uri, self.what, for_write=True)
+        return self
+
+    def write(self, frame: pl.DataFrame) -> None:
+        mode = _INGEST_MODE[self.if_exists] if self.chunks == 0 else "append"
         try:
-            with conn.cursor() as cur:
-                # ADBC connections run with autocommit off: the drop, create and insert of a replace all
-                # belong to one transaction, which commit() makes visible at once.
-                cur.adbc_ingest(name, _arrow_stream(frame), mode=_INGEST_MODE[if_exists], db_schema_name=schema)
-            conn.commit()
+            with self.conn.cursor() as cur:
+                # ADBC connections run with autocommit off: the drop, create and every insert belong to
+                # one transaction, which commit() makes visible at once.
+                cur.adbc_ingest(self.name, _arrow_stream(frame), mode=mode, db_schema_name=self.schema)
         except _dbapi_error() as exc:
-            _rollback(conn)
-            raise _sql_error(uri, what, exc, if_exists=if_exists) from exc
+            raise _sql_error(self.uri, self.what, exc, if_exists=self.if_exists) from exc
+        self.chunks += 1
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                if self.chunks == 0 and self.empty is not None:
+                    self.write(self.empty)
+                try:
+                    self.conn.commit()
+                except _dbapi_error() as err:
+                    raise _sql_error(self.uri, self.what, err, if_exists=self.if_exists) from err
         except BaseException:
-            _rollback(conn)  # whatever failed mid-write, the old table stays as it was
+            _rollback(self.conn)
             raise
+        finally:
+            if exc_type is not None:
+                _rollback(self.conn)  # whatever failed mid-write, the old table stays as it was
+            self.conn.close()
 
 
 def _rollback(conn) -> None:

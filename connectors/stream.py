@@ -19,8 +19,9 @@ from pathlib import Path
 
 import polars as pl
 
-from connectors.readers import _library_errors, _resolve_format, _source_name, read_frame, read_interactions
+from connectors.readers import _library_errors, _open, _resolve_format, _source_name, read_frame, read_interactions
 from recmaml.data import Interactions
+from recmaml.errors import DataError
 from recmaml.frames import Columns, frame_to_interactions
 
 DEFAULT_CHUNK_ROWS = 2_000_000
@@ -44,7 +45,7 @@ def iter_user_chunks(
     """Yield Interactions of about `chunk_rows` rows each; every user's rows are in exactly one of them.
     Arguments as for read_interactions. A source of at most chunk_rows rows comes back as one chunk."""
     if chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        raise DataError(f"chunk_rows must be at least 1, got {chunk_rows} (CLI: --chunk-rows)")
     kind, _ = _resolve_format(source, format)
     read_kwargs = dict(format=format, user_col=user_col, item_col=item_col, rating_col=rating_col,
                        timestamp_col=timestamp_col, delimiter=delimiter, table=table, encoding=encoding)
@@ -52,9 +53,8 @@ def iter_user_chunks(
         yield read_interactions(source, **read_kwargs)
         return
     name = _source_name(source)
-    frame = read_frame(source, format=format, delimiter=delimiter, encoding=encoding)
     with _library_errors(name, kind, encoding):
-        n_rows = frame.select(pl.len()).collect().item()
+        n_rows = read_frame(source, format=format, delimiter=delimiter, encoding=encoding).select(pl.len()).collect().item()
     if n_rows <= chunk_rows:
         yield read_interactions(source, **read_kwargs)
         return
@@ -62,20 +62,41 @@ def iter_user_chunks(
     columns = Columns(user=user_col, item=item_col, rating=rating_col or None, timestamp=timestamp_col or None,
                       require_rating=bool(rating_col) and rating_col != "rating",
                       require_timestamp=bool(timestamp_col) and timestamp_col != "timestamp")
-    found = frame.collect_schema().names()
-    # the first rows through the full validation: a missing column or bad value fails before the long pass
-    frame_to_interactions(frame.head(1000), name, columns)
-    wanted = [c for c in (user_col, item_col, rating_col, timestamp_col) if c and c in found]
     n_parts = math.ceil(n_rows / chunk_rows)
     folder = Path(tempfile.mkdtemp(prefix="recmaml-parts-", dir=workdir))
     try:
-        with _library_errors(name, kind, encoding):
-            frame.select(wanted).with_columns(
-                (pl.col(user_col).hash(seed=0) % n_parts).alias(_PART_KEY)
-            ).sink_parquet(pl.PartitionBy(folder, key=_PART_KEY, include_key=False), mkdir=True)
+        _partition(source, kind, name, columns, n_parts, folder, delimiter, encoding)
         parts = sorted(p for p in folder.iterdir() if p.is_dir())
+        if not parts:
+            raise RuntimeError(f"partitioning {name} into {n_parts} parts wrote nothing to {folder}")
         for i, part in enumerate(parts):
             yield frame_to_interactions(pl.scan_parquet(part / "*.parquet"),
                                         f"{name} (users of part {i + 1} of {len(parts)})", columns)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _partition(source, kind, name, columns: Columns, n_parts: int, folder: Path, delimiter, encoding) -> None:
+    """Write the rows into `folder`/<part>/*.parquet by a hash of the user id, in one streaming pass.
+
+    Column types of text formats are guessed from the first rows; when a later row contradicts the guess
+    (an id column that turns to text), the pass is redone once with types inferred from the whole file,
+    as read_interactions does."""
+    for full_inference in (False, True):
+        try:
+            with _library_errors(name, kind, encoding):
+                frame = _open(source, kind, delimiter, None, None, encoding, full_inference)
+                # the first rows through the full validation: a missing column fails before the long pass
+                frame_to_interactions(frame.head(1000), name, columns)
+                found = frame.collect_schema().names()
+                wanted = [c for c in (columns.user, columns.item, columns.rating, columns.timestamp) if c and c in found]
+                frame.select(wanted).with_columns(
+                    (pl.col(columns.user).hash(seed=0) % n_parts).alias(_PART_KEY)
+                ).sink_parquet(pl.PartitionBy(folder, key=_PART_KEY, include_key=False), mkdir=True)
+            return
+        except DataError as err:
+            retry = not full_inference and kind != "parquet" and isinstance(err.__cause__, pl.exceptions.ComputeError)
+            if not retry:
+                raise
+            for leftover in folder.iterdir():
+                shutil.rmtree(leftover, ignore_errors=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from connectors.sql import display_uri, is_sql_uri, read_sql_frame, write_sql_table
+from connectors.sql import SqlTableSink, display_uri, is_sql_uri, read_sql_frame, write_sql_table
 from recmaml.data import RankedLists
 from recmaml.errors import DataError
 
@@ -53,6 +53,20 @@ def write_frame(frame: pl.DataFrame, dest=None, *, format=None, table=None, if_e
     return None
 
 
+def check_output(dest, *, format=None) -> str:
+    """The kind of a file or SQL destination (csv, tsv, parquet, jsonl, sql), checked before any work is
+    done: a known extension or URI, and an existing folder. Frames ("pandas", "polars") are refused."""
+    kind = _resolve_format(dest, format)
+    if kind in FRAME_FORMATS:
+        raise DataError(f"{dest!r} is an in-memory frame, not an output; give a file (.csv, .parquet, .jsonl, "
+                        "...) or an SQL URI")
+    if kind != "sql":
+        folder = Path(dest).parent
+        if not folder.is_dir():
+            raise DataError(f"{dest}: folder {str(folder)!r} does not exist; create it first")
+    return kind
+
+
 class RankedListsWriter:
     """Ranked lists written chunk by chunk, e.g. by a streaming `recmaml recommend`:
 
@@ -61,32 +75,31 @@ class RankedListsWriter:
                 out.write(rec.recommend(chunk))
 
     Files grow in a temporary file next to `dest` and replace it only when the block ends without an
-    error; on an error the temporary file is removed and `dest` is untouched. An SQL table is written in
-    one transaction at the end (the lists are held in memory until then)."""
+    error; on an error the temporary file is removed and `dest` is untouched. An SQL table is replaced in
+    one transaction that receives the chunks as they come (memory holds one chunk), committed at the end."""
 
     def __init__(self, dest, *, format=None, table=None):
-        self.kind = _resolve_format(dest, format)
-        if self.kind in FRAME_FORMATS:
-            raise DataError(f"RankedListsWriter writes files and SQL tables; for a {self.kind} frame use write_ranked_lists")
-        self.dest, self.table = dest, table
+        self.kind = check_output(dest, format=format)
+        self.dest, self.table = dest, table or DEFAULT_TABLE
         self.rows = 0
-        self._parts: list[RankedLists] = []
-        self._tmp = self._handle = self._parquet = None
+        self._tmp = self._handle = self._parquet = self._sql = None
 
     def __enter__(self) -> RankedListsWriter:
-        if self.kind != "sql":
+        if self.kind == "sql":
+            self._sql = SqlTableSink(self.dest, self.table, empty=RankedLists.concat([]).to_polars()).__enter__()
+        else:
             path = Path(self.dest)
-            if not path.parent.is_dir():
-                raise DataError(f"{path}: folder {str(path.parent)!r} does not exist; create it first")
             fd, self._tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             self._handle = os.fdopen(fd, "wb")
         return self
 
     def write(self, ranked: RankedLists) -> None:
-        if self.kind == "sql":
-            self._parts.append(ranked)
-        elif len(ranked):
-            self._write_file_part(ranked.to_polars())
+        if len(ranked):
+            frame = ranked.to_polars()
+            if self.kind == "sql":
+                self._sql.write(frame)
+            else:
+                self._write_file_part(frame)
         self.rows += len(ranked)
 
     def _write_file_part(self, frame: pl.DataFrame) -> None:
@@ -105,8 +118,7 @@ class RankedListsWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.kind == "sql":
-            if exc_type is None:
-                write_ranked_lists(RankedLists.concat(self._parts), self.dest, format="sql", table=self.table)
+            self._sql.__exit__(exc_type, exc, tb)
             return
         try:
             if exc_type is None and self.kind == "parquet" and self._parquet is None:

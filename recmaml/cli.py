@@ -40,12 +40,51 @@ def _add_common(parser: argparse.ArgumentParser, top: bool = False) -> None:
                         help="no progress bars or notes, only errors")
 
 
-def _read(path, args, *, format=None):
+def _read(path, args, *, format=None, table=None, ratings=True):
+    """An interaction log with the command's column flags; ratings=False for tables of (user, item) rows
+    such as candidates, which carry no rating or timestamp."""
     from connectors import read_interactions
 
     return read_interactions(path, format=format or args.format, user_col=args.user_col, item_col=args.item_col,
-                             rating_col=args.rating_col or None, timestamp_col=args.timestamp_col or None,
-                             table=args.data_table)
+                             rating_col=(args.rating_col or None) if ratings else None,
+                             timestamp_col=(args.timestamp_col or None) if ratings else None,
+                             table=table or args.data_table)
+
+
+def _user_features(args):
+    from connectors import read_side_features
+
+    return read_side_features(args.user_features, id_col=args.user_col) if args.user_features else None
+
+
+def _with_features(log_, user_features=None, item_features=None, what="the log"):
+    """The log with side-feature tables attached; a table that names none of the log's ids is an error
+    (usually ids of another type or column), one that covers few of them a warning."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    for table, ids, kind in ((user_features, log_.users, "user"), (item_features, log_.items, "item")):
+        if table is None:
+            continue
+        covered = float(np.mean(table.ids.index(ids.ids) != -1))
+        if covered == 0:
+            raise RecMamlError(f"the {kind} feature table names none of the {len(ids)} {kind} ids of {what}; check "
+                               f"that its id column holds the same ids (e.g. {ids.ids[:3].tolist()})")
+        if covered < 0.5:
+            log.warning("warning: the %s feature table covers only %.0f%% of the %s ids of %s; the others count as "
+                        "missing", kind, 100 * covered, kind, what)
+    if user_features is None and item_features is None:
+        return log_
+    return replace(log_, user_features=user_features or log_.user_features,
+                   item_features=item_features or log_.item_features)
+
+
+def _check_sizes(args) -> None:
+    for flag in ("k", "batch_size", "chunk_rows"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise RecMamlError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
 
 
 def _progress(args, **kwargs):
@@ -81,25 +120,27 @@ class _LazyBar:
 
 
 class _UnknownItems:
-    """Collects UnknownItemsWarnings from many chunks into one summary line."""
+    """Collects UnknownItemsWarnings from many chunks into one summary line per input (history, candidates)."""
 
     def __init__(self):
-        self.rows, self.ids = 0, set()
+        self.rows: dict[str, int] = {}
+        self.ids: dict[str, set] = {}
 
     def add(self, caught) -> None:
         from recmaml.recommender import UnknownItemsWarning
 
         for w in caught:
             if issubclass(w.category, UnknownItemsWarning):
-                self.rows += w.message.rows
-                self.ids.update(w.message.item_ids.tolist())
+                what = w.message.what
+                self.rows[what] = self.rows.get(what, 0) + w.message.rows
+                self.ids.setdefault(what, set()).update(w.message.item_ids.tolist())
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
-    def report(self, what: str) -> None:
-        if self.rows:
-            log.warning("warning: dropped %d %s rows naming %d items the model does not know", self.rows, what,
-                        len(self.ids))
+    def report(self) -> None:
+        for what, rows in self.rows.items():
+            log.warning("warning: dropped %d %s rows naming %d items the model does not know", rows, what,
+                        len(self.ids[what]))
 
 
 # ---- subcommands --------------------------------------------------------------------------------------
@@ -110,17 +151,10 @@ def cmd_fit(args) -> None:
     from recmaml import MetaRecommender, load_config
 
     config = load_config(args.config)
-    user_features = item_features = None
-    if args.user_features:
-        user_features = read_side_features(args.user_features, id_col=args.user_col)
-    if args.item_features:
-        item_features = read_side_features(args.item_features, id_col=args.item_col)
-    warm = _read(args.data, args)
-    if user_features is not None or item_features is not None:
-        from dataclasses import replace
-
-        warm = replace(warm, user_features=user_features or warm.user_features,
-                       item_features=item_features or warm.item_features)
+    if not Path(args.out).parent.is_dir():
+        raise RecMamlError(f"--out {args.out}: folder {str(Path(args.out).parent)!r} does not exist; create it first")
+    item_features = read_side_features(args.item_features, id_col=args.item_col) if args.item_features else None
+    warm = _with_features(_read(args.data, args), _user_features(args), item_features, what="--data")
     log.info("warm log: %d interactions, %d users, %d items", len(warm), warm.n_users, warm.n_items)
     with _LazyBar(args, total=config.meta.epochs, unit="epoch", desc="meta-training") as bar:
         rec = MetaRecommender(config).fit(warm, progress=bar.epoch)
@@ -130,58 +164,74 @@ def cmd_fit(args) -> None:
 
 
 def cmd_recommend(args) -> None:
+    from dataclasses import replace
+
     import numpy as np
 
-    from connectors import RankedListsWriter, iter_user_chunks
-    from recmaml import MetaRecommender
+    from connectors import RankedListsWriter, check_output, iter_user_chunks
+    from recmaml import MetaRecommender, Vocabulary
 
-    if args.k < 1:
-        raise RecMamlError(f"--k must be at least 1, got {args.k}")
+    _check_sizes(args)
+    check_output(args.out)
     rec = MetaRecommender.load(args.model)
-    candidates = _read(args.candidates, args) if args.candidates else None
+    user_features = _user_features(args)
+    candidates = None
+    if args.candidates:
+        candidates = _read(args.candidates, args, format=args.candidates_format, table=args.candidates_table,
+                           ratings=False)
     unknown = _UnknownItems()
-    users = 0
+    served = []  # user ids served so far: candidate users never seen in the history are served at the end
     chunks = iter_user_chunks(args.history, chunk_rows=args.chunk_rows, format=args.format, user_col=args.user_col,
                               item_col=args.item_col, rating_col=args.rating_col or None,
                               timestamp_col=args.timestamp_col or None, table=args.data_table)
+
+    def serve(history, chunk_candidates) -> None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out.write(rec.recommend(history, k=args.k, exclude_seen=not args.include_seen,
+                                    candidates=chunk_candidates, batch_size=args.batch_size, progress=bar.update))
+        unknown.add(caught)
+
     with RankedListsWriter(args.out, table=args.table) as out, _LazyBar(args, unit="users", desc="scoring") as bar:
         for chunk in chunks:
-            chunk_candidates = None
+            chunk = _with_features(chunk, user_features, what="--history") if user_features else chunk
+            chunk_users = chunk.users.ids[np.unique(chunk.user_idx)]
+            served.append(chunk_users)
+            mine = None
             if candidates is not None:
-                chunk_candidates = candidates.take(np.flatnonzero(np.isin(candidates.user_ids(), chunk.users.ids)))
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                ranked = rec.recommend(chunk, k=args.k, exclude_seen=not args.include_seen,
-                                       candidates=chunk_candidates, batch_size=args.batch_size, progress=bar.update)
-            unknown.add(caught)
-            out.write(ranked)
-            users += chunk.n_users
-    unknown.report("history")
-    log.info("wrote %d ranked rows for %d users to %s", out.rows, users, args.out)
+                mine = candidates.take(np.flatnonzero(Vocabulary.fit(chunk_users).index(candidates.user_ids()) != -1))
+            serve(chunk, mine)
+        if candidates is not None:
+            seen = Vocabulary.fit(np.concatenate(served)) if served else None
+            rest = np.flatnonzero(seen.index(candidates.user_ids()) == -1) if seen else np.arange(len(candidates))
+            if len(rest):  # users with candidates and no history: ranked from the meta-learned start
+                no_history = replace(candidates.take(rest[:0]), rating=np.zeros(0, np.float32))
+                serve(no_history, candidates.take(rest))
+    unknown.report()
+    log.info("wrote %d ranked rows to %s", out.rows, args.out)
 
 
 def cmd_predict(args) -> None:
     import polars as pl
 
-    from connectors import read_frame, write_frame
+    from connectors import check_output, read_pairs, write_frame
     from recmaml import MetaRecommender
 
+    _check_sizes(args)
+    check_output(args.out)
     rec = MetaRecommender.load(args.model)
     history = _read(args.history, args)
-    pairs = read_frame(args.pairs, format=args.pairs_format)
-    pairs = pairs.collect() if isinstance(pairs, pl.LazyFrame) else pairs
-    missing = [c for c in (args.user_col, args.item_col) if c not in pairs.columns]
-    if missing:
-        raise RecMamlError(f"{args.pairs}: missing column(s) {missing}; found {pairs.columns}; "
-                           "pass --user-col / --item-col")
+    if args.user_features:
+        history = _with_features(history, _user_features(args), what="--history")
+    user_ids, item_ids = read_pairs(args.pairs, user_col=args.user_col, item_col=args.item_col,
+                                    format=args.pairs_format, table=args.pairs_table)
     unknown = _UnknownItems()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pred = rec.predict(history, pairs[args.user_col].to_numpy(), pairs[args.item_col].to_numpy(),
-                           batch_size=args.batch_size)
+        pred = rec.predict(history, user_ids, item_ids, batch_size=args.batch_size)
     unknown.add(caught)
-    unknown.report("history")
-    out = pl.DataFrame({"user_id": pairs[args.user_col], "item_id": pairs[args.item_col], "prediction": pred})
+    unknown.report()
+    out = pl.DataFrame({"user_id": user_ids, "item_id": item_ids, "prediction": pred})
     n_unknown = int(out["prediction"].is_nan().sum())
     if n_unknown:
         log.warning("warning: %d pairs name items the model does not know; their prediction is NaN", n_unknown)
@@ -193,15 +243,20 @@ def cmd_evaluate(args) -> None:
     from recmaml import MetaRecommender
     from recmaml.protocol import evaluate_recommender
 
+    _check_sizes(args)
+    if args.out and not Path(args.out).parent.is_dir():
+        raise RecMamlError(f"--out {args.out}: folder {str(Path(args.out).parent)!r} does not exist; create it first")
     rec = MetaRecommender.load(args.model)
     history, heldout = _read(args.history, args), _read(args.heldout, args)
+    if args.user_features:
+        history = _with_features(history, _user_features(args), what="--history")
     threshold = None if args.threshold is None or args.threshold < 0 else args.threshold
     unknown = _UnknownItems()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         metrics = evaluate_recommender(rec, history, heldout, k=args.k, relevance_threshold=threshold)
     unknown.add(caught)
-    unknown.report("history")
+    unknown.report()
     for name, value in metrics.items():
         print(f"{name:<14}{value:.4f}" if isinstance(value, float) else f"{name:<14}{value}")
     if args.out:
@@ -271,12 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--k", type=int, default=20, help="list length (default 20)")
     rec.add_argument("--out", required=True, help="output: .csv, .tsv, .parquet, .jsonl, or an SQL URI with --table")
     rec.add_argument("--table", default=None, help="SQL table for an SQL --out (default ranked_lists)")
-    rec.add_argument("--candidates", help="user_id,item_id rows: rank only these items for each user")
+    rec.add_argument("--candidates", help="user_id,item_id rows: rank only these items for each user (a user "
+                     "with candidates and no history is ranked from the meta-learned start)")
+    rec.add_argument("--candidates-format", help="format of --candidates when its extension does not say")
+    rec.add_argument("--candidates-table", help="table to read when --candidates is an SQL URI")
     rec.add_argument("--include-seen", action="store_true", help="allow items of a user's history in its list")
     rec.add_argument("--batch-size", type=int, default=None, help="cold users adapted together (default 4096)")
     rec.add_argument("--chunk-rows", type=int, default=2_000_000,
                      help="history rows held in memory at once (default 2,000,000); larger histories are "
                           "split by user in one streaming pass")
+    rec.add_argument("--user-features", help="table of the cold users' side features keyed by --user-col")
     _add_data_flags(rec)
     rec.set_defaults(func=cmd_recommend)
 
@@ -285,9 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--history", required=True, help="the users' interactions")
     pred.add_argument("--pairs", required=True, help="user_id,item_id rows to predict")
     pred.add_argument("--pairs-format", help="format of --pairs when its extension does not say")
+    pred.add_argument("--pairs-table", help="table to read when --pairs is an SQL URI")
     pred.add_argument("--out", required=True, help="output with columns user_id, item_id, prediction")
     pred.add_argument("--table", default=None, help="SQL table for an SQL --out (default predictions)")
     pred.add_argument("--batch-size", type=int, default=None, help="users adapted together (default 4096)")
+    pred.add_argument("--user-features", help="table of the users' side features keyed by --user-col")
     _add_data_flags(pred)
     pred.set_defaults(func=cmd_predict)
 
@@ -299,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threshold", type=float, default=4.0,
                     help="held-out ratings at least this are relevant (default 4; -1: every held-out row)")
     ev.add_argument("--out", help="also write the metrics to this JSON file")
+    ev.add_argument("--user-features", help="table of the users' side features keyed by --user-col")
     _add_data_flags(ev)
     ev.set_defaults(func=cmd_evaluate)
 

@@ -183,6 +183,47 @@ class SideFeatures:
     def names(self) -> list[str]:
         return [*self.categorical, *self.multi_hot, *self.numeric]
 
+    def layout(self) -> dict:
+        """What a model trained on these features must remember to read new ones the same way: the
+        levels of each categorical and multi-hot feature and the mean and standard deviation of each
+        numeric one (JSON-ready)."""
+        def stats(values: np.ndarray) -> list[float]:
+            known = values[np.isfinite(values)]
+            return [float(known.mean()), float(known.std()) or 1.0] if len(known) else [0.0, 1.0]
+
+        return {
+            "categorical": {k: [str(v) for v in levels] for k, levels in self.categorical_levels.items()},
+            "multi_hot": {k: [str(v) for v in levels] for k, levels in self.multi_hot_levels.items()},
+            "numeric": {k: stats(v) for k, v in self.numeric.items()},
+        }
+
+    def conformed(self, layout: dict) -> SideFeatures:
+        """These features in `layout`'s terms: categorical codes and multi-hot columns matched to its
+        levels by name (a level it lacks becomes missing), numeric values standardized with its mean and
+        standard deviation, and features it lacks dropped; features of the layout absent here are missing."""
+        n = len(self.ids)
+        categorical, multi_hot, numeric = {}, {}, {}
+        for name, levels in layout["categorical"].items():
+            code_of = {level: i + 1 for i, level in enumerate(levels)}
+            if name in self.categorical:
+                own = [0] + [code_of.get(str(level), 0) for level in self.categorical_levels[name]]
+                categorical[name] = np.asarray(own, dtype=np.int64)[self.categorical[name]]
+            else:
+                categorical[name] = np.zeros(n, dtype=np.int64)
+        for name, levels in layout["multi_hot"].items():
+            matrix = np.zeros((n, len(levels)), dtype=np.float32)
+            if name in self.multi_hot:
+                column_of = {level: i for i, level in enumerate(levels)}
+                for j, level in enumerate(self.multi_hot_levels[name]):
+                    if str(level) in column_of:
+                        matrix[:, column_of[str(level)]] = self.multi_hot[name][:, j]
+            multi_hot[name] = matrix
+        for name, (mean, std) in layout["numeric"].items():
+            values = self.numeric.get(name, np.full(n, np.nan, dtype=np.float32))
+            numeric[name] = ((np.asarray(values, dtype=np.float64) - mean) / std).astype(np.float32)
+        return SideFeatures(ids=self.ids, categorical=categorical, categorical_levels=dict(layout["categorical"]),
+                            multi_hot=multi_hot, multi_hot_levels=dict(layout["multi_hot"]), numeric=numeric)
+
     def aligned_to(self, vocab: Vocabulary) -> SideFeatures:
         """The same features with one row per id of `vocab`; ids without features get missing values."""
         rows = self.ids.index(vocab.ids)

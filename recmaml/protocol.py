@@ -13,6 +13,7 @@ vocabulary (so columns are the warm log's items).
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -242,6 +243,7 @@ def evaluate_recommender(rec, history: Interactions, heldout: Interactions, k: i
     least `relevance_threshold` (all held-out rows for implicit logs or threshold None). A held-out item
     the model does not know counts as relevant and never ranked. Rating models also get MAE and RMSE on
     the held-out ratings. Held-out users without history rows are not evaluated; `skipped_users` counts them."""
+    from recmaml.recommender import UnknownItemsWarning
     users = Vocabulary(history.users.ids[np.unique(history.user_idx)])
     ranked = rec.recommend(history, k=k, exclude_seen=True)
     top = np.full((len(users), k), -1, dtype=np.int64)
@@ -260,7 +262,9 @@ def evaluate_recommender(rec, history: Interactions, heldout: Interactions, k: i
     out["users"] = int(np.isfinite(per_user[f"ndcg@{k}"]).sum())
     out["skipped_users"] = int(len(np.unique(heldout.user_idx[~evaluated])))
     if rec.config.model.objective == "rating" and heldout.rating is not None and evaluated.any():
-        pred = rec.predict(history, heldout.user_ids()[evaluated], heldout.item_ids()[evaluated])
+        with warnings.catch_warnings():  # recommend() above already warned about the same unknown items
+            warnings.simplefilter("ignore", UnknownItemsWarning)
+            pred = rec.predict(history, heldout.user_ids()[evaluated], heldout.item_ids()[evaluated])
         known = np.isfinite(pred)
         out.update(evaluate_ratings(pred[known], heldout.rating[evaluated][known]))
         out["rated_pairs"] = int(known.sum())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -26,11 +26,12 @@ log = logging.getLogger(__name__)
 
 class UnknownItemsWarning(UserWarning):
     """A cold user's history named items the model does not know; those rows were dropped.
-    `rows` counts the dropped rows and `item_ids` holds the distinct unknown ids (for summaries)."""
+    `rows` counts the dropped rows, `item_ids` holds the distinct unknown ids and `what` names the input
+    ("history", "candidate"), for summaries."""
 
-    def __init__(self, message: str, rows: int = 0, item_ids=()):
+    def __init__(self, message: str, rows: int = 0, item_ids=(), what: str = "history"):
         super().__init__(message)
-        self.rows, self.item_ids = rows, np.asarray(item_ids)
+        self.rows, self.item_ids, self.what = rows, np.asarray(item_ids), what
 
 
 @dataclass
@@ -55,7 +56,7 @@ class MetaRecommender:
         self.config = config or Config()
         self.model: Scorer | None = None
         self.items: Vocabulary | None = None
-        self.user_levels: dict[str, list] = {}
+        self.user_layout: dict | None = None  # how cold users' side features are read (SideFeatures.layout)
         self.history: TrainHistory | None = None
 
     # ---- training -------------------------------------------------------------------------------
@@ -72,10 +73,15 @@ class MetaRecommender:
             raise DataError("fit: model.objective = 'rating' needs a log with ratings; "
                             "set objective = 'implicit' in the config for logs without ratings")
         torch.manual_seed(self.config.meta.seed)  # the initial weights are part of what a seed fixes
-        user_spec = FeatureSpec.of(warm.user_features)
+        # side features in model terms: numeric ones standardized with the warm log's statistics, which
+        # the layout keeps so that cold users' features are read the same way
+        self.user_layout = warm.user_features.layout() if warm.user_features else None
+        user_features = warm.user_features.conformed(self.user_layout) if warm.user_features else None
+        item_features = warm.item_features.conformed(warm.item_features.layout()) if warm.item_features else None
+        warm = replace(warm, user_features=user_features, item_features=item_features)
         self.items = warm.items
-        self.user_levels = dict(warm.user_features.categorical_levels) if warm.user_features else {}
-        self.model = Scorer(warm.n_items, self.config.model, item_features=warm.item_features, user_spec=user_spec)
+        self.model = Scorer(warm.n_items, self.config.model, item_features=warm.item_features,
+                            user_spec=FeatureSpec.of(warm.user_features))
         if self.config.model.objective == "rating":
             _init_rating_biases(self.model, warm)
         if item_factors is None and self.config.model.item_init == "als":
@@ -96,6 +102,9 @@ class MetaRecommender:
     def _cold_users(self, history: Interactions, extra_users=None, what: str = "history") -> ColdUsers:
         """Map a log into the model's item space (unknown items dropped with one warning naming `what`)."""
         model = self._require_model()
+        if what == "history" and model.cfg.objective == "rating" and history.rating is None:
+            raise DataError("the history has no ratings, but this model predicts ratings (objective 'rating') and "
+                            "adapts on them; give the history a rating column (CLI: --rating-col)")
         item_ids = history.item_ids()
         item_idx = self.items.index(item_ids)
         known = item_idx != UNKNOWN
@@ -103,7 +112,7 @@ class MetaRecommender:
             unknown_ids = np.unique(item_ids[~known])
             warnings.warn(UnknownItemsWarning(
                 f"{int((~known).sum())} {what} rows name {len(unknown_ids)} items unknown to the model; "
-                "those rows were dropped", rows=int((~known).sum()), item_ids=unknown_ids), stacklevel=3)
+                "those rows were dropped", rows=int((~known).sum()), item_ids=unknown_ids, what=what), stacklevel=3)
         # the users served are those with rows in the history (a vocabulary may hold more), even when all
         # their items were unknown: they start from the meta-learned initialization
         present = history.users.ids[np.unique(history.user_idx)]
@@ -111,9 +120,9 @@ class MetaRecommender:
             present = np.union1d(present, Vocabulary.fit(extra_users).ids)
         users = Vocabulary(present)
         user_idx = users.index(history.users.lookup(history.user_idx[known]))
-        feats = _align_levels(history.user_features, self.user_levels)
-        if feats is not None:
-            feats = feats.aligned_to(users)
+        feats = None
+        if history.user_features is not None and self.user_layout is not None:
+            feats = history.user_features.conformed(self.user_layout).aligned_to(users)
         return ColdUsers(
             users=users,
             user_idx=user_idx.astype(np.int64),
@@ -127,7 +136,9 @@ class MetaRecommender:
         order, pos = group_positions(cold.user_idx)
         sorted_users = cold.user_idx[order]
         bounds = np.searchsorted(sorted_users, np.arange(0, len(cold.users) + 1))
-        size = batch_size or self.config.serve.batch_size
+        size = self.config.serve.batch_size if batch_size is None else batch_size
+        if size < 1:
+            raise DataError(f"batch_size must be at least 1, got {size} (CLI: --batch-size)")
         for start in range(0, len(cold.users), size):
             stop = min(start + size, len(cold.users))
             rows = order[bounds[start]:bounds[stop]]
@@ -172,7 +183,8 @@ class MetaRecommender:
     def recommend(self, history, k: int = 20, exclude_seen: bool = True, candidates=None,
                   batch_size: int | None = None, progress=None):
         """Adapt every user of `history` on its interactions, then rank the whole catalog (or each user's
-        `candidates`: (user_id, item_id) rows) and keep the top k.
+        `candidates`: (user_id, item_id) rows) and keep the top k. Users with candidates but no history
+        rows are ranked from the meta-learned starting point.
 
         history and candidates: Interactions, or pandas/polars frames with columns user_id, item_id and
         optionally rating, timestamp. Returns RankedLists for Interactions, else a frame of the same kind
@@ -180,9 +192,11 @@ class MetaRecommender:
         if k < 1:
             raise DataError(f"k must be >= 1, got {k}")
         self._require_model()
-        cold = self._cold_users(as_interactions(history, "history"))
         cand = None if candidates is None else self._cold_users(as_interactions(candidates, "candidates"),
                                                                 what="candidate")
+        # a user with candidates but no history is served too, from the meta-learned starting point
+        cold = self._cold_users(as_interactions(history, "history"),
+                                extra_users=None if cand is None else cand.users.ids[np.unique(cand.user_idx)])
         parts = [_ranked(cold.users.ids[users], items, values, self.items)
                  for users, items, values in self._ranked_chunks(cold, k, exclude_seen, cand, batch_size, progress)]
         ranked = RankedLists.concat(parts)
@@ -298,7 +312,7 @@ class MetaRecommender:
             "items": self.items.to_json(),
             "user_spec": model.user_spec.to_json(),
             "item_spec": model.item_spec.to_json(),
-            "user_levels": {k: list(map(str, v)) for k, v in self.user_levels.items()},
+            "user_layout": self.user_layout,
             "history": None if self.history is None else self.history.epochs,
         })
 
@@ -306,13 +320,13 @@ class MetaRecommender:
     def load(cls, path, device: str = "cpu") -> MetaRecommender:
         """A saved recommender, ready to serve on `device` ('cpu', 'cuda', ...)."""
         state, meta = checkpoint.load_checkpoint(path)
-        missing = [k for k in ("config", "items", "user_spec", "item_spec", "user_levels") if k not in meta]
+        missing = [k for k in ("config", "items", "user_spec", "item_spec", "user_layout") if k not in meta]
         if missing:
             raise checkpoint.CheckpointError(f"{path}/{checkpoint.METADATA}: missing {missing}; the model "
                                              "directory is incomplete or was not written by MetaRecommender.save")
         rec = cls(config_from_dict(meta["config"], f"{path}/{checkpoint.METADATA}"))
         rec.items = Vocabulary.from_json(meta["items"])
-        rec.user_levels = meta["user_levels"]
+        rec.user_layout = meta["user_layout"]
         rec.model = Scorer(len(rec.items), rec.config.model, user_spec=FeatureSpec.from_json(meta["user_spec"]),
                            item_spec=FeatureSpec.from_json(meta["item_spec"]))
         if any(k.startswith(f"{META_LR_PREFIX}.") for k in state):
@@ -323,22 +337,6 @@ class MetaRecommender:
             raise checkpoint.CheckpointError(f"{path}: weights do not fit the saved config: {err}") from err
         rec.model.to(device).eval()
         return rec
-
-
-def _align_levels(features: SideFeatures | None, levels: dict[str, list]) -> SideFeatures | None:
-    """Recode categorical user features to the training levels, by level name (unknown -> 0, missing)."""
-    if features is None:
-        return None
-    recoded = {}
-    for name, codes in features.categorical.items():
-        if name not in levels:
-            continue
-        train = {str(level): i + 1 for i, level in enumerate(levels[name])}
-        lookup = np.array([0] + [train.get(str(level), 0) for level in features.categorical_levels[name]])
-        recoded[name] = lookup[codes]
-    return SideFeatures(ids=features.ids, categorical=recoded,
-                        categorical_levels={n: levels[n] for n in recoded},
-                        numeric=dict(features.numeric))
 
 
 def _candidates_for(user_ids: np.ndarray, cand: ColdUsers) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Create .venv (once) and install the project into it. Sourced by test.sh and quickstart.sh:
 #     source scripts/setup.sh '[dev,sql]'      # the extras to install, or '' for none
+# Sets ROOT (the repository) and leaves the caller's working directory as it was.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # A project-local virtualenv, created once and reused.
-if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
+if [ ! -x "$ROOT/.venv/bin/python" ]; then
+    python3 -m venv "$ROOT/.venv"
 fi
 
 # torch first: pinned exactly here, so that the project's loose range (torch>=2.4,<2.14) is already met
 # and pip never swaps it for another build while resolving the other dependencies.
-.venv/bin/python -m pip install --quiet torch==2.13.0
+"$ROOT/.venv/bin/python" -m pip install --quiet torch==2.13.0
 # The project itself (editable), with the requested extras.
-.venv/bin/python -m pip install --quiet -e ".${1:-}"
+"$ROOT/.venv/bin/python" -m pip install --quiet -e "$ROOT${1:-}"
 
 # implicit warns, and slows down, when OpenBLAS starts its own thread pool.
 export OPENBLAS_NUM_THREADS=1

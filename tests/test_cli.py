@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -112,6 +113,8 @@ def bad_invocations(files, model_dir, tmp):
     rec = ["recommend", "--model", str(model_dir)]
     (tmp / "bad.toml").write_text("[meta]\ninner_stepz = 2\n")
     (tmp / "corrupt").mkdir()
+    (tmp / "null_pairs.csv").write_text("user,item\nx,1\n,2\n")
+    (tmp / "other_users.csv").write_text("user,region\n1001,a\n1002,b\n")
     (tmp / "corrupt" / "model.json").write_text("{")
     return [
         ([*rec, "--history", str(tmp / "nope.csv"), "--out", str(tmp / "a.csv")], "nope.csv", tmp / "a.csv"),
@@ -127,6 +130,16 @@ def bad_invocations(files, model_dir, tmp):
           "--user-col", "nobody"], "nobody", tmp / "p.csv"),
         (["evaluate", "--model", str(model_dir), *cold, "--heldout", str(tmp / "gone.csv"),
           "--out", str(tmp / "m.json")], "gone.csv", tmp / "m.json"),
+        (["evaluate", "--model", str(model_dir), *cold, "--heldout", str(files / "heldout.csv"),
+          "--out", str(tmp / "no" / "m.json")], "does not exist", tmp / "no" / "m.json"),
+        ([*rec, *cold, "--chunk-rows", "0", "--out", str(tmp / "h.csv")], "--chunk-rows", tmp / "h.csv"),
+        ([*rec, *cold, "--batch-size", "-1", "--out", str(tmp / "i.csv")], "--batch-size", tmp / "i.csv"),
+        (["predict", "--model", str(model_dir), *cold, "--pairs", str(files / "pairs.csv"), "--out", "pandas"],
+         "not an output", tmp / "pandas"),
+        (["predict", "--model", str(model_dir), *cold, "--pairs", str(tmp / "null_pairs.csv"),
+          "--out", str(tmp / "q.csv")], "null or empty ids", tmp / "q.csv"),
+        ([*rec, *cold, "--user-features", str(tmp / "other_users.csv"), "--out", str(tmp / "j.csv")],
+         "names none of", tmp / "j.csv"),
     ]
 
 
@@ -156,4 +169,58 @@ def test_fit_reads_side_feature_tables(files, tmp_path):
                  "--out", str(tmp_path / "model"), "--quiet"]) == 0
     rec = MetaRecommender.load(tmp_path / "model")
     assert rec.model.item_spec.multi_hot == {"theme": 4} and rec.model.item_spec.numeric == ("year",)
-    assert rec.user_levels["region"] == ["r0", "r1"]
+    assert rec.user_layout["categorical"]["region"] == ["r0", "r1"]
+
+
+def test_candidates_need_no_rating_column_and_users_without_history_are_ranked(files, model_dir, tmp_path):
+    (tmp_path / "hist.csv").write_text("user,item,stars\n1,0,5\n1,1,4\nx7,20,5\n")
+    (tmp_path / "cands.csv").write_text("user,item\n1,45\n1,3\nnew,5\nnew,25\n")
+    assert main(["recommend", "--model", str(model_dir), "--history", str(tmp_path / "hist.csv"), *COLS,
+                 "--rating-col", "stars", "--candidates", str(tmp_path / "cands.csv"), "--chunk-rows", "1",
+                 "--out", str(tmp_path / "r.csv"), "--quiet"]) == 0
+    ranked = read_ranked_lists(tmp_path / "r.csv").to_pandas()
+    assert ranked[ranked.user_id == "1"].item_id.tolist() == [3, 45]  # int-looking ids among string ids
+    assert sorted(ranked[ranked.user_id == "new"].item_id) == [5, 25]  # candidates only, no history
+    assert ranked[ranked.user_id == "x7"].empty
+
+
+def test_unknown_items_are_summarized_per_input(files, model_dir, tmp_path, capsys):
+    (tmp_path / "cands.csv").write_text("user,item\nx,5\nx,777\n")
+    assert main(["recommend", "--model", str(model_dir), "--history", str(files / "cold.csv"), *COLS,
+                 "--candidates", str(tmp_path / "cands.csv"), "--out", str(tmp_path / "r.csv")]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert lines == ["warning: dropped 1 candidate rows naming 1 items the model does not know"]
+
+
+def test_predict_reads_pairs_from_sql(files, model_dir, tmp_path):
+    pytest.importorskip("adbc_driver_sqlite")
+    from connectors import write_frame
+
+    uri = f"sqlite:///{tmp_path / 'pairs.db'}"
+    write_frame(pl.DataFrame({"user": ["x", "y"], "item": [3, 45]}), uri, table="todo")
+    assert main(["predict", "--model", str(model_dir), "--history", str(files / "cold.csv"), *COLS,
+                 "--pairs", uri, "--pairs-table", "todo", "--out", str(tmp_path / "p.parquet"), "--quiet"]) == 0
+    assert pl.read_parquet(tmp_path / "p.parquet")["item_id"].to_list() == [3, 45]
+
+
+def test_a_rating_model_refuses_a_history_without_ratings(files, tmp_path, taste_log, tiny_config, capsys):
+    path = tmp_path / "rating_model"
+    MetaRecommender(tiny_config.replace(model={"objective": "rating"})).fit(taste_log).save(path)
+    code = main(["predict", "--model", str(path), "--history", str(files / "cold.csv"), *COLS,
+                 "--pairs", str(files / "pairs.csv"), "--out", str(tmp_path / "p.csv")])
+    assert code == 2 and "--rating-col" in capsys.readouterr().err and not (tmp_path / "p.csv").exists()
+
+
+def test_user_features_reach_serving_in_training_terms(files, tmp_path):
+    (tmp_path / "users.csv").write_text("user,age\n" + "".join(f"{u},{20 + u % 40}\n" for u in range(240)))
+    (tmp_path / "cold_users.csv").write_text("user,age\nx,25\ny,500\n")
+    assert main(["fit", "--config", str(REPO_ROOT / "configs/tiny.toml"), "--data", str(files / "warm.csv"), *COLS,
+                 "--user-features", str(tmp_path / "users.csv"), "--out", str(tmp_path / "model"), "--quiet"]) == 0
+    rec = MetaRecommender.load(tmp_path / "model")
+    mean, std = rec.user_layout["numeric"]["age"]
+    assert abs(mean - 39.5) < 0.1 and 11 < std < 12  # the warm users' statistics, saved with the model
+    args = ["recommend", "--model", str(tmp_path / "model"), "--history", str(files / "cold.csv"), *COLS, "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "with.csv"), "--user-features", str(tmp_path / "cold_users.csv")]) == 0
+    assert main([*args, "--out", str(tmp_path / "without.csv")]) == 0
+    with_, without = read_ranked_lists(tmp_path / "with.csv"), read_ranked_lists(tmp_path / "without.csv")
+    assert not np.allclose(with_.score, without.score)  # the features are used at serving

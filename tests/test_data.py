@@ -104,3 +104,22 @@ def test_ranked_lists_frames_round_trip():
     assert len(both) == 6 and both.rank.dtype == np.int32
     with pytest.raises(DataError, match="missing"):
         RankedLists.from_frame(ranked.to_pandas().drop(columns="rank"))
+
+
+def test_side_features_are_read_in_the_layout_a_model_was_trained_with():
+    train = SideFeatures(
+        ids=Vocabulary([1, 2, 3]), categorical={"job": np.array([1, 2, 0])}, categorical_levels={"job": ["a", "b"]},
+        multi_hot={"tags": np.array([[1, 0], [0, 1], [1, 1]], np.float32)}, multi_hot_levels={"tags": ["x", "y"]},
+        numeric={"age": np.array([20.0, 30.0, np.nan], np.float32)})
+    layout = train.layout()
+    assert layout["numeric"]["age"] == [25.0, 5.0]
+    # new users: levels in another order, an unseen level, a missing feature, raw numbers
+    new = SideFeatures(
+        ids=Vocabulary([7, 8]), categorical={"job": np.array([1, 2])}, categorical_levels={"job": ["b", "zz"]},
+        multi_hot={"tags": np.array([[1, 1, 0], [0, 0, 1]], np.float32)}, multi_hot_levels={"tags": ["y", "new", "x"]})
+    read = new.conformed(layout)
+    assert read.categorical["job"].tolist() == [2, 0]  # "b" is level 2 of training; "zz" is unknown: missing
+    assert read.multi_hot["tags"].tolist() == [[0, 1], [1, 0]]  # columns matched by level name
+    assert np.isnan(read.numeric["age"]).all()  # absent here: missing
+    again = train.conformed(layout)
+    np.testing.assert_allclose(again.numeric["age"][:2], [-1.0, 1.0])

@@ -95,7 +95,7 @@ def test_side_feature_tables_become_categorical_multi_hot_and_numeric(tmp_path):
     assert feats.multi_hot_levels["genres"] == ["Action", "Comedy", "Drama"]
     assert feats.multi_hot["genres"].tolist() == [[1, 1, 0], [0, 0, 1], [0, 0, 0]]
     assert feats.categorical["studio"].tolist() == [1, 2, 1]  # 1-based levels A, B
-    np.testing.assert_allclose(feats.numeric["year"][:2], [-1.0, 1.0])
+    np.testing.assert_allclose(feats.numeric["year"][:2], [1990.0, 2001.0])  # the model standardizes them
     assert np.isnan(feats.numeric["year"][2])
 
 
@@ -105,3 +105,23 @@ def test_side_feature_tables_name_their_problems(tmp_path):
         read_side_features(tmp_path / "dup.csv", id_col="item_id")
     with pytest.raises(DataError, match="no id column 'movie'"):
         read_side_features(tmp_path / "dup.csv", id_col="movie")
+
+
+def test_a_column_type_that_changes_late_is_read_like_read_interactions(tmp_path):
+    users = [str(i % 300) for i in range(15000)]
+    users[-1] = "u_last"  # text after 14,999 integer ids: the first guess of the type is wrong
+    pl.DataFrame({"user_id": users, "item_id": np.arange(15000) % 5000}).write_csv(tmp_path / "late.csv")
+    chunks = list(iter_user_chunks(tmp_path / "late.csv", chunk_rows=5000))
+    assert len(chunks) == 3 and sum(map(len, chunks)) == 15000
+    assert "u_last" in set().union(*(set(c.users.ids.tolist()) for c in chunks))
+
+
+def test_sql_writer_keeps_the_old_table_when_a_chunk_fails(tmp_path):
+    pytest.importorskip("adbc_driver_sqlite")
+    uri = f"sqlite:///{tmp_path / 'recs.db'}"
+    with RankedListsWriter(uri, table="recs") as out:
+        out.write(ranked_part(np.array([1]), 0))
+    with pytest.raises(RuntimeError), RankedListsWriter(uri, table="recs") as out:
+        out.write(ranked_part(np.array([5, 6, 7]), 0))
+        raise RuntimeError("scoring failed after one chunk")
+    assert read_ranked_lists(uri, table="recs").user_id.tolist() == [1, 1]
