@@ -23,15 +23,15 @@ log = logging.getLogger("recmaml")
 
 
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("input columns and format (for every input file of this command)")
-    group.add_argument("--format", help="input format: csv, tsv, parquet, jsonl, sql, movielens-100k, "
-                       "movielens-1m, movielens-latest; inferred from the extension by default")
+    group = parser.add_argument_group("input columns (of every input file) and the log's format")
+    group.add_argument("--format", help="format of --data / --history / --heldout: csv, tsv, parquet, jsonl, sql, "
+                       "movielens-100k, movielens-1m, movielens-latest; inferred from the extension by default")
     group.add_argument("--user-col", default="user_id", help="user id column (default: user_id)")
     group.add_argument("--item-col", default="item_id", help="item id column (default: item_id)")
     group.add_argument("--rating-col", default="rating",
                        help="rating column (default: rating, optional); '' reads implicit feedback")
     group.add_argument("--timestamp-col", default="timestamp", help="timestamp column (default: timestamp, optional)")
-    group.add_argument("--data-table", help="table to read when an input is an SQL URI")
+    group.add_argument("--data-table", help="table to read when --data / --history / --heldout is an SQL URI")
 
 
 def _add_common(parser: argparse.ArgumentParser, top: bool = False) -> None:
