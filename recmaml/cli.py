@@ -267,7 +267,6 @@ def cmd_quickstart(args) -> None:
     from recmaml import quickstart
 
     data = quickstart.find_data(args.data, allow_download=not args.no_download)
-    log.info("note: using %s", data.source)
     config = quickstart.default_config()
     with _LazyBar(args, total=config[0].meta.epochs, unit="epoch", desc="meta-training") as bar:
         summary = quickstart.run(Path(args.out), data, config=config, seed=args.seed, progress=bar.epoch)
