@@ -82,7 +82,7 @@ class RankedListsWriter:
         self.kind = check_output(dest, format=format)
         self.dest, self.table = dest, table or DEFAULT_TABLE
         self.rows = 0
-        self._tmp = self._handle = self._parquet = self._sql = None
+        self._tmp = self._handle = self._parquet = self._sql = self._empty = None
 
     def __enter__(self) -> RankedListsWriter:
         if self.kind == "sql":
@@ -94,6 +94,8 @@ class RankedListsWriter:
         return self
 
     def write(self, ranked: RankedLists) -> None:
+        if self._empty is None:  # the column types of an output that stays empty (string ids stay strings)
+            self._empty = ranked.to_polars().head(0)
         if len(ranked):
             frame = ranked.to_polars()
             if self.kind == "sql":
@@ -122,7 +124,8 @@ class RankedListsWriter:
             return
         try:
             if exc_type is None and self.kind == "parquet" and self._parquet is None:
-                self._write_file_part(RankedLists.concat([]).to_polars())  # an empty file still has the columns
+                empty = self._empty if self._empty is not None else RankedLists.concat([]).to_polars()
+                self._write_file_part(empty)  # an empty file still has the columns
             if exc_type is None and self.kind in ("csv", "tsv") and self.rows == 0:
                 self._handle.write(("\t" if self.kind == "tsv" else ",").join(RankedLists.COLUMNS).encode() + b"\n")
             if self._parquet is not None:

@@ -125,3 +125,11 @@ def test_sql_writer_keeps_the_old_table_when_a_chunk_fails(tmp_path):
         out.write(ranked_part(np.array([5, 6, 7]), 0))
         raise RuntimeError("scoring failed after one chunk")
     assert read_ranked_lists(uri, table="recs").user_id.tolist() == [1, 1]
+
+
+def test_an_empty_parquet_output_keeps_string_id_columns(tmp_path):
+    empty = RankedLists(np.array([], dtype=str), np.array([], dtype=str), np.array([]), np.array([]))
+    with RankedListsWriter(tmp_path / "r.parquet") as out:
+        out.write(empty)
+    frame = pl.read_parquet(tmp_path / "r.parquet")
+    assert frame.height == 0 and frame.schema["user_id"] == pl.String and frame.schema["item_id"] == pl.String
