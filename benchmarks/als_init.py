@@ -15,7 +15,6 @@ is meta-trained twice per split seed:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -29,6 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from connectors.movielens import read_movielens  # noqa: E402
+from connectors.writers import write_json  # noqa: E402
 from recmaml import MetaRecommender, load_config  # noqa: E402
 from recmaml.protocol import cold_split, evaluate_ranking, metarec_scores  # noqa: E402
 
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
         print(f"{name:<12}{mean:>9.4f}{np.mean([r[f'{name}_s'] for r in rows]):>13.1f}")
     print(f"ALS init / random init: {als_mean / random_mean:.3f} (mean over {len(rows)} split seeds)")
     if args.json:
-        args.json.write_text(json.dumps({"runs": rows, "random": random_mean, "als": als_mean}, indent=2))
+        write_json(args.json, {"runs": rows, "random": random_mean, "als": als_mean})
     return 0
 
 

@@ -212,8 +212,10 @@ def main(argv=None) -> None:
             results.append(judge(min(runs, key=lambda r: r["seconds"])))
         print_table(results)
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
-                                        indent=2))
+        sys.path.insert(0, str(REPO_ROOT))
+        from connectors.writers import write_json
+
+        write_json(args.json, {"args": {k: str(v) for k, v in vars(args).items()}, "results": results})
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import os
 import sys
@@ -37,6 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from connectors.movielens import read_movielens  # noqa: E402
+from connectors.writers import write_json  # noqa: E402
 from recmaml import MetaRecommender, load_config  # noqa: E402
 from recmaml.baselines import EASE, ALSFoldIn, ItemMean, Popularity  # noqa: E402
 from recmaml.protocol import (  # noqa: E402
@@ -234,9 +234,7 @@ def main(argv=None) -> int:
     if args.json is not None:
         report = {"protocol": args.protocol, "data": str(args.data), "config": cfg_source,
                   "config_resolved": cfg.to_dict(), "runs": runs, "mean": mean, "summary": summary}
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2, default=str))
-        os.replace(tmp, args.json)  # never a half-written report
+        write_json(args.json, report)
     return 0
 
 

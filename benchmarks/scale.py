@@ -18,7 +18,6 @@ seconds per user at the largest size over those at the smallest: about 1).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -34,6 +33,7 @@ import pyarrow.parquet as pq  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from connectors.writers import write_json  # noqa: E402
 from recmaml import Interactions, MetaRecommender, load_config  # noqa: E402
 from recmaml.synthetic import clustered_log  # noqa: E402
 
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     print(f"seconds per user, {largest['users']:,} over {smallest['users']:,} users: {growth:.2f} "
           f"(linear growth: about 1)")
     if args.json:
-        args.json.write_text(json.dumps({"results": results, "per_user_time_growth": growth, "rss_pass": rss_ok}, indent=2))
+        write_json(args.json, {"results": results, "per_user_time_growth": growth, "rss_pass": rss_ok})
     return 0
 
 

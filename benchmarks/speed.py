@@ -27,7 +27,6 @@ OPENBLAS_NUM_THREADS=1 (implicit's ALS is slower with threaded BLAS); implicit u
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -44,6 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from connectors.movielens import read_movielens  # noqa: E402
+from connectors.writers import write_json  # noqa: E402
 from recmaml import MetaRecommender, load_config  # noqa: E402
 from recmaml.baselines import ALSFoldIn  # noqa: E402
 from recmaml.data import Interactions, SideFeatures, Vocabulary  # noqa: E402
@@ -239,9 +239,7 @@ def main(argv=None) -> int:
             "summary": {"fit_pass": fit["pass"], "serve_ratio": large["ratio"],
                         "serve_pass": bool(large["ratio"] >= TARGET_SERVE_RATIO)},
         }
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2, default=str))
-        os.replace(tmp, args.json)  # never a half-written report
+        write_json(args.json, report)
     return 0
 
 

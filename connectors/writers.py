@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -49,8 +50,17 @@ def write_frame(frame: pl.DataFrame, dest=None, *, format=None, table=None, if_e
     if kind == "sql":
         write_sql_table(frame, dest, table or DEFAULT_TABLE, if_exists=if_exists)
         return None
-    _write_atomically(Path(dest), lambda tmp: _write_file(frame, tmp, kind))
+    with _atomic_path(Path(dest)) as tmp:
+        _write_file(frame, tmp, kind)
     return None
+
+
+def write_json(path, obj) -> None:
+    """A JSON report (metrics, benchmark results), written atomically like every other output."""
+    import json
+
+    with _atomic_path(Path(path)) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2, default=str))
 
 
 def check_output(dest, *, format=None) -> str:
@@ -82,22 +92,23 @@ class RankedListsWriter:
         self.kind = check_output(dest, format=format)
         self.dest, self.table = dest, table or DEFAULT_TABLE
         self.rows = 0
-        self._tmp = self._handle = self._parquet = self._sql = self._empty = None
+        self._files = contextlib.ExitStack()
+        self._handle = self._parquet = self._sql = None
+        self._empty = RankedLists.concat([]).to_polars()  # the columns of an output that stays empty
 
     def __enter__(self) -> RankedListsWriter:
         if self.kind == "sql":
-            self._sql = SqlTableSink(self.dest, self.table, empty=RankedLists.concat([]).to_polars()).__enter__()
+            self._sql = SqlTableSink(self.dest, self.table, empty=self._empty).__enter__()
         else:
-            path = Path(self.dest)
-            fd, self._tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            self._handle = os.fdopen(fd, "wb")
+            tmp = self._files.enter_context(_atomic_path(Path(self.dest)))
+            self._handle = self._files.enter_context(open(tmp, "wb"))
         return self
 
     def write(self, ranked: RankedLists) -> None:
-        if self._empty is None:  # the column types of an output that stays empty (string ids stay strings)
-            self._empty = ranked.to_polars().head(0)
+        frame = ranked.to_polars()
+        if self.rows == 0:  # string ids stay strings in an output that stays empty
+            self._empty = frame.head(0)
         if len(ranked):
-            frame = ranked.to_polars()
             if self.kind == "sql":
                 self._sql.write(frame)
             else:
@@ -105,38 +116,30 @@ class RankedListsWriter:
         self.rows += len(ranked)
 
     def _write_file_part(self, frame: pl.DataFrame) -> None:
-        if self.kind == "parquet":
-            import pyarrow.parquet as pq
+        if self.kind != "parquet":
+            _write_file(frame, self._handle, self.kind, header=self.rows == 0)
+            return
+        import pyarrow.parquet as pq  # one file, one row group per chunk
 
-            table = frame.to_arrow()
-            if self._parquet is None:
-                self._parquet = pq.ParquetWriter(self._handle, table.schema, compression="zstd")
-            self._parquet.write_table(table)
-        elif self.kind in ("csv", "tsv"):
-            frame.write_csv(self._handle, separator="\t" if self.kind == "tsv" else ",",
-                            include_header=self.rows == 0)
-        else:
-            frame.write_ndjson(self._handle)
+        table = frame.to_arrow()
+        if self._parquet is None:
+            self._parquet = pq.ParquetWriter(self._handle, table.schema, compression="zstd")
+        self._parquet.write_table(table)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.kind == "sql":
             self._sql.__exit__(exc_type, exc, tb)
             return
         try:
-            if exc_type is None and self.kind == "parquet" and self._parquet is None:
-                empty = self._empty if self._empty is not None else RankedLists.concat([]).to_polars()
-                self._write_file_part(empty)  # an empty file still has the columns
-            if exc_type is None and self.kind in ("csv", "tsv") and self.rows == 0:
-                self._handle.write(("\t" if self.kind == "tsv" else ",").join(RankedLists.COLUMNS).encode() + b"\n")
-            if self._parquet is not None:
-                self._parquet.close()
-            self._handle.close()
-            if exc_type is None:
-                os.chmod(self._tmp, 0o666 & ~_umask())
-                os.replace(self._tmp, self.dest)
+            if exc_type is None and self.rows == 0:
+                self._write_file_part(self._empty)  # an empty output still has the columns
+        except BaseException:
+            exc_type, exc, tb = sys.exc_info()
+            raise
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._tmp)
+            if self._parquet is not None:
+                self._parquet.close()  # before its file: a parquet writer left open writes on at exit
+            self._files.__exit__(exc_type, exc, tb)  # close the file, then move it into place or remove it
 
 
 def read_ranked_lists(source, *, format=None, table=None) -> RankedLists:
@@ -185,15 +188,14 @@ def _resolve_format(dest, format) -> str:
     return FILE_FORMATS[suffix]
 
 
-def _write_file(frame: pl.DataFrame, path: str, kind: str) -> None:
-    if kind == "csv":
-        frame.write_csv(path)
-    elif kind == "tsv":
-        frame.write_csv(path, separator="\t")
+def _write_file(frame: pl.DataFrame, target, kind: str, header: bool = True) -> None:
+    """One frame to a path or an open binary file (header: the CSV header line, for the first part)."""
+    if kind in ("csv", "tsv"):
+        frame.write_csv(target, separator="\t" if kind == "tsv" else ",", include_header=header)
     elif kind == "parquet":
-        frame.write_parquet(path)
+        frame.write_parquet(target)
     else:
-        frame.write_ndjson(path)
+        frame.write_ndjson(target)
 
 
 def _read_file(path: Path, kind: str) -> pl.DataFrame:
@@ -219,23 +221,23 @@ def _int_if_canonical(text: pl.Series) -> pl.Series:
 # --- atomic files --------------------------------------------------------------------------------------
 
 
-def _write_atomically(path: Path, write) -> None:
-    """Call write(tmp) on a temporary file next to `path`, then move it into place. On any error the
-    temporary file is removed and `path` is untouched."""
+@contextlib.contextmanager
+def _atomic_path(path: Path):
+    """A temporary file next to `path` to write; moved into place when the block ends without an error,
+    removed otherwise, so that `path` is never half-written and a failure leaves it untouched."""
     folder = path.parent
     if not folder.is_dir():
         raise DataError(f"{path}: folder {str(folder)!r} does not exist; create it first")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        write(tmp)
+        yield tmp
         # mkstemp creates the file private (0600); give it the permissions a plain open() would have.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
 
 
 def _umask() -> int:

@@ -7,7 +7,7 @@ Exit codes: 0 success; 2 usage, config or data errors (one line, no traceback); 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import logging
 import sys
 import warnings
@@ -120,15 +120,25 @@ class _LazyBar:
 
 
 class _UnknownItems:
-    """Collects UnknownItemsWarnings from many chunks into one summary line per input (history, candidates)."""
+    """Collects UnknownItemsWarnings from many calls into one summary line per input (history, candidates):
+
+        unknown = _UnknownItems()
+        with unknown.collecting():
+            rec.recommend(...)
+        unknown.report()
+    """
 
     def __init__(self):
         self.rows: dict[str, int] = {}
         self.ids: dict[str, set] = {}
 
-    def add(self, caught) -> None:
+    @contextlib.contextmanager
+    def collecting(self):
         from recmaml.recommender import UnknownItemsWarning
 
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
         for w in caught:
             if issubclass(w.category, UnknownItemsWarning):
                 what = w.message.what
@@ -143,6 +153,12 @@ class _UnknownItems:
                         len(self.ids[what]))
 
 
+def _check_folder(path, flag: str) -> None:
+    """Fail before any work when an output's folder is missing."""
+    if not Path(path).parent.is_dir():
+        raise RecMamlError(f"{flag} {path}: folder {str(Path(path).parent)!r} does not exist; create it first")
+
+
 # ---- subcommands --------------------------------------------------------------------------------------
 
 
@@ -151,8 +167,7 @@ def cmd_fit(args) -> None:
     from recmaml import MetaRecommender, load_config
 
     config = load_config(args.config)
-    if not Path(args.out).parent.is_dir():
-        raise RecMamlError(f"--out {args.out}: folder {str(Path(args.out).parent)!r} does not exist; create it first")
+    _check_folder(args.out, "--out")
     item_features = read_side_features(args.item_features, id_col=args.item_col) if args.item_features else None
     warm = _with_features(_read(args.data, args), _user_features(args), item_features, what="--data")
     log.info("warm log: %d interactions, %d users, %d items", len(warm), warm.n_users, warm.n_items)
@@ -186,11 +201,9 @@ def cmd_recommend(args) -> None:
                               timestamp_col=args.timestamp_col or None, table=args.data_table)
 
     def serve(history, chunk_candidates) -> None:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with unknown.collecting():
             out.write(rec.recommend(history, k=args.k, exclude_seen=not args.include_seen,
                                     candidates=chunk_candidates, batch_size=args.batch_size, progress=bar.update))
-        unknown.add(caught)
 
     with RankedListsWriter(args.out, table=args.table) as out, _LazyBar(args, unit="users", desc="scoring") as bar:
         for chunk in chunks:
@@ -226,10 +239,8 @@ def cmd_predict(args) -> None:
     user_ids, item_ids = read_pairs(args.pairs, user_col=args.user_col, item_col=args.item_col,
                                     format=args.pairs_format, table=args.pairs_table)
     unknown = _UnknownItems()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with unknown.collecting():
         pred = rec.predict(history, user_ids, item_ids, batch_size=args.batch_size)
-    unknown.add(caught)
     unknown.report()
     out = pl.DataFrame({"user_id": user_ids, "item_id": item_ids, "prediction": pred})
     n_unknown = int(out["prediction"].is_nan().sum())
@@ -244,23 +255,23 @@ def cmd_evaluate(args) -> None:
     from recmaml.protocol import evaluate_recommender
 
     _check_sizes(args)
-    if args.out and not Path(args.out).parent.is_dir():
-        raise RecMamlError(f"--out {args.out}: folder {str(Path(args.out).parent)!r} does not exist; create it first")
+    if args.out:
+        _check_folder(args.out, "--out")
     rec = MetaRecommender.load(args.model)
     history, heldout = _read(args.history, args), _read(args.heldout, args)
     if args.user_features:
         history = _with_features(history, _user_features(args), what="--history")
     threshold = None if args.threshold is None or args.threshold < 0 else args.threshold
     unknown = _UnknownItems()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with unknown.collecting():
         metrics = evaluate_recommender(rec, history, heldout, k=args.k, relevance_threshold=threshold)
-    unknown.add(caught)
     unknown.report()
     for name, value in metrics.items():
         print(f"{name:<14}{value:.4f}" if isinstance(value, float) else f"{name:<14}{value}")
     if args.out:
-        _write_json(Path(args.out), metrics)
+        from connectors.writers import write_json
+
+        write_json(args.out, metrics)
 
 
 def cmd_quickstart(args) -> None:
@@ -272,19 +283,9 @@ def cmd_quickstart(args) -> None:
         summary = quickstart.run(Path(args.out), data, config=config, seed=args.seed, progress=bar.epoch)
     print(quickstart.format_table(summary))
     print(f"model: {summary['model']}\nranked lists of {summary['cold_users']} cold users: {summary['ranked']}")
-    _write_json(Path(args.out) / "metrics.json", summary)
+    from connectors.writers import write_json
 
-
-def _write_json(path: Path, obj) -> None:
-    import os
-    import tempfile
-
-    if not path.parent.is_dir():
-        raise RecMamlError(f"{path}: folder {str(path.parent)!r} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-    os.replace(tmp, path)
+    write_json(Path(args.out) / "metrics.json", summary)
 
 
 # ---- parser -------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import torch
 from recmaml import checkpoint
 from recmaml.adapt import META_LR_PREFIX, adapt, adapted_names, batched_scores, fast_path_applies, fast_user_vectors
 from recmaml.config import Config, config_from_dict
-from recmaml.data import UNKNOWN, Interactions, RankedLists, SideFeatures, Vocabulary
+from recmaml.data import UNKNOWN, Interactions, RankedLists, Vocabulary
 from recmaml.errors import DataError, RecMamlError
 from recmaml.frames import as_interactions, frame_of, is_frame, same_kind
 from recmaml.meta import TrainHistory, enable_meta_sgd, meta_train
