@@ -23,7 +23,7 @@ from recmaml.frames import (
 from recmaml.data import Interactions, SideFeatures
 from recmaml.errors import DataError
 
-# Accepted values of format= (and --format), mapped to (reader, MovieLens variant or None).
+# Accepted values of format= (and --format), mapped to (reader, MovieLens/LibRec variant or None).
 _FORMATS = {
     "csv": ("csv", None),
     "tsv": ("tsv", None),
@@ -38,7 +38,11 @@ _FORMATS = {
     "ml-100k": ("movielens", "ml-100k"),
     "ml-1m": ("movielens", "ml-1m"),
     "ml-latest": ("movielens", "ml-latest"),
+    "filmtrust": ("librec", "filmtrust"),
+    "ciaodvd": ("librec", "ciaodvd"),
 }
+# Readers of whole data sets (a folder or its ratings file), which return Interactions, not a frame.
+_DATASET_KINDS = ("movielens", "librec")
 _EXTENSIONS = {
     ".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet",
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".db": "sql", ".sqlite": "sql", ".sqlite3": "sql",
@@ -46,7 +50,7 @@ _EXTENSIONS = {
 _COMPRESSED = (".gz", ".zst", ".zlib")
 _SQL_PREFIXES = ("sqlite://", "postgresql://", "postgres://")
 _DELIMITERS = ("\t", ",", ";", "|")  # detection order: on a tie the first wins
-_ACCEPTED = "csv, tsv, parquet, jsonl, sql, movielens-100k, movielens-1m, movielens-latest"
+_ACCEPTED = "csv, tsv, parquet, jsonl, sql, movielens-100k, movielens-1m, movielens-latest, filmtrust, ciaodvd"
 # Rows used to guess column types; the whole file is scanned only when this guess turns out wrong.
 _INFER_ROWS = 10_000
 
@@ -67,16 +71,17 @@ def read_interactions(
     item_features: SideFeatures | None = None,
     encoding: str = "utf8",
 ) -> Interactions:
-    """Read an interaction log: a CSV/TSV/Parquet/JSON Lines file, a SQL database, a MovieLens folder or
-    file, or a pandas/polars frame. The format comes from `format=` or from the file's extension.
+    """Read an interaction log: a CSV/TSV/Parquet/JSON Lines file, a SQL database, a MovieLens, FilmTrust
+    or CiaoDVD folder or ratings file, or a pandas/polars frame. The format comes from `format=` or from
+    the file's extension (data-set folders and their ratings files are recognised by their file names).
 
     rating_col=None (or "") reads implicit feedback; timestamp_col=None (or "") ignores timestamps. The
     default rating/timestamp columns are optional; columns named explicitly must exist.
     """
     name = _source_name(source)
     kind, variant = _resolve_format(source, format)
-    if kind == "movielens":
-        return _read_movielens(source, variant, rating_range, user_features, item_features)
+    if kind in _DATASET_KINDS:
+        return _read_dataset(source, kind, variant, rating_range, user_features, item_features)
     columns = Columns(
         user=user_col,
         item=item_col,
@@ -122,11 +127,12 @@ def read_pairs(
     encoding: str = "utf8",
 ) -> tuple[np.ndarray, np.ndarray]:
     """(user ids, item ids) of a table of (user, item) pairs, e.g. the pairs to predict, in the source's
-    row order with repeats kept. Any source read_interactions accepts except MovieLens folders."""
+    row order with repeats kept. Any source read_interactions accepts except MovieLens/LibRec data sets."""
     name = _source_name(source)
-    kind, _ = _resolve_format(source, format)
-    if kind == "movielens":
-        raise DataError(f"{name}: a MovieLens folder is a log, not a table of pairs; pass a CSV/Parquet/... file")
+    kind, variant = _resolve_format(source, format)
+    if kind in _DATASET_KINDS:
+        raise DataError(f"{name}: a {_dataset_name(kind, variant)} folder is a log, not a table of pairs; pass a "
+                        "CSV/Parquet/... file")
 
     def convert(full_inference: bool):
         with _library_errors(name, kind, encoding):
@@ -153,12 +159,13 @@ def read_frame(
     query: str | None = None,
     encoding: str = "utf8",
 ) -> pl.LazyFrame | pl.DataFrame:
-    """The raw frame of any source read_interactions accepts, except MovieLens (e.g. candidate or pair
-    files). Files come back lazy: select the columns you need before collecting."""
+    """The raw frame of any source read_interactions accepts, except MovieLens/LibRec data sets (e.g.
+    candidate or pair files). Files come back lazy: select the columns you need before collecting."""
     name = _source_name(source)
-    kind, _ = _resolve_format(source, format)
-    if kind == "movielens":
-        raise DataError(f"{name}: MovieLens data is read with read_interactions, not read_frame")
+    kind, variant = _resolve_format(source, format)
+    if kind in _DATASET_KINDS:
+        raise DataError(f"{name}: {_dataset_name(kind, variant)} data is read with read_interactions, not "
+                        "read_frame")
     with _library_errors(name, kind, encoding):
         frame = _open(source, kind, delimiter, table, query, encoding, full_inference=False)
         frame.collect_schema()  # cheap, and a broken file (truncated, wrong encoding) fails here, named
@@ -184,7 +191,7 @@ def _is_sql_uri(source) -> bool:
 
 
 def _resolve_format(source, format: str | None) -> tuple[str, str | None]:
-    """(reader kind, MovieLens variant) from format= or, failing that, from the source itself."""
+    """(reader kind, MovieLens/LibRec variant) from format= or, failing that, from the source itself."""
     if is_frame(source):
         return "frame", None
     if format is not None:
@@ -199,6 +206,11 @@ def _resolve_format(source, format: str | None) -> tuple[str, str | None]:
         raise DataError(f"cannot read interactions from a {type(source).__name__}; pass a file path, a "
                         "database URI, or a pandas/polars DataFrame")
     path = Path(source)
+    # Before the extension rule, which reads .txt as CSV: only the exact LibRec layouts match (a ratings.txt
+    # beside trust.txt, a movie-ratings.txt, or their folders), so other .txt files stay CSV.
+    librec = _detect_librec(path)
+    if librec is not None:
+        return "librec", librec
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] in _COMPRESSED:  # ratings.csv.gz reads as ratings.csv
         suffixes = suffixes[:-1]
@@ -220,6 +232,16 @@ def _detect_movielens(path: Path) -> str | None:
     except ImportError:  # the MovieLens reader is optional for every other format
         return None
     return detect_movielens(path)
+
+
+def _detect_librec(path: Path) -> str | None:
+    from connectors.librec import detect_librec
+
+    return detect_librec(path)
+
+
+def _dataset_name(kind: str, variant: str | None) -> str:
+    return {"filmtrust": "FilmTrust", "ciaodvd": "CiaoDVD"}.get(variant, "MovieLens")
 
 
 def _check_exists(path: Path) -> None:
@@ -287,10 +309,17 @@ def _detect_delimiter(path: Path) -> str:
     return _DELIMITERS[counts.index(best)] if best else ","
 
 
-def _read_movielens(source, variant, rating_range, user_features, item_features) -> Interactions:
-    from connectors.movielens import read_movielens
+def _read_dataset(source, kind, variant, rating_range, user_features, item_features) -> Interactions:
+    """A MovieLens or LibRec data set; rating_range=None means the data set's own range."""
+    if kind == "movielens":
+        from connectors.movielens import read_movielens
 
-    interactions = read_movielens(source, variant, rating_range=rating_range)
+        interactions = read_movielens(source, variant, rating_range=rating_range)
+    else:
+        from connectors.librec import read_ciaodvd, read_filmtrust
+
+        reader = read_filmtrust if variant == "filmtrust" else read_ciaodvd
+        interactions = reader(source, **({} if rating_range is None else {"rating_range": rating_range}))
     extra = {k: v for k, v in (("user_features", user_features), ("item_features", item_features)) if v is not None}
     # Interactions aligns given features to its vocabularies in __post_init__.
     return dataclasses.replace(interactions, **extra) if extra else interactions
