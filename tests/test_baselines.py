@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import make_taste_groups
 
-from recmaml.baselines import EASE, ALSFoldIn, ItemMean, Popularity
+from recmaml.baselines import BASELINES, EASE, ALSFoldIn, ItemKNN, ItemMean, MultVAE, Popularity, _random_subsets
 from recmaml.data import Interactions
 
 N_GROUPS, PER_GROUP = 3, 20
@@ -17,28 +17,55 @@ def warm():
     return make_taste_groups(n_users=240, n_groups=N_GROUPS, items_per_group=PER_GROUP, per_user=10, seed=0)
 
 
-def _cold_support(warm: Interactions):
-    """Three cold users, one per group, each showing 3 liked items of its group (warm item indices)."""
-    items = warm.items.index(np.array([0, 1, 2, 20, 21, 22, 40, 41, 42]))
-    users = np.repeat(np.arange(3), 3)
-    return users, items, 3, np.full(9, 5.0, np.float32)
+def _cold_support(warm: Interactions, per_user: int = 3):
+    """Three cold users, one per group, each showing `per_user` liked items of its group (warm item
+    indices)."""
+    items = warm.items.index(np.array([g * PER_GROUP + i for g in range(N_GROUPS) for i in range(per_user)]))
+    users = np.repeat(np.arange(N_GROUPS), per_user)
+    return users, items, N_GROUPS, np.full(len(items), 5.0, np.float32)
+
+
+def _small_vae(**kwargs) -> MultVAE:
+    """A Mult-VAE small enough for the planted log: 50 updates, well under the time budget."""
+    params = dict(hidden=128, latent=16, dropout=0.2, epochs=10, batch_size=48, max_seconds=60.0, seed=0)
+    return MultVAE(**{**params, **kwargs})
+
+
+def _assert_groups_first(warm: Interactions, scores: np.ndarray, support) -> None:
+    """Most of each cold user's top 5 unseen items come from its own group."""
+    scores = scores.copy()
+    scores[support[0], support[1]] = -np.inf  # rank only unseen items
+    groups = _group_of_items(warm)[np.argsort(-scores, axis=1)[:, :5]]
+    for user in range(N_GROUPS):
+        assert (groups[user] == user).sum() >= 4, f"user {user} (group {user}) got groups {groups[user]}"
 
 
 def _group_of_items(warm: Interactions) -> np.ndarray:
     return warm.items.ids // PER_GROUP
 
 
-@pytest.mark.parametrize("model", [EASE(lam=10.0), ALSFoldIn(factors=8, regularization=0.1, iterations=10)],
-                         ids=["ease", "als"])
+@pytest.mark.parametrize("model", [EASE(lam=10.0), ALSFoldIn(factors=8, regularization=0.1, iterations=10),
+                                   ItemKNN(neighbors=20), _small_vae()],
+                         ids=["ease", "als", "item_knn", "mult_vae"])
 def test_cold_user_gets_its_group(warm, model):
     support = _cold_support(warm)
     scores = model.fit(warm).score(*support)
     assert scores.shape == (3, warm.n_items)
-    scores[support[0], support[1]] = -np.inf  # rank only unseen items
-    top5 = np.argsort(-scores, axis=1)[:, :5]
-    groups = _group_of_items(warm)[top5]
-    for user in range(3):
-        assert (groups[user] == user).sum() >= 4, f"user {user} (group {user}) got groups {groups[user]}"
+    assert scores.dtype == np.float32
+    _assert_groups_first(warm, scores, support)
+
+
+@pytest.mark.parametrize("model", [ItemKNN(neighbors=20, shrink=2.0), _small_vae()], ids=["item_knn", "mult_vae"])
+def test_two_support_items_reveal_the_group(warm, model):
+    support = _cold_support(warm, per_user=2)
+    scores = model.fit(warm).score(*support)
+    assert scores.shape == (3, warm.n_items)
+    _assert_groups_first(warm, scores, support)
+
+
+def test_new_baselines_are_registered():
+    assert BASELINES["item_knn"] is ItemKNN
+    assert BASELINES["mult_vae"] is MultVAE
 
 
 def test_als_batched_fold_in_equals_one_by_one(warm):
@@ -87,3 +114,158 @@ def test_item_mean_with_damping_and_user_offset():
     np.testing.assert_allclose(shrunk, [[3.5, 5.5]])
     # without ratings the scores are the item means: the item-mean ranking
     np.testing.assert_allclose(plain.score([0], [0], 1), [[3.0, 5.0]])
+
+
+def test_item_mean_without_user_offset_is_the_item_mean():
+    log = Interactions.from_ids([0, 1, 0], [0, 0, 1], rating=[4.0, 2.0, 5.0])
+    model = ItemMean(damping=1.0, user_offset=False).fit(log)
+    scores = model.score([0, 0], [0, 1], 2, [5.0, 5.0])  # a generous user: no offset all the same
+    np.testing.assert_allclose(scores, np.tile(model.item_mean, (2, 1)), rtol=1e-6)
+    assert scores.dtype == np.float32
+    with_offset = ItemMean(damping=1.0).fit(log).score([0, 0], [0, 1], 2, [5.0, 5.0])
+    assert (with_offset[0] > scores[0]).all()
+
+
+# ---------------------------------------------------------------------------------------------- ItemKNN
+
+
+def test_item_knn_keeps_the_top_cosine_neighbours():
+    gen = np.random.default_rng(1)
+    X = (gen.random((40, 12)) < 0.3).astype(np.float64)
+    users, items = np.nonzero(X)
+    log = Interactions.from_ids(users, items)
+    X = log.to_csr().toarray().astype(np.float64)  # in the log's index order
+    shrink, k = 1.5, 3
+    norms = np.sqrt(X.sum(axis=0))
+    cosine = (X.T @ X) / (norms[:, None] * norms[None, :] + shrink)
+    np.fill_diagonal(cosine, 0.0)
+    W = ItemKNN(neighbors=k, shrink=shrink).fit(log).W.toarray()
+    assert np.all(np.diag(W) == 0)
+    assert ((W != 0).sum(axis=1) <= k).all()
+    for i in range(X.shape[1]):
+        kept = np.flatnonzero(W[i])
+        np.testing.assert_allclose(W[i, kept], cosine[i, kept], rtol=1e-5)
+        # every kept neighbour is at least as similar as every dropped one
+        dropped = np.setdiff1d(np.flatnonzero(cosine[i] > 0), kept)
+        if len(kept) and len(dropped):
+            assert W[i, kept].min() >= cosine[i, dropped].max() - 1e-6
+    # a cold user's score is the sum of its support items' similarity rows
+    np.testing.assert_allclose(ItemKNN(neighbors=k, shrink=shrink).fit(log).score([0, 0], [2, 5], 1)[0],
+                               W[2] + W[5], rtol=1e-5)
+
+
+def test_item_knn_threshold_filters_warm_log_and_support():
+    # items 0 and 1 are liked together; items 0 and 2 only co-occur in low ratings
+    log = Interactions.from_ids([0, 0, 1, 1, 2, 2], [0, 1, 0, 1, 0, 2], rating=[5, 5, 4, 5, 1, 1])
+    model = ItemKNN(threshold=4.0).fit(log)
+    scores = model.score([0], [0], 1, [5.0])
+    assert scores[0, 1] > 0 and scores[0, 2] == 0
+    assert not model.score([0], [0], 1, [1.0]).any()  # a disliked support item says nothing
+    assert ItemKNN().fit(log).score([0], [0], 1)[0, 2] > 0  # without a threshold the dislike counts
+
+
+def test_item_knn_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="neighbors"):
+        ItemKNN(neighbors=0)
+    with pytest.raises(ValueError, match="shrink"):
+        ItemKNN(shrink=-1.0)
+
+
+# ---------------------------------------------------------------------------------------------- MultVAE
+
+
+def test_mult_vae_is_deterministic_under_a_seed(warm):
+    support = _cold_support(warm)
+    first = _small_vae(epochs=2).fit(warm).score(*support)
+    second = _small_vae(epochs=2).fit(warm).score(*support)
+    np.testing.assert_array_equal(first, second)
+    other = _small_vae(epochs=2, seed=1).fit(warm).score(*support)
+    assert not np.allclose(first, other)
+
+
+def test_mult_vae_stops_at_its_time_budget(warm):
+    model = _small_vae(epochs=100_000, batch_size=16, max_seconds=0.05).fit(warm)
+    assert 1 <= model.epochs_run < 100_000
+    assert model.steps_run >= 1
+    assert model.train_seconds < 5.0
+    assert model.score(*_cold_support(warm)).shape == (3, warm.n_items)
+    full = _small_vae(epochs=2, batch_size=48).fit(warm)
+    assert full.epochs_run == 2 and full.steps_run == 10  # 240 users in batches of 48
+
+
+def test_mult_vae_inputs_are_small_subsets_of_each_user():
+    gen = np.random.default_rng(0)
+    log = make_taste_groups(n_users=30, per_user=10, seed=1)
+    X = log.to_csr()
+    X.data[:] = 1.0
+    for _ in range(5):
+        subsets = _random_subsets(X, 2, 4, gen)
+        sizes = np.diff(subsets.indptr)
+        assert ((sizes >= 2) & (sizes <= 4)).all()
+        assert ((subsets - X) > 0).nnz == 0  # only the user's own items
+    # a user with fewer items than the lower bound keeps them all; one item is fine
+    one = Interactions.from_ids([0, 1, 1], [0, 0, 1]).to_csr()
+    np.testing.assert_array_equal(np.diff(_random_subsets(one, 3, 5, gen).indptr), [1, 2])
+
+
+def test_mult_vae_rejects_bad_parameters():
+    for kwargs, name in [({"latent": 0}, "latent"), ({"hidden": 0}, "hidden"), ({"dropout": 1.0}, "dropout"),
+                         ({"dropout": -0.1}, "dropout"), ({"beta": -1.0}, "beta"), ({"epochs": 0}, "epochs"),
+                         ({"batch_size": 0}, "batch_size"), ({"max_seconds": 0.0}, "max_seconds"),
+                         ({"anneal_steps": -1}, "anneal_steps"), ({"input_items": (0, 3)}, "input_items"),
+                         ({"input_items": (5, 2)}, "input_items"), ({"input_items": 3}, "input_items")]:
+        with pytest.raises(ValueError, match=name):
+            MultVAE(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- EASE
+
+
+def _with_rare_items(warm: Interactions) -> Interactions:
+    """The planted log plus 10 rare items (ids 1000..1009), item 1000 + j seen by j + 1 users."""
+    users, items = [warm.user_ids()], [warm.item_ids()]
+    for j in range(10):
+        users.append(np.arange(j + 1) * 7)
+        items.append(np.full(j + 1, 1000 + j))
+    n_extra = sum(len(u) for u in users[1:])
+    rating = np.concatenate([warm.rating, np.full(n_extra, 5.0, np.float32)])
+    return Interactions.from_ids(np.concatenate(users), np.concatenate(items), rating=rating)
+
+
+def test_ease_on_the_most_frequent_items_ranks_dropped_items_last(warm):
+    log = _with_rare_items(warm)
+    n_group_items = N_GROUPS * PER_GROUP
+    model = EASE(lam=10.0, max_items=n_group_items).fit(log)
+    assert model.B.shape == (n_group_items, n_group_items)
+    np.testing.assert_array_equal(np.sort(log.items.ids[model.items]), np.arange(n_group_items))
+    support = _cold_support(log)
+    # a support row on a dropped item is ignored, not an error
+    support = (np.append(support[0], 0), np.append(support[1], log.items.index(np.array([1009]))), support[2],
+               np.append(support[3], 5.0))
+    scores = model.score(*support)
+    assert scores.shape == (3, log.n_items)
+    assert np.isfinite(scores).all()
+    dropped = log.items.ids >= 1000
+    assert (scores[:, dropped].max(axis=1) < scores[:, ~dropped].min(axis=1)).all()
+    # among the dropped, the more popular first
+    order = np.argsort(-scores[0, dropped])
+    np.testing.assert_array_equal(log.items.ids[dropped][order], np.arange(1009, 999, -1))
+    planted = (_group_of_items(log) < N_GROUPS) & ~dropped
+    masked = np.where(planted[None, :], scores, -np.inf)
+    masked[support[0], support[1]] = -np.inf
+    groups = _group_of_items(log)[np.argsort(-masked, axis=1)[:, :5]]
+    for user in range(N_GROUPS):
+        assert (groups[user] == user).sum() >= 4, f"user {user} got groups {groups[user]}"
+    # with room for every item the model is the full EASE
+    full = EASE(lam=10.0, max_items=None).fit(log)
+    assert full.items is None and full.B.shape == (log.n_items, log.n_items)
+
+
+def test_ease_float32_inverse_agrees_with_float64(warm, monkeypatch):
+    support = _cold_support(warm)
+    exact = EASE(lam=10.0).fit(warm)
+    monkeypatch.setattr(EASE, "FLOAT32_ABOVE", 10)
+    fast = EASE(lam=10.0).fit(warm)
+    np.testing.assert_allclose(fast.B, exact.B, atol=1e-4)
+    a, b = exact.score(*support), fast.score(*support)
+    np.testing.assert_array_equal(np.argsort(-a, axis=1)[:, :10], np.argsort(-b, axis=1)[:, :10])
