@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -25,7 +26,7 @@ log = logging.getLogger("recmaml")
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("input columns (of every input file) and the log's format")
     group.add_argument("--format", help="format of --data / --history / --heldout: csv, tsv, parquet, jsonl, sql, "
-                       "movielens-100k, movielens-1m, movielens-latest; inferred from the extension by default")
+                       "movielens-100k, movielens-1m, movielens-latest, filmtrust, ciaodvd; inferred from the extension or folder by default")
     group.add_argument("--user-col", default="user_id", help="user id column (default: user_id)")
     group.add_argument("--item-col", default="item_id", help="item id column (default: item_id)")
     group.add_argument("--rating-col", default="rating",
@@ -288,6 +289,61 @@ def cmd_quickstart(args) -> None:
     write_json(Path(args.out) / "metrics.json", summary)
 
 
+def _csv_list(text: str, flag: str, cast=str) -> tuple:
+    try:
+        return tuple(cast(v.strip()) for v in text.split(",") if v.strip())
+    except ValueError as err:
+        raise RecMamlError(f"{flag} {text!r}: expected comma-separated values ({err})") from err
+
+
+def cmd_benchmark(args) -> None:
+    from tqdm.auto import tqdm
+
+    from recmaml import benchmark, report
+    from recmaml.config import load_config
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise RecMamlError(f"--out {out}: exists and is not a folder; pass a folder for the benchmark's cells")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise RecMamlError(f"--threads {args.threads}: must be at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)  # torch's threads spin when the machine is busy: fewer can be faster
+    if not args.report_only:
+        if not args.data:
+            raise RecMamlError("--data is required (or pass --report-only to rebuild the report of --out)")
+        log_ = _read(args.data, args)
+        protocols = _csv_list(args.protocol, "--protocol") if args.protocol else tuple(
+            p for p in benchmark.PROTOCOLS if (p != "temporal" or log_.timestamp is not None)
+            and (p != "melu" or log_.rating is not None))
+        if not args.protocol and log_.timestamp is None:
+            log.info("note: the log has no timestamps; the temporal protocol is left out")
+        if not args.protocol and log_.rating is None:
+            log.info("note: the log has no ratings; the MeLU protocol and the item-mean baselines are left out")
+        spec = benchmark.BenchmarkSpec(
+            name=args.name or Path(args.data.rstrip("/")).stem, protocols=protocols,
+            ks=_csv_list(args.k, "--k", int), seeds=_csv_list(args.seeds, "--seeds", int),
+            systems=benchmark.resolve_systems(args.systems), relevant_min=args.relevant_min,
+            cold_fraction=args.cold_fraction, budget_seconds=args.budget_seconds, grid=args.grid,
+            config=load_config(args.config), command="recmaml " + shlex.join(args.argv))
+        cells = len(spec.protocols) * len(spec.seeds) * len(spec.systems)
+        with tqdm(total=cells, unit="cell", desc=spec.name, disable=args.quiet, file=sys.stderr) as bar:
+            benchmark.run_benchmark(log_, spec, out, progress=bar)
+    summary = report.write_report(out, page=args.page)
+    if not summary:
+        raise RecMamlError(f"--out {out}: holds no finished benchmark cells to report")
+    print(f"wrote {out / 'results.md'}, {out / 'results.json'} and {out / 'plots'}")
+    for data, by_protocol in summary.items():
+        for protocol, block in by_protocol.items():
+            for k, comp in block["comparison"].items():
+                for metric, c in comp.items():
+                    print(f"{data} {protocol} K={k} {metric}: {c['recmaml']} {c['recmaml_mean']:.4f} vs "
+                          f"{c['baseline']} {c['baseline_mean']:.4f} (ratio {c['ratio']:.3f}, paired "
+                          f"{c['paired']['mean']:+.4f} ± {c['paired']['half']:.4f})")
+
+
 # ---- parser -------------------------------------------------------------------------------------------
 
 
@@ -364,6 +420,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_flags(ev)
     ev.set_defaults(func=cmd_evaluate)
 
+    from recmaml.benchmark import SYSTEMS
+
+    bench = command("benchmark", "the cold-start benchmark suite: protocols x support sizes x seeds x systems",
+                    "recmaml benchmark --data ../shared/data/movielens/ml-100k --protocol random,temporal,melu "
+                    "--k 1,3,5,10,20 --seeds 0,1,2 --systems all --out bench", uses_model=False)
+    bench.add_argument("--data", help="interaction log (file, folder, SQL URI): MovieLens, FilmTrust, CiaoDVD, CSV...")
+    bench.add_argument("--name", help="the data set's name in the tables (default: the file or folder name)")
+    bench.add_argument("--protocol", help="comma-separated: random, temporal, melu (default: all the log allows)")
+    bench.add_argument("--k", default="1,3,5,10,20", help="support sizes K (default 1,3,5,10,20)")
+    bench.add_argument("--seeds", default="0,1,2", help="split seeds (default 0,1,2; at least 3 for intervals)")
+    bench.add_argument("--systems", default="all", help=f"comma-separated systems or 'all': {', '.join(SYSTEMS)}")
+    bench.add_argument("--config", help="TOML config of recmaml's systems (defaults in code when omitted)")
+    bench.add_argument("--budget-seconds", type=float, default=300.0,
+                       help="training budget of each iterative system per fit (default 300; 0: none)")
+    bench.add_argument("--relevant-min", type=float, default=None,
+                       help="hidden ratings at least this are relevant (default: 4 on 1-5, 3.5 on 0.5-4: the "
+                            "smallest rating at 75%% of the log's range; every hidden row without ratings)")
+    bench.add_argument("--cold-fraction", type=float, default=0.2, help="share of users held out as cold (0.2)")
+    bench.add_argument("--out", required=True, help="folder for cells, results.md/.json and plots; finished "
+                       "cells found there are kept (a stopped run resumes)")
+    bench.add_argument("--threads", type=int, default=None,
+                       help="torch threads (default: torch's; 1 per run is fastest when runs share the cores)")
+    bench.add_argument("--grid", choices=["full", "minimal"], default="full",
+                       help="full: tune every baseline on validation users (default); minimal: the first grid "
+                            "value of each, untuned (a quick smoke run)")
+    bench.add_argument("--page", help="also write the results page here (e.g. benchmarks/RESULTS.md)")
+    bench.add_argument("--report-only", action="store_true", help="only rebuild the report from --out's cells")
+    _add_data_flags(bench)
+    bench.set_defaults(func=cmd_benchmark)
+
     qs = command("quickstart", "meta-train on MovieLens-100K, score held-out cold users, compare with baselines",
                  "recmaml quickstart --out runs/quickstart", uses_model=False)
     qs.add_argument("--data", help="MovieLens-100K folder (else $RECMAML_DATA, a local copy, a download, "
@@ -377,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by `benchmark` to reproduce a run
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr, force=True)
     # a warning is one line, like the errors (the library's warnings carry their own explanation)

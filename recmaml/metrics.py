@@ -52,3 +52,34 @@ def mae(pred, truth) -> float:
 
 def rmse(pred, truth) -> float:
     return float(np.sqrt(np.mean((np.asarray(pred, np.float64) - np.asarray(truth, np.float64)) ** 2)))
+
+
+def reciprocal_ranks(scores: np.ndarray, rel_user: np.ndarray, rel_item: np.ndarray, n_users: int,
+                     chunk: int = 2048) -> np.ndarray:
+    """Per-user 1 / (rank of the best-ranked relevant item) over the whole list (NaN: no relevant item).
+
+    scores: (U, n_items), excluded items at -inf; the rank of an item is 1 + the number of items scored
+    strictly higher (ties share the better rank). rel_user, rel_item: the relevant (user, item) pairs."""
+    rel_user, rel_item = np.asarray(rel_user, np.int64), np.asarray(rel_item, np.int64)
+    best = np.full(n_users, np.inf)
+    for start in range(0, len(rel_user), chunk):
+        users, items = rel_user[start:start + chunk], rel_item[start:start + chunk]
+        rows = scores[users]
+        rank = (rows > rows[np.arange(len(users)), items][:, None]).sum(axis=1) + 1.0
+        np.minimum.at(best, users, rank)
+    return np.where(np.isfinite(best), 1.0 / best, np.nan)
+
+
+def random_ndcg(gains: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
+    """Per-user expected nDCG@k of a uniformly random order of each user's items (graded `gains`, (U, Q)
+    with `mask` marking real entries): every position holds an item drawn uniformly, so
+    E[DCG@k] = mean gain x sum of the first min(k, n) discounts, and the ideal DCG is fixed."""
+    gains = np.where(np.asarray(mask) > 0, np.asarray(gains, np.float64), 0.0)
+    n = (np.asarray(mask) > 0).sum(axis=1)
+    discount = 1.0 / np.log2(np.arange(gains.shape[1]) + 2.0)
+    cum = np.r_[0.0, np.cumsum(discount)]
+    expected = gains.sum(axis=1) / np.maximum(n, 1) * cum[np.minimum(n, k)]
+    ideal = -np.sort(-gains, axis=1)[:, :k]
+    idcg = (ideal * discount[: ideal.shape[1]]).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n > 0) & (idcg > 0), expected / idcg, np.nan)

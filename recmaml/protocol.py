@@ -21,7 +21,7 @@ import numpy as np
 
 from recmaml.data import Interactions, Vocabulary
 from recmaml.errors import DataError
-from recmaml.metrics import mae, mean_metrics, ranking_metrics, rmse
+from recmaml.metrics import mae, mean_metrics, random_ndcg, ranking_metrics, rmse
 from recmaml.tasks import group_positions, pad
 
 
@@ -52,10 +52,11 @@ def _reindex_users(log: Interactions, rows: np.ndarray, users: np.ndarray) -> In
     )
 
 
-def _rank_within_user(user_idx: np.ndarray, key: np.ndarray) -> np.ndarray:
-    """Each row's 0-based position among its user's rows when ordered by `key` (ties: row order)."""
-    order, pos = group_positions(user_idx, key)
-    rank = np.empty(len(key), dtype=np.int64)
+def _rank_within_user(user_idx: np.ndarray, *keys: np.ndarray) -> np.ndarray:
+    """Each row's 0-based position among its user's rows when ordered by `keys` (as np.lexsort: the last
+    key is the primary one; remaining ties: row order)."""
+    order, pos = group_positions(user_idx, *keys)
+    rank = np.empty(len(user_idx), dtype=np.int64)
     rank[order] = pos
     return rank
 
@@ -126,6 +127,57 @@ def melu_split(log: Interactions, *, min_ratings: int = 13, max_ratings: int = 1
     return _split_users(log, cold, is_support)
 
 
+@dataclass(frozen=True, eq=False)
+class KShotSplit:
+    """Cold users held out once, with every row's position in the user's reveal order, so that one
+    fitted model serves every support size K: `split.at(k)` reveals the first k rows of each cold user
+    that has more than k, and hides the rest.
+
+    The cold users do not depend on K (a model is fitted once per split), but the users evaluated at K
+    are those with more than K rows; `at(k).n_cold` says how many.
+    """
+
+    warm: Interactions  # warm users' rows, users re-indexed over warm users only
+    cold: Interactions  # every row of the cold users (users re-indexed over the cold users)
+    position: np.ndarray  # per row of `cold`: 0-based position in its user's reveal order
+
+    def at(self, k: int) -> ColdSplit:
+        if k < 0:
+            raise DataError(f"support size must be >= 0, got {k}")
+        counts = np.bincount(self.cold.user_idx, minlength=self.cold.n_users)
+        users = np.flatnonzero(counts > k)
+        if len(users) == 0:
+            raise DataError(f"no cold user has more than {k} interactions; use smaller support sizes (--k)")
+        rows = np.flatnonzero((counts > k)[self.cold.user_idx])
+        support = rows[self.position[rows] < k]
+        query = rows[self.position[rows] >= k]
+        return ColdSplit(warm=self.warm, cold_support=_reindex_users(self.cold, support, users),
+                         cold_query=_reindex_users(self.cold, query, users))
+
+
+def kshot_split(log: Interactions, *, cold_fraction: float = 0.2, order: str = "random", seed: int = 0,
+                min_rows: int = 2) -> KShotSplit:
+    """Hold out a random `cold_fraction` of the users with at least `min_rows` rows as cold users, and
+    order each cold user's rows at random (order="random") or by timestamp, earliest first
+    (order="temporal"; ties in random order). Applied to `split.warm` with another seed it carves
+    validation users out of the warm users the same way."""
+    if order not in ("random", "temporal"):
+        raise DataError(f"order must be 'random' or 'temporal', got {order!r}")
+    if order == "temporal" and log.timestamp is None:
+        raise DataError("the temporal protocol reveals each cold user's earliest interactions, but this log has "
+                        "no timestamps; use the random protocol (--protocol random), or give the log a timestamp "
+                        "column (--timestamp-col)")
+    gen = np.random.default_rng(seed)
+    counts = np.bincount(log.user_idx, minlength=log.n_users)
+    cold = _pick_users(counts >= min_rows, cold_fraction, gen)
+    tiebreak = gen.random(len(log))
+    keys = (tiebreak,) if order == "random" else (tiebreak, log.timestamp)  # earliest first, ties at random
+    position = _rank_within_user(log.user_idx, *keys)
+    split = _split_users(log, cold, np.ones(len(log), bool))
+    cold_rows = np.flatnonzero(cold[log.user_idx])
+    return KShotSplit(warm=split.warm, cold=split.cold_support, position=position[cold_rows])
+
+
 def support_arrays(support: Interactions) -> tuple[np.ndarray, np.ndarray, int, np.ndarray | None]:
     """(user_idx, item_idx, n_users, rating): the positional arguments of a baseline's score()."""
     return support.user_idx, support.item_idx, support.n_users, support.rating
@@ -146,7 +198,9 @@ def _padded(user_idx: np.ndarray, n_users: int, *columns: np.ndarray, fill=-1):
 
 def top_k_items(scores: np.ndarray, k: int) -> np.ndarray:
     """(U, k) item indices by descending score; -inf entries (excluded items) become -1."""
-    scores = np.asarray(scores, dtype=np.float64)
+    scores = np.asarray(scores)
+    if scores.dtype not in (np.float32, np.float64):
+        scores = scores.astype(np.float64)
     k = min(k, scores.shape[1])
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
@@ -181,14 +235,24 @@ def evaluate_ratings(pred, truth) -> dict[str, float]:
 def query_ndcg(pred: np.ndarray, query: Interactions, k: int = 3) -> float:
     """MeLU's ranking metric: each user's query items ranked by predicted rating (`pred`, one value per
     query row), graded gain 2^rating - 1, mean nDCG@k over users."""
+    return float(np.nanmean(query_ndcg_per_user(pred, query, k)))
+
+
+def query_ndcg_per_user(pred: np.ndarray, query: Interactions, k: int = 3, random: bool = False) -> np.ndarray:
+    """Per-user nDCG@k of MeLU's metric (NaN for users without query rows); random=True gives instead the
+    expectation of a uniformly random order of the same query items (what a model must beat)."""
     pred = np.asarray(pred, np.float64)
     items, pred_m, gain_m, mask = _padded(query.user_idx, query.n_users, query.item_idx, pred,
                                           2.0 ** query.rating.astype(np.float64) - 1.0, fill=-1)
+    if random:
+        return random_ndcg(gain_m, mask, k)
     pred_m = np.where(mask > 0, pred_m, -np.inf)  # padding ranks last
     ranked = np.take_along_axis(items, np.argsort(-pred_m, axis=1, kind="stable"), axis=1)
+    out = np.full(query.n_users, np.nan)
     has_rows = mask.sum(axis=1) > 0
     per_user = ranking_metrics(ranked[has_rows], items[has_rows], mask[has_rows], k, gains=gain_m[has_rows])
-    return float(np.nanmean(per_user[f"ndcg@{k}"]))
+    out[has_rows] = per_user[f"ndcg@{k}"]
+    return out
 
 
 def scores_at(scores: np.ndarray, rows: Interactions) -> np.ndarray:

@@ -105,11 +105,11 @@ class MetaRecommender:
         if what == "history" and model.cfg.objective == "rating" and history.rating is None:
             raise DataError("the history has no ratings, but this model predicts ratings (objective 'rating') and "
                             "adapts on them; give the history a rating column (CLI: --rating-col)")
-        item_ids = history.item_ids()
-        item_idx = self.items.index(item_ids)
+        # ids are looked up once per distinct id (the history's vocabularies), not once per row
+        item_idx = self.items.index(history.items.ids)[history.item_idx]
         known = item_idx != UNKNOWN
         if not known.all():
-            unknown_ids = np.unique(item_ids[~known])
+            unknown_ids = np.unique(history.items.ids[history.item_idx[~known]])
             warnings.warn(UnknownItemsWarning(
                 f"{int((~known).sum())} {what} rows name {len(unknown_ids)} items unknown to the model; "
                 "those rows were dropped", rows=int((~known).sum()), item_ids=unknown_ids, what=what), stacklevel=3)
@@ -119,7 +119,7 @@ class MetaRecommender:
         if extra_users is not None:
             present = np.union1d(present, Vocabulary.fit(extra_users).ids)
         users = Vocabulary(present)
-        user_idx = users.index(history.users.lookup(history.user_idx[known]))
+        user_idx = users.index(history.users.ids)[history.user_idx[known]]
         feats = None
         if history.user_features is not None and self.user_layout is not None:
             feats = history.user_features.conformed(self.user_layout).aligned_to(users)
@@ -200,7 +200,26 @@ class MetaRecommender:
         parts = [_ranked(cold.users.ids[users], items, values, self.items)
                  for users, items, values in self._ranked_chunks(cold, k, exclude_seen, cand, batch_size, progress)]
         ranked = RankedLists.concat(parts)
-        return ranked if isinstance(history, Interactions) else same_kind(ranked.to_polars(), history)
+        return ranked if isinstance(history, Interactions) else same_kind(ranked, history)
+
+    def score(self, history, users=None, batch_size: int | None = None) -> np.ndarray:
+        """Dense scores (len(users), n_items) of every model item (columns in the order of `self.items`;
+        ratings for the rating objective), each user adapted once on its rows of `history`; nothing is
+        excluded. For evaluation code, which needs the whole matrix rather than top-k lists.
+
+        users: the external ids of the rows, in order (default: the users of `history` that have rows);
+        a user without history rows is scored from the meta-learned starting point."""
+        self._require_model()
+        history = as_interactions(history, "history")
+        if users is None:
+            users = history.users.ids[np.unique(history.user_idx)]
+        users = np.asarray(users)
+        cold = self._cold_users(history, extra_users=users)
+        out = np.empty((len(cold.users), len(self.items)), dtype=np.float32)
+        for rows, support in self._chunks(cold, batch_size):
+            with torch.no_grad():
+                out[rows] = self._scores(support).cpu().numpy()
+        return out[cold.users.index(users)]
 
     def recommend_arrays(self, user_items, N: int = 10, filter_already_liked_items: bool = True, items=None,
                          batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,466 @@
+"""The cold-start benchmark suite behind `recmaml benchmark`: every protocol, support size K, seed and
+system on one log, fitted once per (protocol, seed) and served at every K, written cell by cell so that
+an interrupted run resumes where it stopped.
+
+    spec = BenchmarkSpec(name="ml-100k", protocols=("random",), ks=(1, 5, 20), seeds=(0, 1, 2))
+    run_benchmark(log, spec, out=Path("bench"))          # bench/cells/ml-100k/random/seed0/ease.json, ...
+    report.write_report(Path("bench"))                   # results.md, results.json, plots
+
+Protocols (all user-disjoint; 20% of the users are cold, and validation users are carved from the warm
+users the same way with another seed):
+- random K-shot: each cold user reveals K random interactions, the rest are hidden;
+- temporal K-shot: each cold user reveals its K earliest interactions (needs timestamps);
+- melu (Lee et al. 2019): users with 13-100 ratings; a cold user hides 10 random ratings, reveals the rest.
+Every system is tuned on the validation users with a small grid (never on the test users), refitted on
+all warm users, and scored on the cold users of every K. Metrics: see `ranking_cell` and `melu_cell`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from recmaml import baselines
+from recmaml.checkpoint import _atomic_write
+from recmaml.config import Config
+from recmaml.data import Interactions
+from recmaml.errors import DataError
+from recmaml.metrics import reciprocal_ranks
+from recmaml.protocol import (
+    ColdSplit, _padded, kshot_split, melu_split, query_ndcg_per_user, ranking_metrics, scores_at, support_arrays,
+    top_k_items,
+)
+
+PROTOCOLS = ("random", "temporal", "melu")
+DEFAULT_KS = (1, 3, 5, 10, 20)
+MELU_K = "melu"  # the one "support size" of the MeLU protocol: all but the 10 hidden ratings
+MAE_BINS = ((1, 10), (11, 20), (21, 40), (41, 100))  # MeLU support sizes, for MAE against support size
+CELL_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    name: str  # the data set's name in tables and file paths
+    protocols: tuple[str, ...] = PROTOCOLS
+    ks: tuple[int, ...] = DEFAULT_KS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    systems: tuple[str, ...] = ()  # () = every system
+    relevant_min: float | None = None  # None: derived from the log (relevance_threshold)
+    cold_fraction: float = 0.2
+    budget_seconds: float = 300.0  # training budget of each iterative system (meta-training, Mult-VAE)
+    grid: str = "full"  # "minimal": the first value of every grid, no tuning (smoke runs)
+    config: Config = field(default_factory=Config)  # recmaml's systems start from this config
+    command: str = ""  # the command line that reproduces the run, recorded in every cell
+
+
+def relevance_threshold(log: Interactions) -> float | None:
+    """The rating a hidden interaction needs to count as relevant: the smallest rating of the log at or
+    above 75% of its range (4 on a 1-5 scale, 3.5 on FilmTrust's 0.5-4, 8 on 1-10); None (every hidden
+    interaction is relevant) for a log without ratings."""
+    if log.rating is None:
+        return None
+    lo, hi = float(log.rating.min()), float(log.rating.max())
+    values = np.unique(log.rating)
+    return float(values[values >= lo + 0.75 * (hi - lo) - 1e-9].min())
+
+
+# ------------------------------------------------------------------------------------------- systems
+
+
+class _Baseline:
+    """A fitted baseline, scored through its (support arrays) -> score matrix interface."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def scores(self, support: Interactions) -> np.ndarray:
+        return np.asarray(self.model.score(*support_arrays(support)), dtype=np.float32)
+
+
+class _Meta:
+    """A fitted MetaRecommender, scored through its public `score` with external ids."""
+
+    def __init__(self, rec):
+        self.rec = rec
+
+    def scores(self, support: Interactions) -> np.ndarray:
+        scores = self.rec.score(support, users=support.users.ids)
+        if self.rec.items != support.items:  # columns in the log's item order
+            scores = scores[:, self.rec.items.index(support.items.ids)]
+        return scores
+
+    def zero_steps(self) -> _Meta:
+        """The same meta-learned weights served without adaptation (a shallow copy shares the model)."""
+        zero = copy.copy(self.rec)
+        zero.config = self.rec.config.replace(serve={"inner_steps": 0})
+        return _Meta(zero)
+
+
+@dataclass(frozen=True)
+class System:
+    name: str
+    family: str  # "baseline" or "recmaml"
+    rating: bool  # predicts ratings: MAE/RMSE are reported
+    fit: Callable[..., object]  # fit(warm, ctx, **params) -> an object with .scores(support)
+    grid: Callable[[dict], dict[str, list]] = lambda ctx: {}  # ctx -> {param: values}
+    derived_from: str | None = None  # served from another system's fit (zero inner steps)
+    doc: str = ""
+    needs_ratings: bool = False  # left out on logs without ratings
+
+
+def _baseline(factory):
+    return lambda warm, ctx, **params: _Baseline(factory(**params).fit(warm))
+
+
+def _meta_config(ctx: dict, **sections) -> Config:
+    cfg: Config = ctx["config"]
+    if ctx["protocol"] == "melu":
+        sections.setdefault("model", {})["objective"] = "rating"
+    budget = ctx["budget_seconds"]
+    meta = dict(sections.pop("meta", {}))
+    if budget > 0:
+        meta["max_seconds"] = budget if cfg.meta.max_seconds <= 0 else min(budget, cfg.meta.max_seconds)
+    return cfg.replace(meta=meta, **sections)
+
+
+def _meta(**sections):
+    def fit(warm, ctx, **params):
+        from recmaml.recommender import MetaRecommender
+
+        return _Meta(MetaRecommender(_meta_config(ctx, **copy.deepcopy(sections))).fit(warm))
+    return fit
+
+
+def _transfer(warm, ctx, **params):
+    """Plain transfer: the same network trained on warm users without meta-learning (zero inner steps in
+    training, so the outer loss is the query loss of the shared starting point), then fine-tuned on each
+    cold user's support with the config's inner steps."""
+    from recmaml.recommender import MetaRecommender
+
+    steps = ctx["config"].meta.inner_steps
+    cfg = _meta_config(ctx, meta={"inner_steps": 0}, serve={"inner_steps": max(steps, 1)})
+    return _Meta(MetaRecommender(cfg).fit(warm))
+
+
+def _rated(ctx) -> list:
+    return [None, ctx["relevant_min"]] if ctx["relevant_min"] is not None and ctx["has_ratings"] else [None]
+
+
+SYSTEMS: dict[str, System] = {s.name: s for s in [
+    System("popularity", "baseline", False, _baseline(baselines.Popularity),
+           lambda ctx: {"threshold": _rated(ctx)}, doc="warm interaction counts (or counts of relevant ones)"),
+    System("item_mean", "baseline", True, _baseline(lambda **p: baselines.ItemMean(user_offset=False, **p)),
+           lambda ctx: {"damping": [0.0, 5.0, 20.0, 50.0, 200.0]}, doc="damped item mean rating", needs_ratings=True),
+    System("item_mean_offset", "baseline", True, _baseline(baselines.ItemMean),
+           lambda ctx: {"damping": [0.0, 5.0, 20.0, 50.0], "user_damping": [0.0, 2.0, 5.0, 20.0]},
+           doc="damped item mean + the user's damped mean offset on its support", needs_ratings=True),
+    System("als", "baseline", False,
+           lambda warm, ctx, **p: _Baseline(baselines.ALSFoldIn(num_threads=ctx.get("threads", 0), **p).fit(warm)),
+           lambda ctx: {"factors": [32, 128], "regularization": [1.0, 10.0, 100.0], "alpha": [1.0, 10.0]},
+           doc="implicit ALS, cold users folded in with recalculate_user"),
+    System("ease", "baseline", False, _baseline(baselines.EASE),
+           lambda ctx: {"lam": [10.0, 100.0, 500.0, 2000.0, 10000.0, 50000.0]}, doc="EASE (Steck 2019)"),
+    System("item_knn", "baseline", False, _baseline(baselines.ItemKNN),
+           lambda ctx: {"neighbors": [50, 200, 1000], "shrink": [10.0, 100.0, 500.0]}, doc="item-kNN, cosine"),
+    System("mult_vae", "baseline", False,
+           lambda warm, ctx, **p: _Baseline(baselines.MultVAE(max_seconds=ctx["budget_seconds"] or 60.0,
+                                                              **p).fit(warm)),
+           lambda ctx: {"input_items": [(1, 5), (1, 20)], "anneal_steps": [500]},
+           doc="Mult-VAE (Liang et al. 2018), trained on few-item inputs, encoder fold-in"),
+    System("recmaml_maml", "recmaml", True, _meta(meta={"method": "maml"}), doc="second-order MAML"),
+    System("recmaml_fomaml", "recmaml", True, _meta(meta={"method": "fomaml"}), doc="first-order MAML"),
+    System("recmaml_metasgd", "recmaml", True, _meta(meta={"method": "metasgd"}), doc="Meta-SGD"),
+    System("recmaml_head", "recmaml", True, _meta(meta={"adapt": "head"}), doc="MAML adapting the user tower only"),
+    System("recmaml_0_steps", "recmaml", True, None, derived_from="recmaml_maml",
+           doc="the second-order MAML model served with zero inner steps"),
+    System("recmaml_transfer", "recmaml", True, _transfer,
+           doc="trained without meta-learning, fine-tuned per cold user with the same inner steps"),
+]}
+"""Every system of the suite. recmaml's systems are rating models on the MeLU protocol (objective
+'rating') and ranking models elsewhere; their config is the one given, not grid-tuned here."""
+
+
+def resolve_systems(names) -> tuple[str, ...]:
+    """Names from a comma-separated list ("all" or empty: every system), in the suite's order."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    names = list(names)
+    if not names or names == ["all"]:
+        return tuple(SYSTEMS)
+    unknown = [n for n in names if n not in SYSTEMS]
+    if unknown:
+        raise DataError(f"unknown system(s) {unknown}; choose from {list(SYSTEMS)} or 'all' (--systems)")
+    # a derived system needs its source fitted too
+    wanted = set(names) | {SYSTEMS[n].derived_from for n in names if SYSTEMS[n].derived_from}
+    return tuple(n for n in SYSTEMS if n in wanted)
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+
+def _round(values: np.ndarray) -> list:
+    return [None if not np.isfinite(v) else round(float(v), 4) for v in np.asarray(values, np.float64)]
+
+
+def ranking_cell(scores: np.ndarray, split: ColdSplit, relevant_min: float | None, full: bool = True) -> dict:
+    """Full-catalog metrics of one score matrix (rows: split's cold users, columns: the log's items):
+    nDCG@10, nDCG@20, Recall@20, HR@20 and MRR over the whole list, support items excluded; relevant =
+    hidden rows rated >= relevant_min (every hidden row when None or the log has no ratings). Users
+    without a relevant hidden item are left out. Per-user nDCG@20 is kept for paired comparisons.
+    full=False computes nDCG@20 alone (what tuning needs), skipping the whole-list MRR."""
+    support, query = split.cold_support, split.cold_query
+    scores = np.array(scores, dtype=np.float32)  # a copy: support items are set to -inf
+    scores[support.user_idx, support.item_idx] = -np.inf
+    relevant = np.ones(len(query), bool)
+    if relevant_min is not None and query.rating is not None:
+        relevant = query.rating >= relevant_min
+    rel_user, rel_item = query.user_idx[relevant], query.item_idx[relevant]
+    rel_items, rel_mask = _padded(rel_user, scores.shape[0], rel_item)
+    top = top_k_items(scores, 20)
+    per_user = ranking_metrics(top, rel_items, rel_mask, 20)
+    evaluated = np.isfinite(per_user["ndcg@20"])
+    if not full:
+        return {"ndcg@20": float(np.mean(per_user["ndcg@20"][evaluated])) if evaluated.any() else float("nan")}
+    per_user.update(ranking_metrics(top, rel_items, rel_mask, 10))
+    per_user["mrr"] = reciprocal_ranks(scores, rel_user, rel_item, scores.shape[0])
+    out = {name: float(np.mean(per_user[name][evaluated])) if evaluated.any() else float("nan")
+           for name in ("ndcg@10", "ndcg@20", "recall@20", "hit@20", "mrr")}
+    out["users"] = int(evaluated.sum())
+    out["per_user_ndcg@20"] = _round(per_user["ndcg@20"])  # NaN (None) for users left out
+    return out
+
+
+def rating_cell(scores: np.ndarray, split: ColdSplit) -> dict:
+    """MAE and RMSE of predicted ratings (the score matrix) at the hidden rows, and per-user MAE."""
+    query = split.cold_query
+    err = scores_at(scores, query).astype(np.float64) - query.rating
+    per_user = np.bincount(query.user_idx, weights=np.abs(err), minlength=query.n_users) / np.maximum(
+        np.bincount(query.user_idx, minlength=query.n_users), 1)
+    has_rows = np.bincount(query.user_idx, minlength=query.n_users) > 0
+    return {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err ** 2))),
+            "per_user_mae": _round(np.where(has_rows, per_user, np.nan))}
+
+
+def melu_cell(scores: np.ndarray, split: ColdSplit, rating: bool) -> dict:
+    """MeLU's metrics: the 10 hidden items of each cold user ranked by score, nDCG@1 and nDCG@3 with gain
+    2^r - 1, next to a random order's expectation; for rating models also MAE/RMSE overall and by
+    support size (MAE_BINS)."""
+    query = split.cold_query
+    pred = scores_at(scores, query)
+    out = {}
+    for k in (1, 3):
+        out[f"query_ndcg@{k}"] = float(np.nanmean(query_ndcg_per_user(pred, query, k)))
+        out[f"random_query_ndcg@{k}"] = float(np.nanmean(query_ndcg_per_user(pred, query, k, random=True)))
+    if rating:
+        out.update(rating_cell(scores, split))
+        sizes = np.bincount(split.cold_support.user_idx, minlength=split.n_cold)
+        per_user = np.array([np.nan if v is None else v for v in out["per_user_mae"]])
+        err = np.abs(scores_at(scores, query).astype(np.float64) - query.rating)
+        out["mae_by_support"] = {}
+        for lo, hi in MAE_BINS:
+            in_bin = ((sizes >= lo) & (sizes <= hi))[query.user_idx]
+            if in_bin.any():
+                out["mae_by_support"][f"{lo}-{hi}"] = {"mae": float(err[in_bin].mean()),
+                                                       "users": int(np.isfinite(per_user[(sizes >= lo) & (sizes <= hi)]).sum())}
+    return out
+
+
+def _cell_metrics(scores, split: ColdSplit, protocol: str, rating: bool, relevant_min) -> dict:
+    out = ranking_cell(scores, split, relevant_min)
+    if protocol == "melu":
+        out.update(melu_cell(scores, split, rating))
+    elif rating and split.cold_query.rating is not None:
+        out.update(rating_cell(scores, split))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- splitting
+
+
+@dataclass(frozen=True, eq=False)
+class _Splits:
+    """One (protocol, seed): the test split per K and the validation split per K, made once."""
+
+    test: dict  # K -> ColdSplit
+    val: dict  # K -> ColdSplit
+    warm: Interactions
+    val_warm: Interactions
+
+
+def make_splits(log: Interactions, protocol: str, seed: int, ks, cold_fraction: float) -> _Splits:
+    if protocol == "melu":
+        test = melu_split(log, cold_fraction=cold_fraction, seed=seed)
+        val = melu_split(test.warm, cold_fraction=cold_fraction, seed=seed + 1000)
+        return _Splits({MELU_K: test}, {MELU_K: val}, test.warm, val.warm)
+    order = protocol
+    test = kshot_split(log, cold_fraction=cold_fraction, order=order, seed=seed)
+    val = kshot_split(test.warm, cold_fraction=cold_fraction, order=order, seed=seed + 1000)
+    return _Splits({k: test.at(k) for k in ks}, {k: val.at(k) for k in ks}, test.warm, val.warm)
+
+
+# ------------------------------------------------------------------------------------------- running
+
+
+def _validation_value(fitted, splits: dict, protocol: str, rating: bool, relevant_min) -> float:
+    """What tuning maximizes, averaged over the Ks: -MAE for rating models (whose ranking by predicted
+    rating is the same with or without a user offset), else validation nDCG@20, or on the MeLU protocol
+    the hidden items' nDCG@3."""
+    values = []
+    for split in splits.values():
+        scores = fitted.scores(split.cold_support)
+        if rating:
+            values.append(-rating_cell(scores, split)["mae"])
+        elif protocol == "melu":
+            values.append(melu_cell(scores, split, False)["query_ndcg@3"])
+        else:
+            values.append(ranking_cell(scores, split, relevant_min, full=False)["ndcg@20"])
+    return float(np.mean(values))
+
+
+def _grid_points(grid: dict) -> list[dict]:
+    import itertools
+
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
+
+
+def run_system(system: System, log: Interactions, splits: _Splits, ctx: dict, fitted_cache: dict) -> dict:
+    """Tune `system` on the validation users, refit on all warm users, score every K; one cell's record."""
+    protocol, relevant_min = ctx["protocol"], ctx["relevant_min"]
+    # recmaml's systems predict ratings only where they are fitted with the rating objective (MeLU)
+    rating = system.rating and ctx["has_ratings"] and (system.family == "baseline" or protocol == "melu")
+    record: dict = {"system": system.name, "family": system.family, "rating": rating}
+    if system.derived_from is not None:
+        fitted = fitted_cache[system.derived_from].zero_steps()
+        record.update(params={}, fit_s=0.0, tune_s=0.0, grid=[])
+    else:
+        points = _grid_points(system.grid(ctx))[: 1 if ctx["grid"] == "minimal" else None]
+        start = time.perf_counter()
+        tried = []
+        if len(points) > 1:
+            for params in points:
+                value = _validation_value(system.fit(splits.val_warm, ctx, **params), splits.val, protocol, rating,
+                                          relevant_min)
+                tried.append({"params": params, "validation": value})
+            best = max(tried, key=lambda t: t["validation"] if np.isfinite(t["validation"]) else -np.inf)["params"]
+        else:
+            best = points[0]
+        record["tune_s"] = time.perf_counter() - start
+        record["grid"] = tried
+        record["params"] = best
+        start = time.perf_counter()
+        fitted = system.fit(splits.warm, ctx, **best)
+        record["fit_s"] = time.perf_counter() - start
+        fitted_cache[system.name] = fitted
+        if isinstance(fitted, _Meta) and fitted.rec.history is not None:
+            record["epochs"] = len(fitted.rec.history.epochs)
+    start = time.perf_counter()
+    record["per_k"] = {str(k): _cell_metrics(fitted.scores(split.cold_support), split, protocol, rating, relevant_min)
+                       for k, split in splits.test.items()}
+    record["serve_s"] = time.perf_counter() - start
+    return record
+
+
+def cell_path(out: Path, name: str, protocol: str, seed: int, system: str) -> Path:
+    return Path(out) / "cells" / name / protocol / f"seed{seed}" / f"{system}.json"
+
+
+def _environment() -> dict:
+    import torch
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+    for module in ("implicit", "scipy", "polars"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            pass
+    return {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+            "torch_threads": torch.get_num_threads(), "versions": versions}
+
+
+def run_benchmark(log: Interactions, spec: BenchmarkSpec, out: Path, progress=None) -> list[Path]:
+    """Run every (protocol, seed, system) cell of `spec` on `log` that `out` does not already hold, and
+    return the paths of all its cells. Each cell is written atomically when done, so an interrupted run
+    resumes at the first missing cell. progress: optional tqdm-like object (update, set_description)."""
+    systems = tuple(s for s in resolve_systems(spec.systems) if log.rating is not None or not SYSTEMS[s].needs_ratings)
+    protocols = [p for p in spec.protocols]
+    for p in protocols:
+        if p not in PROTOCOLS:
+            raise DataError(f"unknown protocol {p!r}; choose from {list(PROTOCOLS)} (--protocol)")
+    if "melu" in protocols and log.rating is None:
+        raise DataError(f"{spec.name}: the MeLU protocol evaluates ratings and this log has none; leave 'melu' "
+                        "out of --protocol (or give the log a rating column: --rating-col)")
+    if "temporal" in protocols and log.timestamp is None:
+        raise DataError(f"{spec.name}: the temporal protocol needs timestamps and this log has none; leave "
+                        "'temporal' out of --protocol (or give the log a timestamp column: --timestamp-col)")
+    if not spec.ks or min(spec.ks) < 1:
+        raise DataError(f"support sizes must be >= 1, got {list(spec.ks)} (--k)")
+    if spec.grid not in ("full", "minimal"):
+        raise DataError(f"grid must be 'full' or 'minimal', got {spec.grid!r} (--grid)")
+    if len(spec.seeds) < 1:
+        raise DataError("give at least one seed (--seeds); 3 or more for confidence intervals")
+    relevant_min = spec.relevant_min if spec.relevant_min is not None else relevance_threshold(log)
+    import torch
+
+    env = _environment()
+    paths = []
+    # seed-major: a run stopped early still has every protocol for its first seeds
+    for seed in spec.seeds:
+        for protocol in protocols:
+            todo = [s for s in systems if not cell_path(out, spec.name, protocol, seed, s).is_file()]
+            paths += [cell_path(out, spec.name, protocol, seed, s) for s in systems]
+            if progress is not None:
+                progress.update(len(systems) - len(todo))
+            if not todo:
+                continue
+            splits = make_splits(log, protocol, seed, spec.ks, spec.cold_fraction)
+            ctx = {"protocol": protocol, "relevant_min": relevant_min, "has_ratings": log.rating is not None,
+                   "budget_seconds": spec.budget_seconds, "config": spec.config, "grid": spec.grid,
+                   "threads": torch.get_num_threads()}  # implicit's ALS: as many threads as torch
+            fitted_cache: dict = {}
+            # a derived system needs its source's fit: refit the source when only the derived cell is missing
+            needed = [s for s in systems if s in todo or any(SYSTEMS[t].derived_from == s for t in todo)]
+            for name in needed:
+                if progress is not None:
+                    progress.set_description(f"{spec.name} {protocol} seed {seed} {name}")
+                record = run_system(SYSTEMS[name], log, splits, ctx, fitted_cache)
+                if name not in todo:
+                    continue
+                record.update(format=CELL_FORMAT, data=spec.name, protocol=protocol, seed=seed, grid_mode=spec.grid,
+                              relevant_min=relevant_min, budget_seconds=spec.budget_seconds,
+                              cold_users={str(k): s.n_cold for k, s in splits.test.items()},
+                              warm_users=splits.warm.n_users, log=repr(log), command=spec.command,
+                              config=spec.config.to_dict() if SYSTEMS[name].family == "recmaml" else None,
+                              environment=env, finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+                write_json(cell_path(out, spec.name, protocol, seed, name), record)
+                if progress is not None:
+                    progress.update(1)
+    return paths
+
+
+def write_json(path: Path, obj) -> None:
+    """A JSON file written atomically (a temporary file moved into place), its folders made first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(obj, separators=(",", ":"), default=str)  # NaN (no value, e.g. no user evaluated) reads back as NaN
+    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def read_cells(out: Path) -> list[dict]:
+    """Every finished cell under `out`, sorted by (data set, protocol, seed, system)."""
+    cells = []
+    for path in sorted((Path(out) / "cells").glob("*/*/seed*/*.json")):
+        with open(path, encoding="utf-8") as f:
+            cells.append(json.load(f))
+    return cells
+
+
+__all__ = ["BenchmarkSpec", "PROTOCOLS", "SYSTEMS", "read_cells", "relevance_threshold", "resolve_systems",
+           "run_benchmark"]

@@ -1,0 +1,350 @@
+"""Tables, intervals, paired comparisons and plots of a benchmark folder (see recmaml.benchmark).
+
+    write_report(Path("bench"))   # bench/results.md, bench/results.json, bench/plots/*.png
+
+Every number comes from the cells under `bench/cells/`: means over seeds with a 95% t-interval, and for
+each (data set, protocol, K) a paired comparison of recmaml's best system against the best baseline on
+the same cold users (per-user differences pooled over seeds, with a 95% normal interval).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from recmaml.benchmark import MELU_K, SYSTEMS, read_cells, write_json
+from recmaml.checkpoint import _atomic_write
+
+HEADLINE = "ndcg@20"
+RANKING_METRICS = ("ndcg@10", "ndcg@20", "recall@20", "hit@20", "mrr")
+MELU_METRICS = ("query_ndcg@1", "random_query_ndcg@1", "query_ndcg@3", "random_query_ndcg@3", "mae", "rmse")
+
+
+def interval(values) -> tuple[float, float]:
+    """(mean, half-width of the 95% t-interval) of per-seed values; half-width NaN for one seed."""
+    values = np.asarray([v for v in values if v is not None and np.isfinite(v)], np.float64)
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    if len(values) == 1:
+        return float(values[0]), float("nan")
+    from scipy.stats import t
+
+    half = t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return float(values.mean()), float(half)
+
+
+def paired(a_cells: list[dict], b_cells: list[dict], k: str, key: str) -> dict:
+    """Per-user differences a - b of `key` (a per-user list in each cell's per_k[k]) pooled over the seeds
+    both have: mean, 95% normal interval, users, and whether the interval excludes 0."""
+    diffs = []
+    seeds_b = {c["seed"]: c for c in b_cells}
+    for a in a_cells:
+        b = seeds_b.get(a["seed"])
+        if b is None:
+            continue
+        va = np.array([np.nan if v is None else v for v in a["per_k"][k][key]], np.float64)
+        vb = np.array([np.nan if v is None else v for v in b["per_k"][k][key]], np.float64)
+        both = np.isfinite(va) & np.isfinite(vb)
+        diffs.append(va[both] - vb[both])
+    d = np.concatenate(diffs) if diffs else np.zeros(0)
+    if len(d) < 2:
+        return {"mean": float("nan"), "half": float("nan"), "users": int(len(d)), "beyond_noise": False}
+    half = 1.96 * d.std(ddof=1) / math.sqrt(len(d))
+    return {"mean": float(d.mean()), "half": float(half), "users": int(len(d)),
+            "beyond_noise": bool(abs(d.mean()) > half)}
+
+
+def summarize(cells: list[dict]) -> dict:
+    """{data: {protocol: {"ks": [...], "systems": {name: {k: {metric: [mean, half]}}}, "comparison": {k: ...},
+    "wall_s": {name: mean seconds per seed}, "seeds": [...]}}}"""
+    groups: dict = defaultdict(lambda: defaultdict(list))  # (data, protocol) -> system -> cells
+    for cell in cells:
+        groups[(cell["data"], cell["protocol"])][cell["system"]].append(cell)
+    out: dict = defaultdict(dict)
+    for (data, protocol), by_system in groups.items():
+        ks = sorted({k for cs in by_system.values() for c in cs for k in c["per_k"]}, key=_k_order)
+        table = {}
+        for name, cs in by_system.items():
+            table[name] = {}
+            for k in ks:
+                rows = [c["per_k"][k] for c in cs if k in c["per_k"]]
+                metrics = [m for m in (*RANKING_METRICS, *MELU_METRICS) if any(m in r for r in rows)]
+                table[name][k] = {m: interval([r.get(m) for r in rows]) for m in metrics}
+                table[name][k]["users"] = int(np.mean([r["users"] for r in rows])) if rows else 0
+                if protocol == "melu" and any("mae_by_support" in r for r in rows):
+                    bins = sorted({b for r in rows for b in r.get("mae_by_support", {})}, key=lambda b: int(b.split("-")[0]))
+                    table[name][k]["mae_by_support"] = {
+                        b: interval([r["mae_by_support"][b]["mae"] for r in rows if b in r.get("mae_by_support", {})])
+                        for b in bins}
+        out[data][protocol] = {
+            "ks": ks, "seeds": sorted({c["seed"] for cs in by_system.values() for c in cs}), "systems": table,
+            "wall_s": {n: float(np.mean([c.get("tune_s", 0) + c.get("fit_s", 0) + c.get("serve_s", 0) for c in cs]))
+                       for n, cs in by_system.items()},
+            "params": {n: [c.get("params") for c in sorted(cs, key=lambda c: c["seed"])] for n, cs in by_system.items()},
+            "grid_edges": {n: _grid_edge(cs) for n, cs in by_system.items()},
+            "comparison": {k: _compare(by_system, table, k, protocol) for k in ks},
+            "commands": sorted({c.get("command", "") for cs in by_system.values() for c in cs}),
+            "cells": sum(len(cs) for cs in by_system.values()),
+        }
+    return dict(out)
+
+
+def _k_order(k: str):
+    return (1, 0) if k == MELU_K else (0, int(k))
+
+
+def _best(table: dict, names, k: str, metric: str, lower: bool = False) -> str | None:
+    scored = [(table[n][k][metric][0], n) for n in names if k in table[n] and metric in table[n][k]
+              and np.isfinite(table[n][k][metric][0])]
+    if not scored:
+        return None
+    return (min if lower else max)(scored)[1]
+
+
+def _compare(by_system: dict, table: dict, k: str, protocol: str) -> dict:
+    """recmaml's best system against the best baseline at K: nDCG@20 (and MAE for rating models on the
+    MeLU protocol), the ratio of means and the paired per-user difference."""
+    fam = {n: SYSTEMS[n].family if n in SYSTEMS else "baseline" for n in by_system}
+    base = [n for n in by_system if fam[n] == "baseline"]
+    meta = [n for n in by_system if fam[n] == "recmaml" and n != "recmaml_0_steps"]
+    out = {}
+    checks = [(HEADLINE, "per_user_ndcg@20", False)]
+    if protocol == "melu":
+        checks.append(("mae", "per_user_mae", True))
+    for metric, per_user, lower in checks:
+        b = _best(table, base, k, metric, lower)
+        m = _best(table, meta, k, metric, lower)
+        if b is None or m is None:
+            continue
+        out[metric] = {"recmaml": m, "baseline": b, "recmaml_mean": table[m][k][metric][0],
+                       "baseline_mean": table[b][k][metric][0],
+                       "ratio": table[m][k][metric][0] / table[b][k][metric][0],
+                       "paired": paired(by_system[m], by_system[b], k, per_user)}
+    return out
+
+
+def _grid_edge(cells: list[dict]) -> list[str]:
+    """For each tuned parameter, where the chosen values sat in the grid: 'lam=1000 (inside)' etc."""
+    notes = []
+    for cell in cells[:1]:
+        grid = cell.get("grid") or []
+        if not grid:
+            return []
+        names = grid[0]["params"].keys()
+        for name in names:
+            values = sorted({_key(g["params"][name]) for g in grid}, key=_sort_key)
+            chosen = sorted({_key(c["params"][name]) for c in cells}, key=_sort_key)
+            where = []
+            for v in chosen:
+                pos = values.index(v)
+                where.append(f"{v} ({'low edge' if pos == 0 and len(values) > 1 else 'high edge' if pos == len(values) - 1 and len(values) > 1 else 'inside'})")
+            notes.append(f"{name}: " + ", ".join(where))
+    return notes
+
+
+def _key(v) -> str:
+    return str(tuple(v)) if isinstance(v, list) else str(v)
+
+
+def _sort_key(v: str):
+    try:
+        return (0, float(v))
+    except ValueError:
+        return (1, v)
+
+
+# ------------------------------------------------------------------------------------------- markdown
+
+
+def _fmt(pair, digits: int = 4) -> str:
+    mean, half = pair
+    if not np.isfinite(mean):
+        return "-"
+    return f"{mean:.{digits}f}" + (f" ± {half:.{digits}f}" if np.isfinite(half) else "")
+
+
+def _ranking_table(block: dict, metric: str) -> list[str]:
+    ks = block["ks"]
+    lines = [f"| system | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    best = {k: _best(block["systems"], block["systems"], k, metric) for k in ks}
+    for name, row in block["systems"].items():
+        cells = []
+        for k in ks:
+            text = _fmt(row[k][metric]) if k in row and metric in row[k] else "-"
+            cells.append(f"**{text}**" if best[k] == name else text)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("| cold users evaluated | " + " | ".join(
+        str(next(iter(block["systems"].values()))[k]["users"]) for k in ks) + " |")
+    return lines
+
+
+def _metrics_table(block: dict, k: str, metrics) -> list[str]:
+    present = [m for m in metrics if any(m in row.get(k, {}) for row in block["systems"].values())]
+    lines = ["| system | " + " | ".join(present) + " | wall s per seed | chosen params (per seed) |",
+             "|---|" + "---|" * (len(present) + 2)]
+    for name, row in block["systems"].items():
+        vals = [_fmt(row[k][m]) if m in row.get(k, {}) else "-" for m in present]
+        params = "; ".join(_short(p) for p in block["params"][name]) if any(block["params"][name]) else ""
+        lines.append(f"| {name} | " + " | ".join(vals) + f" | {block['wall_s'][name]:.1f} | {params} |")
+    return lines
+
+
+def _short(params) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (params or {}).items())
+
+
+def _comparison_lines(block: dict) -> list[str]:
+    lines = ["| K | metric | recmaml best | best baseline | ratio | paired difference (95%) | users | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for k, comp in block["comparison"].items():
+        for metric, c in comp.items():
+            p = c["paired"]
+            lower = metric == "mae"
+            wins = (c["ratio"] < 1) if lower else (c["ratio"] > 1)
+            verdict = ("recmaml better" if wins else "recmaml worse") + (
+                ", beyond noise" if p["beyond_noise"] else ", within noise")
+            lines.append(f"| {k} | {metric} | {c['recmaml']} {c['recmaml_mean']:.4f} | {c['baseline']} "
+                         f"{c['baseline_mean']:.4f} | {c['ratio']:.3f} | {p['mean']:+.4f} ± {p['half']:.4f} | "
+                         f"{p['users']} | {verdict} |")
+    return lines
+
+
+def markdown(summary: dict, plots: list[str], header: list[str] = ()) -> str:
+    lines = ["# Benchmark results", "", *header,
+             "Every number below is computed from the cells of this folder (`cells/`). Means over seeds with "
+             "the half-width of a 95% t-interval; **bold** marks the best system of a column. The paired "
+             "comparison pools per-user differences over seeds (the same cold users for both systems).", ""]
+    for data, by_protocol in summary.items():
+        lines += [f"## {data}", ""]
+        for protocol, block in by_protocol.items():
+            lines += [f"### {data}, {protocol} protocol (seeds {', '.join(map(str, block['seeds']))})", ""]
+            if protocol == "melu":
+                lines += ["MeLU's hidden-item metrics (10 hidden ratings per cold user, gain 2^r - 1) next to a "
+                          "random order's expectation; MAE/RMSE for rating models; full-catalog metrics too.", ""]
+                lines += _metrics_table(block, MELU_K, (*MELU_METRICS, *RANKING_METRICS))
+                bins = _mae_bins_table(block)
+                if bins:
+                    lines += ["", "MAE by support size (cold users binned by how many ratings they reveal):", ""] + bins
+            else:
+                lines += [f"nDCG@20 by support size K:", ""] + _ranking_table(block, HEADLINE)
+                k5 = "5" if "5" in block["ks"] else block["ks"][len(block["ks"]) // 2]
+                lines += ["", f"Every metric at K={k5}:", ""] + _metrics_table(block, k5, RANKING_METRICS)
+            lines += ["", "recmaml's best system against the best baseline:", ""] + _comparison_lines(block)
+            edges = {n: e for n, e in block["grid_edges"].items() if e}
+            if edges:
+                lines += ["", "Where the validation optimum landed in each grid: " + "; ".join(
+                    f"{n}: {', '.join(e)}" for n, e in edges.items()), ""]
+            lines += ["", "Reproduce: " + "; ".join(f"`{c}`" for c in block["commands"] if c), ""]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
+    return "\n".join(lines)
+
+
+def _mae_bins_table(block: dict) -> list[str]:
+    rows = {n: r[MELU_K]["mae_by_support"] for n, r in block["systems"].items() if "mae_by_support" in r.get(MELU_K, {})}
+    if not rows:
+        return []
+    bins = sorted({b for r in rows.values() for b in r}, key=lambda b: int(b.split("-")[0]))
+    lines = ["| system | " + " | ".join(f"{b} ratings" for b in bins) + " |", "|---|" + "---|" * len(bins)]
+    for n, r in rows.items():
+        lines.append(f"| {n} | " + " | ".join(_fmt(r[b]) if b in r else "-" for b in bins) + " |")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+def plot(summary: dict, folder: Path) -> list[str]:
+    """PNG plots: nDCG@20 against K per ranking protocol (one panel per data set, the 95% interval as a
+    band), and MAE against support size for rating models on the MeLU protocol. Returns relative paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for protocol in ("random", "temporal"):
+        datasets = [d for d in summary if protocol in summary[d]]
+        if not datasets:
+            continue
+        fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+        for ax, data in zip(axes[0], datasets):
+            block = summary[data][protocol]
+            ks = [int(k) for k in block["ks"]]
+            for name, row in block["systems"].items():
+                mean = np.array([row[str(k)][HEADLINE][0] for k in ks])
+                half = np.nan_to_num(np.array([row[str(k)][HEADLINE][1] for k in ks]))
+                style = "-" if SYSTEMS.get(name) and SYSTEMS[name].family == "recmaml" else "--"
+                (line,) = ax.plot(ks, mean, style, marker="o", ms=3, label=name)
+                ax.fill_between(ks, mean - half, mean + half, color=line.get_color(), alpha=0.15)
+            ax.set(title=f"{data} ({protocol})", xlabel="support size K", ylabel="nDCG@20", xscale="log")
+            ax.set_xticks(ks, [str(k) for k in ks])
+            ax.grid(alpha=0.3)
+        axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        fig.tight_layout()
+        path = folder / f"ndcg20_vs_k_{protocol}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    datasets = [d for d in summary if "melu" in summary[d]]
+    if datasets:
+        fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+        for ax, data in zip(axes[0], datasets):
+            for name, row in summary[data]["melu"]["systems"].items():
+                bins = row.get(MELU_K, {}).get("mae_by_support")
+                if not bins:
+                    continue
+                labels = sorted(bins, key=lambda b: int(b.split("-")[0]))
+                x = np.arange(len(labels))
+                mean = np.array([bins[b][0] for b in labels])
+                half = np.nan_to_num(np.array([bins[b][1] for b in labels]))
+                (line,) = ax.plot(x, mean, marker="o", ms=3, label=name)
+                ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.15)
+                ax.set_xticks(x, labels)
+            ax.set(title=f"{data} (MeLU protocol)", xlabel="revealed ratings", ylabel="MAE")
+            ax.grid(alpha=0.3)
+        axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        fig.tight_layout()
+        path = folder / "mae_vs_support.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write_report(out: Path, page: Path | None = None) -> dict:
+    """results.json, results.md and plots/ of every cell under `out`; returns the summary. page: also
+    write the markdown there (e.g. benchmarks/RESULTS.md), its plot links relative to the page."""
+    out = Path(out)
+    cells = read_cells(out)
+    summary = summarize(cells)
+    plots = plot(summary, out / "plots") if summary else []
+    write_json(out / "results.json", summary)
+    header = environment_lines(cells)
+    for target in [out / "results.md"] + ([Path(page)] if page else []):
+        links = [os.path.relpath(p, target.parent) for p in plots]
+        text = markdown(summary, links, header)
+        _atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return summary
+
+
+def environment_lines(cells: list[dict]) -> list[str]:
+    """Machine, versions, seeds and wall time of the cells, for the top of the page."""
+    if not cells:
+        return []
+    env = cells[0].get("environment", {})
+    versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items())
+    wall = defaultdict(float)
+    for c in cells:
+        wall[c["data"]] += c.get("tune_s", 0) + c.get("fit_s", 0) + c.get("serve_s", 0)
+    finished = sorted(c.get("finished", "") for c in cells)
+    return [f"- Machine: {env.get('machine', '?')}; torch threads per run: {env.get('torch_threads', '?')}",
+            f"- Versions: {versions}",
+            f"- Cells: {len(cells)}, finished {finished[0]} .. {finished[-1]}",
+            "- Compute per data set (tuning + fitting + scoring, summed over cells): " + ", ".join(
+                f"{d} {s / 60:.1f} min" for d, s in wall.items()), ""]

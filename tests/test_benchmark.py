@@ -1,0 +1,288 @@
+"""The benchmark suite: protocols, metrics against hand-computed values, intervals, resume, and a smoke
+run of `recmaml benchmark` with every system on a tiny planted log."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from recmaml.benchmark import (
+    SYSTEMS, BenchmarkSpec, _cell_metrics, make_splits, ranking_cell, read_cells, relevance_threshold,
+    resolve_systems, run_benchmark,
+)
+from recmaml.data import Interactions
+from recmaml.errors import DataError
+from recmaml.metrics import random_ndcg, reciprocal_ranks
+from recmaml.protocol import ColdSplit, kshot_split, query_ndcg_per_user
+from recmaml.report import interval, paired, summarize, write_report
+from recmaml.synthetic import clustered_interactions
+
+
+@pytest.fixture(scope="module")
+def log():
+    return clustered_interactions(300, 120, min_per_user=4, max_per_user=30, seed=3)
+
+
+# ------------------------------------------------------------------------------------------ protocols
+
+
+def _ids(inter: Interactions) -> set:
+    return set(inter.users.ids[np.unique(inter.user_idx)].tolist())
+
+
+@pytest.mark.parametrize("order", ["random", "temporal"])
+def test_kshot_split_is_user_disjoint_with_supports_of_exactly_k(log, order):
+    split = kshot_split(log, order=order, seed=0)
+    assert not _ids(split.warm) & _ids(split.cold)
+    assert _ids(split.warm) | _ids(split.cold) == _ids(log)
+    assert abs(split.cold.n_users - 0.2 * log.n_users) <= 1
+    for k in (1, 3, 5, 20):
+        at = split.at(k)
+        sizes = np.bincount(at.cold_support.user_idx, minlength=at.n_cold)
+        assert (sizes == k).all()
+        counts = np.bincount(split.cold.user_idx, minlength=split.cold.n_users)
+        assert at.n_cold == int((counts > k).sum())  # every cold user with more than k rows, no other
+        assert (np.bincount(at.cold_query.user_idx, minlength=at.n_cold) >= 1).all()
+        # support and query partition each evaluated user's rows
+        pairs_s = set(zip(at.cold_support.user_ids(), at.cold_support.item_ids()))
+        pairs_q = set(zip(at.cold_query.user_ids(), at.cold_query.item_ids()))
+        assert not pairs_s & pairs_q
+
+
+def test_temporal_supports_are_the_earliest_interactions(log):
+    split = kshot_split(log, order="temporal", seed=1)
+    at = split.at(5)
+    for user in range(at.n_cold):
+        latest_support = at.cold_support.timestamp[at.cold_support.user_idx == user].max()
+        earliest_query = at.cold_query.timestamp[at.cold_query.user_idx == user].min()
+        assert latest_support <= earliest_query
+
+
+def test_supports_of_growing_k_are_nested(log):
+    split = kshot_split(log, order="random", seed=2)
+    small, large = split.at(3), split.at(10)
+    small_pairs = set(zip(small.cold_support.user_ids(), small.cold_support.item_ids()))
+    large_users = set(large.cold_support.user_ids().tolist())
+    large_pairs = set(zip(large.cold_support.user_ids(), large.cold_support.item_ids()))
+    assert {p for p in small_pairs if p[0] in large_users} <= large_pairs
+
+
+def test_temporal_protocol_refused_without_timestamps(log):
+    no_time = Interactions(log.user_idx, log.item_idx, log.users, log.items, rating=log.rating)
+    with pytest.raises(DataError, match="no timestamps"):
+        kshot_split(no_time, order="temporal")
+    with pytest.raises(DataError, match="temporal protocol needs timestamps"):
+        run_benchmark(no_time, BenchmarkSpec(name="x", protocols=("temporal",), systems=("popularity",)), "/tmp/none")
+
+
+def test_melu_split_hides_ten_and_validation_is_carved_from_warm(log):
+    splits = make_splits(log, "melu", 0, (), 0.2)
+    test, val = splits.test["melu"], splits.val["melu"]
+    assert (np.bincount(test.cold_query.user_idx) == 10).all()
+    assert _ids(val.cold_support) <= _ids(splits.warm)
+    assert not _ids(val.cold_support) & _ids(test.cold_support)
+
+
+def test_no_support_item_is_ranked():
+    from recmaml.data import Vocabulary
+
+    # three cold users, five items; the support items score highest but must never be ranked
+    users, items = Vocabulary(np.arange(3)), Vocabulary(np.arange(5))
+    support = Interactions(np.array([0, 1, 2]), np.array([0, 1, 2]), users, items)
+    query = Interactions(np.array([0, 1, 2]), np.array([3, 3, 4]), users, items)
+    scores = np.tile(np.array([9.0, 8.0, 7.0, 1.0, 0.0], np.float32), (3, 1))
+    cell = ranking_cell(scores, ColdSplit(support, support, query), None)
+    # each user's own support item is out: item 3 ranks 3rd (users 0 and 1), item 4 ranks 4th (user 2)
+    assert cell["mrr"] == pytest.approx(np.mean([1 / 3, 1 / 3, 1 / 4]))
+    assert cell["ndcg@20"] == pytest.approx(np.mean([1 / math.log2(4), 1 / math.log2(4), 1 / math.log2(5)]))
+
+
+# -------------------------------------------------------------------------------------------- metrics
+
+
+def test_reciprocal_ranks_by_hand():
+    scores = np.array([[0.9, 0.5, 0.1, -np.inf], [0.2, 0.3, 0.4, 0.1]])
+    # user 0 relevant: item 2 (rank 3) and item 1 (rank 2) -> 1/2; user 1: item 0 (rank 3); user 2: none
+    rr = reciprocal_ranks(np.vstack([scores, np.zeros((1, 4))]), [0, 0, 1], [2, 1, 0], 3)
+    assert rr[0] == pytest.approx(0.5)
+    assert rr[1] == pytest.approx(1 / 3)
+    assert np.isnan(rr[2])
+
+
+def test_ranking_cell_ndcg_by_hand():
+    from recmaml.data import Vocabulary
+
+    items = Vocabulary(np.arange(4))
+    users = Vocabulary(np.arange(1))
+    support = Interactions(np.array([0]), np.array([0]), users, items)
+    query = Interactions(np.array([0, 0]), np.array([1, 3]), users, items, rating=np.array([5.0, 2.0], np.float32))
+    scores = np.array([[10.0, 1.0, 3.0, 2.0]], np.float32)  # ranking (support 0 excluded): 2, 3, 1
+    cell = ranking_cell(scores, ColdSplit(support, support, query), relevant_min=4.0)  # relevant: item 1 only
+    assert cell["ndcg@20"] == pytest.approx(1 / math.log2(4))  # rank 3
+    assert cell["recall@20"] == 1.0 and cell["mrr"] == pytest.approx(1 / 3)
+    every = ranking_cell(scores, ColdSplit(support, support, query), relevant_min=None)  # items 1 and 3
+    ideal = 1 + 1 / math.log2(3)
+    assert every["ndcg@20"] == pytest.approx((1 / math.log2(3) + 1 / math.log2(4)) / ideal)
+
+
+def test_random_query_ndcg_by_hand():
+    # gains of two items 3 and 0: a random order puts the good one first half of the time
+    expected_at1 = random_ndcg(np.array([[3.0, 0.0]]), np.array([[1, 1]]), 1)[0]
+    assert expected_at1 == pytest.approx(0.5)
+    expected_at3 = random_ndcg(np.array([[3.0, 0.0]]), np.array([[1, 1]]), 3)[0]
+    assert expected_at3 == pytest.approx((1.5 * (1 + 1 / math.log2(3))) / 3.0)
+
+
+def test_query_ndcg_perfect_and_random_expectation(log):
+    query = Interactions(np.array([0, 0, 0]), np.array([0, 1, 2]), log.users, log.items,
+                         rating=np.array([1.0, 5.0, 3.0], np.float32))
+    assert query_ndcg_per_user(query.rating, query, 3)[0] == pytest.approx(1.0)
+    worst = query_ndcg_per_user(-query.rating, query, 1)[0]
+    assert worst == pytest.approx(1.0 / 31.0)  # gain 2^1-1 over the ideal 2^5-1
+    rand = query_ndcg_per_user(query.rating, query, 1, random=True)[0]
+    assert rand == pytest.approx(np.mean([1, 31, 7]) / 31)
+
+
+def test_relevance_threshold_follows_the_scale():
+    def log_with(ratings):
+        n = len(ratings)
+        return Interactions.from_ids(np.arange(n), np.arange(n), rating=np.array(ratings, np.float32))
+
+    assert relevance_threshold(log_with([1, 2, 3, 4, 5])) == 4.0
+    assert relevance_threshold(log_with(np.arange(1, 9) / 2)) == 3.5  # FilmTrust: 0.5..4
+    assert relevance_threshold(log_with(np.arange(1, 11))) == 8.0
+    assert relevance_threshold(Interactions.from_ids([0], [0])) is None
+
+
+# -------------------------------------------------------------------------------- intervals, paired
+
+
+def test_interval_is_a_t_interval():
+    mean, half = interval([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert half == pytest.approx(4.302652729911275 * 1.0 / math.sqrt(3))
+    assert math.isnan(interval([0.5])[1])
+
+
+def test_paired_difference_detects_a_real_gap_and_not_noise():
+    gen = np.random.default_rng(0)
+    base = gen.random(500)
+    cells = lambda values, seed: {"seed": seed, "per_k": {"5": {"v": list(values)}}}  # noqa: E731
+    better = paired([cells(base + 0.05, 0)], [cells(base, 0)], "5", "v")
+    assert better["mean"] == pytest.approx(0.05) and better["beyond_noise"]
+    noise = paired([cells(base + gen.normal(0, 0.1, 500), 0)], [cells(base, 0)], "5", "v")
+    assert abs(noise["mean"]) < noise["half"] * 1.5
+    with_missing = paired([cells([0.5, None, 0.7], 0)], [cells([0.1, 0.2, None], 0)], "5", "v")
+    assert with_missing["users"] == 1
+
+
+# ---------------------------------------------------------------------------------- systems, running
+
+
+def test_resolve_systems():
+    assert resolve_systems("all") == tuple(SYSTEMS)
+    assert resolve_systems("recmaml_0_steps") == ("recmaml_maml", "recmaml_0_steps")
+    with pytest.raises(DataError, match="unknown system"):
+        resolve_systems("nope")
+
+
+def test_resume_reads_finished_cells_back(log, tmp_path, tiny_config):
+    spec = BenchmarkSpec(name="tiny", protocols=("random",), ks=(1, 5), seeds=(0,),
+                         systems=("popularity", "item_mean"), config=tiny_config)
+    run_benchmark(log, spec, tmp_path)
+    cell = tmp_path / "cells/tiny/random/seed0/popularity.json"
+    first = cell.read_bytes()
+    cell.write_text(cell.read_text().replace('"system":"popularity"', '"system":"popularity","marker":1'))
+    marked = cell.read_bytes()
+    run_benchmark(log, spec, tmp_path)  # nothing recomputed: the marked file stays as it is
+    assert cell.read_bytes() == marked != first
+    (tmp_path / "cells/tiny/random/seed0/item_mean.json").unlink()
+    run_benchmark(log, spec, tmp_path)  # only the missing cell is computed again
+    assert cell.read_bytes() == marked
+    assert (tmp_path / "cells/tiny/random/seed0/item_mean.json").is_file()
+
+
+def test_smoke_every_system_through_the_cli(tmp_path):
+    """`recmaml benchmark` on a tiny CSV log with string ids: every system, two protocols, 2 seeds;
+    cells, results.md/json and plots appear, every metric is finite, and the report compares."""
+    import pandas as pd
+
+    from recmaml.cli import main
+
+    log = clustered_interactions(150, 60, min_per_user=4, max_per_user=30, seed=3)
+    frame = pd.DataFrame({"user_id": [f"u{u}" for u in log.user_ids()], "item_id": [f"i{i}" for i in log.item_ids()],
+                          "rating": log.rating, "timestamp": log.timestamp})
+    path = tmp_path / "tiny.csv"
+    frame.to_csv(path, index=False)
+    out = tmp_path / "bench"
+    code = main(["--quiet", "benchmark", "--data", str(path), "--protocol", "random,melu", "--k", "1,5",
+                 "--seeds", "0,1", "--systems", "all", "--config", "configs/tiny.toml", "--budget-seconds", "1", "--grid", "minimal",
+                 "--out", str(out)])
+    assert code == 0
+    cells = read_cells(out)
+    assert len(cells) == 2 * 2 * len(SYSTEMS)
+    for cell in cells:
+        for k, metrics in cell["per_k"].items():
+            assert np.isfinite(metrics["ndcg@20"]), (cell["system"], k)
+            assert 0.0 <= metrics["ndcg@20"] <= 1.0
+        if cell["protocol"] == "melu" and cell["rating"]:
+            assert np.isfinite(cell["per_k"]["melu"]["mae"])
+    summary = summarize(cells)
+    block = summary["tiny"]["random"]
+    assert set(block["ks"]) == {"1", "5"}
+    assert all(np.isfinite(row["5"]["ndcg@20"][1]) for row in block["systems"].values())  # intervals
+    assert block["comparison"]["5"]["ndcg@20"]["baseline"] in {n for n, s in SYSTEMS.items() if s.family == "baseline"}
+    assert "mae" in summary["tiny"]["melu"]["comparison"]["melu"]
+    text = (out / "results.md").read_text()
+    assert "### tiny, random protocol" in text and "recmaml_transfer" in text
+    assert (out / "plots/ndcg20_vs_k_random.png").stat().st_size > 1000
+    assert (out / "plots/mae_vs_support.png").is_file()
+    assert json.loads((out / "results.json").read_text())["tiny"]["melu"]["cells"] == 2 * len(SYSTEMS)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys, log):
+    from recmaml.cli import main
+
+    assert main(["benchmark", "--out", str(tmp_path / "b")]) == 2
+    assert "--data is required" in capsys.readouterr().err
+    assert main(["benchmark", "--out", str(tmp_path / "b"), "--report-only"]) == 2
+    assert "no finished benchmark cells" in capsys.readouterr().err
+    assert main(["benchmark", "--data", "../shared/nope.csv", "--out", str(tmp_path / "b")]) == 2
+    assert main(["benchmark", "--data", "x.csv", "--k", "a,b", "--out", str(tmp_path / "b")]) == 2
+
+
+def test_tuning_picks_the_best_validation_point_and_never_sees_test_users(log):
+    from recmaml.benchmark import System, _Baseline, run_system
+    from recmaml.baselines import Popularity
+
+    splits = make_splits(log, "random", 0, (5,), 0.2)
+    warm_sizes = []
+
+    def fit(warm, ctx, good):
+        warm_sizes.append(warm.n_users)
+        model = Popularity().fit(warm)
+        if not good:  # the reversed popularity order: clearly worse on validation users
+            model.counts = -model.counts
+        return _Baseline(model)
+
+    system = System("fake", "baseline", False, fit, lambda ctx: {"good": [False, True]})
+    ctx = {"protocol": "random", "relevant_min": 4.0, "has_ratings": True, "budget_seconds": 0, "grid": "full"}
+    record = run_system(system, log, splits, ctx, {})
+    assert record["params"] == {"good": True}
+    assert [g["params"]["good"] for g in record["grid"]] == [False, True]
+    assert record["grid"][1]["validation"] > record["grid"][0]["validation"]
+    # two validation fits on the validation warm users, then one on all warm users
+    assert warm_sizes == [splits.val_warm.n_users] * 2 + [splits.warm.n_users]
+    test_users = set(splits.test[5].cold_support.users.ids.tolist())
+    assert not test_users & set(splits.val_warm.users.ids.tolist())
+
+
+def test_rating_metrics_only_for_rating_models(log):
+    splits = make_splits(log, "random", 0, (5,), 0.2)
+    split = splits.test[5]
+    scores = np.zeros((split.n_cold, log.n_items), np.float32) + 3.0
+    assert "mae" in _cell_metrics(scores, split, "random", True, 4.0)
+    assert "mae" not in _cell_metrics(scores, split, "random", False, 4.0)
