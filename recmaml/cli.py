@@ -305,6 +305,10 @@ def cmd_benchmark(args) -> None:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise RecMamlError(f"--out {out}: exists and is not a folder; pass a folder for the benchmark's cells")
+    try:  # checked first: the plots come at the end of what can be hours of work
+        import matplotlib  # noqa: F401
+    except ImportError as err:
+        raise RecMamlError("the benchmark's plots need matplotlib: pip install 'recmaml[bench]'") from err
     if args.threads is not None:
         if args.threads < 1:
             raise RecMamlError(f"--threads {args.threads}: must be at least 1")

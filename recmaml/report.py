@@ -267,6 +267,8 @@ def plot(summary: dict, folder: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
+    names = list(SYSTEMS)
+    color = {n: plt.cm.tab20(i % 20) for i, n in enumerate(names)}  # one colour per system on every plot
     written = []
     for protocol in ("random", "temporal"):
         datasets = [d for d in summary if protocol in summary[d]]
@@ -280,7 +282,7 @@ def plot(summary: dict, folder: Path) -> list[str]:
                 mean = np.array([row[str(k)][HEADLINE][0] for k in ks])
                 half = np.nan_to_num(np.array([row[str(k)][HEADLINE][1] for k in ks]))
                 style = "-" if SYSTEMS.get(name) and SYSTEMS[name].family == "recmaml" else "--"
-                (line,) = ax.plot(ks, mean, style, marker="o", ms=3, label=name)
+                (line,) = ax.plot(ks, mean, style, marker="o", ms=3, label=name, color=color.get(name))
                 ax.fill_between(ks, mean - half, mean + half, color=line.get_color(), alpha=0.15)
             ax.set(title=f"{data} ({protocol})", xlabel="support size K", ylabel="nDCG@20", xscale="log")
             ax.set_xticks(ks, [str(k) for k in ks])
@@ -303,7 +305,7 @@ def plot(summary: dict, folder: Path) -> list[str]:
                 x = np.arange(len(labels))
                 mean = np.array([bins[b][0] for b in labels])
                 half = np.nan_to_num(np.array([bins[b][1] for b in labels]))
-                (line,) = ax.plot(x, mean, marker="o", ms=3, label=name)
+                (line,) = ax.plot(x, mean, marker="o", ms=3, label=name, color=color.get(name))
                 ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.15)
                 ax.set_xticks(x, labels)
             ax.set(title=f"{data} (MeLU protocol)", xlabel="revealed ratings", ylabel="MAE")
@@ -342,9 +344,19 @@ def environment_lines(cells: list[dict]) -> list[str]:
     wall = defaultdict(float)
     for c in cells:
         wall[c["data"]] += c.get("tune_s", 0) + c.get("fit_s", 0) + c.get("serve_s", 0)
-    finished = sorted(c.get("finished", "") for c in cells)
+    from datetime import datetime, timedelta
+
+    spans = []
+    for c in cells:
+        if c.get("finished"):
+            end = datetime.strptime(c["finished"], "%Y-%m-%d %H:%M:%S")
+            spans.append((end - timedelta(seconds=c.get("tune_s", 0) + c.get("fit_s", 0) + c.get("serve_s", 0)), end))
+    span = ""
+    if spans:
+        first, last = min(s for s, _ in spans), max(e for _, e in spans)
+        span = f", from {first:%Y-%m-%d %H:%M} to {last:%H:%M} ({(last - first).total_seconds() / 60:.0f} min wall)"
     return [f"- Machine: {env.get('machine', '?')}; torch threads per run: {env.get('torch_threads', '?')}",
             f"- Versions: {versions}",
-            f"- Cells: {len(cells)}, finished {finished[0]} .. {finished[-1]}",
+            f"- Cells: {len(cells)}{span}",
             "- Compute per data set (tuning + fitting + scoring, summed over cells): " + ", ".join(
                 f"{d} {s / 60:.1f} min" for d, s in wall.items()), ""]
