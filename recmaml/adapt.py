@@ -170,8 +170,11 @@ def _tower_forward(model, x, corrections, lr):
 
 
 def fast_user_vectors(model: nn.Module, support: dict, *, names: list[str], steps: int, inner_lr: float,
-                      reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
-    """Adapted user vectors (B, d) and user biases (B,) after `steps` first-order inner steps."""
+                      reduction: str = "mean", item_vectors: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adapted user vectors (B, d) and user biases (B,) after `steps` first-order inner steps.
+    item_vectors: the catalog's item tower outputs, when the caller has them already (serving scores
+    with the same vectors: computing them once saves a pass over the catalog)."""
     cfg = model.cfg
     batch = support["items"].shape[0]
     feats = model.user_features(support["user_feats"]) if model.user_features is not None else None
@@ -179,7 +182,8 @@ def fast_user_vectors(model: nn.Module, support: dict, *, names: list[str], step
     user_bias = model.user_bias.detach().expand(batch).clone()
     adapted_layers = {i: f"user_tower.{i}.bias" in names for i, layer in enumerate(model.user_tower)
                       if isinstance(layer, nn.Linear) and f"user_tower.{i}.weight" in names}
-    item_vectors, item_bias = model.item_vectors(), model.item_bias
+    item_vectors = model.item_vectors() if item_vectors is None else item_vectors
+    item_bias = model.item_bias
     mask = support["mask"]
     n = mask.sum(dim=1).clamp(min=1.0) if reduction == "mean" else mask.new_ones(batch)
     corrections: dict[int, list] = {}

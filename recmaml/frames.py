@@ -304,7 +304,8 @@ def as_interactions(data, what: str) -> Interactions:
 
 
 def same_kind(ranked_or_frame, like):
-    """Convert a polars result frame to the kind of frame `like` is (pandas in, pandas out)."""
+    """Convert a polars result frame, or RankedLists, to the kind of frame `like` is (pandas in, pandas out).
+    RankedLists become a pandas frame directly, without a polars frame in between (half the time)."""
     if isinstance(like, FRAME_TYPES):
-        return ranked_or_frame
+        return ranked_or_frame if isinstance(ranked_or_frame, FRAME_TYPES) else ranked_or_frame.to_polars()
     return ranked_or_frame.to_pandas()

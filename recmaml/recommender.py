@@ -105,8 +105,7 @@ class MetaRecommender:
         if what == "history" and model.cfg.objective == "rating" and history.rating is None:
             raise DataError("the history has no ratings, but this model predicts ratings (objective 'rating') and "
                             "adapts on them; give the history a rating column (CLI: --rating-col)")
-        # ids are looked up once per distinct id (the history's vocabularies), not once per row
-        item_idx = self.items.index(history.items.ids)[history.item_idx]
+        item_idx = _map_ids(self.items, history.items, history.item_idx)
         known = item_idx != UNKNOWN
         if not known.all():
             unknown_ids = np.unique(history.items.ids[history.item_idx[~known]])
@@ -119,7 +118,7 @@ class MetaRecommender:
         if extra_users is not None:
             present = np.union1d(present, Vocabulary.fit(extra_users).ids)
         users = Vocabulary(present)
-        user_idx = users.index(history.users.ids)[history.user_idx[known]]
+        user_idx = _map_ids(users, history.users, history.user_idx[known])
         feats = None
         if history.user_features is not None and self.user_layout is not None:
             feats = history.user_features.conformed(self.user_layout).aligned_to(users)
@@ -163,10 +162,11 @@ class MetaRecommender:
         steps = m.inner_steps if self.config.serve.inner_steps is None else self.config.serve.inner_steps
         names = adapted_names(model, m.adapt)
         if fast_path_applies(model, names):
-            users, user_bias = fast_user_vectors(model, support, names=names, steps=steps, inner_lr=m.inner_lr,
-                                                 reduction=m.support_reduction)
             with torch.no_grad():
                 vectors = model.item_vectors()
+            users, user_bias = fast_user_vectors(model, support, names=names, steps=steps, inner_lr=m.inner_lr,
+                                                 reduction=m.support_reduction, item_vectors=vectors)
+            with torch.no_grad():
                 if items is None:
                     scores = torch.addmm(model.item_bias, users, vectors.T)
                 else:
@@ -356,6 +356,14 @@ class MetaRecommender:
             raise checkpoint.CheckpointError(f"{path}: weights do not fit the saved config: {err}") from err
         rec.model.to(device).eval()
         return rec
+
+
+def _map_ids(target: Vocabulary, source: Vocabulary, idx: np.ndarray) -> np.ndarray:
+    """`target`'s indices of the ids `source.ids[idx]`, looked up once per distinct id when `source` is the
+    smaller (the usual history: many rows per id; string lookups are the costly part), else once per row."""
+    if len(source) < len(idx):
+        return target.index(source.ids)[idx]
+    return target.index(source.lookup(idx))
 
 
 def _candidates_for(user_ids: np.ndarray, cand: ColdUsers) -> tuple[torch.Tensor, torch.Tensor]:
