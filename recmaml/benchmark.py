@@ -390,7 +390,7 @@ def run_benchmark(log: Interactions, spec: BenchmarkSpec, out: Path, progress=No
     return the paths of all its cells. Each cell is written atomically when done, so an interrupted run
     resumes at the first missing cell. progress: optional tqdm-like object (update, set_description)."""
     systems = tuple(s for s in resolve_systems(spec.systems) if log.rating is not None or not SYSTEMS[s].needs_ratings)
-    protocols = [p for p in spec.protocols]
+    protocols = list(spec.protocols)
     for p in protocols:
         if p not in PROTOCOLS:
             raise DataError(f"unknown protocol {p!r}; choose from {list(PROTOCOLS)} (--protocol)")

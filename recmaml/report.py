@@ -129,20 +129,18 @@ def _compare(by_system: dict, table: dict, k: str, protocol: str) -> dict:
 
 def _grid_edge(cells: list[dict]) -> list[str]:
     """For each tuned parameter, where the chosen values sat in the grid: 'lam=1000 (inside)' etc."""
+    grid = cells[0].get("grid") or []  # every seed tries the same grid
+    if not grid:
+        return []
     notes = []
-    for cell in cells[:1]:
-        grid = cell.get("grid") or []
-        if not grid:
-            return []
-        names = grid[0]["params"].keys()
-        for name in names:
-            values = sorted({_key(g["params"][name]) for g in grid}, key=_sort_key)
-            chosen = sorted({_key(c["params"][name]) for c in cells}, key=_sort_key)
-            where = []
-            for v in chosen:
-                pos = values.index(v)
-                where.append(f"{v} ({'low edge' if pos == 0 and len(values) > 1 else 'high edge' if pos == len(values) - 1 and len(values) > 1 else 'inside'})")
-            notes.append(f"{name}: " + ", ".join(where))
+    for name in grid[0]["params"]:
+        values = sorted({_key(g["params"][name]) for g in grid}, key=_sort_key)
+        where = []
+        for v in sorted({_key(c["params"][name]) for c in cells}, key=_sort_key):
+            pos = values.index(v)
+            edge = "inside" if len(values) == 1 or 0 < pos < len(values) - 1 else ("low edge" if pos == 0 else "high edge")
+            where.append(f"{v} ({edge})")
+        notes.append(f"{name}: " + ", ".join(where))
     return notes
 
 
