@@ -84,19 +84,21 @@ def adapt(
     inner_lr: float,
     first_order: bool = False,
     reduction: str = "mean",
+    lr_scale: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """Fast weights of every user in `support` (a batched dict from TaskBatch.support()).
 
     With first_order=False the result stays differentiable through the inner steps (second-order MAML);
     with first_order=True the inner gradients are treated as constants.
     Meta-SGD: if the model has a `meta_lrs` ParameterDict, its entries are the per-parameter inner rates.
+    lr_scale multiplies every rate (serving's serve.inner_lr_scale).
     """
     adapted, shared = split_params(model, names)
     batch = support["items"].shape[0]
     if steps == 0:
         return {n: p.unsqueeze(0).expand(batch, *p.shape) for n, p in adapted.items()}
     meta_lrs = getattr(model, META_LR_PREFIX, None)
-    rates = {n: (meta_lrs[meta_lr_key(n)] if meta_lrs is not None else inner_lr) for n in names}
+    rates = {n: lr_scale * (meta_lrs[meta_lr_key(n)] if meta_lrs is not None else inner_lr) for n in names}
     cfg = model.cfg
 
     def support_loss(fast: dict, data: dict) -> torch.Tensor:

@@ -97,11 +97,15 @@ class _Meta:
             scores = scores[:, self.rec.items.index(support.items.ids)]
         return scores
 
+    def served(self, **serve) -> _Meta:
+        """The same fitted weights served with other [serve] settings (a shallow copy shares the model)."""
+        other = copy.copy(self.rec)
+        other.config = self.rec.config.replace(serve=serve)
+        return _Meta(other)
+
     def zero_steps(self) -> _Meta:
-        """The same meta-learned weights served without adaptation (a shallow copy shares the model)."""
-        zero = copy.copy(self.rec)
-        zero.config = self.rec.config.replace(serve={"inner_steps": 0})
-        return _Meta(zero)
+        """The same meta-learned weights served without adaptation."""
+        return self.served(inner_steps=0)
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,7 @@ class System:
     rating: bool  # predicts ratings: MAE/RMSE are reported
     fit: Callable[..., object]  # fit(warm, ctx, **params) -> an object with .scores(support)
     grid: Callable[[dict], dict[str, list]] = lambda ctx: {}  # ctx -> {param: values}
+    serve_grid: Callable[[dict], dict[str, list]] | None = None  # ctx -> {[serve] field: values}, tried on one fit
     derived_from: str | None = None  # served from another system's fit (zero inner steps)
     doc: str = ""
     needs_ratings: bool = False  # left out on logs without ratings
@@ -150,6 +155,13 @@ def _transfer(warm, ctx, **params):
     return _Meta(MetaRecommender(cfg).fit(warm))
 
 
+def _serve_grid(ctx: dict) -> dict[str, list]:
+    """recmaml's serving grid, tried on one fit on the validation warm users (no refit per point): inner
+    steps around the config's and the inner rate scaled down and up by factors of 2 and 4."""
+    steps = max(ctx["config"].meta.inner_steps, 1)
+    return {"inner_steps": sorted({1, steps, 2 * steps, 4 * steps}), "inner_lr_scale": [0.25, 0.5, 1.0, 2.0, 4.0]}
+
+
 def _rated(ctx) -> list:
     return [None, ctx["relevant_min"]] if ctx["relevant_min"] is not None and ctx["has_ratings"] else [None]
 
@@ -175,17 +187,23 @@ SYSTEMS: dict[str, System] = {s.name: s for s in [
                                                               **p).fit(warm)),
            lambda ctx: {"input_items": [(1, 5), (1, 20), (1, 50)], "anneal_steps": [500]},
            doc="Mult-VAE (Liang et al. 2018), trained on few-item inputs, encoder fold-in"),
-    System("recmaml_maml", "recmaml", True, _meta(meta={"method": "maml"}), doc="second-order MAML"),
-    System("recmaml_fomaml", "recmaml", True, _meta(meta={"method": "fomaml"}), doc="first-order MAML"),
-    System("recmaml_metasgd", "recmaml", True, _meta(meta={"method": "metasgd"}), doc="Meta-SGD"),
-    System("recmaml_head", "recmaml", True, _meta(meta={"adapt": "head"}), doc="MAML adapting the user tower only"),
+    System("recmaml_maml", "recmaml", True, _meta(meta={"method": "maml"}), serve_grid=_serve_grid,
+           doc="second-order MAML"),
+    System("recmaml_fomaml", "recmaml", True, _meta(meta={"method": "fomaml"}), serve_grid=_serve_grid,
+           doc="first-order MAML"),
+    System("recmaml_metasgd", "recmaml", True, _meta(meta={"method": "metasgd"}), serve_grid=_serve_grid,
+           doc="Meta-SGD"),
+    System("recmaml_head", "recmaml", True, _meta(meta={"adapt": "head"}), serve_grid=_serve_grid,
+           doc="MAML adapting the user tower only"),
     System("recmaml_0_steps", "recmaml", True, None, derived_from="recmaml_maml",
            doc="the second-order MAML model served with zero inner steps"),
-    System("recmaml_transfer", "recmaml", True, _transfer,
+    System("recmaml_transfer", "recmaml", True, _transfer, serve_grid=_serve_grid,
            doc="trained without meta-learning, fine-tuned per cold user with the same inner steps"),
 ]}
 """Every system of the suite. recmaml's systems are rating models on the MeLU protocol (objective
-'rating') and ranking models elsewhere; their config is the one given, not grid-tuned here."""
+'rating') and ranking models elsewhere; they train with the config given (a search over its
+training fields search over them belongs to tuning, not to the benchmark) and tune their
+serving (inner steps and rate, `_serve_grid`) on the validation users."""
 
 
 def resolve_systems(names) -> tuple[str, ...]:
@@ -331,6 +349,21 @@ def _grid_points(grid: dict) -> list[dict]:
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
 
 
+def _tune_serving(system: System, splits: _Splits, ctx: dict, rating: bool, params: dict) -> tuple[dict, list]:
+    """The best point of the system's serving grid, all tried on one fit on the validation warm users,
+    and the points tried ({"params": {"serve.<field>": value}, "validation": value})."""
+    if system.serve_grid is None or ctx["grid"] == "minimal":
+        return {}, []
+    fitted = system.fit(splits.val_warm, ctx, **params)
+    tried, best, best_value = [], {}, -np.inf
+    for point in _grid_points(system.serve_grid(ctx)):
+        value = _validation_value(fitted.served(**point), splits.val, ctx["protocol"], rating, ctx["relevant_min"])
+        tried.append({"params": {f"serve.{k}": v for k, v in point.items()}, "validation": value})
+        if np.isfinite(value) and value > best_value:
+            best, best_value = point, value
+    return best, tried
+
+
 def run_system(system: System, log: Interactions, splits: _Splits, ctx: dict, fitted_cache: dict) -> dict:
     """Tune `system` on the validation users, refit on all warm users, score every K; one cell's record."""
     protocol, relevant_min = ctx["protocol"], ctx["relevant_min"]
@@ -352,11 +385,14 @@ def run_system(system: System, log: Interactions, splits: _Splits, ctx: dict, fi
             best = max(tried, key=lambda t: t["validation"] if np.isfinite(t["validation"]) else -np.inf)["params"]
         else:
             best = points[0]
+        serve_best, serve_tried = _tune_serving(system, splits, ctx, rating, best)
         record["tune_s"] = time.perf_counter() - start
-        record["grid"] = tried
-        record["params"] = best
+        record["grid"] = tried + serve_tried
+        record["params"] = {**best, **{f"serve.{k}": v for k, v in serve_best.items()}}
         start = time.perf_counter()
         fitted = system.fit(splits.warm, ctx, **best)
+        if serve_best:
+            fitted = fitted.served(**serve_best)
         record["fit_s"] = time.perf_counter() - start
         fitted_cache[system.name] = fitted
         if isinstance(fitted, _Meta) and fitted.rec.history is not None:

@@ -110,6 +110,10 @@ class ServeConfig:
     """Cold users adapted and scored together; bounds serving memory."""
     inner_steps: int | None = None
     """Inner steps at serving time (None: as in training)."""
+    inner_lr_scale: float = 1.0
+    """Multiplies the inner learning rate (Meta-SGD: its learned rates) at serving time; the benchmark
+    tunes it with serve.inner_steps on validation users, since a model trained with few support items
+    may want longer or shorter steps on a cold user than it took in training."""
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,8 @@ def _check_ranges(cfg: Config) -> list[str]:
         problems.append("serve.batch_size must be >= 1")
     if cfg.serve.inner_steps is not None and cfg.serve.inner_steps < 0:
         problems.append("serve.inner_steps must be >= 0 (or absent: as in training)")
+    if not cfg.serve.inner_lr_scale > 0:
+        problems.append("serve.inner_lr_scale must be > 0")
     if t.negatives < 0:
         problems.append("tasks.negatives must be >= 0 (0: the whole catalog)")
     if cfg.model.loss == "bpr" and t.negatives == 0:

@@ -161,10 +161,11 @@ class MetaRecommender:
         m = self.config.meta
         steps = m.inner_steps if self.config.serve.inner_steps is None else self.config.serve.inner_steps
         names = adapted_names(model, m.adapt)
+        lr_scale = self.config.serve.inner_lr_scale
         if fast_path_applies(model, names):
             with torch.no_grad():
                 vectors = model.item_vectors()
-            users, user_bias = fast_user_vectors(model, support, names=names, steps=steps, inner_lr=m.inner_lr,
+            users, user_bias = fast_user_vectors(model, support, names=names, steps=steps, inner_lr=m.inner_lr * lr_scale,
                                                  reduction=m.support_reduction, item_vectors=vectors)
             with torch.no_grad():
                 if items is None:
@@ -176,7 +177,7 @@ class MetaRecommender:
                 return scores
         with torch.no_grad():  # torch.func.grad still differentiates inside; no graph to the meta-weights
             fast = adapt(model, support, names=names, steps=steps, inner_lr=m.inner_lr, first_order=True,
-                         reduction=m.support_reduction)
+                         reduction=m.support_reduction, lr_scale=lr_scale)
             return batched_scores(model, fast, support["user_feats"], items)
 
     # ---- serving ------------------------------------------------------------------------------------

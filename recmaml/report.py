@@ -133,8 +133,9 @@ def _grid_edge(cells: list[dict]) -> list[str]:
     if not grid:
         return []
     notes = []
-    for name in grid[0]["params"]:
-        values = sorted({_key(g["params"][name]) for g in grid}, key=_sort_key)
+    names = list(dict.fromkeys(n for g in grid for n in g["params"]))  # training, then serving parameters
+    for name in names:
+        values = sorted({_key(g["params"][name]) for g in grid if name in g["params"]}, key=_sort_key)
         where = []
         for v in sorted({_key(c["params"][name]) for c in cells}, key=_sort_key):
             pos = values.index(v)

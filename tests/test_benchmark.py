@@ -280,6 +280,43 @@ def test_tuning_picks_the_best_validation_point_and_never_sees_test_users(log):
     assert not test_users & set(splits.val_warm.users.ids.tolist())
 
 
+def test_serving_grid_is_tried_on_one_validation_fit_and_kept_for_the_final_fit(log):
+    from recmaml.benchmark import System, _Baseline, run_system
+    from recmaml.baselines import Popularity
+
+    splits = make_splits(log, "random", 0, (5,), 0.2)
+    warm_sizes = []
+
+    class Servable(_Baseline):
+        def __init__(self, model, flip=-1.0):
+            super().__init__(model)
+            self.flip = flip
+
+        def served(self, flip):  # flip=1 keeps the popularity order, -1 reverses it
+            return Servable(self.model, flip)
+
+        def scores(self, support):
+            return self.flip * super().scores(support)
+
+    def fit(warm, ctx):
+        warm_sizes.append(warm.n_users)
+        return Servable(Popularity().fit(warm))
+
+    system = System("fake", "recmaml", False, fit, serve_grid=lambda ctx: {"flip": [-1.0, 1.0]})
+    ctx = {"protocol": "random", "relevant_min": 4.0, "has_ratings": True, "budget_seconds": 0, "grid": "full"}
+    cache = {}
+    record = run_system(system, log, splits, ctx, cache)
+    assert record["params"] == {"serve.flip": 1.0}
+    assert [g["params"] for g in record["grid"]] == [{"serve.flip": -1.0}, {"serve.flip": 1.0}]
+    assert warm_sizes == [splits.val_warm.n_users, splits.warm.n_users]  # one validation fit, one final fit
+    assert cache["fake"].flip == 1.0  # the final fit is served with the chosen point
+    assert record["per_k"]["5"]["ndcg@20"] > 0.05
+    # a minimal grid tries nothing and serves the config as given
+    warm_sizes.clear()
+    record = run_system(system, log, splits, {**ctx, "grid": "minimal"}, {})
+    assert record["params"] == {} and warm_sizes == [splits.warm.n_users]
+
+
 def test_rating_metrics_only_for_rating_models(log):
     splits = make_splits(log, "random", 0, (5,), 0.2)
     split = splits.test[5]

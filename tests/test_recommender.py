@@ -39,6 +39,22 @@ def test_adaptation_matters(fitted, tiny_config):
     assert in_group <= 8  # without adaptation every user gets the same list: at most 5 + a few matches
 
 
+def _served_with(fitted, config):
+    other = MetaRecommender.__new__(MetaRecommender)
+    other.__dict__.update(fitted.__dict__)
+    other.config = config
+    return other
+
+
+def test_serving_rate_scale_multiplies_the_inner_rate(fitted, tiny_config):
+    history = cold_history()
+    base = fitted.score(history)
+    scaled = _served_with(fitted, tiny_config.replace(serve={"inner_lr_scale": 2.0})).score(history)
+    doubled = _served_with(fitted, tiny_config.replace(meta={"inner_lr": 2 * tiny_config.meta.inner_lr})).score(history)
+    np.testing.assert_allclose(scaled, doubled, rtol=1e-5, atol=1e-5)
+    assert np.abs(scaled - base).max() > 1e-3
+
+
 def test_ranked_lists_are_sorted_unique_and_exclude_the_history(fitted):
     ranked = fitted.recommend(cold_history(), k=10).to_pandas()
     for user, group in ranked.groupby("user_id"):
