@@ -171,6 +171,28 @@ def _tower_forward(model, x, corrections, lr):
     return h, pre_acts, inputs
 
 
+class _SharedRowsLogSumExp(torch.autograd.Function):
+    """logsumexp over the catalog of every user's logits u_b @ V^T + b, (B,), computing the catalog pass
+    once per DISTINCT row of u: users that start an inner step from the same vector (every user of a log
+    without user features, at the first step) share its softmax. The gradient wrt u_b is the softmax's
+    expected item vector p_b @ V, exactly as autograd would give it; V and b are constants here (serving
+    does not differentiate the item side)."""
+
+    @staticmethod
+    def forward(ctx, users, item_vectors, item_bias):
+        unique, inverse = torch.unique(users, dim=0, return_inverse=True)
+        logits = torch.addmm(item_bias, unique, item_vectors.T)
+        lse = torch.logsumexp(logits, dim=1)
+        expected = torch.softmax(logits, dim=1) @ item_vectors  # (distinct rows, d)
+        ctx.save_for_backward(expected, inverse)
+        return lse[inverse]
+
+    @staticmethod
+    def backward(ctx, grad_lse):
+        expected, inverse = ctx.saved_tensors
+        return grad_lse[:, None] * expected[inverse], None, None
+
+
 def fast_user_vectors(model: nn.Module, support: dict, *, names: list[str], steps: int, inner_lr: float,
                       reduction: str = "mean", item_vectors: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,9 +225,11 @@ def fast_user_vectors(model: nn.Module, support: dict, *, names: list[str], step
                 v = item_vectors[support["items"]]  # (B, S, d)
                 pred = (v @ u.unsqueeze(2)).squeeze(2) + item_bias[support["items"]] + ub[:, None] + model.global_bias
                 losses = ((pred - support["ratings"]) ** 2 * mask).sum(dim=1) / n
-            else:
-                logp = torch.log_softmax(torch.addmm(item_bias, u, item_vectors.T), dim=1)
-                losses = -(logp.gather(1, support["items"]) * mask).sum(dim=1) / n
+            else:  # -mean log softmax at the support items = (rows / n) * logsumexp - mean support logit
+                v = item_vectors[support["items"]]  # (B, S, d)
+                logits = (v @ u.unsqueeze(2)).squeeze(2) + item_bias[support["items"]]
+                lse = _SharedRowsLogSumExp.apply(u, item_vectors.detach(), item_bias.detach())
+                losses = (mask.sum(dim=1) / n) * lse - (logits * mask).sum(dim=1) / n
             wanted = [ui, ub] + [out for i, out in pre_acts if i in adapted_layers]
             grads = torch.autograd.grad(losses.sum(), wanted, allow_unused=True)  # users are independent
         g_ui, g_ub, g_layers = grads[0], grads[1], grads[2:]

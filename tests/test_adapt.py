@@ -123,7 +123,10 @@ def test_unknown_adapt_name_is_an_error(taste_log, tiny_config):
 
 @pytest.mark.parametrize("objective", ["implicit", "rating"])
 @pytest.mark.parametrize("adapt_set,steps", [("user+head", 1), ("user+head", 2), ("head", 1), ("user", 3)])
-def test_serving_fast_path_equals_the_vmap_reference(taste_log, tiny_config, objective, adapt_set, steps):
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_serving_fast_path_equals_the_vmap_reference(taste_log, tiny_config, objective, adapt_set, steps, reduction):
+    # no user features: every user starts from one vector (the fast path shares its softmax), and from
+    # the second step on each has its own
     from recmaml.adapt import batched_scores, fast_path_applies, fast_user_vectors
 
     model, cfg, batch = build(taste_log, tiny_config, model={"objective": objective, "user_hidden": [16, 8]})
@@ -135,13 +138,30 @@ def test_serving_fast_path_equals_the_vmap_reference(taste_log, tiny_config, obj
     support = batch.support()
     support["negatives"] = support["negatives"][:, :0]  # serving scores the whole catalog
     with torch.no_grad():
-        fast = adapt(model, support, names=names, steps=steps, inner_lr=0.5, first_order=True)
+        fast = adapt(model, support, names=names, steps=steps, inner_lr=0.5, first_order=True, reduction=reduction)
         reference = batched_scores(model, fast, support["user_feats"])
-    users, user_bias = fast_user_vectors(model, support, names=names, steps=steps, inner_lr=0.5)
+    users, user_bias = fast_user_vectors(model, support, names=names, steps=steps, inner_lr=0.5, reduction=reduction)
     scores = users @ model.item_vectors().detach().T + model.item_bias.detach()
     if objective == "rating":
         scores = scores + user_bias[:, None] + model.global_bias.detach()
     torch.testing.assert_close(scores, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_shared_rows_logsumexp_has_the_value_and_gradient_of_logsumexp():
+    from recmaml.adapt import _SharedRowsLogSumExp
+
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randn(3, 8, generator=gen, dtype=torch.float64)
+    users = rows[torch.tensor([0, 1, 0, 2, 1, 0])].clone().requires_grad_(True)  # repeated and distinct rows
+    vectors = torch.randn(50, 8, generator=gen, dtype=torch.float64)
+    bias = torch.randn(50, generator=gen, dtype=torch.float64)
+    weights = torch.arange(1.0, 7.0, dtype=torch.float64)
+    shared = _SharedRowsLogSumExp.apply(users, vectors, bias)
+    (grad_shared,) = torch.autograd.grad((weights * shared).sum(), users)
+    plain = torch.logsumexp(users @ vectors.T + bias, dim=1)
+    (grad_plain,) = torch.autograd.grad((weights * plain).sum(), users)
+    torch.testing.assert_close(shared, plain)
+    torch.testing.assert_close(grad_shared, grad_plain)
 
 
 def test_fast_path_does_not_apply_beyond_the_user_side(taste_log, tiny_config):
