@@ -171,26 +171,30 @@ def _tower_forward(model, x, corrections, lr):
     return h, pre_acts, inputs
 
 
-class _SharedRowsLogSumExp(torch.autograd.Function):
-    """logsumexp over the catalog of every user's logits u_b @ V^T + b, (B,), computing the catalog pass
-    once per DISTINCT row of u: users that start an inner step from the same vector (every user of a log
-    without user features, at the first step) share its softmax. The gradient wrt u_b is the softmax's
-    expected item vector p_b @ V, exactly as autograd would give it; V and b are constants here (serving
-    does not differentiate the item side)."""
+class _SameStartLogSumExp(torch.autograd.Function):
+    """logsumexp over the catalog of logits u_b @ V^T + b for users who all start an inner step from the
+    SAME vector (every user of a model without user features, at the first step): the catalog pass is made
+    once, for row 0, and shared. The gradient wrt u_b is that softmax's expected item vector p @ V,
+    exactly what autograd would give each user; V and b are constants (serving does not differentiate
+    the item side)."""
 
     @staticmethod
     def forward(ctx, users, item_vectors, item_bias):
-        unique, inverse = torch.unique(users, dim=0, return_inverse=True)
-        logits = torch.addmm(item_bias, unique, item_vectors.T)
-        lse = torch.logsumexp(logits, dim=1)
-        expected = torch.softmax(logits, dim=1) @ item_vectors  # (distinct rows, d)
-        ctx.save_for_backward(expected, inverse)
-        return lse[inverse]
+        logits = torch.addmv(item_bias, item_vectors, users[0])
+        ctx.save_for_backward(torch.softmax(logits, dim=0) @ item_vectors)
+        return torch.logsumexp(logits, dim=0).expand(users.shape[0])
 
     @staticmethod
     def backward(ctx, grad_lse):
-        expected, inverse = ctx.saved_tensors
-        return grad_lse[:, None] * expected[inverse], None, None
+        (expected,) = ctx.saved_tensors
+        return grad_lse[:, None] * expected, None, None
+
+
+def _catalog_logsumexp(users, item_vectors, item_bias, same_start: bool) -> torch.Tensor:
+    """(B,) logsumexp of every user's catalog logits, differentiable wrt `users`."""
+    if same_start:
+        return _SameStartLogSumExp.apply(users, item_vectors, item_bias)
+    return torch.logsumexp(torch.addmm(item_bias, users, item_vectors.T), dim=1)
 
 
 def fast_user_vectors(model: nn.Module, support: dict, *, names: list[str], steps: int, inner_lr: float,
@@ -206,7 +210,7 @@ def fast_user_vectors(model: nn.Module, support: dict, *, names: list[str], step
     user_bias = model.user_bias.detach().expand(batch).clone()
     adapted_layers = {i: f"user_tower.{i}.bias" in names for i, layer in enumerate(model.user_tower)
                       if isinstance(layer, nn.Linear) and f"user_tower.{i}.weight" in names}
-    item_vectors = model.item_vectors() if item_vectors is None else item_vectors
+    item_vectors = model.catalog_vectors() if item_vectors is None else item_vectors
     item_bias = model.item_bias
     mask = support["mask"]
     n = mask.sum(dim=1).clamp(min=1.0) if reduction == "mean" else mask.new_ones(batch)
@@ -216,7 +220,7 @@ def fast_user_vectors(model: nn.Module, support: dict, *, names: list[str], step
         x = ui if feats is None else torch.cat([ui, feats], dim=1)
         return _tower_forward(model, x, corrections, inner_lr)
 
-    for _ in range(steps):
+    for step in range(steps):
         with torch.enable_grad():
             ui = user_init.requires_grad_(True)
             ub = user_bias.requires_grad_(True)
@@ -228,7 +232,8 @@ def fast_user_vectors(model: nn.Module, support: dict, *, names: list[str], step
             else:  # -mean log softmax at the support items = (rows / n) * logsumexp - mean support logit
                 v = item_vectors[support["items"]]  # (B, S, d)
                 logits = (v @ u.unsqueeze(2)).squeeze(2) + item_bias[support["items"]]
-                lse = _SharedRowsLogSumExp.apply(u, item_vectors.detach(), item_bias.detach())
+                same_start = step == 0 and feats is None  # user_init is shared; features would differ
+                lse = _catalog_logsumexp(u, item_vectors.detach(), item_bias.detach(), same_start)
                 losses = (mask.sum(dim=1) / n) * lse - (logits * mask).sum(dim=1) / n
             wanted = [ui, ub] + [out for i, out in pre_acts if i in adapted_layers]
             grads = torch.autograd.grad(losses.sum(), wanted, allow_unused=True)  # users are independent

@@ -161,6 +161,19 @@ class Scorer(nn.Module):
             x = torch.cat([x, self.item_features(feats)], dim=-1)
         return self.item_tower(x)
 
+    def catalog_vectors(self) -> torch.Tensor:
+        """item_vectors() of the whole catalog without a graph, computed once and reused by serving calls
+        until an item-side parameter or buffer changes (an optimizer step, load_state_dict or a move to
+        another device bumps its version or storage), so each call no longer pays a pass of the item tower."""
+        key = tuple((t.data_ptr(), t._version) for name, t in self.state_dict(keep_vars=True).items()
+                    if name.startswith("item_"))
+        cached = getattr(self, "_catalog_cache", None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, self.item_vectors())
+            self._catalog_cache = cached
+        return cached[1]
+
     def forward(self, user_feats: dict[str, torch.Tensor], items: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of one user for `items` (indices of any shape), or for every item when None."""
         u = self.user_vector(user_feats)

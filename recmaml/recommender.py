@@ -163,8 +163,7 @@ class MetaRecommender:
         names = adapted_names(model, m.adapt)
         lr_scale = self.config.serve.inner_lr_scale
         if fast_path_applies(model, names):
-            with torch.no_grad():
-                vectors = model.item_vectors()
+            vectors = model.catalog_vectors()
             users, user_bias = fast_user_vectors(model, support, names=names, steps=steps, inner_lr=m.inner_lr * lr_scale,
                                                  reduction=m.support_reduction, item_vectors=vectors)
             with torch.no_grad():

@@ -147,21 +147,22 @@ def test_serving_fast_path_equals_the_vmap_reference(taste_log, tiny_config, obj
     torch.testing.assert_close(scores, reference, rtol=1e-4, atol=1e-4)
 
 
-def test_shared_rows_logsumexp_has_the_value_and_gradient_of_logsumexp():
-    from recmaml.adapt import _SharedRowsLogSumExp
+@pytest.mark.parametrize("same_start", [True, False])
+def test_catalog_logsumexp_has_the_value_and_gradient_of_logsumexp(same_start):
+    from recmaml.adapt import _catalog_logsumexp
 
     gen = torch.Generator().manual_seed(0)
-    rows = torch.randn(3, 8, generator=gen, dtype=torch.float64)
-    users = rows[torch.tensor([0, 1, 0, 2, 1, 0])].clone().requires_grad_(True)  # repeated and distinct rows
+    rows = torch.randn(1 if same_start else 6, 8, generator=gen, dtype=torch.float64)
+    users = rows.expand(6, 8).clone().requires_grad_(True)
     vectors = torch.randn(50, 8, generator=gen, dtype=torch.float64)
     bias = torch.randn(50, generator=gen, dtype=torch.float64)
-    weights = torch.arange(1.0, 7.0, dtype=torch.float64)
-    shared = _SharedRowsLogSumExp.apply(users, vectors, bias)
-    (grad_shared,) = torch.autograd.grad((weights * shared).sum(), users)
+    weights = torch.arange(1.0, 7.0, dtype=torch.float64)  # a different upstream gradient per user
+    fast = _catalog_logsumexp(users, vectors, bias, same_start)
+    (grad_fast,) = torch.autograd.grad((weights * fast).sum(), users)
     plain = torch.logsumexp(users @ vectors.T + bias, dim=1)
     (grad_plain,) = torch.autograd.grad((weights * plain).sum(), users)
-    torch.testing.assert_close(shared, plain)
-    torch.testing.assert_close(grad_shared, grad_plain)
+    torch.testing.assert_close(fast, plain)
+    torch.testing.assert_close(grad_fast, grad_plain)
 
 
 def test_fast_path_does_not_apply_beyond_the_user_side(taste_log, tiny_config):
@@ -171,3 +172,17 @@ def test_fast_path_does_not_apply_beyond_the_user_side(taste_log, tiny_config):
     assert not fast_path_applies(model, adapted_names(model, "all"))
     enable_meta_sgd(model, adapted_names(model, "user"), 0.5)
     assert not fast_path_applies(model, adapted_names(model, "user"))
+
+
+def test_catalog_vectors_are_reused_until_an_item_parameter_changes(taste_log, tiny_config):
+    model, _, _ = build(taste_log, tiny_config)
+    first = model.catalog_vectors()
+    assert model.catalog_vectors() is first  # no second pass of the item tower
+    torch.testing.assert_close(first, model.item_vectors().detach())
+    with torch.no_grad():
+        model.item_embedding.weight[0] += 1.0  # as an optimizer step would, in place
+    changed = model.catalog_vectors()
+    assert changed is not first
+    torch.testing.assert_close(changed, model.item_vectors().detach())
+    model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()})
+    assert model.catalog_vectors() is not changed
