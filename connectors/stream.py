@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import polars as pl
 from connectors.readers import _library_errors, _open, _resolve_format, _source_name, read_frame, read_interactions
 from recmaml.data import Interactions
 from recmaml.errors import DataError
-from recmaml.frames import Columns, frame_to_interactions
+from recmaml.frames import Columns, DuplicateInteractionsWarning, frame_to_interactions
 
 DEFAULT_CHUNK_ROWS = 2_000_000
 _PART_KEY = "__recmaml_part"
@@ -41,20 +42,28 @@ def iter_user_chunks(
     table: str | None = None,
     encoding: str = "utf8",
     workdir: str | Path | None = None,
+    on_rows=None,
 ) -> Iterator[Interactions]:
     """Yield Interactions of about `chunk_rows` rows each; every user's rows are in exactly one of them.
-    Arguments as for read_interactions. A source of at most chunk_rows rows comes back as one chunk."""
+    Arguments as for read_interactions. A source of at most chunk_rows rows comes back as one chunk.
+    on_rows: optional callable(n_rows), told the source's row count before the first chunk (for a
+    progress bar's total; an SQL source or frame is counted once read)."""
     if chunk_rows < 1:
         raise DataError(f"chunk_rows must be at least 1, got {chunk_rows} (CLI: --chunk-rows)")
     kind, _ = _resolve_format(source, format)
     read_kwargs = dict(format=format, user_col=user_col, item_col=item_col, rating_col=rating_col,
                        timestamp_col=timestamp_col, delimiter=delimiter, table=table, encoding=encoding)
     if kind not in ("csv", "tsv", "parquet", "jsonl"):
-        yield read_interactions(source, **read_kwargs)
+        log_ = read_interactions(source, **read_kwargs)
+        if on_rows is not None:
+            on_rows(len(log_))
+        yield log_
         return
     name = _source_name(source)
     with _library_errors(name, kind, encoding):
         n_rows = read_frame(source, format=format, delimiter=delimiter, encoding=encoding).select(pl.len()).collect().item()
+    if on_rows is not None:
+        on_rows(n_rows)
     if n_rows <= chunk_rows:
         yield read_interactions(source, **read_kwargs)
         return
@@ -87,7 +96,10 @@ def _partition(source, kind, name, columns: Columns, n_parts: int, folder: Path,
             with _library_errors(name, kind, encoding):
                 frame = _open(source, kind, delimiter, None, None, encoding, full_inference)
                 # the first rows through the full validation: a missing column fails before the long pass
-                frame_to_interactions(frame.head(1000), name, columns)
+                # (their duplicates are reported when their part is read, not twice)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DuplicateInteractionsWarning)
+                    frame_to_interactions(frame.head(1000), name, columns)
                 found = frame.collect_schema().names()
                 wanted = [c for c in (columns.user, columns.item, columns.rating, columns.timestamp) if c and c in found]
                 frame.select(wanted).with_columns(

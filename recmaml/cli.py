@@ -108,9 +108,19 @@ class _LazyBar:
             self.bar.set_postfix(postfix)
         self.bar.update(n)
 
+    def set_total(self, total: int) -> None:
+        if self.bar is None:
+            self.bar = _progress(self.args, **self.kwargs)
+        self.bar.total = total
+        self.bar.refresh()
+
     def epoch(self, epoch: int, record: dict) -> None:
-        """MetaRecommender.fit's progress callback."""
-        self.update(1, **{k: f"{v:.4f}" for k, v in record.items() if k in ("train_loss", "validation")})
+        """MetaRecommender.fit's progress callback: the meta-loss and the validation figure by name."""
+        from recmaml.recommender import epoch_progress
+
+        if self.bar is None:
+            self.bar = _progress(self.args, **self.kwargs)
+        epoch_progress(self.bar)(epoch, record)
 
     def __enter__(self):
         return self
@@ -120,8 +130,27 @@ class _LazyBar:
             self.bar.close()
 
 
+class _UserTotal:
+    """The scoring bar's total: the history's users, known only once streamed, estimated from the rows
+    (users per row so far x the source's rows) and exact after the last chunk."""
+
+    def __init__(self):
+        self.total_rows = self.seen_rows = self.seen_users = 0
+
+    def rows(self, n: int) -> None:
+        self.total_rows = n
+
+    def chunk(self, rows: int, users: int) -> int:
+        self.seen_rows += rows
+        self.seen_users += users
+        if self.seen_rows >= self.total_rows:
+            return self.seen_users
+        return round(self.seen_users / self.seen_rows * self.total_rows)
+
+
 class _UnknownItems:
-    """Collects UnknownItemsWarnings from many calls into one summary line per input (history, candidates):
+    """Collects the warnings that repeat per chunk or call (UnknownItemsWarning per input, history or
+    candidates; DuplicateInteractionsWarning) into one summary line each for the whole run:
 
         unknown = _UnknownItems()
         with unknown.collecting():
@@ -132,9 +161,12 @@ class _UnknownItems:
     def __init__(self):
         self.rows: dict[str, int] = {}
         self.ids: dict[str, set] = {}
+        self.duplicates = 0
+        self.duplicate_chunks = 0
 
     @contextlib.contextmanager
     def collecting(self):
+        from recmaml.frames import DuplicateInteractionsWarning
         from recmaml.recommender import UnknownItemsWarning
 
         with warnings.catch_warnings(record=True) as caught:
@@ -145,10 +177,17 @@ class _UnknownItems:
                 what = w.message.what
                 self.rows[what] = self.rows.get(what, 0) + w.message.rows
                 self.ids.setdefault(what, set()).update(w.message.item_ids.tolist())
+            elif issubclass(w.category, DuplicateInteractionsWarning):
+                self.duplicates += w.message.rows
+                self.duplicate_chunks += 1
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
     def report(self) -> None:
+        if self.duplicates:
+            log.warning("warning: dropped %d duplicated (user, item) history rows in all (%d chunk%s); kept the "
+                        "latest row of each pair", self.duplicates, self.duplicate_chunks,
+                        "" if self.duplicate_chunks == 1 else "s")
         for what, rows in self.rows.items():
             log.warning("warning: dropped %d %s rows naming %d items the model does not know", rows, what,
                         len(self.ids[what]))
@@ -174,9 +213,9 @@ def cmd_fit(args) -> None:
     log.info("warm log: %d interactions, %d users, %d items", len(warm), warm.n_users, warm.n_items)
     with _LazyBar(args, total=config.meta.epochs, unit="epoch", desc="meta-training") as bar:
         rec = MetaRecommender(config).fit(warm, progress=bar.epoch)
+    log.info("meta-training %s", rec.history.summary())
     rec.save(args.out)
-    log.info("saved the model to %s (%d epochs, %s, best validation %.4f at epoch %d)", args.out,
-             len(rec.history.epochs), rec.history.stopped, rec.history.best_score, rec.history.best_epoch)
+    log.info("saved the model to %s", args.out)
 
 
 def cmd_recommend(args) -> None:
@@ -197,20 +236,22 @@ def cmd_recommend(args) -> None:
                            ratings=False)
     unknown = _UnknownItems()
     served = []  # user ids served so far: candidate users never seen in the history are served at the end
+    total = _UserTotal()
     chunks = iter_user_chunks(args.history, chunk_rows=args.chunk_rows, format=args.format, user_col=args.user_col,
                               item_col=args.item_col, rating_col=args.rating_col or None,
-                              timestamp_col=args.timestamp_col or None, table=args.data_table)
+                              timestamp_col=args.timestamp_col or None, table=args.data_table, on_rows=total.rows)
 
     def serve(history, chunk_candidates) -> None:
-        with unknown.collecting():
-            out.write(rec.recommend(history, k=args.k, exclude_seen=not args.include_seen,
-                                    candidates=chunk_candidates, batch_size=args.batch_size, progress=bar.update))
+        out.write(rec.recommend(history, k=args.k, exclude_seen=not args.include_seen,
+                                candidates=chunk_candidates, batch_size=args.batch_size, progress=bar.update))
 
-    with RankedListsWriter(args.out, table=args.table) as out, _LazyBar(args, unit="users", desc="scoring") as bar:
+    with (unknown.collecting(), RankedListsWriter(args.out, table=args.table) as out,
+          _LazyBar(args, unit="users", desc="scoring") as bar):
         for chunk in chunks:
             chunk = _with_features(chunk, user_features, what="--history") if user_features else chunk
             chunk_users = chunk.users.ids[np.unique(chunk.user_idx)]
             served.append(chunk_users)
+            bar.set_total(total.chunk(len(chunk), len(chunk_users)))
             mine = None
             if candidates is not None:
                 mine = candidates.take(np.flatnonzero(Vocabulary.fit(chunk_users).index(candidates.user_ids()) != -1))
@@ -220,6 +261,7 @@ def cmd_recommend(args) -> None:
             rest = np.flatnonzero(seen.index(candidates.user_ids()) == -1) if seen else np.arange(len(candidates))
             if len(rest):  # users with candidates and no history: ranked from the meta-learned start
                 no_history = replace(candidates.take(rest[:0]), rating=np.zeros(0, np.float32))
+                bar.set_total(total.seen_users + len(np.unique(candidates.user_idx[rest])))
                 serve(no_history, candidates.take(rest))
     unknown.report()
     log.info("wrote %d ranked rows to %s", out.rows, args.out)

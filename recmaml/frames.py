@@ -22,7 +22,12 @@ log = logging.getLogger(__name__)
 
 
 class DuplicateInteractionsWarning(UserWarning):
-    """Some (user, item) pairs appeared more than once; only the latest row of each was kept."""
+    """Some (user, item) pairs appeared more than once; only the latest row of each was kept. `rows`
+    counts the dropped rows, for summaries over many chunks."""
+
+    def __init__(self, message: str, rows: int = 0):
+        super().__init__(message)
+        self.rows = rows
 
 
 # Column names seen in the wild, to suggest the right mapping flag when a column is missing.
@@ -197,12 +202,9 @@ def _latest_per_pair(
     keep = np.ones(len(key), dtype=bool)
     keep[rows[:-1][superseded]] = False
     dropped = len(rows) - len(repeated_keys)
-    warnings.warn(
-        f"{source}: {dropped} duplicated (user, item) rows; kept the latest of each pair"
-        f" ({'by timestamp' if timestamp is not None else 'by row order'})",
-        DuplicateInteractionsWarning,
-        stacklevel=4,
-    )
+    message = (f"{source}: {dropped} duplicated (user, item) rows; kept the latest of each pair"
+               f" ({'by timestamp' if timestamp is not None else 'by row order'})")
+    warnings.warn(DuplicateInteractionsWarning(message, rows=dropped), stacklevel=4)
     return keep
 
 

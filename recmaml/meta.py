@@ -28,9 +28,34 @@ log = logging.getLogger(__name__)
 class TrainHistory:
     epochs: list[dict] = field(default_factory=list)
     best_epoch: int = -1
-    best_score: float = float("-inf")
+    best_score: float = float("-inf")  # higher is better: nDCG@20, or minus the RMSE of a rating model
     stopped: str = "epochs"  # 'epochs', 'early stopping' or 'time budget'
     seconds: float = 0.0
+    max_epochs: int = 0  # meta.epochs
+    patience: int = 0  # meta.patience
+    max_seconds: float = 0.0  # meta.max_seconds
+    metric: str = "nDCG@20"  # what the validation figures measure: 'nDCG@20' or 'RMSE'
+
+    def validation(self, score: float) -> float:
+        """A validation score as the metric reads (an RMSE is kept negated so that higher is better)."""
+        return -score if self.metric == "RMSE" else score
+
+    def stop_reason(self) -> str:
+        """Why training ended, in words: 'ran all 60 epochs', 'stopped early at epoch 53 of 60: ...'."""
+        done = len(self.epochs)
+        if self.stopped == "early stopping":
+            return (f"stopped early at epoch {done} of {self.max_epochs}: validation {self.metric} had not improved "
+                    f"for {self.patience} epochs (meta.patience)")
+        if self.stopped == "time budget":
+            return f"stopped at epoch {done} of {self.max_epochs}: the time budget of {self.max_seconds:g} s (meta.max_seconds) ran out"
+        return f"ran all {done} epochs (meta.epochs)"
+
+    def summary(self) -> str:
+        """One line: the stop reason and the best validation figure."""
+        if self.best_epoch < 1:
+            return self.stop_reason() + "; no validation users (tasks.validation_users = 0), the last weights kept"
+        return (f"{self.stop_reason()}; best validation {self.metric} {self.validation(self.best_score):.4f} at "
+                f"epoch {self.best_epoch}, whose weights are kept")
 
 
 def enable_meta_sgd(model: nn.Module, names: list[str], inner_lr: float) -> None:
@@ -88,7 +113,8 @@ def meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: di
     # validated and kept in place of the raw weights when meta.ema > 0
     ema = torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(m.ema)) if m.ema > 0 else None
-    history = TrainHistory()
+    history = TrainHistory(max_epochs=m.epochs, patience=m.patience, max_seconds=m.max_seconds,
+                           metric="RMSE" if cfg.model.objective == "rating" else "nDCG@20")
     best_state = None
     start = time.perf_counter()
     for epoch in range(m.epochs):
@@ -113,6 +139,7 @@ def meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: di
             judged = model if ema is None else ema.module
             judged.eval()
             record["validation"] = validation_score(judged, val_batch, cfg, names)
+            record["metric"], record["metric_value"] = history.metric, history.validation(record["validation"])
             if np.isfinite(record["validation"]) and record["validation"] > history.best_score:
                 history.best_score, history.best_epoch = record["validation"], epoch + 1
                 best_state = copy.deepcopy(judged.state_dict())

@@ -45,6 +45,26 @@ class ColdUsers:
     user_feats: dict[str, torch.Tensor]  # one row per cold user
 
 
+def _bar(total: int, unit: str, desc: str):
+    """progress=True in the Python API: a tqdm bar on stderr (the caller closes it)."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True)
+
+
+def epoch_progress(bar):
+    """fit's progress callable(epoch, record) that moves `bar`, with the meta-loss and validation figure."""
+    def update(epoch: int, record: dict) -> None:
+        postfix = {"meta_loss": f"{record['train_loss']:.4f}"}
+        if "metric" in record:
+            postfix[f"val_{record['metric'].lower()}"] = f"{record['metric_value']:.4f}"
+        bar.set_postfix(postfix)
+        bar.update(1)
+    return update
+
+
 class MetaRecommender:
     """Meta-learned cold-start recommender.
 
@@ -58,11 +78,15 @@ class MetaRecommender:
         self.items: Vocabulary | None = None
         self.user_layout: dict | None = None  # how cold users' side features are read (SideFeatures.layout)
         self.history: TrainHistory | None = None
+        self.rating_range: tuple[float, float] | None = None  # the warm log's ratings: predict clips to it
 
     # ---- training -------------------------------------------------------------------------------
-    def fit(self, warm, progress=None, item_factors=None) -> MetaRecommender:
+    def fit(self, warm, progress=False, item_factors=None) -> MetaRecommender:
         """Meta-train on the warm users of `warm` (each user is a task): an Interactions, or a pandas/polars
         frame with columns user_id, item_id and optionally rating, timestamp.
+
+        progress: True shows a bar on stderr (epochs, meta-loss, validation figure) and, at the end, why
+        training stopped; or a callable(epoch, record) for your own display. Off by default.
 
         item_factors: optional (item_ids, factors) to start the item embeddings from, e.g. an implicit ALS
         model's `item_factors` with the item ids of its columns; items it lacks keep their random start."""
@@ -80,6 +104,7 @@ class MetaRecommender:
         item_features = warm.item_features.conformed(warm.item_features.layout()) if warm.item_features else None
         warm = replace(warm, user_features=user_features, item_features=item_features)
         self.items = warm.items
+        self.rating_range = None if warm.rating is None else (float(warm.rating.min()), float(warm.rating.max()))
         self.model = Scorer(warm.n_items, self.config.model, item_features=warm.item_features,
                             user_spec=FeatureSpec.of(warm.user_features))
         if self.config.model.objective == "rating":
@@ -89,7 +114,15 @@ class MetaRecommender:
         if item_factors is not None:
             _init_item_embeddings(self.model, self.items, *item_factors)
         user_feats = feature_tensors(warm.user_features, self.model.user_spec, warm.n_users)
-        self.history = meta_train(self.model, warm, self.config, user_feats, progress=progress)
+        bar = _bar(self.config.meta.epochs, "epoch", "meta-training") if progress is True else None
+        try:
+            self.history = meta_train(self.model, warm, self.config, user_feats,
+                                      progress=epoch_progress(bar) if bar is not None else (progress or None))
+        finally:
+            if bar is not None:
+                bar.close()
+        if bar is not None:
+            bar.write(f"meta-training {self.history.summary()}", file=bar.fp)
         self.model.eval()
         return self
 
@@ -181,14 +214,15 @@ class MetaRecommender:
 
     # ---- serving ------------------------------------------------------------------------------------
     def recommend(self, history, k: int = 20, exclude_seen: bool = True, candidates=None,
-                  batch_size: int | None = None, progress=None):
+                  batch_size: int | None = None, progress=False):
         """Adapt every user of `history` on its interactions, then rank the whole catalog (or each user's
         `candidates`: (user_id, item_id) rows) and keep the top k. Users with candidates but no history
         rows are ranked from the meta-learned starting point.
 
         history and candidates: Interactions, or pandas/polars frames with columns user_id, item_id and
         optionally rating, timestamp. Returns RankedLists for Interactions, else a frame of the same kind
-        with columns user_id, item_id, score, rank. progress: optional callable(n_users_done)."""
+        with columns user_id, item_id, score, rank. progress: True shows a bar on stderr (users, with a
+        total and an ETA), or a callable(n_users_done); off by default."""
         if k < 1:
             raise DataError(f"k must be >= 1, got {k}")
         self._require_model()
@@ -197,8 +231,14 @@ class MetaRecommender:
         # a user with candidates but no history is served too, from the meta-learned starting point
         cold = self._cold_users(as_interactions(history, "history"),
                                 extra_users=None if cand is None else cand.users.ids[np.unique(cand.user_idx)])
-        parts = [_ranked(cold.users.ids[users], items, values, self.items)
-                 for users, items, values in self._ranked_chunks(cold, k, exclude_seen, cand, batch_size, progress)]
+        bar = _bar(len(cold.users), "user", "scoring") if progress is True else None
+        callback = bar.update if bar is not None else (progress or None)
+        try:
+            parts = [_ranked(cold.users.ids[users], items, values, self.items)
+                     for users, items, values in self._ranked_chunks(cold, k, exclude_seen, cand, batch_size, callback)]
+        finally:
+            if bar is not None:
+                bar.close()
         ranked = RankedLists.concat(parts)
         return ranked if isinstance(history, Interactions) else same_kind(ranked, history)
 
@@ -284,7 +324,9 @@ class MetaRecommender:
     def predict(self, history, user_ids, item_ids=None, batch_size: int | None = None):
         """Predicted scores (ratings for the rating objective) of (user_id, item_id) pairs, each user adapted
         on its rows of `history` (users absent from it start from the meta-learned initialization).
-        Pairs with items unknown to the model get NaN.
+        Pairs with items unknown to the model get NaN. Predicted ratings (the rating objective) are clipped
+        to the range of the warm log's ratings (rating_range): a 5.23 on a 1-5 scale reads 5. Rankings
+        (recommend, score) use the unclipped values, which keep the order above the top of the scale.
 
         Either arrays `user_ids`, `item_ids` (returns an array), or one pandas/polars frame of pairs with
         columns user_id, item_id as `user_ids` (returns a frame of the same kind with a column prediction)."""
@@ -321,6 +363,8 @@ class MetaRecommender:
                                          np.zeros(hi - lo, np.float32), len(users))
             scores = self._scores(support, items.to(self.device)).cpu()
             out[rows] = scores[torch.as_tensor(pair_user[rows] - users[0]), torch.as_tensor(pos[lo:hi])].numpy()
+        if self.config.model.objective == "rating" and self.rating_range is not None:
+            np.clip(out, *self.rating_range, out=out)  # NaN (unknown items) stays NaN
         return out
 
     # ---- persistence --------------------------------------------------------------------------------
@@ -333,6 +377,7 @@ class MetaRecommender:
             "item_spec": model.item_spec.to_json(),
             "user_layout": self.user_layout,
             "history": None if self.history is None else self.history.epochs,
+            "rating_range": self.rating_range,
         })
 
     @classmethod
@@ -346,6 +391,8 @@ class MetaRecommender:
         rec = cls(config_from_dict(meta["config"], f"{path}/{checkpoint.METADATA}"))
         rec.items = Vocabulary.from_json(meta["items"])
         rec.user_layout = meta["user_layout"]
+        rating_range = meta.get("rating_range")  # absent in models saved before it was recorded: no clipping
+        rec.rating_range = None if rating_range is None else (float(rating_range[0]), float(rating_range[1]))
         rec.model = Scorer(len(rec.items), rec.config.model, user_spec=FeatureSpec.from_json(meta["user_spec"]),
                            item_spec=FeatureSpec.from_json(meta["item_spec"]))
         if any(k.startswith(f"{META_LR_PREFIX}.") for k in state):

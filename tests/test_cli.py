@@ -61,6 +61,8 @@ def test_fit_recommend_predict_evaluate_end_to_end(files, tmp_path):
               "--out", str(tmp_path / "model"))
     assert fit.returncode == 0, fit.stderr
     assert "meta-training" in fit.stderr and "saved the model" in fit.stderr  # progress bar and a summary
+    assert "ran all 15 epochs (meta.epochs); best validation nDCG@20 0." in fit.stderr  # tiny.toml: no patience
+    assert "val_ndcg@20=" in fit.stderr
 
     rec = run("recommend", "--model", str(tmp_path / "model"), "--history", str(files / "cold.csv"), *COLS,
               "--k", "5", "--out", str(tmp_path / "recs.parquet"), "--quiet")
@@ -105,6 +107,27 @@ def test_unknown_items_are_one_summary_line(files, model_dir, tmp_path, capsys):
                  "--chunk-rows", "2", "--out", str(tmp_path / "r.csv")]) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert lines == ["warning: dropped 3 history rows naming 2 items the model does not know"]
+
+
+def test_fit_says_why_it_stopped_and_names_the_rating_validation_metric(files, tmp_path):
+    (tmp_path / "rating.toml").write_text((REPO_ROOT / "configs/tiny.toml").read_text().replace(
+        'objective = "implicit"', 'objective = "rating"').replace("epochs = 15\npatience = 0", "epochs = 40\npatience = 1"))
+    fit = run("fit", "--config", str(tmp_path / "rating.toml"), "--data", str(files / "warm.csv"), *COLS,
+              "--out", str(tmp_path / "model"))
+    assert fit.returncode == 0, fit.stderr
+    assert "stopped early at epoch" in fit.stderr and "of 40: validation RMSE had not improved for 1 epochs" in fit.stderr
+    rmse = float(fit.stderr.split("best validation RMSE ")[1].split()[0])
+    assert 0 < rmse < 3  # an RMSE as it reads, not its negation
+    assert "val_rmse=" in fit.stderr
+
+
+def test_duplicated_rows_are_one_summary_line_for_the_whole_run(files, model_dir, tmp_path, capsys):
+    rows = "".join(f"{u},{i}\n{u},{i}\n" for u, i in (("x", 0), ("y", 20), ("z", 40), ("w", 1)))
+    (tmp_path / "dup.csv").write_text("user,item\n" + rows)  # each pair twice, over several chunks
+    assert main(["recommend", "--model", str(model_dir), "--history", str(tmp_path / "dup.csv"), *COLS,
+                 "--chunk-rows", "2", "--out", str(tmp_path / "r.csv")]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(lines) == 1 and "dropped 4 duplicated (user, item) history rows in all" in lines[0], lines
 
 
 def bad_invocations(files, model_dir, tmp):

@@ -130,6 +130,18 @@ def test_corrupt_or_foreign_checkpoints_are_refused(fitted, tmp_path):
         MetaRecommender.load(tmp_path / "missing")
 
 
+def test_progress_true_shows_bars_on_stderr_and_is_off_by_default(taste_log, tiny_config, capsys):
+    rec = MetaRecommender(tiny_config.replace(meta={"epochs": 2})).fit(taste_log)
+    rec.recommend(cold_history(), k=5)
+    assert capsys.readouterr().err == ""
+    rec = MetaRecommender(tiny_config.replace(meta={"epochs": 2})).fit(taste_log, progress=True)
+    err = capsys.readouterr().err
+    assert "meta-training" in err and "2/2" in err and "ran all 2 epochs" in err
+    rec.recommend(cold_history(), k=5, progress=True)
+    err = capsys.readouterr().err
+    assert "scoring" in err and "3/3" in err  # a total: the three users
+
+
 def test_unfitted_recommender_says_so():
     with pytest.raises(RecMamlError, match="not fitted"):
         MetaRecommender().recommend(cold_history())
@@ -151,6 +163,24 @@ def test_rating_objective_predicts_on_the_rating_scale(taste_log, tiny_config):
     hist = Interactions.from_ids(np.array(["a"] * 4), np.array([0, 1, 2, 25]), rating=np.array([5.0, 5.0, 4.0, 1.0]))
     liked, disliked = rec.predict(hist, ["a", "a"], [5, 26])
     assert liked > disliked and 1.0 < liked < 6.0
+
+
+def test_rating_predictions_are_clipped_to_the_warm_logs_range_also_after_loading(taste_log, tiny_config, tmp_path):
+    import torch
+
+    rec = MetaRecommender(tiny_config.replace(model={"objective": "rating"})).fit(taste_log)
+    lo, hi = float(taste_log.rating.min()), float(taste_log.rating.max())
+    assert rec.rating_range == (lo, hi)
+    rec.config = rec.config.replace(serve={"inner_steps": 0})  # no inner step pulls the predictions back
+    with torch.no_grad():
+        rec.model.global_bias += 100.0  # every raw prediction far above the scale
+    hist = Interactions.from_ids(np.array(["a"] * 2), np.array([0, 1]), rating=np.array([5.0, 5.0]))
+    assert rec.score(hist).min() > hi  # rankings keep the raw values
+    np.testing.assert_array_equal(rec.predict(hist, ["a", "a"], [5, 26]), [hi, hi])
+    rec.save(tmp_path / "m")
+    loaded = MetaRecommender.load(tmp_path / "m")
+    assert loaded.rating_range == (lo, hi)
+    np.testing.assert_array_equal(loaded.predict(hist, ["a"], [5]), [hi])
 
 
 def test_item_embeddings_start_from_given_factors(taste_log, tiny_config):
