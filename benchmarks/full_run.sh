@@ -8,7 +8,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${RECMAML_VENV:-$ROOT/.venv}"  # e.g. another checkout's venv, with PYTHONPATH=$ROOT
 OUT="${1:-$ROOT/benchmarks/full-run}"
-DATA="$ROOT/../shared/data"
+DATA="${RECMAML_SHARED_DATA:-$ROOT/../shared/data}"  # e.g. when running a copy of the code kept elsewhere
 export OPENBLAS_NUM_THREADS=1
 run() { "$VENV/bin/recmaml" benchmark --data "$1" --name "$2" --k 1,3,5,10,20 --seeds 0,1,2 \
         --systems all --budget-seconds 30 --threads 1 --out "$OUT"; }
