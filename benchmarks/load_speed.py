@@ -11,7 +11,7 @@ With --workdir the files are kept and reused by a later run with the same --rows
 --duplicates/--seed.
 
 Each format is then loaded in a fresh Python process, so that its peak memory is its own:
-`connectors.read_interactions(path)`. The child reports the wall
+`recmaml.connectors.read_interactions(path)`. The child reports the wall
 time of the load, its baseline RSS after imports and its peak RSS (getrusage ru_maxrss); the table shows
 the peak minus the baseline ("peak delta") next to the size of the arrays the load returns
 (user_idx, item_idx, rating, timestamp and both vocabularies' ids).
@@ -104,12 +104,12 @@ def child(fmt: str, path: str) -> None:
     sys.path.insert(0, str(REPO_ROOT))
     import polars as pl
 
-    from connectors import read_interactions
+    from recmaml.connectors import read_interactions
 
     def load():
         return read_interactions(path)
 
-    loader = "connectors.read_interactions"
+    loader = "recmaml.connectors.read_interactions"
 
     baseline = _max_rss_bytes()
     start = time.perf_counter()
@@ -213,7 +213,7 @@ def main(argv=None) -> None:
         print_table(results)
     if args.json:
         sys.path.insert(0, str(REPO_ROOT))
-        from connectors.writers import write_json
+        from recmaml.connectors.writers import write_json
 
         write_json(args.json, {"args": {k: str(v) for k, v in vars(args).items()}, "results": results})
 

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from connectors.movielens import read_movielens  # noqa: E402
+from recmaml.connectors.movielens import read_movielens  # noqa: E402
 from recmaml.baselines import ItemMean  # noqa: E402
 from recmaml.protocol import evaluate_ratings, melu_split, scores_at, support_arrays  # noqa: E402
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from connectors.movielens import _codes, _multi_hot
-from connectors.readers import read_frame
+from recmaml.connectors.movielens import _codes, _multi_hot
+from recmaml.connectors.readers import read_frame
 from recmaml.data import SideFeatures, Vocabulary
 from recmaml.errors import DataError
 from recmaml.frames import _ids_to_numpy

@@ -161,7 +161,7 @@ def _locate(path: Path, variant: str) -> tuple[Path, Path]:
         name = path.name if path.name in ("ml-100k", "ml-1m", "ml-latest-small") else variant
         raise DataError(
             f"{path}: missing {ratings.name} (the ratings of MovieLens {variant}); the folder holds {found}; "
-            f"fetch the full data set with connectors.download_movielens({name!r})"
+            f"fetch the full data set with recmaml.connectors.download_movielens({name!r})"
         )
     return path, ratings
 

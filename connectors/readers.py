@@ -228,14 +228,14 @@ def _resolve_format(source, format: str | None) -> tuple[str, str | None]:
 
 def _detect_movielens(path: Path) -> str | None:
     try:
-        from connectors.movielens import detect_movielens
+        from recmaml.connectors.movielens import detect_movielens
     except ImportError:  # the MovieLens reader is optional for every other format
         return None
     return detect_movielens(path)
 
 
 def _detect_librec(path: Path) -> str | None:
-    from connectors.librec import detect_librec
+    from recmaml.connectors.librec import detect_librec
 
     return detect_librec(path)
 
@@ -256,7 +256,7 @@ def _open(source, kind, delimiter, table, query, encoding, full_inference) -> pl
     if kind == "frame":
         return frame_of(source)
     if kind == "sql":
-        from connectors.sql import read_sql_frame
+        from recmaml.connectors.sql import read_sql_frame
 
         return read_sql_frame(os.fspath(source), table=table, query=query)
     path = Path(source)
@@ -312,11 +312,11 @@ def _detect_delimiter(path: Path) -> str:
 def _read_dataset(source, kind, variant, rating_range, user_features, item_features) -> Interactions:
     """A MovieLens or LibRec data set; rating_range=None means the data set's own range."""
     if kind == "movielens":
-        from connectors.movielens import read_movielens
+        from recmaml.connectors.movielens import read_movielens
 
         interactions = read_movielens(source, variant, rating_range=rating_range)
     else:
-        from connectors.librec import read_ciaodvd, read_filmtrust
+        from recmaml.connectors.librec import read_ciaodvd, read_filmtrust
 
         reader = read_filmtrust if variant == "filmtrust" else read_ciaodvd
         interactions = reader(source, **({} if rating_range is None else {"rating_range": rating_range}))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from connectors.readers import _library_errors, _open, _resolve_format, _source_name, read_frame, read_interactions
+from recmaml.connectors.readers import _library_errors, _open, _resolve_format, _source_name, read_frame, read_interactions
 from recmaml.data import Interactions
 from recmaml.errors import DataError
 from recmaml.frames import Columns, DuplicateInteractionsWarning, frame_to_interactions

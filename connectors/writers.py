@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from connectors.sql import SqlTableSink, display_uri, is_sql_uri, read_sql_frame, write_sql_table
+from recmaml.connectors.sql import SqlTableSink, display_uri, is_sql_uri, read_sql_frame, write_sql_table
 from recmaml.data import RankedLists
 from recmaml.errors import DataError
 

@@ -44,7 +44,7 @@ def _add_common(parser: argparse.ArgumentParser, top: bool = False) -> None:
 def _read(path, args, *, format=None, table=None, ratings=True):
     """An interaction log with the command's column flags; ratings=False for tables of (user, item) rows
     such as candidates, which carry no rating or timestamp."""
-    from connectors import read_interactions
+    from recmaml.connectors import read_interactions
 
     return read_interactions(path, format=format or args.format, user_col=args.user_col, item_col=args.item_col,
                              rating_col=(args.rating_col or None) if ratings else None,
@@ -53,7 +53,7 @@ def _read(path, args, *, format=None, table=None, ratings=True):
 
 
 def _user_features(args):
-    from connectors import read_side_features
+    from recmaml.connectors import read_side_features
 
     return read_side_features(args.user_features, id_col=args.user_col) if args.user_features else None
 
@@ -203,7 +203,7 @@ def _check_folder(path, flag: str) -> None:
 
 
 def cmd_fit(args) -> None:
-    from connectors import read_side_features
+    from recmaml.connectors import read_side_features
     from recmaml import MetaRecommender, load_config
 
     config = load_config(args.config)
@@ -223,7 +223,7 @@ def cmd_recommend(args) -> None:
 
     import numpy as np
 
-    from connectors import RankedListsWriter, check_output, iter_user_chunks
+    from recmaml.connectors import RankedListsWriter, check_output, iter_user_chunks
     from recmaml import MetaRecommender, Vocabulary
 
     _check_sizes(args)
@@ -270,7 +270,7 @@ def cmd_recommend(args) -> None:
 def cmd_predict(args) -> None:
     import polars as pl
 
-    from connectors import check_output, read_pairs, write_frame
+    from recmaml.connectors import check_output, read_pairs, write_frame
     from recmaml import MetaRecommender
 
     _check_sizes(args)
@@ -312,7 +312,7 @@ def cmd_evaluate(args) -> None:
     for name, value in metrics.items():
         print(f"{name:<14}{value:.4f}" if isinstance(value, float) else f"{name:<14}{value}")
     if args.out:
-        from connectors.writers import write_json
+        from recmaml.connectors.writers import write_json
 
         write_json(args.out, metrics)
 
@@ -326,7 +326,7 @@ def cmd_quickstart(args) -> None:
         summary = quickstart.run(Path(args.out), data, config=config, seed=args.seed, progress=bar.epoch)
     print(quickstart.format_table(summary))
     print(f"model: {summary['model']}\nranked lists of {summary['cold_users']} cold users: {summary['ranked']}")
-    from connectors.writers import write_json
+    from recmaml.connectors.writers import write_json
 
     write_json(Path(args.out) / "metrics.json", summary)
 
@@ -411,9 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     fit = command("fit", "meta-train a model on a log of warm users",
-                  "recmaml fit --config configs/ml-100k.toml --data ../shared/data/movielens/ml-100k --out runs/ml100k",
+                  "recmaml fit --config ml-100k --data ../shared/data/movielens/ml-100k --out runs/ml100k",
                   uses_model=False)
-    fit.add_argument("--config", help="TOML config (defaults in code when omitted)")
+    fit.add_argument("--config", help="TOML config: a path, or a shipped config by name (ml-100k, ml-100k-temporal, ml-100k-rating, ml-1m, ml-latest-small, tiny); defaults in code when omitted")
     fit.add_argument("--data", required=True, help="interaction log of warm users (file, folder, SQL URI)")
     fit.add_argument("--out", required=True, help="model directory to write")
     fit.add_argument("--user-features", help="table of user side features keyed by --user-col")
@@ -477,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--k", default="1,3,5,10,20", help="support sizes K (default 1,3,5,10,20)")
     bench.add_argument("--seeds", default="0,1,2", help="split seeds (default 0,1,2; at least 3 for intervals)")
     bench.add_argument("--systems", default="all", help=f"comma-separated systems or 'all': {', '.join(SYSTEMS)}")
-    bench.add_argument("--config", help="TOML config of recmaml's systems (defaults in code when omitted)")
+    bench.add_argument("--config", help="TOML config of recmaml's systems: a path or a shipped config by name; defaults in code when omitted")
     bench.add_argument("--budget-seconds", type=float, default=300.0,
                        help="training budget of each iterative system per fit (default 300; 0: none)")
     bench.add_argument("--relevant-min", type=float, default=None,

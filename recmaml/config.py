@@ -251,15 +251,45 @@ def adapt_prefixes(adapt: str) -> tuple[str, ...]:
     return prefixes
 
 
+def shipped_config_dir() -> Path | None:
+    """The folder of the configs that ship with recmaml: recmaml/configs in an installed package (the
+    top-level configs/ folder is installed there), else configs/ of the checkout this code runs from."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "configs", here.parent / "configs"):
+        if folder.is_dir():
+            return folder
+    return None
+
+
+def shipped_configs() -> list[str]:
+    """Names of the shipped configs ('ml-100k', 'tiny', ...), which load_config and --config accept."""
+    folder = shipped_config_dir()
+    return sorted(p.stem for p in folder.glob("*.toml")) if folder else []
+
+
+def resolve_config(path_or_name: str | Path) -> Path:
+    """A config file: the path when it exists, else the shipped config of that name ('ml-100k' or
+    'ml-100k.toml'); an error that lists the shipped names otherwise."""
+    path = Path(path_or_name)
+    if path.is_file():
+        return path
+    folder = shipped_config_dir()
+    if folder is not None and path.parent == Path("."):
+        shipped = folder / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
+        if shipped.is_file():
+            return shipped
+    raise ConfigError(f"{path}: config file not found; pass an existing TOML file or the name of a shipped "
+                      f"config: {', '.join(shipped_configs()) or '(none installed)'}")
+
+
 def load_config(path: str | Path | None = None, **overrides) -> Config:
-    """Defaults, overridden by a TOML file (if given), overridden by `overrides` ({section: {key: value}})."""
+    """Defaults, overridden by a TOML file (if given: a path, or a shipped config's name such as
+    'ml-100k'), overridden by `overrides` ({section: {key: value}})."""
     raw: dict = {}
     source = "defaults"
     if path is not None:
-        path = Path(path)
+        path = resolve_config(path)
         source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found; pass an existing TOML file (see configs/)")
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:

@@ -302,7 +302,7 @@ def as_interactions(data, what: str) -> Interactions:
     if is_frame(data):
         return frame_to_interactions(frame_of(data), f"{what} frame")
     raise DataError(f"{what}: expected an Interactions or a pandas/polars DataFrame with columns user_id, item_id "
-                    f"[, rating, timestamp], got {type(data).__name__}; read files with connectors.read_interactions")
+                    f"[, rating, timestamp], got {type(data).__name__}; read files with recmaml.connectors.read_interactions")
 
 
 def same_kind(ranked_or_frame, like):

@@ -42,7 +42,7 @@ class DataChoice:
 def local_candidates(cwd: Path) -> list[Path]:
     """Where a MovieLens-100K copy usually sits: a shared data folder beside the checkout, the download
     cache, or the working directory."""
-    from connectors.download import default_cache_dir
+    from recmaml.connectors.download import default_cache_dir
 
     shared = Path("shared") / "data" / "movielens" / ML100K
     return [cwd.parent / shared, REPO_ROOT.parent / shared, default_cache_dir() / ML100K,
@@ -51,7 +51,7 @@ def local_candidates(cwd: Path) -> list[Path]:
 
 def find_data(data_dir: str | None, cwd: Path | None = None, allow_download: bool = True) -> DataChoice:
     """--data, else $RECMAML_DATA, else a local copy, else a GroupLens download, else synthetic data."""
-    from connectors import download_movielens, read_movielens
+    from recmaml.connectors import download_movielens, read_movielens
 
     cwd = cwd or Path.cwd()
     if data_dir:
@@ -77,15 +77,16 @@ def find_data(data_dir: str | None, cwd: Path | None = None, allow_download: boo
 
 
 def default_config():
-    path = REPO_ROOT / "configs" / "ml-100k.toml"
-    if path.is_file():
-        return load_config(path), str(path)
-    return load_config(None), "the defaults in code (configs/ml-100k.toml is not installed)"
+    """The shipped ml-100k config (installed with the package), and where it was read from."""
+    from recmaml.config import resolve_config
+
+    path = resolve_config("ml-100k")
+    return load_config(path), str(path)
 
 
 def run(out_dir: Path, data: DataChoice, config=None, seed: int = 0, progress=None) -> dict:
     """Split, fit, score, write; returns the metrics table {method: {metric: value}} and the paths."""
-    from connectors import write_ranked_lists
+    from recmaml.connectors import write_ranked_lists
 
     cfg, config_source = config if config is not None else default_config()
     split = cold_split(data.log, cold_fraction=0.2, n_support=5, order="random", seed=seed)

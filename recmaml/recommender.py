@@ -68,7 +68,7 @@ def epoch_progress(bar):
 class MetaRecommender:
     """Meta-learned cold-start recommender.
 
-        rec = MetaRecommender(load_config("configs/ml-100k.toml")).fit(warm)
+        rec = MetaRecommender(load_config("ml-100k")).fit(warm)
         ranked = rec.recommend(cold_history, k=20)
     """
 

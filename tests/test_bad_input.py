@@ -9,7 +9,7 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from connectors import read_interactions
+from recmaml.connectors import read_interactions
 from recmaml.frames import DuplicateInteractionsWarning
 from recmaml.errors import DataError
 
@@ -138,7 +138,7 @@ def test_null_ids_in_a_pandas_frame():
 
 
 def test_read_frame_names_a_broken_file(tmp_path):
-    from connectors import read_frame
+    from recmaml.connectors import read_frame
 
     path = tmp_path / "cands.parquet"
     path.write_bytes(b"PAR1 not really")

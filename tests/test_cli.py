@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from conftest import REPO_ROOT
-from connectors import read_ranked_lists
+from recmaml.connectors import read_ranked_lists
 from recmaml import MetaRecommender, __version__
 from recmaml.cli import build_parser, main
 
@@ -217,7 +217,7 @@ def test_unknown_items_are_summarized_per_input(files, model_dir, tmp_path, caps
 
 def test_predict_reads_pairs_from_sql(files, model_dir, tmp_path):
     pytest.importorskip("adbc_driver_sqlite")
-    from connectors import write_frame
+    from recmaml.connectors import write_frame
 
     uri = f"sqlite:///{tmp_path / 'pairs.db'}"
     write_frame(pl.DataFrame({"user": ["x", "y"], "item": [3, 45]}), uri, table="todo")

@@ -2,6 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO_ROOT
+
 from recmaml.config import Config, config_from_dict, load_config
 from recmaml.errors import ConfigError
 
@@ -57,3 +59,13 @@ def test_inconsistent_knobs_are_refused_with_the_fix():
         load_config(None, meta={"ema": 1.5})
     with pytest.raises(ConfigError, match="inner_lr must be > 0"):
         load_config(None, meta={"inner_lr": 0.0})
+
+
+def test_shipped_configs_load_by_name_and_unknown_names_list_them(tmp_path, monkeypatch):
+    from recmaml.config import shipped_configs
+
+    monkeypatch.chdir(tmp_path)  # outside the checkout: no configs/ folder here
+    assert {"ml-100k", "tiny"} <= set(shipped_configs())
+    assert load_config("ml-100k") == load_config("ml-100k.toml") == load_config(REPO_ROOT / "configs/ml-100k.toml")
+    with pytest.raises(ConfigError, match="ml-100k-temporal"):  # the error names what ships
+        load_config("ml-100k-temporl")

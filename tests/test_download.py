@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors import download
-from connectors.download import download_movielens
+from recmaml.connectors import download
+from recmaml.connectors.download import download_movielens
 from recmaml.errors import DataError
 
 TINY_U_DATA = "196\t242\t3\t881250949\n186\t302\t3\t891717742\n"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
-from connectors import detect_librec, read_ciaodvd, read_filmtrust, read_frame, read_interactions
+from recmaml.connectors import detect_librec, read_ciaodvd, read_filmtrust, read_frame, read_interactions
 from recmaml.errors import DataError
 from recmaml.frames import DuplicateInteractionsWarning
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from connectors.movielens import (
+from recmaml.connectors.movielens import (
     AGE_GROUPS,
     detect_movielens,
     read_movielens,

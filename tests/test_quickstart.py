@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from connectors import read_ranked_lists
+from recmaml.connectors import read_ranked_lists
 from recmaml import quickstart
 from recmaml.cli import main
 
@@ -34,7 +34,7 @@ def test_synthetic_data_when_nothing_else_is_there(no_local_copies):
 
 
 def test_a_failed_download_falls_back_to_synthetic_data(no_local_copies, monkeypatch):
-    import connectors
+    from recmaml import connectors
 
     def offline(name):
         raise OSError("network is unreachable")

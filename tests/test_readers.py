@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors import read_frame, read_interactions
+from recmaml.connectors import read_frame, read_interactions
 from recmaml.data import Interactions
 from recmaml.errors import DataError
 
@@ -216,7 +216,7 @@ def fake_sql(monkeypatch):
         calls.append((uri, table, query))
         return _log("int")
 
-    monkeypatch.setitem(sys.modules, "connectors.sql", types.SimpleNamespace(read_sql_frame=read_sql_frame))
+    monkeypatch.setitem(sys.modules, "recmaml.connectors.sql", types.SimpleNamespace(read_sql_frame=read_sql_frame))
     return calls
 
 
@@ -246,7 +246,7 @@ def fake_movielens(monkeypatch):
         return "ml-1m" if str(path).endswith(("ml-1m", "ratings.dat")) else None
 
     fake = types.SimpleNamespace(read_movielens=read_movielens, detect_movielens=detect_movielens)
-    monkeypatch.setitem(sys.modules, "connectors.movielens", fake)
+    monkeypatch.setitem(sys.modules, "recmaml.connectors.movielens", fake)
     return calls
 
 

@@ -12,9 +12,9 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-import connectors.sql as sql
-from connectors.sql import is_sql_uri, read_sql_frame, write_sql_table
-from connectors.writers import read_ranked_lists, write_ranked_lists
+import recmaml.connectors.sql as sql
+from recmaml.connectors.sql import is_sql_uri, read_sql_frame, write_sql_table
+from recmaml.connectors.writers import read_ranked_lists, write_ranked_lists
 from recmaml.data import RankedLists
 from recmaml.errors import DataError
 
@@ -65,9 +65,9 @@ def test_sqlite_plain_path(sqlite_uri):
 
 
 def test_read_interactions_from_sqlite(sqlite_uri):
-    readers = pytest.importorskip("connectors.readers")
+    readers = pytest.importorskip("recmaml.connectors.readers")
     if not callable(getattr(readers, "read_interactions", None)):
-        pytest.skip("connectors.readers.read_interactions is not written yet")
+        pytest.skip("recmaml.connectors.readers.read_interactions is not written yet")
     got = readers.read_interactions(sqlite_uri, table="ratings")
     assert len(got) == 3
     assert got.users.ids.tolist() == [1, 2] and got.items.ids.tolist() == ["a", "b", "c"]
@@ -210,9 +210,9 @@ def test_postgres_read_by_table_and_by_query(postgres_uri, pg_table):
 
 @pytest.mark.postgres
 def test_postgres_read_interactions(postgres_uri, pg_table):
-    readers = pytest.importorskip("connectors.readers")
+    readers = pytest.importorskip("recmaml.connectors.readers")
     if not callable(getattr(readers, "read_interactions", None)):
-        pytest.skip("connectors.readers.read_interactions is not written yet")
+        pytest.skip("recmaml.connectors.readers.read_interactions is not written yet")
     write_sql_table(INTERACTIONS, postgres_uri, pg_table)
     got = readers.read_interactions(postgres_uri, table=pg_table)
     assert got.users.ids.tolist() == [1, 2] and got.items.ids.tolist() == ["a", "b", "c"]

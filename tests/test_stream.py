@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from connectors import RankedListsWriter, iter_user_chunks, read_interactions, read_ranked_lists, read_side_features
+from recmaml.connectors import RankedListsWriter, iter_user_chunks, read_interactions, read_ranked_lists, read_side_features
 from recmaml import DataError, RankedLists
 from recmaml.synthetic import clustered_log
 

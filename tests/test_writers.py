@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.writers import read_ranked_lists, write_ranked_lists
+from recmaml.connectors.writers import read_ranked_lists, write_ranked_lists
 from recmaml.data import RankedLists
 from recmaml.errors import DataError
 
