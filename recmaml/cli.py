@@ -202,11 +202,29 @@ def _check_folder(path, flag: str) -> None:
 # ---- subcommands --------------------------------------------------------------------------------------
 
 
+def _device(args) -> str:
+    """--device checked before any work: an absent device is one line naming the flag."""
+    from recmaml.config import device_problem
+
+    problem = device_problem(args.device)
+    if problem:
+        raise RecMamlError(f"--device {args.device}: {problem}")
+    return args.device
+
+
+def _load_model(args):
+    from recmaml import MetaRecommender
+
+    return MetaRecommender.load(args.model, device=_device(args) if args.device else "cpu")
+
+
 def cmd_fit(args) -> None:
     from recmaml.connectors import read_side_features
     from recmaml import MetaRecommender, load_config
 
     config = load_config(args.config)
+    if args.device:
+        config = config.replace(meta={"device": _device(args)})
     _check_folder(args.out, "--out")
     item_features = read_side_features(args.item_features, id_col=args.item_col) if args.item_features else None
     warm = _with_features(_read(args.data, args), _user_features(args), item_features, what="--data")
@@ -224,11 +242,11 @@ def cmd_recommend(args) -> None:
     import numpy as np
 
     from recmaml.connectors import RankedListsWriter, check_output, iter_user_chunks
-    from recmaml import MetaRecommender, Vocabulary
+    from recmaml import Vocabulary
 
     _check_sizes(args)
     check_output(args.out)
-    rec = MetaRecommender.load(args.model)
+    rec = _load_model(args)
     user_features = _user_features(args)
     candidates = None
     if args.candidates:
@@ -271,11 +289,10 @@ def cmd_predict(args) -> None:
     import polars as pl
 
     from recmaml.connectors import check_output, read_pairs, write_frame
-    from recmaml import MetaRecommender
 
     _check_sizes(args)
     check_output(args.out)
-    rec = MetaRecommender.load(args.model)
+    rec = _load_model(args)
     history = _read(args.history, args)
     if args.user_features:
         history = _with_features(history, _user_features(args), what="--history")
@@ -294,13 +311,12 @@ def cmd_predict(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from recmaml import MetaRecommender
     from recmaml.protocol import evaluate_recommender
 
     _check_sizes(args)
     if args.out:
         _check_folder(args.out, "--out")
-    rec = MetaRecommender.load(args.model)
+    rec = _load_model(args)
     history, heldout = _read(args.history, args), _read(args.heldout, args)
     if args.user_features:
         history = _with_features(history, _user_features(args), what="--history")
@@ -320,8 +336,11 @@ def cmd_evaluate(args) -> None:
 def cmd_quickstart(args) -> None:
     from recmaml import quickstart
 
+    device = _device(args) if args.device else None
     data = quickstart.find_data(args.data, allow_download=not args.no_download)
     config = quickstart.default_config()
+    if device:
+        config = (config[0].replace(meta={"device": device}), config[1])
     with _LazyBar(args, total=config[0].meta.epochs, unit="epoch", desc="meta-training") as bar:
         summary = quickstart.run(Path(args.out), data, config=config, seed=args.seed, progress=bar.epoch)
     print(quickstart.format_table(summary))
@@ -402,12 +421,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name, help, example, uses_model=True):
+    def command(name, help, example, uses_model=True, device=True):
         p = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_common(p)
         if uses_model:
             p.add_argument("--model", required=True, help="model directory written by `recmaml fit`")
+        if device:
+            p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the config's "
+                           "meta.device when training, cpu when serving)")
         return p
 
     fit = command("fit", "meta-train a model on a log of warm users",
@@ -470,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = command("benchmark", "the cold-start benchmark suite: protocols x support sizes x seeds x systems",
                     "recmaml benchmark --data ../shared/data/movielens/ml-100k --protocol random,temporal,melu "
-                    "--k 1,3,5,10,20 --seeds 0,1,2 --systems all --out bench", uses_model=False)
+                    "--k 1,3,5,10,20 --seeds 0,1,2 --systems all --out bench", uses_model=False, device=False)
     bench.add_argument("--data", help="interaction log (file, folder, SQL URI): MovieLens, FilmTrust, CiaoDVD, CSV...")
     bench.add_argument("--name", help="the data set's name in the tables (default: the file or folder name)")
     bench.add_argument("--protocol", help="comma-separated: random, temporal, melu (default: all the log allows)")

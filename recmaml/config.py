@@ -234,11 +234,32 @@ def _check_ranges(cfg: Config) -> list[str]:
         problems.append("meta.ema must be in [0, 1)")
     if m.inner_lr <= 0:
         problems.append("meta.inner_lr must be > 0")
+    problem = device_problem(m.device)
+    if problem:
+        problems.append(f"meta.device: {problem}")
     try:
         adapt_prefixes(m.adapt)
     except ConfigError as err:
         problems.append(str(err))
     return problems
+
+
+def device_problem(device: str) -> str | None:
+    """Why torch cannot use `device` ('cpu', 'cuda', 'cuda:N', 'mps') on this machine, or None."""
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and (not index.isdigit() or kind != "cuda")):
+        return f"unknown device {device!r}; use cpu, cuda, cuda:N or mps"
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            build = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+            return f"device {device!r} is not available ({build}, torch {torch.__version__}); use cpu"
+        if index and int(index) >= torch.cuda.device_count():
+            return f"device {device!r} is not available: this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0.."
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        return f"device {device!r} is not available (MPS needs Apple silicon and a torch build with MPS); use cpu"
+    return None
 
 
 def adapt_prefixes(adapt: str) -> tuple[str, ...]:

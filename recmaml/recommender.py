@@ -12,7 +12,7 @@ import torch
 
 from recmaml import checkpoint
 from recmaml.adapt import META_LR_PREFIX, adapt, adapted_names, batched_scores, fast_path_applies, fast_user_vectors
-from recmaml.config import Config, config_from_dict
+from recmaml.config import Config, config_from_dict, device_problem
 from recmaml.data import UNKNOWN, Interactions, RankedLists, Vocabulary
 from recmaml.errors import DataError, RecMamlError
 from recmaml.frames import as_interactions, frame_of, is_frame, same_kind
@@ -388,7 +388,13 @@ class MetaRecommender:
         if missing:
             raise checkpoint.CheckpointError(f"{path}/{checkpoint.METADATA}: missing {missing}; the model "
                                              "directory is incomplete or was not written by MetaRecommender.save")
-        rec = cls(config_from_dict(meta["config"], f"{path}/{checkpoint.METADATA}"))
+        problem = device_problem(device)
+        if problem:
+            raise RecMamlError(f"MetaRecommender.load(device={device!r}): {problem}")
+        config = meta["config"]
+        if isinstance(config, dict) and isinstance(config.get("meta"), dict):  # served where it is loaded, not
+            config = {**config, "meta": {**config["meta"], "device": device}}  # where it was trained
+        rec = cls(config_from_dict(config, f"{path}/{checkpoint.METADATA}"))
         rec.items = Vocabulary.from_json(meta["items"])
         rec.user_layout = meta["user_layout"]
         rating_range = meta.get("rating_range")  # absent in models saved before it was recorded: no clipping

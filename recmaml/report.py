@@ -168,7 +168,7 @@ def _fmt(pair, digits: int = 4) -> str:
 
 def _ranking_table(block: dict, metric: str) -> list[str]:
     ks = block["ks"]
-    lines = [f"| system | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    lines = ["| system | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
     best = {k: _best(block["systems"], block["systems"], k, metric) for k in ks}
     for name, row in block["systems"].items():
         cells = []
@@ -229,7 +229,7 @@ def markdown(summary: dict, plots: list[str], header: list[str] = ()) -> str:
                 if bins:
                     lines += ["", "MAE by support size (cold users binned by how many ratings they reveal):", ""] + bins
             else:
-                lines += [f"nDCG@20 by support size K:", ""] + _ranking_table(block, HEADLINE)
+                lines += ["nDCG@20 by support size K:", ""] + _ranking_table(block, HEADLINE)
                 k5 = "5" if "5" in block["ks"] else block["ks"][len(block["ks"]) // 2]
                 lines += ["", f"Every metric at K={k5}:", ""] + _metrics_table(block, k5, RANKING_METRICS)
             lines += ["", "recmaml's best system against the best baseline:", ""] + _comparison_lines(block)

@@ -17,7 +17,7 @@ from recmaml.data import Interactions
 from recmaml.errors import DataError
 from recmaml.metrics import random_ndcg, reciprocal_ranks
 from recmaml.protocol import ColdSplit, kshot_split, query_ndcg_per_user
-from recmaml.report import interval, paired, summarize, write_report
+from recmaml.report import interval, paired, summarize
 from recmaml.synthetic import clustered_interactions
 
 

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from conftest import REPO_ROOT
 from recmaml.connectors import read_ranked_lists
@@ -163,6 +164,13 @@ def bad_invocations(files, model_dir, tmp):
           "--out", str(tmp / "q.csv")], "null or empty ids", tmp / "q.csv"),
         ([*rec, *cold, "--user-features", str(tmp / "other_users.csv"), "--out", str(tmp / "j.csv")],
          "names none of", tmp / "j.csv"),
+        ([*rec, *cold, "--device", "tpu", "--out", str(tmp / "k.csv")], "--device tpu: unknown device", tmp / "k.csv"),
+        (["fit", "--data", str(files / "warm.csv"), *COLS, "--device", "cuda:x", "--out", str(tmp / "m2")],
+         "--device cuda:x", tmp / "m2"),
+        *([] if torch.cuda.is_available() else [
+            ([*rec, *cold, "--device", "cuda", "--out", str(tmp / "l.csv")], "is not available", tmp / "l.csv"),
+            (["fit", "--data", str(files / "warm.csv"), *COLS, "--device", "cuda", "--out", str(tmp / "m3")],
+             "use cpu", tmp / "m3")]),
     ]
 
 
@@ -175,6 +183,24 @@ def test_every_error_exits_2_with_one_line_and_no_output(files, model_dir, tmp_p
         assert len(lines) == 1 and lines[0].startswith(f"recmaml {argv[0]}: error:") and words in lines[0], err
         assert "Traceback" not in err and not output.exists(), argv
         assert not [p for p in output.parent.glob(".*.tmp")] if output.parent.is_dir() else True
+
+
+def test_device_flag_serves_on_the_named_device(files, model_dir, tmp_path):
+    args = ["recommend", "--model", str(model_dir), "--history", str(files / "cold.csv"), *COLS, "--k", "4", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "default.csv")]) == 0
+    assert main([*args, "--device", "cpu", "--out", str(tmp_path / "cpu.csv")]) == 0
+    assert (tmp_path / "default.csv").read_text() == (tmp_path / "cpu.csv").read_text()
+
+
+def test_a_model_saved_with_a_gpu_device_loads_on_the_cpu(model_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "gpu_model"
+    shutil.copytree(model_dir, copy)
+    meta = json.loads((copy / "model.json").read_text())
+    meta["config"]["meta"]["device"] = "cuda"  # as trained on a GPU machine
+    (copy / "model.json").write_text(json.dumps(meta))
+    assert MetaRecommender.load(copy).config.meta.device == "cpu"
 
 
 def test_usage_errors_exit_2(capsys):

@@ -69,3 +69,13 @@ def test_shipped_configs_load_by_name_and_unknown_names_list_them(tmp_path, monk
     assert load_config("ml-100k") == load_config("ml-100k.toml") == load_config(REPO_ROOT / "configs/ml-100k.toml")
     with pytest.raises(ConfigError, match="ml-100k-temporal"):  # the error names what ships
         load_config("ml-100k-temporl")
+
+
+def test_an_absent_or_unknown_device_is_a_config_error():
+    import torch
+
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        load_config(None, meta={"device": "tpu"})
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="meta.device.*not available"):
+            load_config(None, meta={"device": "cuda"})
