@@ -269,3 +269,18 @@ def test_ease_float32_inverse_agrees_with_float64(warm, monkeypatch):
     np.testing.assert_allclose(fast.B, exact.B, atol=1e-4)
     a, b = exact.score(*support), fast.score(*support)
     np.testing.assert_array_equal(np.argsort(-a, axis=1)[:, :10], np.argsort(-b, axis=1)[:, :10])
+
+
+def test_als_fits_without_the_openblas_warning_whatever_the_environment():
+    # implicit warns when OpenBLAS runs a thread pool; the library limits BLAS itself, so a user who never
+    # heard of OPENBLAS_NUM_THREADS sees no warning (a fresh process: OpenBLAS reads the variable at load)
+    import os
+    import subprocess
+    import sys
+
+    code = ("import warnings; warnings.simplefilter('error', RuntimeWarning)\n"
+            "from recmaml.baselines import ALSFoldIn\nfrom recmaml.synthetic import taste_groups\n"
+            "ALSFoldIn(factors=8, iterations=2).fit(taste_groups(seed=0)); print('ok')")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
