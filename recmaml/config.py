@@ -55,13 +55,18 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TaskConfig:
     support_min: int = 1
-    """Fewest support interactions of a training task."""
+    """Fewest support interactions of a training task; 0 includes zero-shot tasks, whose query is judged
+    at the meta-learned start itself (what a user with no usable history is ranked from)."""
     support_max: int = 20
     """Most support interactions of a training task; sizes are drawn uniformly in [support_min, support_max]."""
     query_max: int = 64
     """Most query interactions of a training task (a random subset when a user has more)."""
     order: str = "random"
-    """'random' or 'temporal' (the support is a user's earliest interactions)."""
+    """'random', 'temporal' (the support is a user's earliest interactions) or 'mixed' (each task one or
+    the other, temporal with probability tasks.temporal_fraction), so that one model serves cold users
+    who show random items and users who show their first ones."""
+    temporal_fraction: float = 0.5
+    """With order = 'mixed': the share of tasks whose support is the user's earliest interactions."""
     negatives: int = 0
     """Sampled negatives per user for the implicit objective; 0 scores the whole catalog (exact softmax).
     Serving adapts cold users with the exact softmax whatever this is: sampled negatives only make
@@ -138,7 +143,7 @@ _CHOICES = {
     ("model", "objective"): ("implicit", "rating"),
     ("model", "loss"): ("softmax", "bpr"),
     ("model", "item_init"): ("random", "als"),
-    ("tasks", "order"): ("random", "temporal"),
+    ("tasks", "order"): ("random", "temporal", "mixed"),
     ("tasks", "negative_sampling"): ("uniform", "popularity"),
     ("meta", "method"): ("maml", "fomaml", "metasgd"),
     ("meta", "support_reduction"): ("mean", "sum"),
@@ -208,8 +213,10 @@ def config_from_dict(raw: dict, source: str = "config") -> Config:
 def _check_ranges(cfg: Config) -> list[str]:
     problems = []
     t, m = cfg.tasks, cfg.meta
-    if not 1 <= t.support_min <= t.support_max:
-        problems.append("tasks.support_min must be >= 1 and <= tasks.support_max")
+    if not 0 <= t.support_min <= t.support_max or t.support_max < 1:
+        problems.append("tasks.support_min must be >= 0 and <= tasks.support_max, and tasks.support_max >= 1")
+    if not 0.0 <= t.temporal_fraction <= 1.0:
+        problems.append("tasks.temporal_fraction must be in [0, 1]")
     if t.query_max < 1:
         problems.append("tasks.query_max must be >= 1")
     if not 0.0 <= t.validation_users < 1.0:

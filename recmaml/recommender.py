@@ -109,6 +109,8 @@ class MetaRecommender:
                             user_spec=FeatureSpec.of(warm.user_features))
         if self.config.model.objective == "rating":
             _init_rating_biases(self.model, warm)
+        else:
+            _init_popularity_biases(self.model, warm)
         if item_factors is None and self.config.model.item_init == "als":
             item_factors = _als_item_factors(warm, self.config)
         if item_factors is not None:
@@ -465,6 +467,16 @@ def _init_rating_biases(model: Scorer, warm: Interactions, damping: float = 5.0)
     with torch.no_grad():
         model.global_bias.fill_(mean)
         model.item_bias.copy_(torch.from_numpy((sums / (counts + damping)).astype(np.float32)))
+
+
+def _init_popularity_biases(model: Scorer, warm: Interactions) -> None:
+    """Start the implicit scorer's item biases at the log of each item's warm count (plus one), centred:
+    the softmax of the start then ranks by popularity, the best a user with no history can get before
+    meta-learning refines it, instead of an arbitrary order that puts obscure items first."""
+    counts = np.bincount(warm.item_idx, minlength=warm.n_items).astype(np.float64)
+    log_counts = np.log1p(counts)
+    with torch.no_grad():
+        model.item_bias.copy_(torch.from_numpy((log_counts - log_counts.mean()).astype(np.float32)))
 
 
 def _als_item_factors(warm: Interactions, config: Config) -> tuple[np.ndarray, np.ndarray]:

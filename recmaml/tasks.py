@@ -154,8 +154,7 @@ class TaskSampler:
             size = np.minimum(support_size, n_u - 1)
 
         # stage 1: the support is the first `size` rows in random or temporal order
-        first_key = self.timestamp[rows] if cfg.order == "temporal" and self.timestamp is not None else self.rng.random(len(rows))
-        order, pos = group_positions(b, self.rng.random(len(rows)), first_key)
+        order, pos = group_positions(b, self.rng.random(len(rows)), self._support_order_key(rows, b, len(users)))
         rows, b = rows[order], b[order]
         in_support = pos < size[b]
         # stage 2: the query is a random subset of the rest
@@ -177,6 +176,19 @@ class TaskSampler:
             query_items=q_items, query_ratings=q_ratings, query_mask=q_mask,
             negatives=negatives, negative_logq=logq, negative_mask=neg_mask,
         )
+
+    def _support_order_key(self, rows: np.ndarray, b: np.ndarray, n_users: int) -> np.ndarray:
+        """Per row, the key whose smallest values within its user form the support: its timestamp for a
+        temporal task (earliest first), a random number otherwise. A log without timestamps has only
+        random tasks."""
+        random_key = self.rng.random(len(rows))
+        if self.timestamp is None or self.cfg.order == "random":
+            return random_key
+        temporal = self.timestamp[rows].astype(np.float64)
+        if self.cfg.order == "temporal":
+            return temporal
+        is_temporal = self.rng.random(n_users) < self.cfg.temporal_fraction  # per task, not per row
+        return np.where(is_temporal[b], temporal, random_key)
 
     def negatives(self, users: np.ndarray):
         """Sampled negatives per user (masked where they collide with that user's positives)."""

@@ -142,6 +142,18 @@ def test_progress_true_shows_bars_on_stderr_and_is_off_by_default(taste_log, tin
     assert "scoring" in err and "3/3" in err  # a total: the three users
 
 
+def test_a_user_with_no_history_is_ranked_by_popularity_at_the_start(taste_log, tiny_config):
+    # before meta-learning (one epoch with a tiny rate) the start ranks like item popularity
+    cfg = tiny_config.replace(meta={"epochs": 1, "meta_lr": 1e-6})
+    rec = MetaRecommender(cfg).fit(taste_log)
+    no_history = Interactions.from_ids(np.array([], dtype=str), np.array([], dtype=np.int64),
+                                       rating=np.zeros(0), items=rec.items)
+    scores = rec.score(no_history, users=np.array(["new"]))[0]
+    counts = np.bincount(taste_log.item_idx, minlength=taste_log.n_items)
+    top = np.argsort(-scores)[:10]
+    assert counts[top].mean() >= np.sort(counts)[-20:].mean()  # the ten best lie among the most frequent
+
+
 def test_unfitted_recommender_says_so():
     with pytest.raises(RecMamlError, match="not fitted"):
         MetaRecommender().recommend(cold_history())

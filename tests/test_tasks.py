@@ -43,6 +43,30 @@ def test_temporal_order_puts_the_earliest_interactions_in_the_support(taste_log)
         assert sup == set(earliest.tolist())
 
 
+def _earliest(log, u, k):
+    mine = log.user_idx == u
+    return set(log.item_idx[mine][np.argsort(log.timestamp[mine], kind="stable")[:k]].tolist())
+
+
+def test_mixed_order_gives_some_tasks_the_earliest_interactions_and_others_random_ones(taste_log):
+    users = np.arange(200)
+    supports = rows(sampler(taste_log, support_min=3, support_max=3, order="mixed").tasks(users), "support")
+    earliest = [sup == _earliest(taste_log, u, 3) for u, sup in zip(users, supports)]
+    # half temporal (always the earliest 3) and half random (the earliest 3 of 10 by chance: 1 in 120)
+    assert 0.35 < np.mean(earliest) < 0.65
+    for fraction, lo, hi in ((0.0, 0.0, 0.05), (1.0, 1.0, 1.0)):
+        s = sampler(taste_log, support_min=3, support_max=3, order="mixed", temporal_fraction=fraction)
+        share = np.mean([sup == _earliest(taste_log, u, 3) for u, sup in zip(users, rows(s.tasks(users), "support"))])
+        assert lo <= share <= hi, fraction
+
+
+def test_zero_shot_tasks_have_an_empty_support_and_a_query(taste_log):
+    batch = sampler(taste_log, support_min=0, support_max=2).tasks(np.arange(120))
+    sizes = batch.support_mask.sum(1)
+    assert set(sizes.tolist()) == {0.0, 1.0, 2.0}
+    assert (batch.query_mask.sum(1) > 0).all()
+
+
 def test_negatives_are_never_positives_of_their_user(taste_log):
     for sampling in ("uniform", "popularity"):
         batch = sampler(taste_log, negatives=50, negative_sampling=sampling).tasks(np.arange(60))
