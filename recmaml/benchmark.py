@@ -40,7 +40,7 @@ from recmaml.protocol import (
 )
 
 PROTOCOLS = ("random", "temporal", "melu")
-DEFAULT_KS = (1, 3, 5, 10, 20)
+DEFAULT_KS = (0, 1, 3, 5, 10, 20)  # K = 0: users with no usable history, ranked from the start alone
 MELU_K = "melu"  # the one "support size" of the MeLU protocol: all but the 10 hidden ratings
 MAE_BINS = ((1, 10), (11, 20), (21, 40), (41, 100))  # MeLU support sizes, for MAE against support size
 CELL_FORMAT = 1
@@ -436,8 +436,8 @@ def run_benchmark(log: Interactions, spec: BenchmarkSpec, out: Path, progress=No
     if "temporal" in protocols and log.timestamp is None:
         raise DataError(f"{spec.name}: the temporal protocol needs timestamps and this log has none; leave "
                         "'temporal' out of --protocol (or give the log a timestamp column: --timestamp-col)")
-    if not spec.ks or min(spec.ks) < 1:
-        raise DataError(f"support sizes must be >= 1, got {list(spec.ks)} (--k)")
+    if not spec.ks or min(spec.ks) < 0:
+        raise DataError(f"support sizes must be >= 0 (0: users with no history), got {list(spec.ks)} (--k)")
     if spec.grid not in ("full", "minimal"):
         raise DataError(f"grid must be 'full' or 'minimal', got {spec.grid!r} (--grid)")
     if len(spec.seeds) < 1:

@@ -283,7 +283,8 @@ def plot(summary: dict, folder: Path) -> list[str]:
                 style = "-" if SYSTEMS.get(name) and SYSTEMS[name].family == "recmaml" else "--"
                 (line,) = ax.plot(ks, mean, style, marker="o", ms=3, label=name, color=color.get(name))
                 ax.fill_between(ks, mean - half, mean + half, color=line.get_color(), alpha=0.15)
-            ax.set(title=f"{data} ({protocol})", xlabel="support size K", ylabel="nDCG@20", xscale="log")
+            ax.set(title=f"{data} ({protocol})", xlabel="support size K", ylabel="nDCG@20")
+            ax.set_xscale("symlog", linthresh=1.0)  # logarithmic from 1 on, with room for K = 0
             ax.set_xticks(ks, [str(k) for k in ks])
             ax.grid(alpha=0.3)
         axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))

@@ -218,7 +218,7 @@ def test_smoke_every_system_through_the_cli(tmp_path):
     path = tmp_path / "tiny.csv"
     frame.to_csv(path, index=False)
     out = tmp_path / "bench"
-    code = main(["--quiet", "benchmark", "--data", str(path), "--protocol", "random,melu", "--k", "1,5",
+    code = main(["--quiet", "benchmark", "--data", str(path), "--protocol", "random,melu", "--k", "0,1,5",
                  "--seeds", "0,1", "--systems", "all", "--config", "configs/tiny.toml", "--budget-seconds", "1", "--grid", "minimal",
                  "--out", str(out)])
     assert code == 0
@@ -232,7 +232,7 @@ def test_smoke_every_system_through_the_cli(tmp_path):
             assert np.isfinite(cell["per_k"]["melu"]["mae"])
     summary = summarize(cells)
     block = summary["tiny"]["random"]
-    assert set(block["ks"]) == {"1", "5"}
+    assert set(block["ks"]) == {"0", "1", "5"}
     assert all(np.isfinite(row["5"]["ndcg@20"][1]) for row in block["systems"].values())  # intervals
     assert block["comparison"]["5"]["ndcg@20"]["baseline"] in {n for n, s in SYSTEMS.items() if s.family == "baseline"}
     assert "mae" in summary["tiny"]["melu"]["comparison"]["melu"]
