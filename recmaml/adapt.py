@@ -205,7 +205,7 @@ def fast_user_vectors(model: nn.Module, support: dict, *, names: list[str], step
     with the same vectors: computing them once saves a pass over the catalog)."""
     cfg = model.cfg
     batch = support["items"].shape[0]
-    feats = model.user_features(support["user_feats"]) if model.user_features is not None else None
+    feats = model.user_inputs(support["user_feats"])  # side features and the support's set encoding
     user_init = model.user_init.detach().expand(batch, -1).clone()
     user_bias = model.user_bias.detach().expand(batch).clone()
     adapted_layers = {i: f"user_tower.{i}.bias" in names for i, layer in enumerate(model.user_tower)
@@ -232,7 +232,7 @@ def fast_user_vectors(model: nn.Module, support: dict, *, names: list[str], step
             else:  # -mean log softmax at the support items = (rows / n) * logsumexp - mean support logit
                 v = item_vectors[support["items"]]  # (B, S, d)
                 logits = (v @ u.unsqueeze(2)).squeeze(2) + item_bias[support["items"]]
-                same_start = step == 0 and feats is None  # user_init is shared; features would differ
+                same_start = step == 0 and feats is None  # user_init is shared; user inputs would differ
                 lse = _catalog_logsumexp(u, item_vectors.detach(), item_bias.detach(), same_start)
                 losses = (mask.sum(dim=1) / n) * lse - (logits * mask).sum(dim=1) / n
             wanted = [ui, ub] + [out for i, out in pre_acts if i in adapted_layers]

@@ -42,6 +42,11 @@ class ModelConfig:
     """Hidden layer widths of the item tower (an MLP over the item embedding and item side features)."""
     feature_dim: int = 16
     """Width of each side-feature embedding."""
+    support_encoder: int = 0
+    """Width of a set encoder of the user's support items (0: none): tanh of the sum of their input
+    embeddings over sqrt(count), fed to the user tower beside user_init, so the inner loop starts from a
+    point conditioned on what the user showed (a few-shot Mult-VAE/DAE encoder is such an initializer)
+    instead of one start shared by every user; the gradient steps then refine it."""
     use_user_features: bool = True
     use_item_features: bool = True
     init_std: float = 0.05
@@ -225,6 +230,8 @@ def _check_ranges(cfg: Config) -> list[str]:
         problems.append("meta.inner_steps must be >= 0")
     if m.meta_batch_size < 1 or m.epochs < 1:
         problems.append("meta.meta_batch_size and meta.epochs must be >= 1")
+    if cfg.model.support_encoder < 0:
+        problems.append("model.support_encoder must be >= 0 (0: no set encoder)")
     if cfg.model.embedding_dim < 1:
         problems.append("model.embedding_dim must be >= 1")
     if cfg.serve.batch_size < 1:

@@ -130,7 +130,11 @@ class Scorer(nn.Module):
         self.user_init = nn.Parameter(torch.randn(d) * cfg.init_std)
         self.user_bias = nn.Parameter(torch.zeros(()))
         self.user_features = None if self.user_spec.empty else FeatureEncoder(self.user_spec, cfg.feature_dim)
-        user_in = d + (self.user_features.out_dim if self.user_features else 0)
+        self.support_embedding = None
+        if cfg.support_encoder:
+            self.support_embedding = nn.Embedding(n_items, cfg.support_encoder)
+            nn.init.normal_(self.support_embedding.weight, std=cfg.init_std)
+        user_in = d + (self.user_features.out_dim if self.user_features else 0) + cfg.support_encoder
         self.user_tower = mlp(user_in, cfg.user_hidden, d)
 
         self.item_embedding = nn.Embedding(n_items, d)
@@ -143,10 +147,24 @@ class Scorer(nn.Module):
         for name, tensor in feature_tensors(item_features, self.item_spec, n_items).items():
             self.register_buffer(f"item_feature_{name}", tensor)
 
+    def user_inputs(self, user_feats: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """What the user tower reads beside user_init: side-feature embeddings and the set encoding of the
+        support (user_feats['support_items'], ['support_mask']: padded, one set per user), or None.
+        Works on one user (vmap) and on a batch alike."""
+        parts = []
+        if self.user_features is not None:
+            parts.append(self.user_features(user_feats))
+        if self.support_embedding is not None:
+            mask = user_feats["support_mask"].unsqueeze(-1)
+            total = (self.support_embedding(user_feats["support_items"]) * mask).sum(dim=-2)
+            parts.append(torch.tanh(total / mask.sum(dim=-2).clamp(min=1.0).sqrt()))
+        return torch.cat(parts, dim=-1) if parts else None
+
     def user_vector(self, user_feats: dict[str, torch.Tensor]) -> torch.Tensor:
         x = self.user_init
-        if self.user_features is not None:
-            x = torch.cat([x, self.user_features(user_feats)], dim=-1)
+        extra = self.user_inputs(user_feats)
+        if extra is not None:
+            x = torch.cat([x.expand(*extra.shape[:-1], -1), extra], dim=-1)
         return self.user_tower(x)
 
     def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:

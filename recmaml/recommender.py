@@ -179,7 +179,9 @@ class MetaRecommender:
             items, ratings, mask = padded_sets(cold.user_idx[rows] - start, pos[bounds[start]:bounds[stop]],
                                                cold.item_idx[rows], cold.rating[rows], stop - start)
             support = {
-                "user_feats": {k: v[start:stop] for k, v in cold.user_feats.items()},
+                # the support is also an input of the user tower's set encoder (model.support_encoder)
+                "user_feats": {**{k: v[start:stop] for k, v in cold.user_feats.items()},
+                               "support_items": items, "support_mask": mask},
                 "items": items, "ratings": ratings, "mask": mask,
                 "negatives": torch.zeros(stop - start, 0, dtype=torch.long),
                 "negative_logq": torch.zeros(stop - start, 0), "negative_mask": torch.zeros(stop - start, 0),

@@ -170,8 +170,11 @@ class TaskSampler:
         q_items, q_ratings, q_mask = padded_sets(b[in_query], query_pos[in_query], self.item_idx[rows[in_query]],
                                                  self.rating[rows[in_query]], len(users))
         negatives, logq, neg_mask = self.negatives(users)
+        user_feats = {k: v[torch.as_tensor(users)] for k, v in self.user_feats.items()}
+        # the support, also as an input of the user tower's set encoder (model.support_encoder)
+        user_feats.update(support_items=s_items, support_mask=s_mask)
         return TaskBatch(
-            user_feats={k: v[torch.as_tensor(users)] for k, v in self.user_feats.items()},
+            user_feats=user_feats,
             support_items=s_items, support_ratings=s_ratings, support_mask=s_mask,
             query_items=q_items, query_ratings=q_ratings, query_mask=q_mask,
             negatives=negatives, negative_logq=logq, negative_mask=neg_mask,

@@ -123,13 +123,18 @@ def test_unknown_adapt_name_is_an_error(taste_log, tiny_config):
 
 @pytest.mark.parametrize("objective", ["implicit", "rating"])
 @pytest.mark.parametrize("adapt_set,steps", [("user+head", 1), ("user+head", 2), ("head", 1), ("user", 3)])
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_serving_fast_path_equals_the_vmap_reference(taste_log, tiny_config, objective, adapt_set, steps, reduction):
-    # no user features: every user starts from one vector (the fast path shares its softmax), and from
-    # the second step on each has its own
+@pytest.mark.parametrize("reduction,encoder", [("mean", 0), ("sum", 0), ("mean", 8)])
+def test_serving_fast_path_equals_the_vmap_reference(taste_log, tiny_config, objective, adapt_set, steps, reduction,
+                                                     encoder):
+    # no user features and no set encoder: every user starts from one vector (the fast path shares its
+    # softmax), and from the second step on each has its own; a set encoder gives each its own start
     from recmaml.adapt import batched_scores, fast_path_applies, fast_user_vectors
 
-    model, cfg, batch = build(taste_log, tiny_config, model={"objective": objective, "user_hidden": [16, 8]})
+    model, cfg, batch = build(taste_log, tiny_config, model={"objective": objective, "user_hidden": [16, 8],
+                                                             "support_encoder": encoder})
+    if encoder:
+        with torch.no_grad():
+            model.support_embedding.weight.normal_(0, 0.5)  # a start that differs from user to user
     with torch.no_grad():  # give the biases something to do
         model.item_bias.normal_(0, 0.3)
         model.global_bias.fill_(3.0)
@@ -172,6 +177,19 @@ def test_fast_path_does_not_apply_beyond_the_user_side(taste_log, tiny_config):
     assert not fast_path_applies(model, adapted_names(model, "all"))
     enable_meta_sgd(model, adapted_names(model, "user"), 0.5)
     assert not fast_path_applies(model, adapted_names(model, "user"))
+
+
+def test_the_set_encoder_conditions_the_start_on_the_support_and_gets_a_meta_gradient(taste_log, tiny_config):
+    from recmaml.meta import meta_loss
+
+    model, cfg, batch = build(taste_log, tiny_config, model={"support_encoder": 8})
+    with torch.no_grad():
+        model.support_embedding.weight.normal_(0, 0.5)
+        start = model.user_vector(batch.user_feats)  # (B, d): one start per user
+    assert start.shape[0] == len(batch) and (start - start[0]).abs().max() > 1e-3
+    names = adapted_names(model, cfg.meta.adapt)
+    meta_loss(model, batch, cfg, names).backward()
+    assert model.support_embedding.weight.grad.abs().sum() > 0  # trained through the outer loss
 
 
 def test_catalog_vectors_are_reused_until_an_item_parameter_changes(taste_log, tiny_config):
