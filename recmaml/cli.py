@@ -409,6 +409,51 @@ def cmd_benchmark(args) -> None:
                           f"{c['paired']['mean']:+.4f} ± {c['paired']['half']:.4f})")
 
 
+def cmd_tune(args) -> None:
+    from tqdm.auto import tqdm
+
+    from recmaml import tune
+    from recmaml.config import load_config
+    from recmaml.connectors.writers import write_frame
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise RecMamlError(f"--out {out}: exists and is not a folder; pass a folder for the leaderboard and best.toml")
+    if args.protocol not in ("random", "temporal"):
+        raise RecMamlError(f"--protocol {args.protocol}: tune on 'random' or 'temporal' supports")
+    space = tune.load_space(args.space)
+    base = load_config(args.config)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
+    log_ = _read(args.data, args)
+    if args.protocol == "temporal" and log_.timestamp is None:
+        raise RecMamlError("--protocol temporal needs timestamps (--timestamp-col); this log has none")
+    budgets = tune.rung_budgets(args.budget_minutes * 60.0, args.trials, 3, 2.0)
+    total = tune.planned_fits(args.trials, len(budgets), 3)
+    log.info("%d trials over %d fields; successive halving in %d rungs of %s s of meta-training each", args.trials,
+             len(space), len(budgets), "/".join(f"{b:.0f}" for b in budgets))
+    out.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=total, unit="fit", desc="tuning", disable=args.quiet, file=sys.stderr) as bar:
+        result = tune.tune(log_, space, trials=args.trials, budget_minutes=args.budget_minutes, base=base,
+                           protocol=args.protocol, k=args.k, seed=args.seed, progress=bar)
+    import polars as pl
+
+    rows = tune.leaderboard_rows(result.trials)
+    board = pl.DataFrame([{k: (str(v) if isinstance(v, list) else v) for k, v in r.items()} for r in rows])
+    write_frame(board, out / "leaderboard.csv")
+    header = (f"written by: recmaml {shlex.join(args.argv)}\nvalidation nDCG@20 {result.best.score:.4f} at K={args.k} "
+              f"({args.protocol} supports), trial {result.best.number} of {args.trials}")
+    from recmaml.checkpoint import _atomic_write
+
+    text = tune.config_toml(result.best_config, header=header)
+    _atomic_write(out / "best.toml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    print(board.head(10))
+    print(f"best: validation nDCG@20 {result.best.score:.4f}; config written to {out / 'best.toml'} "
+          f"(recmaml fit --config {out / 'best.toml'}); leaderboard {out / 'leaderboard.csv'}; {result.seconds:.0f} s")
+
+
 # ---- parser -------------------------------------------------------------------------------------------
 
 
@@ -489,6 +534,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     from recmaml.benchmark import SYSTEMS
+
+    tn = command("tune", "search config fields (random search, successive halving) on validation users",
+                 "recmaml tune --data ../shared/data/movielens/ml-100k --space default --trials 24 "
+                 "--budget-minutes 20 --out runs/tune", uses_model=False, device=False)
+    tn.add_argument("--data", required=True, help="interaction log of warm users (file, folder, SQL URI)")
+    tn.add_argument("--space", default="default", help="search space TOML (lists of values or { low, high, log, int } "
+                    "ranges per config field), or 'default' for the shipped one")
+    tn.add_argument("--trials", type=int, default=24, help="random configurations drawn (default 24)")
+    tn.add_argument("--budget-minutes", type=float, default=20.0, help="meta-training time of all trials together")
+    tn.add_argument("--out", required=True, help="folder for leaderboard.csv and best.toml")
+    tn.add_argument("--config", help="the config the space's fields override (path or shipped name)")
+    tn.add_argument("--protocol", default="random", help="random (default) or temporal supports of the validation users")
+    tn.add_argument("--k", type=int, default=5, help="support size the validation users reveal (default 5)")
+    tn.add_argument("--seed", type=int, default=0, help="the split seed: tuning never sees the test users of "
+                    "`recmaml benchmark --seeds` with this seed")
+    tn.add_argument("--threads", type=int, default=None, help="torch threads")
+    _add_data_flags(tn)
+    tn.set_defaults(func=cmd_tune)
 
     bench = command("benchmark", "the cold-start benchmark suite: protocols x support sizes x seeds x systems",
                     "recmaml benchmark --data ../shared/data/movielens/ml-100k --protocol random,temporal,melu "
