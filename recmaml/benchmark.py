@@ -31,7 +31,7 @@ import numpy as np
 from recmaml import baselines
 from recmaml.checkpoint import _atomic_write
 from recmaml.config import Config
-from recmaml.data import Interactions
+from recmaml.data import Interactions, relevant_rating
 from recmaml.errors import DataError
 from recmaml.metrics import reciprocal_ranks
 from recmaml.protocol import (
@@ -62,14 +62,8 @@ class BenchmarkSpec:
 
 
 def relevance_threshold(log: Interactions) -> float | None:
-    """The rating a hidden interaction needs to count as relevant: the smallest rating of the log at or
-    above 75% of its range (4 on a 1-5 scale, 3.5 on FilmTrust's 0.5-4, 8 on 1-10); None (every hidden
-    interaction is relevant) for a log without ratings."""
-    if log.rating is None:
-        return None
-    lo, hi = float(log.rating.min()), float(log.rating.max())
-    values = np.unique(log.rating)
-    return float(values[values >= lo + 0.75 * (hi - lo) - 1e-9].min())
+    """The rating a hidden interaction needs to count as relevant: see data.relevant_rating."""
+    return relevant_rating(log.rating)
 
 
 # ------------------------------------------------------------------------------------------- systems

@@ -78,8 +78,11 @@ class TaskConfig:
     training cheaper on large catalogs (and measured worse on ML-100K)."""
     negative_sampling: str = "uniform"
     """'uniform' or 'popularity' (proportional to item counts, with logQ correction in the softmax)."""
-    positive_threshold: float | None = None
-    """Implicit objective: query interactions rated at least this count as positives (None: all)."""
+    positive_threshold: float | str | None = "auto"
+    """Implicit objective: query interactions rated at least this count as positives (None: all). 'auto'
+    follows the log's own scale (recmaml.data.relevant_rating: 4 on 1-5, 3.5 on 0.5-4, 8 on 1-10; all
+    interactions on a log without ratings, and for the rating objective); fit records the value it used
+    in the model's resolved config."""
     validation_users: float = 0.1
     """Fraction of warm users held out for early stopping."""
     validation_support: int = 5
@@ -220,6 +223,8 @@ def _check_ranges(cfg: Config) -> list[str]:
     t, m = cfg.tasks, cfg.meta
     if not 0 <= t.support_min <= t.support_max or t.support_max < 1:
         problems.append("tasks.support_min must be >= 0 and <= tasks.support_max, and tasks.support_max >= 1")
+    if isinstance(t.positive_threshold, str) and t.positive_threshold != "auto":
+        problems.append(f"tasks.positive_threshold = {t.positive_threshold!r}; use a rating, 'auto' or leave it out")
     if not 0.0 <= t.temporal_fraction <= 1.0:
         problems.append("tasks.temporal_fraction must be in [0, 1]")
     if t.query_max < 1:

@@ -426,3 +426,17 @@ class RankedLists:
             and np.array_equal(self.rank, other.rank)
             and np.allclose(self.score, other.score, rtol=0, atol=score_tol)
         )
+
+
+def relevant_rating(rating: np.ndarray | None) -> float | None:
+    """The rating that makes an interaction a clear positive on this log's own scale: the smallest rating
+    of the log at or above 75% of its range (4 on a 1-5 scale, 3.5 on FilmTrust's 0.5-4, 8 on 1-10).
+    None for a log without ratings (every interaction counts). The benchmark's relevance and the default
+    tasks.positive_threshold ('auto') both follow it."""
+    if rating is None or len(rating) == 0:
+        return None
+    lo, hi = float(np.min(rating)), float(np.max(rating))
+    if lo == hi:  # one rating value (e.g. implicit feedback stored as 1.0): everything counts
+        return None
+    values = np.unique(rating)
+    return float(values[values >= lo + 0.75 * (hi - lo) - 1e-9].min())

@@ -13,7 +13,7 @@ import torch
 from recmaml import checkpoint
 from recmaml.adapt import META_LR_PREFIX, adapt, adapted_names, batched_scores, fast_path_applies, fast_user_vectors
 from recmaml.config import Config, config_from_dict, device_problem
-from recmaml.data import UNKNOWN, Interactions, RankedLists, Vocabulary
+from recmaml.data import UNKNOWN, Interactions, RankedLists, Vocabulary, relevant_rating
 from recmaml.errors import DataError, RecMamlError
 from recmaml.frames import as_interactions, frame_of, is_frame, same_kind
 from recmaml.meta import TrainHistory, enable_meta_sgd, meta_train
@@ -96,6 +96,7 @@ class MetaRecommender:
         if self.config.model.objective == "rating" and warm.is_implicit:
             raise DataError("fit: model.objective = 'rating' needs a log with ratings; "
                             "set objective = 'implicit' in the config for logs without ratings")
+        self.config = resolve_for_log(self.config, warm)
         torch.manual_seed(self.config.meta.seed)  # the initial weights are part of what a seed fixes
         # side features in model terms: numeric ones standardized with the warm log's statistics, which
         # the layout keeps so that cold users' features are read the same way
@@ -469,6 +470,16 @@ def _init_rating_biases(model: Scorer, warm: Interactions, damping: float = 5.0)
     with torch.no_grad():
         model.global_bias.fill_(mean)
         model.item_bias.copy_(torch.from_numpy((sums / (counts + damping)).astype(np.float32)))
+
+
+def resolve_for_log(config: Config, warm: Interactions) -> Config:
+    """The config with its log-derived settings made concrete (saved with the model, so it says what was
+    used): tasks.positive_threshold = 'auto' becomes the log's relevant rating (None for the rating
+    objective, whose query is every rating, and for logs without ratings)."""
+    if config.tasks.positive_threshold == "auto":
+        threshold = None if config.model.objective == "rating" else relevant_rating(warm.rating)
+        config = config.replace(tasks={"positive_threshold": threshold})
+    return config
 
 
 def _init_popularity_biases(model: Scorer, warm: Interactions) -> None:

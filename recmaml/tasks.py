@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from recmaml.config import TaskConfig
-from recmaml.data import Interactions
+from recmaml.data import Interactions, relevant_rating
 
 
 @dataclass
@@ -125,6 +125,9 @@ class TaskSampler:
         self.rating = log.rating[keep] if log.rating is not None else np.ones(keep.sum(), np.float32)
         self.timestamp = log.timestamp[keep] if log.timestamp is not None else None
         self.counts = np.bincount(self.user_idx, minlength=log.n_users)
+        # 'auto' (MetaRecommender.fit resolves it first, and saves the value): the log's own relevant rating
+        self.positive_threshold = (relevant_rating(log.rating) if cfg.positive_threshold == "auto"
+                                   else cfg.positive_threshold)
         # sorted (user, item) keys of every interaction: negatives must never be a positive of their user
         self.positive_keys = np.sort(self.user_idx * self.n_items + self.item_idx)
         popularity = np.bincount(log.item_idx, minlength=log.n_items).astype(np.float64) + 1.0
@@ -161,8 +164,8 @@ class TaskSampler:
         order, _ = group_positions(b, self.rng.random(len(rows)), ~in_support)
         rows, b, in_support, pos = rows[order], b[order], in_support[order], pos[order]
         in_query = ~in_support
-        if cfg.positive_threshold is not None:
-            in_query &= self.rating[rows] >= cfg.positive_threshold
+        if self.positive_threshold is not None:
+            in_query &= self.rating[rows] >= self.positive_threshold
         query_pos = _positions_within(b, in_query)
         in_query &= query_pos < cfg.query_max
         s_items, s_ratings, s_mask = padded_sets(b[in_support], pos[in_support], self.item_idx[rows[in_support]],

@@ -238,3 +238,16 @@ def test_checkpoint_missing_metadata_is_refused(fitted, tmp_path):
     (folder / "model.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="missing"):
         MetaRecommender.load(folder)
+
+
+def test_fit_records_the_positive_threshold_it_derived_from_the_log(taste_log, tiny_config, tmp_path):
+    rec = MetaRecommender(tiny_config.replace(meta={"epochs": 1})).fit(taste_log)
+    assert tiny_config.tasks.positive_threshold == "auto" and rec.config.tasks.positive_threshold == 4.0
+    rec.save(tmp_path / "m")
+    assert MetaRecommender.load(tmp_path / "m").config.tasks.positive_threshold == 4.0
+    rating = MetaRecommender(tiny_config.replace(meta={"epochs": 1}, model={"objective": "rating"})).fit(taste_log)
+    assert rating.config.tasks.positive_threshold is None  # a rating model learns from every rating
+    from recmaml.data import relevant_rating
+
+    assert relevant_rating(np.array([0.5, 1.0, 3.5, 4.0])) == 3.5 and relevant_rating(np.arange(1.0, 11.0)) == 8.0
+    assert relevant_rating(None) is None and relevant_rating(np.ones(5)) is None

@@ -7,6 +7,7 @@ from recmaml.tasks import TaskSampler, split_users
 
 
 def sampler(log, **cfg):
+    cfg.setdefault("positive_threshold", None)  # every query row, unless a test asks for positives only
     feats = feature_tensors(None, FeatureSpec(), log.n_users)
     return TaskSampler(log, np.arange(log.n_users), TaskConfig(**cfg), feats, seed=0)
 
@@ -58,6 +59,13 @@ def test_mixed_order_gives_some_tasks_the_earliest_interactions_and_others_rando
         s = sampler(taste_log, support_min=3, support_max=3, order="mixed", temporal_fraction=fraction)
         share = np.mean([sup == _earliest(taste_log, u, 3) for u, sup in zip(users, rows(s.tasks(users), "support"))])
         assert lo <= share <= hi, fraction
+
+
+def test_auto_positive_threshold_follows_the_logs_scale(taste_log):
+    s = sampler(taste_log, support_min=3, support_max=3, positive_threshold="auto")
+    assert s.positive_threshold == 4.0  # taste_groups rates 1-5
+    batch = s.tasks(np.arange(30))
+    assert (batch.query_ratings[batch.query_mask > 0] >= 4).all()
 
 
 def test_zero_shot_tasks_have_an_empty_support_and_a_query(taste_log):
