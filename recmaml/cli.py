@@ -343,6 +343,7 @@ def cmd_quickstart(args) -> None:
         config = (config[0].replace(meta={"device": device}), config[1])
     with _LazyBar(args, total=config[0].meta.epochs, unit="epoch", desc="meta-training") as bar:
         summary = quickstart.run(Path(args.out), data, config=config, seed=args.seed, progress=bar.epoch)
+    log.info("meta-training %s", summary["results"]["recmaml"]["training"])
     print(quickstart.format_table(summary))
     print(f"model: {summary['model']}\nranked lists of {summary['cold_users']} cold users: {summary['ranked']}")
     from recmaml.connectors.writers import write_json

@@ -111,7 +111,8 @@ def run(out_dir: Path, data: DataChoice, config=None, seed: int = 0, progress=No
     rec = MetaRecommender(cfg).fit(split.warm, progress=progress)
     fit_seconds = time.perf_counter() - start
     results["recmaml"] = {**evaluate_ranking(metarec_scores(rec, split.cold_support), split.cold_support,
-                                             split.cold_query, K, THRESHOLD), "fit_s": fit_seconds}
+                                             split.cold_query, K, THRESHOLD), "fit_s": fit_seconds,
+                          "training": rec.history.summary()}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model_dir, ranked_path = out_dir / "model", out_dir / "cold_users_top20.csv"
