@@ -157,7 +157,8 @@ class TaskSampler:
             size = np.minimum(support_size, n_u - 1)
 
         # stage 1: the support is the first `size` rows in random or temporal order
-        order, pos = group_positions(b, self.rng.random(len(rows)), self._support_order_key(rows, b, len(users)))
+        first_key = self._support_order_key(rows, b, len(users))  # drawn before the tie-break, as it always was
+        order, pos = group_positions(b, self.rng.random(len(rows)), first_key)
         rows, b = rows[order], b[order]
         in_support = pos < size[b]
         # stage 2: the query is a random subset of the rest
@@ -187,12 +188,12 @@ class TaskSampler:
         """Per row, the key whose smallest values within its user form the support: its timestamp for a
         temporal task (earliest first), a random number otherwise. A log without timestamps has only
         random tasks."""
-        random_key = self.rng.random(len(rows))
         if self.timestamp is None or self.cfg.order == "random":
-            return random_key
+            return self.rng.random(len(rows))
         temporal = self.timestamp[rows].astype(np.float64)
         if self.cfg.order == "temporal":
             return temporal
+        random_key = self.rng.random(len(rows))
         is_temporal = self.rng.random(n_users) < self.cfg.temporal_fraction  # per task, not per row
         return np.where(is_temporal[b], temporal, random_key)
 
