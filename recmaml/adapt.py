@@ -151,6 +151,7 @@ def fast_path_applies(model: nn.Module, names: list[str]) -> bool:
     biases_alone = any(n.startswith("user_tower.") and n.endswith(".bias") and n[:-4] + "weight" not in names
                        for n in names)
     return (getattr(model, META_LR_PREFIX, None) is None and not biases_alone
+            and getattr(model, "knn_scale", None) is None  # the per-user item-kNN term: the general path
             and all(n.startswith(_USER_SIDE) for n in names))
 
 

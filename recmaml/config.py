@@ -42,6 +42,12 @@ class ModelConfig:
     """Hidden layer widths of the item tower (an MLP over the item embedding and item side features)."""
     feature_dim: int = 16
     """Width of each side-feature embedding."""
+    item_knn: int = 0
+    """Neighbours per item of an item-kNN (cosine) similarity of the warm log (0: none). When set, the sum
+    of the support items' similarity rows is added to every score with a meta-learned weight: the
+    item-item signal that strong fold-in baselines live on, beside the two towers."""
+    item_knn_shrink: float = 10.0
+    """Shrinkage of that cosine similarity (damps pairs seen by few users)."""
     support_encoder: int = 0
     """Width of a set encoder of the user's support items (0: none): tanh of the sum of their input
     embeddings over sqrt(count), fed to the user tower beside user_init, so the inner loop starts from a
@@ -235,6 +241,8 @@ def _check_ranges(cfg: Config) -> list[str]:
         problems.append("meta.inner_steps must be >= 0")
     if m.meta_batch_size < 1 or m.epochs < 1:
         problems.append("meta.meta_batch_size and meta.epochs must be >= 1")
+    if cfg.model.item_knn < 0 or cfg.model.item_knn_shrink < 0:
+        problems.append("model.item_knn and model.item_knn_shrink must be >= 0 (item_knn 0: none)")
     if cfg.model.support_encoder < 0:
         problems.append("model.support_encoder must be >= 0 (0: no set encoder)")
     if cfg.model.embedding_dim < 1:

@@ -144,6 +144,11 @@ class Scorer(nn.Module):
         self.item_features = None if self.item_spec.empty else FeatureEncoder(self.item_spec, cfg.feature_dim)
         item_in = d + (self.item_features.out_dim if self.item_features else 0)
         self.item_tower = mlp(item_in, cfg.item_hidden, d)
+        self.knn_scale = None
+        if cfg.item_knn:  # filled by set_item_knn from the warm log; a saved model carries them
+            self.register_buffer("knn_index", torch.zeros(n_items, cfg.item_knn, dtype=torch.long))
+            self.register_buffer("knn_weight", torch.zeros(n_items, cfg.item_knn))
+            self.knn_scale = nn.Parameter(torch.tensor(1.0))
         for name, tensor in feature_tensors(item_features, self.item_spec, n_items).items():
             self.register_buffer(f"item_feature_{name}", tensor)
 
@@ -192,11 +197,30 @@ class Scorer(nn.Module):
             self._catalog_cache = cached
         return cached[1]
 
+    def set_item_knn(self, index: torch.Tensor, weight: torch.Tensor) -> None:
+        """The item-kNN table: per item, its neighbours' indices and similarities (n_items, item_knn),
+        padded with weight 0."""
+        with torch.no_grad():
+            self.knn_index.copy_(index)
+            self.knn_weight.copy_(weight)
+
+    def support_knn(self, user_feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per user, the sum of its support items' similarity rows over the catalog: (n_items,) for one
+        user (under vmap) or (B, n_items)."""
+        items, mask = user_feats["support_items"], user_feats["support_mask"]
+        index = self.knn_index[items].flatten(-2)  # (..., S * M)
+        weight = (self.knn_weight[items] * mask.unsqueeze(-1)).flatten(-2)
+        out = torch.zeros(*index.shape[:-1], self.n_items, dtype=weight.dtype, device=weight.device)
+        return out.scatter_add(-1, index, weight)
+
     def forward(self, user_feats: dict[str, torch.Tensor], items: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of one user for `items` (indices of any shape), or for every item when None."""
         u = self.user_vector(user_feats)
         v = self.item_vectors(items)
         bias = self.item_bias if items is None else self.item_bias[items]
+        if self.knn_scale is not None:  # the item-item signal of the support, with its learned weight
+            knn = self.support_knn(user_feats)
+            bias = bias + self.knn_scale * (knn if items is None else knn[items])
         scores = v @ u + bias
         if self.cfg.objective == "rating":
             scores = scores + self.user_bias + self.global_bias

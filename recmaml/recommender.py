@@ -116,6 +116,8 @@ class MetaRecommender:
             item_factors = _als_item_factors(warm, self.config)
         if item_factors is not None:
             _init_item_embeddings(self.model, self.items, *item_factors)
+        if self.config.model.item_knn:
+            self.model.set_item_knn(*_item_knn_table(warm, self.config))
         user_feats = feature_tensors(warm.user_features, self.model.user_spec, warm.n_users)
         bar = _bar(self.config.meta.epochs, "epoch", "meta-training") if progress is True else None
         try:
@@ -490,6 +492,23 @@ def _init_popularity_biases(model: Scorer, warm: Interactions) -> None:
     log_counts = np.log1p(counts)
     with torch.no_grad():
         model.item_bias.copy_(torch.from_numpy((log_counts - log_counts.mean()).astype(np.float32)))
+
+
+def _item_knn_table(warm: Interactions, config: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """(index, weight) of each item's model.item_knn cosine neighbours on the warm log (its positives
+    only, by tasks.positive_threshold), padded with weight 0: what model.item_knn adds to the scores."""
+    from recmaml.baselines import ItemKNN
+
+    m = config.model.item_knn
+    threshold = config.tasks.positive_threshold if isinstance(config.tasks.positive_threshold, float) else None
+    W = ItemKNN(neighbors=m, shrink=config.model.item_knn_shrink, threshold=threshold).fit(warm).W.tocsr()
+    counts = np.diff(W.indptr)
+    rows = np.repeat(np.arange(W.shape[0]), counts)
+    slots = np.arange(len(rows)) - np.repeat(W.indptr[:-1], counts)
+    index = np.zeros((W.shape[0], m), np.int64)
+    weight = np.zeros((W.shape[0], m), np.float32)
+    index[rows, slots], weight[rows, slots] = W.indices, W.data
+    return torch.from_numpy(index), torch.from_numpy(weight)
 
 
 def _als_item_factors(warm: Interactions, config: Config) -> tuple[np.ndarray, np.ndarray]:

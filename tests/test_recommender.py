@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import torch
 import pytest
 
 from recmaml import CheckpointError, DataError, Interactions, MetaRecommender, RecMamlError
@@ -251,3 +252,19 @@ def test_fit_records_the_positive_threshold_it_derived_from_the_log(taste_log, t
 
     assert relevant_rating(np.array([0.5, 1.0, 3.5, 4.0])) == 3.5 and relevant_rating(np.arange(1.0, 11.0)) == 8.0
     assert relevant_rating(None) is None and relevant_rating(np.ones(5)) is None
+
+
+def test_item_knn_term_is_learned_saved_and_ranks_the_support_neighbours(taste_log, tiny_config, tmp_path):
+    rec = MetaRecommender(tiny_config.replace(model={"item_knn": 10})).fit(taste_log)
+    index, weight = rec.model.knn_index, rec.model.knn_weight
+    assert (weight > 0).sum(dim=1).min() > 0  # every item has neighbours
+    # taste_groups: liked items of a group co-occur, so an item's neighbours are its group's
+    has = weight > 0
+    assert ((index[has] // GROUP) == (torch.arange(len(index))[:, None].expand_as(index)[has] // GROUP)).float().mean() > 0.9
+    assert rec.model.knn_scale.item() != 1.0  # meta-learned from its start
+    ranked = rec.recommend(cold_history(), k=5).to_pandas()
+    for user, group in (("a", 0), ("b", 1), ("c", 2)):
+        assert (ranked[ranked.user_id == user].item_id.to_numpy() // GROUP == group).sum() >= 4
+    rec.save(tmp_path / "knn")
+    np.testing.assert_allclose(MetaRecommender.load(tmp_path / "knn").score(cold_history()), rec.score(cold_history()),
+                               rtol=1e-5, atol=1e-5)
