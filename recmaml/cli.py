@@ -450,7 +450,8 @@ def cmd_tune(args) -> None:
 
     text = tune.config_toml(result.best_config, header=header)
     _atomic_write(out / "best.toml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    print(board.head(10))
+    with pl.Config(tbl_cols=-1, tbl_width_chars=10_000, fmt_str_lengths=40):  # every field, not an ellipsis
+        print(board.head(10))
     print(f"best: validation nDCG@20 {result.best.score:.4f}; config written to {out / 'best.toml'} "
           f"(recmaml fit --config {out / 'best.toml'}); leaderboard {out / 'leaderboard.csv'}; {result.seconds:.0f} s")
 
