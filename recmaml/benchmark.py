@@ -79,7 +79,7 @@ class _Baseline:
         return np.asarray(self.model.score(*support_arrays(support)), dtype=np.float32)
 
 
-class _Meta:
+class FittedMeta:
     """A fitted MetaRecommender, scored through its public `score` with external ids."""
 
     def __init__(self, rec):
@@ -91,13 +91,13 @@ class _Meta:
             scores = scores[:, self.rec.items.index(support.items.ids)]
         return scores
 
-    def served(self, **serve) -> _Meta:
+    def served(self, **serve) -> FittedMeta:
         """The same fitted weights served with other [serve] settings (a shallow copy shares the model)."""
         other = copy.copy(self.rec)
         other.config = self.rec.config.replace(serve=serve)
-        return _Meta(other)
+        return FittedMeta(other)
 
-    def zero_steps(self) -> _Meta:
+    def zero_steps(self) -> FittedMeta:
         """The same meta-learned weights served without adaptation."""
         return self.served(inner_steps=0)
 
@@ -134,7 +134,7 @@ def _meta(**sections):
     def fit(warm, ctx, **params):
         from recmaml.recommender import MetaRecommender
 
-        return _Meta(MetaRecommender(_meta_config(ctx, **copy.deepcopy(sections))).fit(warm))
+        return FittedMeta(MetaRecommender(_meta_config(ctx, **copy.deepcopy(sections))).fit(warm))
     return fit
 
 
@@ -146,7 +146,7 @@ def _transfer(warm, ctx, **params):
 
     steps = ctx["config"].meta.inner_steps
     cfg = _meta_config(ctx, meta={"inner_steps": 0}, serve={"inner_steps": max(steps, 1)})
-    return _Meta(MetaRecommender(cfg).fit(warm))
+    return FittedMeta(MetaRecommender(cfg).fit(warm))
 
 
 def _serve_grid(ctx: dict) -> dict[str, list]:
@@ -321,7 +321,7 @@ def make_splits(log: Interactions, protocol: str, seed: int, ks, cold_fraction: 
 # ------------------------------------------------------------------------------------------- running
 
 
-def _validation_value(fitted, splits: dict, protocol: str, rating: bool, relevant_min) -> float:
+def validation_value(fitted, splits: dict, protocol: str, rating: bool, relevant_min) -> float:
     """What tuning maximizes, averaged over the Ks: -MAE for rating models (whose ranking by predicted
     rating is the same with or without a user offset), else validation nDCG@20, or on the MeLU protocol
     the hidden items' nDCG@3."""
@@ -351,7 +351,7 @@ def _tune_serving(system: System, splits: _Splits, ctx: dict, rating: bool, para
     fitted = system.fit(splits.val_warm, ctx, **params)
     tried, best, best_value = [], {}, -np.inf
     for point in _grid_points(system.serve_grid(ctx)):
-        value = _validation_value(fitted.served(**point), splits.val, ctx["protocol"], rating, ctx["relevant_min"])
+        value = validation_value(fitted.served(**point), splits.val, ctx["protocol"], rating, ctx["relevant_min"])
         tried.append({"params": {f"serve.{k}": v for k, v in point.items()}, "validation": value})
         if np.isfinite(value) and value > best_value:
             best, best_value = point, value
@@ -373,7 +373,7 @@ def run_system(system: System, log: Interactions, splits: _Splits, ctx: dict, fi
         tried = []
         if len(points) > 1:
             for params in points:
-                value = _validation_value(system.fit(splits.val_warm, ctx, **params), splits.val, protocol, rating,
+                value = validation_value(system.fit(splits.val_warm, ctx, **params), splits.val, protocol, rating,
                                           relevant_min)
                 tried.append({"params": params, "validation": value})
             best = max(tried, key=lambda t: t["validation"] if np.isfinite(t["validation"]) else -np.inf)["params"]
@@ -389,7 +389,7 @@ def run_system(system: System, log: Interactions, splits: _Splits, ctx: dict, fi
             fitted = fitted.served(**serve_best)
         record["fit_s"] = time.perf_counter() - start
         fitted_cache[system.name] = fitted
-        if isinstance(fitted, _Meta) and fitted.rec.history is not None:
+        if isinstance(fitted, FittedMeta) and fitted.rec.history is not None:
             record["epochs"] = len(fitted.rec.history.epochs)
     start = time.perf_counter()
     record["per_k"] = {str(k): _cell_metrics(fitted.scores(split.cold_support), split, protocol, rating, relevant_min)

@@ -101,26 +101,24 @@ class _LazyBar:
     def __init__(self, args, **kwargs):
         self.args, self.kwargs, self.bar = args, kwargs, None
 
-    def update(self, n: int = 1, **postfix) -> None:
+    def _opened(self):
         if self.bar is None:
             self.bar = _progress(self.args, **self.kwargs)
-        if postfix:
-            self.bar.set_postfix(postfix)
-        self.bar.update(n)
+        return self.bar
+
+    def update(self, n: int = 1) -> None:
+        self._opened().update(n)
 
     def set_total(self, total: int) -> None:
-        if self.bar is None:
-            self.bar = _progress(self.args, **self.kwargs)
-        self.bar.total = total
-        self.bar.refresh()
+        bar = self._opened()
+        bar.total = total
+        bar.refresh()
 
     def epoch(self, epoch: int, record: dict) -> None:
         """MetaRecommender.fit's progress callback: the meta-loss and the validation figure by name."""
         from recmaml.recommender import epoch_progress
 
-        if self.bar is None:
-            self.bar = _progress(self.args, **self.kwargs)
-        epoch_progress(self.bar)(epoch, record)
+        epoch_progress(self._opened())(epoch, record)
 
     def __enter__(self):
         return self

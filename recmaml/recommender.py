@@ -45,12 +45,16 @@ class ColdUsers:
     user_feats: dict[str, torch.Tensor]  # one row per cold user
 
 
-def _bar(total: int, unit: str, desc: str):
-    """progress=True in the Python API: a tqdm bar on stderr (the caller closes it)."""
+def _bar(progress, total: int, unit: str, desc: str):
+    """progress=True in the Python API: a tqdm bar on stderr, as a context manager that closes it;
+    otherwise a context that yields None (no bar: a callable `progress`, or none)."""
+    import contextlib
     import sys
 
     from tqdm.auto import tqdm
 
+    if progress is not True:
+        return contextlib.nullcontext()
     return tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True)
 
 
@@ -119,15 +123,11 @@ class MetaRecommender:
         if self.config.model.item_knn:
             self.model.set_item_knn(*_item_knn_table(warm, self.config))
         user_feats = feature_tensors(warm.user_features, self.model.user_spec, warm.n_users)
-        bar = _bar(self.config.meta.epochs, "epoch", "meta-training") if progress is True else None
-        try:
+        with _bar(progress, self.config.meta.epochs, "epoch", "meta-training") as bar:
             self.history = meta_train(self.model, warm, self.config, user_feats,
                                       progress=epoch_progress(bar) if bar is not None else (progress or None))
-        finally:
             if bar is not None:
-                bar.close()
-        if bar is not None:
-            bar.write(f"meta-training {self.history.summary()}", file=bar.fp)
+                bar.write(f"meta-training {self.history.summary()}", file=bar.fp)
         self.model.eval()
         return self
 
@@ -238,14 +238,10 @@ class MetaRecommender:
         # a user with candidates but no history is served too, from the meta-learned starting point
         cold = self._cold_users(as_interactions(history, "history"),
                                 extra_users=None if cand is None else cand.users.ids[np.unique(cand.user_idx)])
-        bar = _bar(len(cold.users), "user", "scoring") if progress is True else None
-        callback = bar.update if bar is not None else (progress or None)
-        try:
+        with _bar(progress, len(cold.users), "user", "scoring") as bar:
+            callback = bar.update if bar is not None else (progress or None)
             parts = [_ranked(cold.users.ids[users], items, values, self.items)
                      for users, items, values in self._ranked_chunks(cold, k, exclude_seen, cand, batch_size, callback)]
-        finally:
-            if bar is not None:
-                bar.close()
         ranked = RankedLists.concat(parts)
         return ranked if isinstance(history, Interactions) else same_kind(ranked, history)
 
@@ -500,8 +496,8 @@ def _item_knn_table(warm: Interactions, config: Config) -> tuple[torch.Tensor, t
     from recmaml.baselines import ItemKNN
 
     m = config.model.item_knn
-    threshold = config.tasks.positive_threshold if isinstance(config.tasks.positive_threshold, float) else None
-    W = ItemKNN(neighbors=m, shrink=config.model.item_knn_shrink, threshold=threshold).fit(warm).W.tocsr()
+    W = ItemKNN(neighbors=m, shrink=config.model.item_knn_shrink,
+                threshold=config.tasks.positive_threshold).fit(warm).W.tocsr()  # resolved: a rating or None
     counts = np.diff(W.indptr)
     rows = np.repeat(np.arange(W.shape[0]), counts)
     slots = np.arange(len(rows)) - np.repeat(W.indptr[:-1], counts)

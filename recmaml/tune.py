@@ -174,7 +174,7 @@ def tune(log: Interactions, space: list[Dimension], *, trials: int = 24, budget_
          min_seconds: float = 2.0, progress=None) -> TuneResult:
     """Random search over `space` with successive halving; see the module docstring. progress: optional
     tqdm-like object (update, set_postfix), advanced once per trial fit."""
-    from recmaml.benchmark import _Meta, _validation_value, make_splits, relevance_threshold
+    from recmaml.benchmark import FittedMeta, validation_value, make_splits, relevance_threshold
     from recmaml.recommender import MetaRecommender
 
     if trials < 1:
@@ -194,7 +194,7 @@ def tune(log: Interactions, space: list[Dimension], *, trials: int = 24, budget_
             cfg = trial_config(base, trial.params).replace(meta={"max_seconds": seconds})
             began = time.perf_counter()
             rec = MetaRecommender(cfg).fit(splits.val_warm)
-            trial.scores[seconds] = _validation_value(_Meta(rec), splits.val, protocol, False, relevant_min)
+            trial.scores[seconds] = validation_value(FittedMeta(rec), splits.val, protocol, False, relevant_min)
             trial.seconds += time.perf_counter() - began
             if progress is not None:
                 progress.set_postfix(rung=f"{rung + 1}/{len(budgets)}", best=f"{max(t.score for t in pool if t.scores):.4f}")
