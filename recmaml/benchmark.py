@@ -391,6 +391,8 @@ def run_system(system: System, log: Interactions, splits: _Splits, ctx: dict, fi
         fitted_cache[system.name] = fitted
         if isinstance(fitted, FittedMeta) and fitted.rec.history is not None:
             record["epochs"] = len(fitted.rec.history.epochs)
+            record["stopped"] = fitted.rec.history.summary()
+            record["resolved_config"] = fitted.rec.config.to_dict()  # with the log-derived values fit chose
     start = time.perf_counter()
     record["per_k"] = {str(k): _cell_metrics(fitted.scores(split.cold_support), split, protocol, rating, relevant_min)
                        for k, split in splits.test.items()}

@@ -99,6 +99,8 @@ class _LazyBar:
     prints its one line alone, and work done before (reading, baselines) does not sit under an idle bar."""
 
     def __init__(self, args, **kwargs):
+        if isinstance(kwargs.get("total"), str):  # meta.epochs = 'auto': fit's first epoch tells the count
+            kwargs["total"] = None
         self.args, self.kwargs, self.bar = args, kwargs, None
 
     def _opened(self):

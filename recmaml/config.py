@@ -6,6 +6,14 @@
     [serve]   adaptation and scoring of cold users
 
 Unknown keys and wrong types are errors that list every problem at once and the valid keys.
+
+The defaults are the recipe the benchmark chose over all four shared logs, not ML-100K's alone
+(benchmarks/EXPERIMENTS.md has each probe and its command): `recmaml tune` on ML-100K found the learning
+rates, meta-batch, support sizes and EMA (benchmarks/recipes/tuned-ml-100k/best.toml); mixed support orders
+were kept because they serve users who show their first interactions without losing much on random ones;
+ALS item factors, a set encoder of the support and zero-shot tasks were each kept for what they measured.
+Settings that depend on the log (the positive threshold; negatives, epochs and patience on large logs)
+are derived at fit by `recmaml.recommender.resolve_for_log` and saved in the model's resolved config.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ class ModelConfig:
     item-item signal that strong fold-in baselines live on, beside the two towers."""
     item_knn_shrink: float = 10.0
     """Shrinkage of that cosine similarity (damps pairs seen by few users)."""
-    support_encoder: int = 0
+    support_encoder: int = 256
     """Width of a set encoder of the user's support items (0: none): tanh of the sum of their input
     embeddings over sqrt(count), fed to the user tower beside user_init, so the inner loop starts from a
     point conditioned on what the user showed (a few-shot Mult-VAE/DAE encoder is such an initializer)
@@ -56,7 +64,7 @@ class ModelConfig:
     use_user_features: bool = True
     use_item_features: bool = True
     init_std: float = 0.05
-    item_init: str = "random"
+    item_init: str = "als"
     """Start of the item embeddings: 'random', or 'als' (implicit ALS item factors of the warm log, which
     gives meta-learning a collaborative starting point; fit(item_factors=...) overrides either)."""
     als_regularization: float = 1.0
@@ -65,14 +73,14 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    support_min: int = 1
+    support_min: int = 0
     """Fewest support interactions of a training task; 0 includes zero-shot tasks, whose query is judged
     at the meta-learned start itself (what a user with no usable history is ranked from)."""
-    support_max: int = 20
+    support_max: int = 30
     """Most support interactions of a training task; sizes are drawn uniformly in [support_min, support_max]."""
     query_max: int = 64
     """Most query interactions of a training task (a random subset when a user has more)."""
-    order: str = "random"
+    order: str = "mixed"
     """'random', 'temporal' (the support is a user's earliest interactions) or 'mixed' (each task one or
     the other, temporal with probability tasks.temporal_fraction), so that one model serves cold users
     who show random items and users who show their first ones."""
@@ -89,7 +97,7 @@ class TaskConfig:
     follows the log's own scale (recmaml.data.relevant_rating: 4 on 1-5, 3.5 on 0.5-4, 8 on 1-10; all
     interactions on a log without ratings, and for the rating objective); fit records the value it used
     in the model's resolved config."""
-    validation_users: float = 0.1
+    validation_users: float = 0.2
     """Fraction of warm users held out for early stopping."""
     validation_support: int = 5
     """Support size of validation users (their other interactions are the query)."""
@@ -101,22 +109,25 @@ class MetaConfig:
     """'maml' (second-order), 'fomaml' (first-order) or 'metasgd' (learned per-parameter inner rates)."""
     adapt: str = "user+head"
     """Parameters adapted per user: 'user', 'head', 'user+head', 'all', or comma-separated name prefixes."""
-    inner_steps: int = 2
+    inner_steps: int = 1
     inner_lr: float = 0.5
     support_reduction: str = "mean"
     """How the inner loss pools a support set: 'mean', or 'sum' (steps grow with the evidence shown)."""
-    meta_lr: float = 3e-3
-    meta_batch_size: int = 64
+    meta_lr: float = 2e-3
+    meta_batch_size: int = 128
     """Users per outer step."""
-    epochs: int = 60
+    epochs: int | str = "auto"
+    """Most passes over the training users; 'auto' derives them from the log's size (about 6,000 outer
+    steps, within 10 to 300 epochs: recmaml.meta.training_length), recorded in the model's config."""
     weight_decay: float = 0.0
     grad_clip: float = 10.0
     """Max global norm of the meta-gradient (0 disables clipping)."""
-    patience: int = 8
-    """Epochs without validation improvement before stopping (0 disables early stopping)."""
+    patience: int | str = "auto"
+    """Epochs without validation improvement before stopping (0 disables early stopping); 'auto': a
+    seventh of the epochs, at least 3 (40 of 300)."""
     max_seconds: float = 0.0
     """Wall-clock budget for meta-training (0: none)."""
-    ema: float = 0.0
+    ema: float = 0.99
     """Decay of an exponential moving average of the meta-weights, which is what gets validated and kept
     (0 disables it; 0.9-0.99 smooths the noise of small meta-batches)."""
     seed: int = 0
@@ -239,8 +250,14 @@ def _check_ranges(cfg: Config) -> list[str]:
         problems.append("tasks.validation_users must be in [0, 1)")
     if m.inner_steps < 0:
         problems.append("meta.inner_steps must be >= 0")
-    if m.meta_batch_size < 1 or m.epochs < 1:
+    for name in ("epochs", "patience"):
+        value = getattr(m, name)
+        if isinstance(value, str) and value != "auto":
+            problems.append(f"meta.{name} = {value!r}; use a whole number or 'auto'")
+    if m.meta_batch_size < 1 or (isinstance(m.epochs, int) and m.epochs < 1):
         problems.append("meta.meta_batch_size and meta.epochs must be >= 1")
+    if isinstance(m.patience, int) and m.patience < 0:
+        problems.append("meta.patience must be >= 0 (0 disables early stopping)")
     if cfg.model.item_knn < 0 or cfg.model.item_knn_shrink < 0:
         problems.append("model.item_knn and model.item_knn_shrink must be >= 0 (item_knn 0: none)")
     if cfg.model.support_encoder < 0:

@@ -5,6 +5,7 @@ batched computation) and moves the shared initial weights to lower the loss on t
 from __future__ import annotations
 
 import copy
+import math
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from recmaml.adapt import META_LR_PREFIX, adapt, adapted_names, batched_loss, batched_scores, meta_lr_key
-from recmaml.config import Config
+from recmaml.config import Config, MetaConfig
 from recmaml.data import Interactions
 from recmaml.errors import RecMamlError
 from recmaml.metrics import mean_metrics, ranking_metrics, rmse
@@ -90,6 +91,27 @@ def validation_score(model: nn.Module, batch: TaskBatch, cfg: Config, names: lis
         return mean_metrics(per_user)[f"ndcg@{k}"]
 
 
+AUTO_OUTER_STEPS = 6000
+"""Outer steps that meta.epochs = 'auto' aims at: on small logs (ML-100K, ml-latest-small, FilmTrust: under
+ten steps an epoch) the 300-epoch cap binds and early stopping ends training (ML-100K: about 100 epochs,
+30 s here); on CiaoDVD (about 100 steps an epoch) it gives 60 epochs, about 5 minutes on 2 cores, where
+longer training had stopped paying (benchmarks/EXPERIMENTS.md: 300 s, 49 epochs, scored no better than 60 s)."""
+
+
+def training_length(meta: MetaConfig, n_train_users: int) -> MetaConfig:
+    """meta with 'auto' epochs and patience made concrete for a log whose training users number
+    `n_train_users`: epochs = AUTO_OUTER_STEPS / (steps per epoch), within [10, 300]; patience = a seventh
+    of the epochs (at least 3). Large logs get fewer, longer epochs; the same number of outer steps."""
+    steps_per_epoch = max(1, math.ceil(n_train_users / meta.meta_batch_size))
+    epochs = meta.epochs
+    if epochs == "auto":
+        epochs = min(300, max(10, math.ceil(AUTO_OUTER_STEPS / steps_per_epoch)))
+    patience = meta.patience
+    if patience == "auto":
+        patience = max(3, epochs // 7)
+    return replace(meta, epochs=epochs, patience=patience)
+
+
 def meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: dict[str, torch.Tensor],
                progress=None) -> TrainHistory:
     """Meta-train `model` in place on the warm users of `log_`; the best validation state is kept.
@@ -102,6 +124,7 @@ def meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: di
         enable_meta_sgd(model, names, m.inner_lr)
     model.to(m.device)
     train_users, val_users = split_users(log_, cfg.tasks.validation_users, m.seed)
+    m = training_length(m, len(train_users))
     sampler = TaskSampler(log_, train_users, cfg.tasks, user_feats, seed=m.seed)
     val_batch = None
     if len(val_users):
@@ -134,7 +157,7 @@ def meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: di
             if ema is not None:
                 ema.update_parameters(model)
             losses.append(float(loss.detach()))
-        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "seconds": time.perf_counter() - start}
+        record = {"epoch": epoch + 1, "of": m.epochs, "train_loss": float(np.mean(losses)), "seconds": time.perf_counter() - start}
         if val_batch is not None:
             judged = model if ema is None else ema.module
             judged.eval()

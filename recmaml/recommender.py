@@ -16,10 +16,10 @@ from recmaml.config import Config, config_from_dict, device_problem
 from recmaml.data import UNKNOWN, Interactions, RankedLists, Vocabulary, relevant_rating
 from recmaml.errors import DataError, RecMamlError
 from recmaml.frames import as_interactions, frame_of, is_frame, same_kind
-from recmaml.meta import TrainHistory, enable_meta_sgd, meta_train
+from recmaml.meta import TrainHistory, enable_meta_sgd, meta_train, training_length
 from recmaml.model import FeatureSpec, Scorer, feature_tensors
 from recmaml.rank import exclude_items_, rank_candidates, top_k, valid_entries
-from recmaml.tasks import group_positions, padded_sets
+from recmaml.tasks import group_positions, padded_sets, split_users
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,8 @@ def _bar(progress, total: int, unit: str, desc: str):
 def epoch_progress(bar):
     """fit's progress callable(epoch, record) that moves `bar`, with the meta-loss and validation figure."""
     def update(epoch: int, record: dict) -> None:
+        if record.get("of") and bar.total != record["of"]:  # meta.epochs = 'auto' is known once fit starts
+            bar.total = record["of"]
         postfix = {"meta_loss": f"{record['train_loss']:.4f}"}
         if "metric" in record:
             postfix[f"val_{record['metric'].lower()}"] = f"{record['metric_value']:.4f}"
@@ -473,10 +475,15 @@ def _init_rating_biases(model: Scorer, warm: Interactions, damping: float = 5.0)
 def resolve_for_log(config: Config, warm: Interactions) -> Config:
     """The config with its log-derived settings made concrete (saved with the model, so it says what was
     used): tasks.positive_threshold = 'auto' becomes the log's relevant rating (None for the rating
-    objective, whose query is every rating, and for logs without ratings)."""
+    objective, whose query is every rating, and for logs without ratings); meta.epochs and meta.patience
+    = 'auto' become counts that follow the number of training users (recmaml.meta.training_length)."""
     if config.tasks.positive_threshold == "auto":
         threshold = None if config.model.objective == "rating" else relevant_rating(warm.rating)
         config = config.replace(tasks={"positive_threshold": threshold})
+    if "auto" in (config.meta.epochs, config.meta.patience):
+        train_users, _ = split_users(warm, config.tasks.validation_users, config.meta.seed)
+        meta = training_length(config.meta, len(train_users))
+        config = config.replace(meta={"epochs": meta.epochs, "patience": meta.patience})
     return config
 
 

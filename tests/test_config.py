@@ -79,3 +79,25 @@ def test_an_absent_or_unknown_device_is_a_config_error():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="meta.device.*not available"):
             load_config(None, meta={"device": "cuda"})
+
+
+def test_auto_epochs_and_patience_follow_the_number_of_training_users():
+    from recmaml.meta import AUTO_OUTER_STEPS, training_length
+
+    meta = Config().meta
+    assert (meta.epochs, meta.patience) == ("auto", "auto")
+    small = training_length(meta, 600)  # ML-100K's training users: 5 steps an epoch, the 300 cap binds
+    assert (small.epochs, small.patience) == (300, 42)
+    large = training_length(meta, 12_900)  # CiaoDVD's: 101 steps an epoch
+    assert large.epochs == -(-AUTO_OUTER_STEPS // 101) == 60 and large.patience == 8
+    huge = training_length(meta, 5_000_000)
+    assert (huge.epochs, huge.patience) == (10, 3)  # at least 10 epochs however large the log
+    pinned = training_length(Config().replace(meta={"epochs": 7, "patience": 0}).meta, 12_900)
+    assert (pinned.epochs, pinned.patience) == (7, 0)  # whole numbers are kept as given
+
+
+def test_epochs_and_patience_take_whole_numbers_or_auto():
+    with pytest.raises(ConfigError, match=r"meta.epochs = 'many'; use a whole number or 'auto'"):
+        config_from_dict({"meta": {"epochs": "many"}})
+    with pytest.raises(ConfigError, match="meta.patience must be >= 0"):
+        config_from_dict({"meta": {"patience": -1}})

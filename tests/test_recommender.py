@@ -31,13 +31,24 @@ def test_cold_users_get_items_of_their_taste_group(fitted):
         assert (top // GROUP == group).sum() >= 4, (user, top)
 
 
-def test_adaptation_matters(fitted, tiny_config):
+def _in_group_at_zero_steps(model: MetaRecommender) -> int:
     frozen = MetaRecommender.__new__(MetaRecommender)
-    frozen.__dict__.update(fitted.__dict__)
-    frozen.config = tiny_config.replace(serve={"inner_steps": 0})
+    frozen.__dict__.update(model.__dict__)
+    frozen.config = model.config.replace(serve={"inner_steps": 0})
     ranked = frozen.recommend(cold_history(), k=5).to_pandas()
-    in_group = sum(((ranked[ranked.user_id == u].item_id // GROUP) == g).sum() for u, g in (("a", 0), ("b", 1), ("c", 2)))
-    assert in_group <= 8  # without adaptation every user gets the same list: at most 5 + a few matches
+    return sum(((ranked[ranked.user_id == u].item_id // GROUP) == g).sum() for u, g in (("a", 0), ("b", 1), ("c", 2)))
+
+
+def test_adaptation_matters_without_a_set_encoder(taste_log, tiny_config):
+    plain = MetaRecommender(tiny_config.replace(model={"support_encoder": 0})).fit(taste_log)
+    assert _in_group_at_zero_steps(plain) <= 8  # every user gets the same start list: at most 5 + a few matches
+    ranked = plain.recommend(cold_history(), k=5).to_pandas()
+    assert all((ranked[ranked.user_id == u].item_id // GROUP == g).sum() >= 4 for u, g in (("a", 0), ("b", 1), ("c", 2)))
+
+
+def test_the_set_encoder_conditions_the_start_on_the_support(fitted):
+    assert fitted.config.model.support_encoder > 0  # the default
+    assert _in_group_at_zero_steps(fitted) >= 12  # before any inner step, each start already follows its support
 
 
 def _served_with(fitted, config):
@@ -252,6 +263,15 @@ def test_fit_records_the_positive_threshold_it_derived_from_the_log(taste_log, t
 
     assert relevant_rating(np.array([0.5, 1.0, 3.5, 4.0])) == 3.5 and relevant_rating(np.arange(1.0, 11.0)) == 8.0
     assert relevant_rating(None) is None and relevant_rating(np.ones(5)) is None
+
+
+def test_fit_records_the_training_length_it_derived_from_the_log(taste_log, tiny_config, tmp_path):
+    auto = tiny_config.replace(meta={"epochs": "auto", "patience": "auto", "max_seconds": 2.0})
+    rec = MetaRecommender(auto).fit(taste_log)
+    assert (rec.config.meta.epochs, rec.config.meta.patience) == (300, 42)  # a few steps an epoch: the cap
+    assert rec.history.max_epochs == 300 and rec.history.epochs[0]["of"] == 300
+    rec.save(tmp_path / "m")
+    assert MetaRecommender.load(tmp_path / "m").config.meta.epochs == 300
 
 
 def test_item_knn_term_is_learned_saved_and_ranks_the_support_neighbours(taste_log, tiny_config, tmp_path):
