@@ -28,15 +28,29 @@ FRAME_FORMATS = ("pandas", "polars")
 FORMATS = ("csv", "tsv", "parquet", "jsonl", "ndjson", "sql", *FRAME_FORMATS)
 
 
-def write_ranked_lists(ranked: RankedLists, dest=None, *, format=None, table=None, if_exists="replace"):
+def _ranked_frame(ranked) -> pl.DataFrame:
+    """What `recommend` returns, of any input kind (RankedLists, a pandas or polars frame), as polars."""
+    if isinstance(ranked, RankedLists):
+        return ranked.to_polars()
+    if isinstance(ranked, pl.DataFrame):
+        RankedLists.from_frame(ranked.head(0))  # the columns it must have, checked with a clear message
+        return ranked.select(list(RankedLists.COLUMNS))
+    if type(ranked).__module__.startswith("pandas"):
+        return _ranked_frame(pl.from_pandas(ranked))
+    raise DataError(f"ranked lists: expected RankedLists or a pandas/polars frame with columns "
+                    f"{list(RankedLists.COLUMNS)}, got {type(ranked).__name__}")
+
+
+def write_ranked_lists(ranked, dest=None, *, format=None, table=None, if_exists="replace"):
     """Write ranked lists to a file or an SQL table, or return them as a pandas or polars frame.
+    ranked: what `recommend` returns for any input (RankedLists, or a pandas or polars frame).
 
     dest: a path ending .csv/.tsv/.parquet/.jsonl/.ndjson, an SQL URI (sqlite:///recs.db,
     postgresql://...; `table` defaults to "ranked_lists"), or "pandas"/"polars" (as is format=).
     if_exists ("replace", "append", "fail") applies to SQL tables; a file is always replaced, atomically.
     Returns the frame for pandas/polars, None otherwise.
     """
-    return write_frame(ranked.to_polars(), dest, format=format, table=table, if_exists=if_exists)
+    return write_frame(_ranked_frame(ranked), dest, format=format, table=table, if_exists=if_exists)
 
 
 def write_frame(frame: pl.DataFrame, dest=None, *, format=None, table=None, if_exists="replace"):
@@ -104,8 +118,8 @@ class RankedListsWriter:
             self._handle = self._files.enter_context(open(tmp, "wb"))
         return self
 
-    def write(self, ranked: RankedLists) -> None:
-        frame = ranked.to_polars()
+    def write(self, ranked) -> None:
+        frame = _ranked_frame(ranked)
         if self.rows == 0:  # string ids stay strings in an output that stays empty
             self._empty = frame.head(0)
         if len(ranked):

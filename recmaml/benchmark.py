@@ -86,10 +86,7 @@ class FittedMeta:
         self.rec = rec
 
     def scores(self, support: Interactions) -> np.ndarray:
-        scores = self.rec.score(support, users=support.users.ids)
-        if self.rec.items != support.items:  # columns in the log's item order
-            scores = scores[:, self.rec.items.index(support.items.ids)]
-        return scores
+        return self.rec.score(support, users=support.users.ids, items=support.items.ids)  # the log's item order
 
     def served(self, **serve) -> FittedMeta:
         """The same fitted weights served with other [serve] settings (a shallow copy shares the model)."""

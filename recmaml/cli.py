@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import shlex
 import sys
 import warnings
@@ -82,7 +83,7 @@ def _with_features(log_, user_features=None, item_features=None, what="the log")
 
 
 def _check_sizes(args) -> None:
-    for flag in ("k", "batch_size", "chunk_rows"):
+    for flag in ("k", "batch_size", "chunk_rows", "buckets"):
         value = getattr(args, flag, None)
         if value is not None and value < 1:
             raise RecMamlError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
@@ -215,13 +216,28 @@ def _device(args) -> str:
 def _load_model(args):
     from recmaml import MetaRecommender
 
-    return MetaRecommender.load(args.model, device=_device(args) if args.device else "cpu")
+    rec = MetaRecommender.load(args.model, device=_device(args) if args.device else "cpu")
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise RecMamlError(f"--threads must be at least 1, got {threads}")
+        rec.config = rec.config.replace(serve={"threads": threads})
+    return rec
 
 
 def cmd_fit(args) -> None:
     from recmaml.connectors import read_side_features
-    from recmaml import MetaRecommender, load_config
+    from recmaml import MetaRecommender, distributed, load_config
 
+    if args.nproc is not None and args.nproc < 1:
+        raise RecMamlError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.nproc and args.nproc > 1 and not distributed.launched():
+        _fit_on_ranks(args)
+        return
+    rank = int(os.environ.get("RANK", "0")) if distributed.launched() else 0
+    if rank != 0:  # one voice: rank 0 reports, shows progress and saves
+        args.quiet = True
+        logging.getLogger("recmaml").setLevel(logging.ERROR)
     config = load_config(args.config)
     if args.device:
         config = config.replace(meta={"device": _device(args)})
@@ -232,17 +248,39 @@ def cmd_fit(args) -> None:
     with _LazyBar(args, total=config.meta.epochs, unit="epoch", desc="meta-training") as bar:
         rec = MetaRecommender(config).fit(warm, progress=bar.epoch)
     log.info("meta-training %s", rec.history.summary())
-    rec.save(args.out)
-    log.info("saved the model to %s", args.out)
+    if rank == 0:
+        rec.save(args.out)
+        log.info("saved the model to %s", args.out)
+
+
+def _fit_on_ranks(args) -> None:
+    """`recmaml fit --nproc N`: the same command on N processes started by torchrun (one node, gloo on
+    CPUs, nccl on GPUs), each adapting 1/N of every meta-batch; rank 0 saves the model."""
+    import subprocess
+
+    argv, skip = [], False
+    for token in args.argv:  # the command line without --nproc
+        if skip:
+            skip = False
+            continue
+        if token == "--nproc":
+            skip = True
+            continue
+        if not token.startswith("--nproc="):
+            argv.append(token)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+               "-m", "recmaml", *argv]
+    log.info("meta-training on %d processes: %s", args.nproc, shlex.join(command))
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))}
+    done = subprocess.run(command, env=env)
+    if done.returncode != 0:
+        raise RecMamlError(f"meta-training on {args.nproc} processes failed (exit {done.returncode}); "
+                           "each rank's error is printed above")
 
 
 def cmd_recommend(args) -> None:
-    from dataclasses import replace
-
-    import numpy as np
-
     from recmaml.connectors import RankedListsWriter, check_output, iter_user_chunks
-    from recmaml import Vocabulary
+    from recmaml.serve import serve_chunks
 
     _check_sizes(args)
     check_output(args.out)
@@ -253,36 +291,47 @@ def cmd_recommend(args) -> None:
         candidates = _read(args.candidates, args, format=args.candidates_format, table=args.candidates_table,
                            ratings=False)
     unknown = _UnknownItems()
-    served = []  # user ids served so far: candidate users never seen in the history are served at the end
     total = _UserTotal()
     chunks = iter_user_chunks(args.history, chunk_rows=args.chunk_rows, format=args.format, user_col=args.user_col,
                               item_col=args.item_col, rating_col=args.rating_col or None,
                               timestamp_col=args.timestamp_col or None, table=args.data_table, on_rows=total.rows)
-
-    def serve(history, chunk_candidates) -> None:
-        out.write(rec.recommend(history, k=args.k, exclude_seen=not args.include_seen,
-                                candidates=chunk_candidates, batch_size=args.batch_size, progress=bar.update))
-
+    if user_features:
+        chunks = (_with_features(chunk, user_features, what="--history") for chunk in chunks)
     with (unknown.collecting(), RankedListsWriter(args.out, table=args.table) as out,
           _LazyBar(args, unit="users", desc="scoring") as bar):
-        for chunk in chunks:
-            chunk = _with_features(chunk, user_features, what="--history") if user_features else chunk
-            chunk_users = chunk.users.ids[np.unique(chunk.user_idx)]
-            served.append(chunk_users)
-            bar.set_total(total.chunk(len(chunk), len(chunk_users)))
-            mine = None
-            if candidates is not None:
-                mine = candidates.take(np.flatnonzero(Vocabulary.fit(chunk_users).index(candidates.user_ids()) != -1))
-            serve(chunk, mine)
-        if candidates is not None:
-            seen = Vocabulary.fit(np.concatenate(served)) if served else None
-            rest = np.flatnonzero(seen.index(candidates.user_ids()) == -1) if seen else np.arange(len(candidates))
-            if len(rest):  # users with candidates and no history: ranked from the meta-learned start
-                no_history = replace(candidates.take(rest[:0]), rating=np.zeros(0, np.float32))
-                bar.set_total(total.seen_users + len(np.unique(candidates.user_idx[rest])))
-                serve(no_history, candidates.take(rest))
+        serve_chunks(rec, chunks, out.write, k=args.k, exclude_seen=not args.include_seen, candidates=candidates,
+                     batch_size=args.batch_size, progress=bar.update,
+                     on_chunk=lambda chunk, users: bar.set_total(total.chunk(len(chunk), len(users))))
     unknown.report()
     log.info("wrote %d ranked rows to %s", out.rows, args.out)
+
+
+def cmd_spark_recommend(args) -> None:
+    try:
+        from recmaml import spark as recmaml_spark
+
+        import pyspark  # noqa: F401
+    except ImportError as err:
+        raise RecMamlError(f"spark-recommend needs pyspark ({err}); install the extra: pip install 'recmaml[spark]'")
+    from pyspark.sql import SparkSession
+
+    _check_sizes(args)
+    ours = SparkSession.getActiveSession() is None  # stop only a session this command started
+    spark = recmaml_spark.session(args.master, quiet=args.quiet)
+    try:
+        histories = recmaml_spark.read_table(spark, args.history, args.format)
+        candidates = None
+        if args.candidates:
+            candidates = recmaml_spark.read_table(spark, args.candidates, args.candidates_format, "--candidates")
+        ranked = recmaml_spark.recommend(histories, args.model, k=args.k, candidates=candidates,
+                                         user_col=args.user_col, item_col=args.item_col,
+                                         rating_col=args.rating_col or None, exclude_seen=not args.include_seen,
+                                         buckets=args.buckets, batch_size=args.batch_size)
+        recmaml_spark.write_table(ranked, args.out, args.out_format)
+        log.info("wrote the ranked lists to %s", args.out)
+    finally:
+        if ours:
+            spark.stop()
 
 
 def cmd_predict(args) -> None:
@@ -477,6 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
         if device:
             p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the config's "
                            "meta.device when training, cpu when serving)")
+        if uses_model and device:
+            p.add_argument("--threads", type=int, default=None, help="torch threads while scoring (default: "
+                           "the model's serve.threads, 'auto': the cores no other process is running on)")
         return p
 
     fit = command("fit", "meta-train a model on a log of warm users",
@@ -488,6 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--user-features", help="table of user side features keyed by --user-col")
     fit.add_argument("--item-features", help="table of item side features keyed by --item-col "
                      "(text: categorical; 'a|b': multi-hot; numbers: numeric)")
+    fit.add_argument("--nproc", type=int, default=None, help="meta-train on N processes of this machine "
+                     "(torch.distributed via torchrun: gloo on CPUs, nccl on GPUs); each adapts 1/N of every "
+                     "meta-batch, so the model is the one a single process would train")
     _add_data_flags(fit)
     fit.set_defaults(func=cmd_fit)
 
@@ -509,6 +564,24 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--user-features", help="table of the cold users' side features keyed by --user-col")
     _add_data_flags(rec)
     rec.set_defaults(func=cmd_recommend)
+
+    srec = command("spark-recommend", "the same ranked lists as `recommend`, computed by Spark (extra: spark)",
+                   "recmaml spark-recommend --model runs/ml100k --history new_users.parquet --out ranked.parquet "
+                   "--master local[2]", device=False)
+    srec.add_argument("--history", required=True, help="Parquet or CSV file or folder of the cold users' rows")
+    srec.add_argument("--out", required=True, help="folder of Parquet or CSV parts (by its extension or --out-format)")
+    srec.add_argument("--out-format", choices=["parquet", "csv"], help="format of --out when its name does not say")
+    srec.add_argument("--k", type=int, default=20, help="list length (default 20)")
+    srec.add_argument("--master", default=None, help="Spark master, e.g. local[2] (default: spark-submit's, else "
+                      "Spark's own default)")
+    srec.add_argument("--candidates", help="Parquet or CSV of user_id,item_id rows: rank only these items")
+    srec.add_argument("--candidates-format", choices=["parquet", "csv"], help="format of --candidates")
+    srec.add_argument("--include-seen", action="store_true", help="allow items of a user's history in its list")
+    srec.add_argument("--buckets", type=int, default=None, help="groups users are hashed into (default: 4 per "
+                      "Spark slot)")
+    srec.add_argument("--batch-size", type=int, default=None, help="cold users adapted together in a worker")
+    _add_data_flags(srec)
+    srec.set_defaults(func=cmd_spark_recommend)
 
     pred = command("predict", "adapt to users' histories and predict the score of given (user, item) pairs",
                    "recmaml predict --model runs/ml100k-rating --history new_users.csv --pairs pairs.csv --out pred.csv")

@@ -140,6 +140,10 @@ class ServeConfig:
     """Cold users adapted and scored together; bounds serving memory."""
     inner_steps: int | None = None
     """Inner steps at serving time (None: as in training)."""
+    threads: int | str = "auto"
+    """torch threads while serving (recommend, score, predict); 'auto' takes the cores no other process
+    is running on when a call starts (recmaml.serve.serving_threads), at least 1: torch's threads spin on a
+    busy machine, so a serving call beside a CPU-bound job is several times slower with them all."""
     inner_lr_scale: float = 1.0
     """Multiplies the inner learning rate (Meta-SGD: its learned rates) at serving time; the benchmark
     tunes it with serve.inner_steps on validation users, since a model trained with few support items
@@ -268,6 +272,9 @@ def _check_ranges(cfg: Config) -> list[str]:
         problems.append("serve.batch_size must be >= 1")
     if cfg.serve.inner_steps is not None and cfg.serve.inner_steps < 0:
         problems.append("serve.inner_steps must be >= 0 (or absent: as in training)")
+    threads = cfg.serve.threads
+    if (isinstance(threads, str) and threads != "auto") or (isinstance(threads, int) and threads < 1):
+        problems.append(f"serve.threads = {threads!r}; use a whole number >= 1 or 'auto'")
     if not cfg.serve.inner_lr_scale > 0:
         problems.append("serve.inner_lr_scale must be > 0")
     if t.negatives < 0:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from recmaml import distributed
 from recmaml.adapt import META_LR_PREFIX, adapt, adapted_names, batched_loss, batched_scores, meta_lr_key
 from recmaml.config import Config, MetaConfig
 from recmaml.data import Interactions
@@ -67,13 +68,28 @@ def enable_meta_sgd(model: nn.Module, names: list[str], inner_lr: float) -> None
     )
 
 
-def meta_loss(model: nn.Module, batch: TaskBatch, cfg: Config, names: list[str]) -> torch.Tensor:
-    """Mean query loss after adapting on the support, over users that have a query."""
+def meta_loss(model: nn.Module, batch: TaskBatch, cfg: Config, names: list[str],
+              users_in_batch: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean query loss after adapting on the support, over users that have a query. users_in_batch: the
+    divisor when `batch` is one rank's share of a larger batch (its users that have a query)."""
     fast = adapt(model, batch.support(), names=names, steps=cfg.meta.inner_steps,
                  inner_lr=cfg.meta.inner_lr, first_order=cfg.meta.method == "fomaml", reduction=cfg.meta.support_reduction)
     losses = batched_loss(model, fast, batch.query())
     has_query = (batch.query_mask.sum(dim=1) > 0).float()
-    return (losses * has_query).sum() / has_query.sum().clamp(min=1.0)
+    divisor = has_query.sum().clamp(min=1.0) if users_in_batch is None else users_in_batch
+    return (losses * has_query).sum() / divisor
+
+
+def _share_loss(model: nn.Module, batch: TaskBatch, cfg: Config, names: list[str], rank: int,
+                size: int) -> torch.Tensor | None:
+    """This rank's part of the batch's mean meta-loss: the ranks' parts sum to the whole batch's loss."""
+    if size == 1:
+        return meta_loss(model, batch, cfg, names)
+    users_in_batch = (batch.query_mask.sum(dim=1) > 0).float().sum().clamp(min=1.0)
+    share = batch.rows(slice(rank, None, size))
+    if len(share) == 0:  # a last batch smaller than the ranks: this rank adds nothing (None)
+        return None
+    return meta_loss(model, share, cfg, names, users_in_batch=users_in_batch)
 
 
 def validation_score(model: nn.Module, batch: TaskBatch, cfg: Config, names: list[str], k: int = 20) -> float:
@@ -123,6 +139,9 @@ def meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: di
     if m.method == "metasgd" and getattr(model, META_LR_PREFIX, None) is None:
         enable_meta_sgd(model, names, m.inner_lr)
     model.to(m.device)
+    rank, size = distributed.rank_and_size()  # several ranks: each adapts its share of every meta-batch
+    if size > 1:
+        distributed.broadcast_parameters(model)
     train_users, val_users = split_users(log_, cfg.tasks.validation_users, m.seed)
     m = training_length(m, len(train_users))
     sampler = TaskSampler(log_, train_users, cfg.tasks, user_feats, seed=m.seed)
@@ -144,24 +163,32 @@ def meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: di
         model.train()
         losses = []
         for batch in sampler.epoch(m.meta_batch_size):
-            loss = meta_loss(model, batch.to(m.device), cfg, names)
-            if not torch.isfinite(loss):
+            loss = _share_loss(model, batch.to(m.device), cfg, names, rank, size)
+            loss_value = 0.0 if loss is None else float(loss.detach())
+            if size > 1:
+                loss_value = distributed.summed(loss_value, m.device)
+            if not np.isfinite(loss_value):
                 raise RecMamlError(
-                    f"meta-training diverged at epoch {epoch + 1} (meta-loss {float(loss)}); lower meta.inner_lr "
+                    f"meta-training diverged at epoch {epoch + 1} (meta-loss {loss_value}); lower meta.inner_lr "
                     f"(now {m.inner_lr}), meta.inner_steps (now {m.inner_steps}) or meta.meta_lr (now {m.meta_lr})")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if loss is not None:
+                loss.backward()
+            if size > 1:
+                distributed.sum_gradients(model.parameters())
             if m.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), m.grad_clip)
             optimizer.step()
             if ema is not None:
                 ema.update_parameters(model)
-            losses.append(float(loss.detach()))
+            losses.append(loss_value)
         record = {"epoch": epoch + 1, "of": m.epochs, "train_loss": float(np.mean(losses)), "seconds": time.perf_counter() - start}
         if val_batch is not None:
             judged = model if ema is None else ema.module
             judged.eval()
             record["validation"] = validation_score(judged, val_batch, cfg, names)
+            if size > 1:  # the ranks hold the same weights; rank 0's figure decides for all of them
+                record["validation"] = distributed.from_rank_zero(record["validation"], m.device)
             record["metric"], record["metric_value"] = history.metric, history.validation(record["validation"])
             if np.isfinite(record["validation"]) and record["validation"] > history.best_score:
                 history.best_score, history.best_epoch = record["validation"], epoch + 1
@@ -173,7 +200,10 @@ def meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: di
         if val_batch is not None and m.patience and epoch + 1 - history.best_epoch >= m.patience:
             history.stopped = "early stopping"
             break
-        if m.max_seconds and time.perf_counter() - start >= m.max_seconds:
+        out_of_time = bool(m.max_seconds) and time.perf_counter() - start >= m.max_seconds
+        if size > 1:  # clocks differ between ranks: rank 0's decides
+            out_of_time = bool(distributed.from_rank_zero(float(out_of_time), m.device))
+        if out_of_time:
             history.stopped = "time budget"
             break
     if best_state is None and ema is not None:  # no validation users: keep the averaged weights

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from recmaml import checkpoint
+from recmaml import checkpoint, distributed
 from recmaml.adapt import META_LR_PREFIX, adapt, adapted_names, batched_scores, fast_path_applies, fast_user_vectors
 from recmaml.config import Config, config_from_dict, device_problem
 from recmaml.data import UNKNOWN, Interactions, RankedLists, Vocabulary, relevant_rating
@@ -103,6 +103,8 @@ class MetaRecommender:
             raise DataError("fit: model.objective = 'rating' needs a log with ratings; "
                             "set objective = 'implicit' in the config for logs without ratings")
         self.config = resolve_for_log(self.config, warm)
+        if distributed.launched():  # one of torchrun's ranks: join the group, train on this rank's device
+            self.config = self.config.replace(meta={"device": distributed.init_from_env(self.config.meta.device)})
         torch.manual_seed(self.config.meta.seed)  # the initial weights are part of what a seed fixes
         # side features in model terms: numeric ones standardized with the warm log's statistics, which
         # the layout keeps so that cold users' features are read the same way
@@ -193,6 +195,12 @@ class MetaRecommender:
             }
             yield np.arange(start, stop), torch.utils._pytree.tree_map(lambda t: t.to(self.device), support)
 
+    def _serving_threads(self):
+        """torch's threads for one serving call (serve.threads; 'auto': the cores free when it starts)."""
+        from recmaml.serve import serving_threads, torch_threads
+
+        return torch_threads(serving_threads(self.config.serve.threads))
+
     @property
     def device(self) -> torch.device:
         return next(self._require_model().parameters()).device
@@ -231,40 +239,64 @@ class MetaRecommender:
         history and candidates: Interactions, or pandas/polars frames with columns user_id, item_id and
         optionally rating, timestamp. Returns RankedLists for Interactions, else a frame of the same kind
         with columns user_id, item_id, score, rank. progress: True shows a bar on stderr (users, with a
-        total and an ETA), or a callable(n_users_done); off by default."""
-        if k < 1:
-            raise DataError(f"k must be >= 1, got {k}")
+        total and an ETA), or a callable(n_users_done); off by default. Served by recmaml.serve, as the
+        CLI and Spark are."""
+        from recmaml.serve import serve_chunks
+
         self._require_model()
-        cand = None if candidates is None else self._cold_users(as_interactions(candidates, "candidates"),
-                                                                what="candidate")
-        # a user with candidates but no history is served too, from the meta-learned starting point
-        cold = self._cold_users(as_interactions(history, "history"),
-                                extra_users=None if cand is None else cand.users.ids[np.unique(cand.user_idx)])
-        with _bar(progress, len(cold.users), "user", "scoring") as bar:
+        log_ = as_interactions(history, "history")
+        cand = None if candidates is None else as_interactions(candidates, "candidates")
+        parts: list[RankedLists] = []
+        total = len(np.unique(log_.user_idx)) if cand is None else len(np.union1d(
+            log_.users.ids[np.unique(log_.user_idx)], cand.users.ids[np.unique(cand.user_idx)]))
+        with _bar(progress, total, "user", "scoring") as bar:
             callback = bar.update if bar is not None else (progress or None)
-            parts = [_ranked(cold.users.ids[users], items, values, self.items)
-                     for users, items, values in self._ranked_chunks(cold, k, exclude_seen, cand, batch_size, callback)]
+            serve_chunks(self, [log_], parts.append, k=k, exclude_seen=exclude_seen, candidates=cand,
+                         batch_size=batch_size, progress=callback)
         ranked = RankedLists.concat(parts)
         return ranked if isinstance(history, Interactions) else same_kind(ranked, history)
 
-    def score(self, history, users=None, batch_size: int | None = None) -> np.ndarray:
-        """Dense scores (len(users), n_items) of every model item (columns in the order of `self.items`;
-        ratings for the rating objective), each user adapted once on its rows of `history`; nothing is
-        excluded. For evaluation code, which needs the whole matrix rather than top-k lists.
+    def rank_chunk(self, history: Interactions, k: int = 20, exclude_seen: bool = True,
+                   candidates: Interactions | None = None, batch_size: int | None = None, progress=None) -> RankedLists:
+        """The top k of every user of `history` (Interactions holding all rows of its users), or of each
+        user's `candidates`; users present only in `candidates` start from the meta-learned start. The
+        step that recmaml.serve.serve_chunks repeats chunk by chunk. progress: callable(n_users) or None."""
+        cand = None if candidates is None else self._cold_users(candidates, what="candidate")
+        cold = self._cold_users(history, extra_users=None if cand is None else cand.users.ids[np.unique(cand.user_idx)])
+        with self._serving_threads():
+            parts = [_ranked(cold.users.ids[users], items, values, self.items)
+                     for users, items, values in self._ranked_chunks(cold, k, exclude_seen, cand, batch_size, progress)]
+        return RankedLists.concat(parts)
+
+    def score(self, history, users=None, items=None, batch_size: int | None = None) -> np.ndarray:
+        """A score matrix (len(users), len(items)), each user adapted once on its rows of `history` (ratings
+        for the rating objective); nothing is excluded. For evaluation code, which needs whole rows rather
+        than top-k lists.
 
         users: the external ids of the rows, in order (default: the users of `history` that have rows);
-        a user without history rows is scored from the meta-learned starting point."""
+        a user without history rows is scored from the meta-learned starting point. items: the external
+        ids of the columns, in order (default: every model item, in the order of `self.items`); an item
+        the model does not know gets NaN."""
         self._require_model()
         history = as_interactions(history, "history")
         if users is None:
             users = history.users.ids[np.unique(history.user_idx)]
         users = np.asarray(users)
+        columns = None
+        if items is not None:
+            columns = self.items.index(np.asarray(items))
         cold = self._cold_users(history, extra_users=users)
         out = np.empty((len(cold.users), len(self.items)), dtype=np.float32)
-        for rows, support in self._chunks(cold, batch_size):
-            with torch.no_grad():
-                out[rows] = self._scores(support).cpu().numpy()
-        return out[cold.users.index(users)]
+        with self._serving_threads():
+            for rows, support in self._chunks(cold, batch_size):
+                with torch.no_grad():
+                    out[rows] = self._scores(support).cpu().numpy()
+        out = out[cold.users.index(users)]
+        if columns is None:
+            return out
+        picked = out[:, np.where(columns == UNKNOWN, 0, columns)]
+        picked[:, columns == UNKNOWN] = np.nan
+        return picked
 
     def recommend_arrays(self, user_items, N: int = 10, filter_already_liked_items: bool = True, items=None,
                          batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -294,12 +326,13 @@ class MetaRecommender:
             allowed[torch.as_tensor(pool, device=self.device)] = True
         ids = np.full((n_users, N), -1, dtype=np.int64)
         scores = np.full((n_users, N), -np.inf, dtype=np.float32)
-        for users, ranked_items, values in self._ranked_chunks(cold, N, filter_already_liked_items, None, batch_size,
-                                                               allowed=allowed):
-            valid = valid_entries(values).numpy()
-            width = ranked_items.shape[1]
-            ids[users, :width] = np.where(valid, ranked_items.numpy(), -1)
-            scores[users, :width] = np.where(valid, values.numpy(), -np.inf)
+        with self._serving_threads():
+            for users, ranked_items, values in self._ranked_chunks(cold, N, filter_already_liked_items, None,
+                                                                   batch_size, allowed=allowed):
+                valid = valid_entries(values).numpy()
+                width = ranked_items.shape[1]
+                ids[users, :width] = np.where(valid, ranked_items.numpy(), -1)
+                scores[users, :width] = np.where(valid, values.numpy(), -np.inf)
         return ids, scores
 
     def _ranked_chunks(self, cold: ColdUsers, k: int, exclude_seen: bool, cand: ColdUsers | None,
@@ -359,15 +392,16 @@ class MetaRecommender:
         order, pos = group_positions(pair_user[valid])
         pair_rows = np.flatnonzero(valid)[order]
         sorted_users = pair_user[pair_rows]
-        for users, support in self._chunks(cold, batch_size):
-            lo, hi = np.searchsorted(sorted_users, [users[0], users[-1] + 1])
-            if lo == hi:
-                continue
-            rows = pair_rows[lo:hi]
-            items, _, mask = padded_sets(pair_user[rows] - users[0], pos[lo:hi], pair_item[rows],
-                                         np.zeros(hi - lo, np.float32), len(users))
-            scores = self._scores(support, items.to(self.device)).cpu()
-            out[rows] = scores[torch.as_tensor(pair_user[rows] - users[0]), torch.as_tensor(pos[lo:hi])].numpy()
+        with self._serving_threads():
+            for users, support in self._chunks(cold, batch_size):
+                lo, hi = np.searchsorted(sorted_users, [users[0], users[-1] + 1])
+                if lo == hi:
+                    continue
+                rows = pair_rows[lo:hi]
+                items, _, mask = padded_sets(pair_user[rows] - users[0], pos[lo:hi], pair_item[rows],
+                                             np.zeros(hi - lo, np.float32), len(users))
+                scores = self._scores(support, items.to(self.device)).cpu()
+                out[rows] = scores[torch.as_tensor(pair_user[rows] - users[0]), torch.as_tensor(pos[lo:hi])].numpy()
         if self.config.model.objective == "rating" and self.rating_range is not None:
             np.clip(out, *self.rating_range, out=out)  # NaN (unknown items) stays NaN
         return out

@@ -33,6 +33,17 @@ class TaskBatch:
     def __len__(self) -> int:
         return int(self.support_items.shape[0])
 
+    def rows(self, index) -> TaskBatch:
+        """The tasks of some users (a slice or index tensor over the batch's first dimension)."""
+        picked = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, dict):
+                picked[f.name] = {n: t[index] for n, t in value.items()}
+            else:  # an unset (0, 0) field stays unset
+                picked[f.name] = value[index] if value.shape[0] == len(self) else value
+        return replace(self, **picked)
+
     def to(self, device) -> TaskBatch:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
         moved = {k: ({n: t.to(device) for n, t in v.items()} if isinstance(v, dict) else v.to(device)) for k, v in moved.items()}

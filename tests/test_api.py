@@ -131,3 +131,46 @@ def test_evaluate_recommender_scores_planted_heldout_items(fitted):
     assert hit["recall@10"] >= 0.5 and miss["recall@10"] <= 0.25
     low = Interactions.from_ids(np.array([7, 7]), np.array([3, 4]), rating=np.array([1.0, 2.0]))
     assert evaluate_recommender(fitted, history, low, k=10)["users"] == 0  # nothing rated >= 4 is relevant
+
+
+def test_score_gives_dense_or_chosen_columns_in_the_order_asked(fitted):
+    dense = fitted.score(history_frame(), users=[9, 7])
+    assert dense.shape == (2, len(fitted.items))
+    chosen = fitted.score(history_frame(), users=[9, 7], items=[41, 0, 123456])
+    assert chosen.shape == (2, 3) and np.isnan(chosen[:, 2]).all()  # an item the model does not know
+    columns = fitted.items.index(np.array([41, 0]))
+    np.testing.assert_allclose(chosen[:, :2], dense[:, columns])
+    assert chosen[0, 0] > chosen[0, 1] and chosen[1, 1] > chosen[1, 0]  # each user's own group first
+
+
+def test_write_ranked_lists_takes_what_recommend_returns_for_every_input_kind(fitted, tmp_path):
+    from recmaml.connectors import RankedListsWriter, read_ranked_lists, write_ranked_lists
+
+    pandas_out = fitted.recommend(history_frame(), k=5)
+    reference = RankedLists.from_frame(pandas_out)
+    for kind, ranked in (("pandas", pandas_out), ("polars", pl.from_pandas(pandas_out)), ("lists", reference)):
+        write_ranked_lists(ranked, tmp_path / f"{kind}.parquet")
+        assert read_ranked_lists(tmp_path / f"{kind}.parquet").equals(reference)
+    with RankedListsWriter(tmp_path / "stream.csv") as out:
+        out.write(pandas_out)
+    assert read_ranked_lists(tmp_path / "stream.csv").equals(reference, score_tol=1e-5)
+    with pytest.raises(DataError, match="missing"):
+        write_ranked_lists(pandas_out.drop(columns="rank"), tmp_path / "bad.csv")
+
+
+def test_the_api_and_serve_chunks_give_the_same_lists(fitted):
+    from recmaml.serve import serve_chunks
+
+    history = Interactions.from_ids(*(history_frame()[c].to_numpy() for c in ("user_id", "item_id")),
+                                    rating=history_frame().rating.to_numpy())
+    candidates = Interactions.from_ids(np.array([7, 7, 8, 99, 99]), np.array([41, 3, 25, 0, 59]))
+    whole = fitted.recommend(history, k=2, candidates=candidates)
+    parts = []
+    one_user_each = [history.take(np.flatnonzero(history.user_ids() == u)) for u in (7, 8, 9)]
+    assert serve_chunks(fitted, one_user_each, parts.append, k=2, candidates=candidates) == 4
+    streamed = RankedLists.concat(parts)
+    key = lambda r: sorted(zip(r.user_id.tolist(), r.item_id.tolist(), r.rank.tolist()))  # noqa: E731
+    assert key(streamed) == key(whole)
+    assert sorted(set(streamed.user_id.tolist())) == [7, 8, 99]  # 9 has no candidates; 99 has only candidates
+    with pytest.raises(DataError, match="k must be a whole number"):
+        fitted.recommend(history, k=2.5)

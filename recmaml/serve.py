@@ -1,0 +1,118 @@
+"""Batch serving: a stream of cold users' history chunks to ranked lists.
+
+The one path behind `MetaRecommender.recommend` (one chunk), `recmaml recommend` (chunks of a file of any
+size, `recmaml.connectors.iter_user_chunks`) and `recmaml.spark.recommend` (one chunk per Spark group):
+
+    with RankedListsWriter("recs.parquet") as out:
+        serve_chunks(rec, iter_user_chunks("history.parquet"), out.write, k=20)
+
+Each chunk must hold every row of its users (what iter_user_chunks and a Spark group by user give).
+Candidates, when given, are one table of (user, item) rows: each chunk ranks its own users' candidates,
+and users who have candidates but no history rows are ranked last, from the meta-learned start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from recmaml.data import Interactions, RankedLists, Vocabulary
+from recmaml.errors import DataError
+
+
+def serve_chunks(rec, chunks: Iterable[Interactions], write: Callable[[RankedLists], object], *, k: int = 20,
+                 exclude_seen: bool = True, candidates: Interactions | None = None, batch_size: int | None = None,
+                 progress: Callable[[int], object] | None = None,
+                 on_chunk: Callable[[Interactions, np.ndarray], object] | None = None) -> int:
+    """Rank the users of every chunk with the fitted MetaRecommender `rec` and pass each chunk's
+    RankedLists to `write`; returns the number of users served.
+
+    progress: optional callable(n_users) told after each batch of users; on_chunk: optional
+    callable(chunk, its user ids) told before a chunk is served (for progress totals)."""
+    _check_k(k)
+    served = []  # user ids served so far: candidate users never seen in a history are served at the end
+    n_served = 0
+    for chunk in chunks:
+        chunk_users = chunk.users.ids[np.unique(chunk.user_idx)]
+        served.append(chunk_users)
+        if on_chunk is not None:
+            on_chunk(chunk, chunk_users)
+        mine = None if candidates is None else _rows_of_users(candidates, chunk_users)
+        ranked = rec.rank_chunk(chunk, k=k, exclude_seen=exclude_seen, candidates=mine, batch_size=batch_size,
+                                progress=progress)
+        n_served += len(chunk_users)
+        write(ranked)
+    if candidates is not None:
+        rest = _rows_not_of_users(candidates, np.concatenate(served) if served else np.zeros(0))
+        if len(rest):  # users with candidates and no history: ranked from the meta-learned start
+            no_history = replace(rest.take(np.zeros(0, np.int64)), rating=np.zeros(0, np.float32))
+            if on_chunk is not None:
+                on_chunk(no_history, rest.users.ids[np.unique(rest.user_idx)])
+            ranked = rec.rank_chunk(no_history, k=k, exclude_seen=exclude_seen, candidates=rest,
+                                    batch_size=batch_size, progress=progress)
+            n_served += len(np.unique(rest.user_idx))
+            write(ranked)
+    return n_served
+
+
+def _busy_cores() -> int:
+    """Processes running right now besides this one (Linux: /proc/loadavg's running count), else the
+    one-minute load average."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        return max(0, running - 1)  # the reading process counts itself
+    except (OSError, ValueError, IndexError):
+        return int(round(os.getloadavg()[0])) if hasattr(os, "getloadavg") else 0
+
+
+def serving_threads(setting: int | str = "auto") -> int:
+    """The torch threads a serving call uses: `setting`, or for 'auto' the cores that no other process is
+    running on now (at least 1, at most torch's default)."""
+    if setting != "auto":
+        return int(setting)
+    cores = _default_threads()
+    return max(1, min(cores, (os.cpu_count() or 1) - _busy_cores()))
+
+
+@functools.cache
+def _default_threads() -> int:
+    return torch.get_num_threads()  # torch's own choice, read once before any call changes it
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads set to `n` for the duration of a block, then restored."""
+    _default_threads()
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _check_k(k) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise DataError(f"k must be a whole number >= 1, got {k!r} (CLI: --k)")
+
+
+def _rows_of_users(log: Interactions, user_ids: np.ndarray) -> Interactions:
+    return log.take(np.flatnonzero(Vocabulary.fit(user_ids).index(log.user_ids()) != -1))
+
+
+def _rows_not_of_users(log: Interactions, user_ids: np.ndarray) -> Interactions:
+    if len(user_ids) == 0:
+        return log
+    return log.take(np.flatnonzero(Vocabulary.fit(user_ids).index(log.user_ids()) == -1))
+
+
+__all__ = ["serve_chunks", "serving_threads", "torch_threads"]
