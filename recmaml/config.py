@@ -27,13 +27,6 @@ from pathlib import Path
 
 from recmaml.errors import ConfigError
 
-ADAPT_PRESETS = {
-    # which parameters a user's inner loop changes, by name prefix
-    "user": ("user_init", "user_bias"),
-    "head": ("user_tower",),
-    "user+head": ("user_init", "user_bias", "user_tower"),
-    "all": ("",),
-}
 
 
 @dataclass(frozen=True)
@@ -288,10 +281,9 @@ def _check_ranges(cfg: Config) -> list[str]:
     problem = device_problem(m.device)
     if problem:
         problems.append(f"meta.device: {problem}")
-    try:
-        adapt_prefixes(m.adapt)
-    except ConfigError as err:
-        problems.append(str(err))
+    if not any(p.strip() for p in m.adapt.split(",")):  # which names exist is the scorer's to say (at fit)
+        problems.append(f"meta.adapt = {m.adapt!r}; use 'user', 'head', 'user+head', 'all' or comma-separated "
+                        "parameter names")
     return problems
 
 
@@ -311,16 +303,6 @@ def device_problem(device: str) -> str | None:
     if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         return f"device {device!r} is not available (MPS needs Apple silicon and a torch build with MPS); use cpu"
     return None
-
-
-def adapt_prefixes(adapt: str) -> tuple[str, ...]:
-    """Parameter-name prefixes adapted in the inner loop, from a preset name or a comma-separated list."""
-    if adapt in ADAPT_PRESETS:
-        return ADAPT_PRESETS[adapt]
-    prefixes = tuple(p.strip() for p in adapt.split(",") if p.strip())
-    if not prefixes:
-        raise ConfigError(f"meta.adapt = {adapt!r}; use one of {list(ADAPT_PRESETS)} or comma-separated parameter names")
-    return prefixes
 
 
 def shipped_config_dir() -> Path | None:

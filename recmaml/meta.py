@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from recmaml import distributed
-from recmaml.adapt import META_LR_PREFIX, adapt, adapted_names, batched_loss, batched_scores, meta_lr_key
+from recmaml.adapt import adapt, adapted_names, batched_loss, batched_scores, meta_lr_key
 from recmaml.config import Config, MetaConfig
 from recmaml.data import Interactions
 from recmaml.errors import RecMamlError
+from recmaml.model import META_LR_PREFIX
 from recmaml.metrics import mean_metrics, ranking_metrics, rmse
 from recmaml.rank import exclude_items, top_k
 from recmaml.tasks import TaskBatch, TaskSampler, split_users

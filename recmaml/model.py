@@ -1,4 +1,5 @@
-"""The scorer: embeddings plus MLPs. No training code lives here.
+"""The scorer: embeddings plus MLPs, and the serving fast path that its user tower's shape allows (rank-1
+updates instead of per-user weights; fast_user_vectors). No training code lives here.
 
     user tower:  MLP( user vector (meta-learned init) ++ user side-feature embeddings )  -> u   (d)
     item tower:  MLP( item id embedding ++ item side-feature embeddings )               -> v_i (d)
@@ -17,10 +18,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recmaml.config import ModelConfig
 from recmaml.data import SideFeatures
+
+
+META_LR_PREFIX = "meta_lrs"  # Meta-SGD's learned inner learning rates (a ParameterDict): never adapted themselves
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,15 @@ def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> nn.Sequential:
 
 class Scorer(nn.Module):
     """Scores items for one user (call it under torch.func.vmap for many). See the module docstring."""
+
+    PARAMETER_GROUPS = {
+        # what meta.adapt names: the parameters a user's inner loop changes, by name prefix
+        "user": ("user_init", "user_bias"),
+        "head": ("user_tower",),
+        "user+head": ("user_init", "user_bias", "user_tower"),
+        "all": ("",),
+    }
+    USER_SIDE = ("user_init", "user_bias", "user_tower.")  # what only moves the user vector (the fast path)
 
     def __init__(
         self,
@@ -225,3 +239,114 @@ class Scorer(nn.Module):
         if self.cfg.objective == "rating":
             scores = scores + self.user_bias + self.global_bias
         return scores
+
+
+# ---- serving fast path ------------------------------------------------------------------------------
+# When only the user side adapts (user_init, user_bias, user_tower layers), each user feeds ONE vector
+# through each Linear layer, so an inner step changes that layer by a rank-1 term: W_b = W - lr g_b x_b^T.
+# Its output on a new input x' is then W x' + b - lr g_b (x_b . x' + 1), computable for all users with
+# plain matrix products and without materializing one weight matrix per user. The result equals adapt()
+# + batched_scores() with first_order=True (tests check it); it is what serving uses when it applies.
+
+def fast_path_applies(model: nn.Module, names: list[str]) -> bool:
+    """True when only user-side parameters adapt, with scalar rates, and every adapted tower bias comes
+    with its layer's weight (the rank-1 form below covers exactly that)."""
+    biases_alone = any(n.startswith("user_tower.") and n.endswith(".bias") and n[:-4] + "weight" not in names
+                       for n in names)
+    return (getattr(model, META_LR_PREFIX, None) is None and not biases_alone
+            and getattr(model, "knn_scale", None) is None  # the per-user item-kNN term: the general path
+            and all(n.startswith(Scorer.USER_SIDE) for n in names))
+
+
+def _tower_forward(model, x, corrections, lr):
+    """The user tower on inputs x (B, in), with per-layer rank-k corrections [(g, x_in, has_bias), ...]."""
+    pre_acts, inputs = [], []
+    h = x
+    for i, layer in enumerate(model.user_tower):
+        if not isinstance(layer, nn.Linear):
+            h = layer(h)
+            continue
+        inputs.append(h)
+        out = F.linear(h, layer.weight, layer.bias)
+        for g, x_in, has_bias in corrections.get(i, ()):
+            out = out - lr * g * ((x_in * h).sum(dim=1, keepdim=True) + (1.0 if has_bias else 0.0))
+        pre_acts.append((i, out))
+        h = out
+    return h, pre_acts, inputs
+
+
+class _SameStartLogSumExp(torch.autograd.Function):
+    """logsumexp over the catalog of logits u_b @ V^T + b for users who all start an inner step from the
+    SAME vector (every user of a model without user features, at the first step): the catalog pass is made
+    once, for row 0, and shared. The gradient wrt u_b is that softmax's expected item vector p @ V,
+    exactly what autograd would give each user; V and b are constants (serving does not differentiate
+    the item side)."""
+
+    @staticmethod
+    def forward(ctx, users, item_vectors, item_bias):
+        logits = torch.addmv(item_bias, item_vectors, users[0])
+        ctx.save_for_backward(torch.softmax(logits, dim=0) @ item_vectors)
+        return torch.logsumexp(logits, dim=0).expand(users.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad_lse):
+        (expected,) = ctx.saved_tensors
+        return grad_lse[:, None] * expected, None, None
+
+
+def _catalog_logsumexp(users, item_vectors, item_bias, same_start: bool) -> torch.Tensor:
+    """(B,) logsumexp of every user's catalog logits, differentiable wrt `users`."""
+    if same_start:
+        return _SameStartLogSumExp.apply(users, item_vectors, item_bias)
+    return torch.logsumexp(torch.addmm(item_bias, users, item_vectors.T), dim=1)
+
+
+def fast_user_vectors(model: nn.Module, support, *, names: list[str], steps: int, inner_lr: float,
+                      reduction: str = "mean", item_vectors: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adapted user vectors (B, d) and user biases (B,) after `steps` first-order inner steps.
+    item_vectors: the catalog's item tower outputs, when the caller has them already (serving scores
+    with the same vectors: computing them once saves a pass over the catalog)."""
+    cfg = model.cfg
+    batch = len(support)
+    feats = model.user_inputs(support.user_feats)  # side features and the support's set encoding
+    user_init = model.user_init.detach().expand(batch, -1).clone()
+    user_bias = model.user_bias.detach().expand(batch).clone()
+    adapted_layers = {i: f"user_tower.{i}.bias" in names for i, layer in enumerate(model.user_tower)
+                      if isinstance(layer, nn.Linear) and f"user_tower.{i}.weight" in names}
+    item_vectors = model.catalog_vectors() if item_vectors is None else item_vectors
+    item_bias = model.item_bias
+    mask = support.mask
+    n = mask.sum(dim=1).clamp(min=1.0) if reduction == "mean" else mask.new_ones(batch)
+    corrections: dict[int, list] = {}
+
+    def tower(ui):
+        x = ui if feats is None else torch.cat([ui, feats], dim=1)
+        return _tower_forward(model, x, corrections, inner_lr)
+
+    for step in range(steps):
+        with torch.enable_grad():
+            ui = user_init.requires_grad_(True)
+            ub = user_bias.requires_grad_(True)
+            u, pre_acts, inputs = tower(ui)
+            if cfg.objective == "rating":
+                v = item_vectors[support.items]  # (B, S, d)
+                pred = (v @ u.unsqueeze(2)).squeeze(2) + item_bias[support.items] + ub[:, None] + model.global_bias
+                losses = ((pred - support.ratings) ** 2 * mask).sum(dim=1) / n
+            else:  # -mean log softmax at the support items = (rows / n) * logsumexp - mean support logit
+                v = item_vectors[support.items]  # (B, S, d)
+                logits = (v @ u.unsqueeze(2)).squeeze(2) + item_bias[support.items]
+                same_start = step == 0 and feats is None  # user_init is shared; user inputs would differ
+                lse = _catalog_logsumexp(u, item_vectors.detach(), item_bias.detach(), same_start)
+                losses = (mask.sum(dim=1) / n) * lse - (logits * mask).sum(dim=1) / n
+            wanted = [ui, ub] + [out for i, out in pre_acts if i in adapted_layers]
+            grads = torch.autograd.grad(losses.sum(), wanted, allow_unused=True)  # users are independent
+        g_ui, g_ub, g_layers = grads[0], grads[1], grads[2:]
+        x_ins = [x for (i, _), x in zip(pre_acts, inputs) if i in adapted_layers]
+        for (i, has_bias), g, x_in in zip(adapted_layers.items(), g_layers, x_ins):
+            corrections.setdefault(i, []).append((g.detach(), x_in.detach(), has_bias))
+        user_init = user_init.detach() - (inner_lr * g_ui if "user_init" in names and g_ui is not None else 0.0)
+        user_bias = user_bias.detach() - (inner_lr * g_ub if "user_bias" in names and g_ub is not None else 0.0)
+    with torch.no_grad():
+        u, _, _ = tower(user_init.detach())
+    return u, user_bias.detach()

@@ -264,16 +264,10 @@ def scores_at(scores: np.ndarray, rows: Interactions) -> np.ndarray:
 
 
 def metarec_scores(rec, cold_support: Interactions, batch_size: int | None = None) -> np.ndarray:
-    """Dense (n_cold x n_items) scores of a fitted MetaRecommender, each cold user adapted on its support.
-
-    Goes through the public recommend() with k = the whole catalog and no exclusion, then scatters the
-    ranked lists back into the matrix (rows: cold_support's users, columns: the model's items).
-    """
-    n_items = len(rec.items)
-    ranked = rec.recommend(cold_support, k=n_items, exclude_seen=False, batch_size=batch_size)
-    out = np.full((cold_support.n_users, n_items), -np.inf, dtype=np.float32)
-    out[cold_support.users.index(ranked.user_id), rec.items.index(ranked.item_id)] = ranked.score
-    return out
+    """Dense (n_cold x n_items) scores of a fitted MetaRecommender, each cold user adapted once on its
+    support (rows: cold_support's users, a user without rows scored from the meta-learned start;
+    columns: the model's items), through the public MetaRecommender.score."""
+    return rec.score(cold_support, users=cold_support.users.ids, batch_size=batch_size)
 
 
 def tune(fit_and_score: Callable[..., float], grid: dict[str, list]) -> tuple[dict, float, list[tuple[dict, float]]]:

@@ -11,15 +11,15 @@ import polars as pl
 import torch
 
 from recmaml import checkpoint, distributed
-from recmaml.adapt import META_LR_PREFIX, adapt, adapted_names, batched_scores, fast_path_applies, fast_user_vectors
+from recmaml.adapt import adapt, adapted_names, batched_scores
 from recmaml.config import Config, config_from_dict, device_problem
 from recmaml.data import UNKNOWN, Interactions, RankedLists, Vocabulary, relevant_rating
 from recmaml.errors import DataError, RecMamlError
 from recmaml.frames import as_interactions, frame_of, is_frame, same_kind
 from recmaml.meta import TrainHistory, enable_meta_sgd, meta_train, training_length
-from recmaml.model import FeatureSpec, Scorer, feature_tensors
+from recmaml.model import META_LR_PREFIX, FeatureSpec, Scorer, fast_path_applies, fast_user_vectors, feature_tensors
 from recmaml.rank import exclude_items_, rank_candidates, top_k, valid_entries
-from recmaml.tasks import group_positions, padded_sets, split_users
+from recmaml.tasks import PaddedSet, group_positions, padded_sets, split_users
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,8 @@ class MetaRecommender:
         )
 
     def _chunks(self, cold: ColdUsers, batch_size: int | None):
-        """Yield (user indices, support dict) for chunks of cold users; rows sorted by user once."""
+        """Yield (user indices, their supports as a PaddedSet) for chunks of cold users; rows sorted by
+        user once."""
         order, pos = group_positions(cold.user_idx)
         sorted_users = cold.user_idx[order]
         bounds = np.searchsorted(sorted_users, np.arange(0, len(cold.users) + 1))
@@ -185,15 +186,10 @@ class MetaRecommender:
             rows = order[bounds[start]:bounds[stop]]
             items, ratings, mask = padded_sets(cold.user_idx[rows] - start, pos[bounds[start]:bounds[stop]],
                                                cold.item_idx[rows], cold.rating[rows], stop - start)
-            support = {
-                # the support is also an input of the user tower's set encoder (model.support_encoder)
-                "user_feats": {**{k: v[start:stop] for k, v in cold.user_feats.items()},
-                               "support_items": items, "support_mask": mask},
-                "items": items, "ratings": ratings, "mask": mask,
-                "negatives": torch.zeros(stop - start, 0, dtype=torch.long),
-                "negative_logq": torch.zeros(stop - start, 0), "negative_mask": torch.zeros(stop - start, 0),
-            }
-            yield np.arange(start, stop), torch.utils._pytree.tree_map(lambda t: t.to(self.device), support)
+            # the support is also an input of the user tower's set encoder (model.support_encoder)
+            user_feats = {**{k: v[start:stop] for k, v in cold.user_feats.items()},
+                          "support_items": items, "support_mask": mask}
+            yield np.arange(start, stop), PaddedSet(user_feats, items, ratings, mask).to(self.device)
 
     def _serving_threads(self):
         """torch's threads for one serving call (serve.threads; 'auto': the cores free when it starts)."""
@@ -205,7 +201,7 @@ class MetaRecommender:
     def device(self) -> torch.device:
         return next(self._require_model().parameters()).device
 
-    def _scores(self, support: dict, items: torch.Tensor | None = None) -> torch.Tensor:
+    def _scores(self, support: PaddedSet, items: torch.Tensor | None = None) -> torch.Tensor:
         """Scores (B, n_items), or (B, C) of per-user `items`, after adapting each user on `support`."""
         model = self._require_model()
         m = self.config.meta
@@ -227,7 +223,7 @@ class MetaRecommender:
         with torch.no_grad():  # torch.func.grad still differentiates inside; no graph to the meta-weights
             fast = adapt(model, support, names=names, steps=steps, inner_lr=m.inner_lr, first_order=True,
                          reduction=m.support_reduction, lr_scale=lr_scale)
-            return batched_scores(model, fast, support["user_feats"], items)
+            return batched_scores(model, fast, support.user_feats, items)
 
     # ---- serving ------------------------------------------------------------------------------------
     def recommend(self, history, k: int = 20, exclude_seen: bool = True, candidates=None,
@@ -344,7 +340,7 @@ class MetaRecommender:
                 if cand is None:
                     scores = self._scores(support)
                     if exclude_seen:
-                        scores = exclude_items_(scores, support["items"], support["mask"])  # scores is ours
+                        scores = exclude_items_(scores, support.items, support.mask)  # scores is ours
                     if allowed is not None:
                         scores = scores.masked_fill(~allowed, float("-inf"))
                     items, values = top_k(scores, k)
@@ -352,7 +348,7 @@ class MetaRecommender:
                     c_items, c_mask = (t.to(self.device) for t in _candidates_for(cold.users.ids[users], cand))
                     scores = self._scores(support, c_items)
                     if exclude_seen:
-                        seen = (c_items[:, :, None] == support["items"][:, None, :]) & (support["mask"][:, None, :] > 0)
+                        seen = (c_items[:, :, None] == support.items[:, None, :]) & (support.mask[:, None, :] > 0)
                         c_mask = c_mask * (~seen.any(dim=2)).float()
                     items, values = rank_candidates(scores, c_items, c_mask, k)
             if progress is not None:

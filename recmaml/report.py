@@ -278,11 +278,14 @@ def plot(summary: dict, folder: Path) -> list[str]:
             block = summary[data][protocol]
             ks = [int(k) for k in block["ks"]]
             for name, row in block["systems"].items():
-                mean = np.array([row[str(k)][HEADLINE][0] for k in ks])
-                half = np.nan_to_num(np.array([row[str(k)][HEADLINE][1] for k in ks]))
+                mine = [k for k in ks if HEADLINE in row.get(str(k), {})]  # a system's cells may lack some Ks
+                if not mine:
+                    continue
+                mean = np.array([row[str(k)][HEADLINE][0] for k in mine])
+                half = np.nan_to_num(np.array([row[str(k)][HEADLINE][1] for k in mine]))
                 style = "-" if SYSTEMS.get(name) and SYSTEMS[name].family == "recmaml" else "--"
-                (line,) = ax.plot(ks, mean, style, marker="o", ms=3, label=name, color=color.get(name))
-                ax.fill_between(ks, mean - half, mean + half, color=line.get_color(), alpha=0.15)
+                (line,) = ax.plot(mine, mean, style, marker="o", ms=3, label=name, color=color.get(name))
+                ax.fill_between(mine, mean - half, mean + half, color=line.get_color(), alpha=0.15)
             ax.set(title=f"{data} ({protocol})", xlabel="support size K", ylabel="nDCG@20")
             ax.set_xscale("symlog", linthresh=1.0)  # logarithmic from 1 on, with room for K = 0
             ax.set_xticks(ks, [str(k) for k in ks])

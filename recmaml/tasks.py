@@ -15,6 +15,50 @@ from recmaml.config import TaskConfig
 from recmaml.data import Interactions, relevant_rating
 
 
+def _empty(dtype=torch.float32) -> torch.Tensor:
+    return torch.zeros(0, 0, dtype=dtype)
+
+
+@dataclass
+class PaddedSet:
+    """One padded set of items per user, for B users: a support (what the inner loop adapts on) or a
+    query (what the outer loss judges). The same structure in training (TaskBatch.support(), .query())
+    and serving (MetaRecommender's chunks). `*_mask` is 1.0 for real entries and 0.0 for padding."""
+
+    user_feats: dict[str, torch.Tensor]  # the user tower's per-user inputs (side features; the set encoder's)
+    items: torch.Tensor  # (B, S) long
+    ratings: torch.Tensor  # (B, S) float
+    mask: torch.Tensor  # (B, S) float
+    negatives: torch.Tensor = field(default_factory=lambda: _empty(torch.long))  # (B, N); N = 0: whole catalog
+    negative_logq: torch.Tensor = field(default_factory=_empty)  # (B, N) log of the sampling odds
+    negative_mask: torch.Tensor = field(default_factory=_empty)
+    exclude: torch.Tensor | None = None  # (B, E) items a query's ranking loss skips (the support's)
+    exclude_mask: torch.Tensor | None = None
+
+    def __post_init__(self):
+        batch = self.items.shape[0]
+        if self.negatives.shape[0] != batch:  # no sampled negatives: the exact softmax over the catalog
+            self.negatives = torch.zeros(batch, 0, dtype=torch.long, device=self.items.device)
+            self.negative_logq = torch.zeros(batch, 0, device=self.items.device)
+            self.negative_mask = torch.zeros(batch, 0, device=self.items.device)
+
+    def __len__(self) -> int:
+        return int(self.items.shape[0])
+
+    def tree(self) -> dict:
+        """The fields as a dict of tensors, the pytree that torch.func.vmap splits into one user's set."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: v for k, v in out.items() if v is not None}
+
+    def rows(self, index) -> PaddedSet:
+        return PaddedSet(**{k: ({n: t[index] for n, t in v.items()} if isinstance(v, dict) else v[index])
+                            for k, v in self.tree().items()})
+
+    def to(self, device) -> PaddedSet:
+        return PaddedSet(**{k: ({n: t.to(device) for n, t in v.items()} if isinstance(v, dict) else v.to(device))
+                            for k, v in self.tree().items()})
+
+
 @dataclass
 class TaskBatch:
     """Padded tasks of B users. `*_mask` is 1.0 for real entries and 0.0 for padding."""
@@ -49,31 +93,16 @@ class TaskBatch:
         moved = {k: ({n: t.to(device) for n, t in v.items()} if isinstance(v, dict) else v.to(device)) for k, v in moved.items()}
         return replace(self, **moved)
 
-    def support(self) -> dict[str, torch.Tensor]:
-        """The inputs of the inner loop, as a pytree vmap can split by user."""
-        return {
-            "user_feats": self.user_feats,
-            "items": self.support_items,
-            "ratings": self.support_ratings,
-            "mask": self.support_mask,
-            "negatives": self.negatives,
-            "negative_logq": self.negative_logq,
-            "negative_mask": self.negative_mask,
-        }
+    def support(self) -> PaddedSet:
+        """The inputs of the inner loop."""
+        return PaddedSet(self.user_feats, self.support_items, self.support_ratings, self.support_mask,
+                         self.negatives, self.negative_logq, self.negative_mask)
 
-    def query(self) -> dict[str, torch.Tensor]:
+    def query(self) -> PaddedSet:
         """The inputs of the outer loss; the support items are passed too, to exclude them from rankings."""
-        return {
-            "user_feats": self.user_feats,
-            "items": self.query_items,
-            "ratings": self.query_ratings,
-            "mask": self.query_mask,
-            "negatives": self.negatives,
-            "negative_logq": self.negative_logq,
-            "negative_mask": self.negative_mask,
-            "exclude": self.support_items,
-            "exclude_mask": self.support_mask,
-        }
+        return PaddedSet(self.user_feats, self.query_items, self.query_ratings, self.query_mask,
+                         self.negatives, self.negative_logq, self.negative_mask,
+                         exclude=self.support_items, exclude_mask=self.support_mask)
 
 
 def group_positions(user_idx: np.ndarray, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,7 @@
 """Gradient invariants of the inner loop (in the spirit of learn2learn's MAML tests)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -50,7 +52,7 @@ def test_batched_adaptation_equals_adapting_each_user_alone(taste_log, tiny_conf
     support = batch.support()
     together = adapt(model, support, names=names, steps=2, inner_lr=0.5)
     for u in range(len(batch)):
-        one = {k: ({n: t[u:u + 1] for n, t in v.items()} if isinstance(v, dict) else v[u:u + 1]) for k, v in support.items()}
+        one = support.rows(slice(u, u + 1))
         alone = adapt(model, one, names=names, steps=2, inner_lr=0.5)
         for n in names:
             torch.testing.assert_close(together[n][u], alone[n][0], rtol=1e-5, atol=1e-6)
@@ -128,7 +130,8 @@ def test_serving_fast_path_equals_the_vmap_reference(taste_log, tiny_config, obj
                                                      encoder):
     # no user features and no set encoder: every user starts from one vector (the fast path shares its
     # softmax), and from the second step on each has its own; a set encoder gives each its own start
-    from recmaml.adapt import batched_scores, fast_path_applies, fast_user_vectors
+    from recmaml.adapt import batched_scores
+    from recmaml.model import fast_path_applies, fast_user_vectors
 
     model, cfg, batch = build(taste_log, tiny_config, model={"objective": objective, "user_hidden": [16, 8],
                                                              "support_encoder": encoder})
@@ -140,11 +143,10 @@ def test_serving_fast_path_equals_the_vmap_reference(taste_log, tiny_config, obj
         model.global_bias.fill_(3.0)
     names = adapted_names(model, adapt_set)
     assert fast_path_applies(model, names)
-    support = batch.support()
-    support["negatives"] = support["negatives"][:, :0]  # serving scores the whole catalog
+    support = replace(batch.support(), negatives=batch.negatives[:, :0])  # serving scores the whole catalog
     with torch.no_grad():
         fast = adapt(model, support, names=names, steps=steps, inner_lr=0.5, first_order=True, reduction=reduction)
-        reference = batched_scores(model, fast, support["user_feats"])
+        reference = batched_scores(model, fast, support.user_feats)
     users, user_bias = fast_user_vectors(model, support, names=names, steps=steps, inner_lr=0.5, reduction=reduction)
     scores = users @ model.item_vectors().detach().T + model.item_bias.detach()
     if objective == "rating":
@@ -154,7 +156,7 @@ def test_serving_fast_path_equals_the_vmap_reference(taste_log, tiny_config, obj
 
 @pytest.mark.parametrize("same_start", [True, False])
 def test_catalog_logsumexp_has_the_value_and_gradient_of_logsumexp(same_start):
-    from recmaml.adapt import _catalog_logsumexp
+    from recmaml.model import _catalog_logsumexp
 
     gen = torch.Generator().manual_seed(0)
     rows = torch.randn(1 if same_start else 6, 8, generator=gen, dtype=torch.float64)
@@ -171,7 +173,7 @@ def test_catalog_logsumexp_has_the_value_and_gradient_of_logsumexp(same_start):
 
 
 def test_fast_path_does_not_apply_beyond_the_user_side(taste_log, tiny_config):
-    from recmaml.adapt import fast_path_applies
+    from recmaml.model import fast_path_applies
 
     model, _, _ = build(taste_log, tiny_config)
     assert not fast_path_applies(model, adapted_names(model, "all"))
