@@ -279,8 +279,10 @@ def _fit_on_ranks(args) -> None:
 
 
 def cmd_recommend(args) -> None:
+    import time
+
     from recmaml.connectors import RankedListsWriter, check_output, iter_user_chunks
-    from recmaml.serve import serve_chunks
+    from recmaml.serve import StageTimes, serve_chunks
 
     _check_sizes(args)
     check_output(args.out)
@@ -297,13 +299,20 @@ def cmd_recommend(args) -> None:
                               timestamp_col=args.timestamp_col or None, table=args.data_table, on_rows=total.rows)
     if user_features:
         chunks = (_with_features(chunk, user_features, what="--history") for chunk in chunks)
+    times = StageTimes() if args.timings else None
+    start = time.perf_counter()
     with (unknown.collecting(), RankedListsWriter(args.out, table=args.table) as out,
           _LazyBar(args, unit="users", desc="scoring") as bar):
-        serve_chunks(rec, chunks, out.write, k=args.k, exclude_seen=not args.include_seen, candidates=candidates,
-                     batch_size=args.batch_size, progress=bar.update,
-                     on_chunk=lambda chunk, users: bar.set_total(total.chunk(len(chunk), len(users))))
+        served = serve_chunks(rec, chunks, out.write, k=args.k, exclude_seen=not args.include_seen,
+                              candidates=candidates, batch_size=args.batch_size, progress=bar.update, times=times,
+                              on_chunk=lambda chunk, users: bar.set_total(total.chunk(len(chunk), len(users))))
     unknown.report()
     log.info("wrote %d ranked rows to %s", out.rows, args.out)
+    if times is not None:
+        from recmaml.connectors.writers import write_json
+
+        write_json(args.timings, {"users": served, "rows": out.rows, "seconds": time.perf_counter() - start,
+                                  "stages": times.seconds, "torch_threads": torch_threads_used(rec)})
 
 
 def cmd_spark_recommend(args) -> None:
@@ -332,6 +341,12 @@ def cmd_spark_recommend(args) -> None:
     finally:
         if ours:
             spark.stop()
+
+
+def torch_threads_used(rec) -> int:
+    from recmaml.serve import serving_threads
+
+    return serving_threads(rec.config.serve.threads)
 
 
 def cmd_predict(args) -> None:
@@ -562,6 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="history rows held in memory at once (default 2,000,000); larger histories are "
                           "split by user in one streaming pass")
     rec.add_argument("--user-features", help="table of the cold users' side features keyed by --user-col")
+    rec.add_argument("--timings", help="also write where the time went (read, map, adapt, top-k, lists, write) "
+                     "to this JSON file")
     _add_data_flags(rec)
     rec.set_defaults(func=cmd_recommend)
 

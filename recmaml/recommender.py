@@ -253,16 +253,25 @@ class MetaRecommender:
         return ranked if isinstance(history, Interactions) else same_kind(ranked, history)
 
     def rank_chunk(self, history: Interactions, k: int = 20, exclude_seen: bool = True,
-                   candidates: Interactions | None = None, batch_size: int | None = None, progress=None) -> RankedLists:
+                   candidates: Interactions | None = None, batch_size: int | None = None, progress=None,
+                   times=None) -> RankedLists:
         """The top k of every user of `history` (Interactions holding all rows of its users), or of each
         user's `candidates`; users present only in `candidates` start from the meta-learned start. The
-        step that recmaml.serve.serve_chunks repeats chunk by chunk. progress: callable(n_users) or None."""
-        cand = None if candidates is None else self._cold_users(candidates, what="candidate")
-        cold = self._cold_users(history, extra_users=None if cand is None else cand.users.ids[np.unique(cand.user_idx)])
+        step that recmaml.serve.serve_chunks repeats chunk by chunk. progress: callable(n_users) or None;
+        times: an optional recmaml.serve.StageTimes."""
+        from recmaml.serve import stage
+
+        with stage(times, "map"):
+            cand = None if candidates is None else self._cold_users(candidates, what="candidate")
+            cold = self._cold_users(history, extra_users=None if cand is None else cand.users.ids[np.unique(cand.user_idx)])
+        parts = []
         with self._serving_threads():
-            parts = [_ranked(cold.users.ids[users], items, values, self.items)
-                     for users, items, values in self._ranked_chunks(cold, k, exclude_seen, cand, batch_size, progress)]
-        return RankedLists.concat(parts)
+            for users, items, values in self._ranked_chunks(cold, k, exclude_seen, cand, batch_size, progress,
+                                                            times=times):
+                with stage(times, "lists"):
+                    parts.append(_ranked(cold.users.ids[users], items, values, self.items))
+        with stage(times, "lists"):
+            return RankedLists.concat(parts)
 
     def score(self, history, users=None, items=None, batch_size: int | None = None) -> np.ndarray:
         """A score matrix (len(users), len(items)), each user adapted once on its rows of `history` (ratings
@@ -332,18 +341,22 @@ class MetaRecommender:
         return ids, scores
 
     def _ranked_chunks(self, cold: ColdUsers, k: int, exclude_seen: bool, cand: ColdUsers | None,
-                       batch_size: int | None, progress=None, allowed: torch.Tensor | None = None):
+                       batch_size: int | None, progress=None, allowed: torch.Tensor | None = None, times=None):
         """Yield (cold user indices, top items (B, k'), their scores) chunk by chunk, on the CPU.
         allowed: optional (n_items,) mask; other items are never ranked."""
+        from recmaml.serve import stage
+
         for users, support in self._chunks(cold, batch_size):
             with torch.no_grad():
                 if cand is None:
-                    scores = self._scores(support)
-                    if exclude_seen:
-                        scores = exclude_items_(scores, support.items, support.mask)  # scores is ours
-                    if allowed is not None:
-                        scores = scores.masked_fill(~allowed, float("-inf"))
-                    items, values = top_k(scores, k)
+                    with stage(times, "adapt"):
+                        scores = self._scores(support)
+                    with stage(times, "top-k"):
+                        if exclude_seen:
+                            scores = exclude_items_(scores, support.items, support.mask)  # scores is ours
+                        if allowed is not None:
+                            scores = scores.masked_fill(~allowed, float("-inf"))
+                        items, values = top_k(scores, k)
                 else:
                     c_items, c_mask = (t.to(self.device) for t in _candidates_for(cold.users.ids[users], cand))
                     scores = self._scores(support, c_items)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
@@ -26,28 +27,62 @@ from recmaml.data import Interactions, RankedLists, Vocabulary
 from recmaml.errors import DataError
 
 
+class StageTimes:
+    """Wall seconds spent in each stage of serving, summed over chunks: `with times("adapt"): ...`.
+    Stages: read (waiting for the next chunk: reading, partitioning), map (ids to model indices),
+    adapt (inner steps and scoring the catalog), top-k, lists (ranked lists built), write."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def stage(times: StageTimes | None, name: str):
+    return contextlib.nullcontext() if times is None else times(name)
+
+
+def _timed_chunks(chunks: Iterable[Interactions], times: StageTimes | None):
+    iterator = iter(chunks)
+    while True:
+        with stage(times, "read"):
+            chunk = next(iterator, None)
+        if chunk is None:
+            return
+        yield chunk
+
+
 def serve_chunks(rec, chunks: Iterable[Interactions], write: Callable[[RankedLists], object], *, k: int = 20,
                  exclude_seen: bool = True, candidates: Interactions | None = None, batch_size: int | None = None,
                  progress: Callable[[int], object] | None = None,
-                 on_chunk: Callable[[Interactions, np.ndarray], object] | None = None) -> int:
+                 on_chunk: Callable[[Interactions, np.ndarray], object] | None = None,
+                 times: StageTimes | None = None) -> int:
     """Rank the users of every chunk with the fitted MetaRecommender `rec` and pass each chunk's
     RankedLists to `write`; returns the number of users served.
 
     progress: optional callable(n_users) told after each batch of users; on_chunk: optional
-    callable(chunk, its user ids) told before a chunk is served (for progress totals)."""
+    callable(chunk, its user ids) told before a chunk is served (for progress totals); times: an
+    optional StageTimes that receives where the time went."""
     _check_k(k)
     served = []  # user ids served so far: candidate users never seen in a history are served at the end
     n_served = 0
-    for chunk in chunks:
+    for chunk in _timed_chunks(chunks, times):
         chunk_users = chunk.users.ids[np.unique(chunk.user_idx)]
         served.append(chunk_users)
         if on_chunk is not None:
             on_chunk(chunk, chunk_users)
         mine = None if candidates is None else _rows_of_users(candidates, chunk_users)
         ranked = rec.rank_chunk(chunk, k=k, exclude_seen=exclude_seen, candidates=mine, batch_size=batch_size,
-                                progress=progress)
+                                progress=progress, times=times)
         n_served += len(chunk_users)
-        write(ranked)
+        with stage(times, "write"):
+            write(ranked)
     if candidates is not None:
         rest = _rows_not_of_users(candidates, np.concatenate(served) if served else np.zeros(0))
         if len(rest):  # users with candidates and no history: ranked from the meta-learned start
@@ -55,9 +90,10 @@ def serve_chunks(rec, chunks: Iterable[Interactions], write: Callable[[RankedLis
             if on_chunk is not None:
                 on_chunk(no_history, rest.users.ids[np.unique(rest.user_idx)])
             ranked = rec.rank_chunk(no_history, k=k, exclude_seen=exclude_seen, candidates=rest,
-                                    batch_size=batch_size, progress=progress)
+                                    batch_size=batch_size, progress=progress, times=times)
             n_served += len(np.unique(rest.user_idx))
-            write(ranked)
+            with stage(times, "write"):
+                write(ranked)
     return n_served
 
 
@@ -115,4 +151,4 @@ def _rows_not_of_users(log: Interactions, user_ids: np.ndarray) -> Interactions:
     return log.take(np.flatnonzero(Vocabulary.fit(user_ids).index(log.user_ids()) == -1))
 
 
-__all__ = ["serve_chunks", "serving_threads", "torch_threads"]
+__all__ = ["StageTimes", "serve_chunks", "serving_threads", "torch_threads"]
