@@ -136,12 +136,13 @@ def main(argv=None) -> int:
               f"{r['peak_rss_bytes'] / 2**30:>9.2f} GB{r['seconds'] / r['users'] * 1e5:>16.2f}")
     rec = MetaRecommender.load(model)
     flops = flops_per_user(rec)
-    threads = results[-1]["torch_threads"]
+    used = results[-1]["torch_threads"]  # {threads: chunks scored with them}
+    threads = int(max(used, key=lambda t: used[t]))
     torch.set_num_threads(threads)
     matmul = matmul_gflops(rec.config.model.embedding_dim, len(rec.items), repeat=5, min_seconds=1.0)
     print(f"\nwhere the time went (s) and the arithmetic: F_user = {flops['flops'] / 1e6:.2f} MFLOP "
           f"(adapt + score, {flops['n_items']:,} items x {flops['dim']} dims); torch matmul here: {matmul:.1f} "
-          f"GFLOP/s on {threads} thread(s)")
+          f"GFLOP/s on {threads} thread(s), what most chunks were scored with ({used})")
     names = ["read", "map", "adapt", "top-k", "lists", "write"]
     print(f"{'users':>10}" + "".join(f"{n:>8}" for n in names) + f"{'other':>8}{'adapt GFLOP/s':>15}{'bound (s)':>11}")
     for r in results:

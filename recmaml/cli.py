@@ -312,7 +312,7 @@ def cmd_recommend(args) -> None:
         from recmaml.connectors.writers import write_json
 
         write_json(args.timings, {"users": served, "rows": out.rows, "seconds": time.perf_counter() - start,
-                                  "stages": times.seconds, "torch_threads": torch_threads_used(rec)})
+                                  "stages": times.seconds, "torch_threads": times.threads})
 
 
 def cmd_spark_recommend(args) -> None:
@@ -341,12 +341,6 @@ def cmd_spark_recommend(args) -> None:
     finally:
         if ours:
             spark.stop()
-
-
-def torch_threads_used(rec) -> int:
-    from recmaml.serve import serving_threads
-
-    return serving_threads(rec.config.serve.threads)
 
 
 def cmd_predict(args) -> None:

@@ -266,6 +266,9 @@ class MetaRecommender:
             cold = self._cold_users(history, extra_users=None if cand is None else cand.users.ids[np.unique(cand.user_idx)])
         parts = []
         with self._serving_threads():
+            if times is not None:
+                threads = torch.get_num_threads()
+                times.threads[threads] = times.threads.get(threads, 0) + 1
             for users, items, values in self._ranked_chunks(cold, k, exclude_seen, cand, batch_size, progress,
                                                             times=times):
                 with stage(times, "lists"):

@@ -34,6 +34,7 @@ class StageTimes:
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
+        self.threads: dict[int, int] = {}  # torch threads a chunk was scored with -> chunks
 
     @contextlib.contextmanager
     def __call__(self, stage: str):
@@ -97,13 +98,26 @@ def serve_chunks(rec, chunks: Iterable[Interactions], write: Callable[[RankedLis
     return n_served
 
 
+def _own_running_threads() -> int:
+    """This process's threads that are running now (torch's and polars' pools spin for a while after
+    their work, and would otherwise count as someone else's load)."""
+    running = 0
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat", encoding="ascii") as f:
+                running += f.read().rsplit(")", 1)[1].split()[0] == "R"
+        except (OSError, IndexError):
+            continue  # a thread that ended while we looked
+    return max(running, 1)
+
+
 def _busy_cores() -> int:
-    """Processes running right now besides this one (Linux: /proc/loadavg's running count), else the
-    one-minute load average."""
+    """Threads of OTHER processes running right now (Linux: /proc/loadavg's running count, which counts
+    every thread, less this process's own), else the one-minute load average."""
     try:
         with open("/proc/loadavg", encoding="ascii") as f:
             running = int(f.read().split()[3].split("/")[0])
-        return max(0, running - 1)  # the reading process counts itself
+        return max(0, running - _own_running_threads())
     except (OSError, ValueError, IndexError):
         return int(round(os.getloadavg()[0])) if hasattr(os, "getloadavg") else 0
 
