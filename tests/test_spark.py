@@ -102,3 +102,34 @@ def test_a_worker_keeps_one_model_per_path_and_weights(model_dir, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(model_dir, copy)
     assert _cached_model(*_model_key(copy)) is not first and len(_MODELS) == 1  # another model replaces it
+
+
+def _train_on_ranks(data, out):  # what the README's TorchDistributor recipe runs on each rank
+    from recmaml import MetaRecommender, distributed, load_config
+    from recmaml.connectors import read_interactions
+
+    rec = MetaRecommender(load_config("tiny")).fit(read_interactions(data))
+    rank, size = distributed.rank_and_size()
+    if rank == 0:
+        rec.save(out)
+    return size
+
+
+def test_the_readmes_torch_distributor_recipe_trains_on_two_ranks(spark, taste_log, tmp_path, monkeypatch):
+    import os
+    import sys
+    from pathlib import Path
+
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    # the ranks unpickle _train_on_ranks by reference: they must import this module (and this checkout)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), *sys.path]))
+
+    pl.DataFrame({"user_id": taste_log.user_ids(), "item_id": taste_log.item_ids(),
+                  "rating": taste_log.rating}).write_parquet(tmp_path / "warm.parquet")
+    world = TorchDistributor(num_processes=2, local_mode=True, use_gpu=False).run(
+        _train_on_ranks, str(tmp_path / "warm.parquet"), str(tmp_path / "model"))
+    assert world == 2  # rank 0 ran inside a process group of two
+    history = pl.DataFrame({"user_id": ["a"] * 3, "item_id": [0, 1, 2], "rating": [5.0] * 3})
+    top = MetaRecommender.load(tmp_path / "model").recommend(history, k=5)["item_id"].to_numpy()
+    assert (top // GROUP == 0).sum() >= 4
