@@ -12,7 +12,7 @@ The defaults are the recipe the benchmark chose over all four shared logs, not M
 rates, meta-batch, support sizes and EMA (benchmarks/recipes/tuned-ml-100k/best.toml); mixed support orders
 were kept because they serve users who show their first interactions without losing much on random ones;
 ALS item factors, a set encoder of the support and zero-shot tasks were each kept for what they measured.
-Settings that depend on the log (the positive threshold; negatives, epochs and patience on large logs)
+Settings that depend on the log (the positive threshold; the epochs and patience, from its number of users)
 are derived at fit by `recmaml.recommender.resolve_for_log` and saved in the model's resolved config.
 """
 
