@@ -267,6 +267,7 @@ def _open(source, kind, delimiter, table, query, encoding, full_inference) -> pl
         raise DataError(f"{path}: the file is empty (0 bytes); expected a header and interaction rows")
     infer = None if full_inference else _INFER_ROWS
     if kind == "parquet":
+        _check_parquet_footer(path)
         return pl.scan_parquet(path)
     if kind == "jsonl":
         if _is_utf8(encoding):
@@ -337,8 +338,32 @@ def _library_errors(name: str, kind: str, encoding: str):
         raise
     except pl.exceptions.PolarsError as err:
         raise DataError(f"{name}: {_hint(kind, str(err), encoding)}") from err
+    except pl.exceptions.PanicException as err:  # a BaseException: polars' reader gave up on corrupt bytes
+        raise DataError(f"{name}: {_hint(kind, str(err) or 'the reader failed on corrupt data', encoding)}") from err
     except OSError as err:
         raise DataError(f"{name}: cannot read the file ({err}); check the path and its permissions") from err
+
+
+def _check_parquet_footer(path: Path) -> None:
+    """Read the footer with pyarrow and check that its sizes fit in the file, before polars trusts them: a
+    corrupt length there made polars' reader abort the whole process (a multi-exabyte allocation)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    size = path.stat().st_size
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise DataError(f"{path}: {_hint('parquet', str(err), 'utf8')}") from err
+    for group in range(meta.num_row_groups):
+        row_group = meta.row_group(group)
+        for column in range(row_group.num_columns):
+            chunk = row_group.column(column)
+            start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+            if start is None or start < 0 or chunk.total_compressed_size < 0 or start + chunk.total_compressed_size > size:
+                raise DataError(f"{path}: not a valid Parquet file (row group {group}, column "
+                                f"{chunk.path_in_schema!r} points past the end of the file); is it truncated? "
+                                "re-export or re-download it")
 
 
 def _hint(kind: str, message: str, encoding: str) -> str:

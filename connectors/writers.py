@@ -17,8 +17,9 @@ import numpy as np
 import polars as pl
 
 from recmaml.connectors.sql import SqlTableSink, display_uri, is_sql_uri, read_sql_frame, write_sql_table
+from recmaml.checkpoint import default_file_mode
 from recmaml.data import RankedLists
-from recmaml.errors import DataError
+from recmaml.errors import DataError, shown
 
 DEFAULT_TABLE = "ranked_lists"
 
@@ -88,6 +89,10 @@ def check_output(dest, *, format=None) -> str:
         folder = Path(dest).parent
         if not folder.is_dir():
             raise DataError(f"{dest}: folder {str(folder)!r} does not exist; create it first")
+        if Path(dest).is_dir():
+            raise DataError(f"{dest}: is a directory; give a file name for the output (e.g. {Path(dest) / 'ranked.parquet'})")
+        if not os.access(folder, os.W_OK):
+            raise DataError(f"{dest}: folder {str(folder)!r} is not writable; choose another output folder")
     return kind
 
 
@@ -247,17 +252,11 @@ def _atomic_path(path: Path):
     try:
         yield tmp
         # mkstemp creates the file private (0600); give it the permissions a plain open() would have.
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # the only portable way to read the umask is to set it and put it back
-    os.umask(mask)
-    return mask
 
 
 # --- validation ----------------------------------------------------------------------------------------
@@ -287,7 +286,7 @@ def _numeric(series: pl.Series, dtype, source: str, what: str) -> pl.Series:
         bad = bad | (series != series.round(0))
     if bad.any() or (series.dtype != pl.String and not series.dtype.is_numeric()):
         row = int(bad.arg_true()[0]) + 1 if bad.any() else 1
-        raise DataError(f"{source}: column {series.name!r} must hold {what}; found {series[row - 1]!r} at data row {row}")
+        raise DataError(f"{source}: column {series.name!r} must hold {what}; found {shown(series[row - 1])} at data row {row}")
     return parsed
 
 

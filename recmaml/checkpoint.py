@@ -28,12 +28,21 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def default_file_mode() -> int:
+    """The permissions a plain open() gives a new file under the user's umask (mkstemp's are 0600)."""
+    mask = os.umask(0)  # the only portable way to read the umask is to set it and put it back
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _atomic_write(dest: Path, write) -> None:
-    """Write through `write(tmp_path)` to a temporary file beside `dest`, then move it into place."""
+    """Write through `write(tmp_path)` to a temporary file beside `dest`, then move it into place, with
+    the permissions of a plain open() (so that a serving account can read a model another one trained)."""
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -59,6 +68,8 @@ def save_checkpoint(path: str | Path, state: dict[str, torch.Tensor], metadata: 
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    if not isinstance(path, (str, os.PathLike)):
+        raise CheckpointError(f"a model directory is a path (str or pathlib.Path), got {type(path).__name__}")
     folder = Path(path)
     meta_path, weights_path = folder / METADATA, folder / WEIGHTS
     if not meta_path.is_file() or not weights_path.is_file():
@@ -68,6 +79,9 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{meta_path}: unreadable metadata ({err}); the model directory is corrupt") from err
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_path}: holds a JSON {type(meta).__name__}, not the model's metadata "
+                              "object; the model directory is corrupt: retrain it or restore it")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{meta_path}: model format version {version!r}, this recmaml reads version "
@@ -77,4 +91,9 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     if actual != meta.get("weights_sha256"):
         raise CheckpointError(f"{weights_path}: sha256 {actual} does not match {meta.get('weights_sha256')} "
                               f"recorded in {METADATA}; the weights are corrupt or from another model")
-    return load_file(str(weights_path)), meta
+    try:  # safetensors never unpickles; a pickle, a truncated file or a forged header fails here
+        return load_file(str(weights_path)), meta
+    except Exception as err:  # safetensors' errors share no public base class
+        first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise CheckpointError(f"{weights_path}: not a readable safetensors file ({first}); the model "
+                              "directory is corrupt: retrain it or restore it") from err

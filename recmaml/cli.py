@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import shlex
 import sys
@@ -195,9 +196,16 @@ class _UnknownItems:
 
 
 def _check_folder(path, flag: str) -> None:
-    """Fail before any work when an output's folder is missing."""
-    if not Path(path).parent.is_dir():
-        raise RecMamlError(f"{flag} {path}: folder {str(Path(path).parent)!r} does not exist; create it first")
+    """Fail before any work when an output FOLDER (a model, the quickstart's) cannot be made: its parent is
+    missing or read-only, or a file has its name."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RecMamlError(f"{flag} {path}: a file has this name, and {flag} names a folder to write; remove the "
+                           "file or choose another name")
+    if not path.parent.is_dir():
+        raise RecMamlError(f"{flag} {path}: folder {str(path.parent)!r} does not exist; create it first")
+    if not os.access(path if path.is_dir() else path.parent, os.W_OK):
+        raise RecMamlError(f"{flag} {path}: not writable; choose another folder")
 
 
 # ---- subcommands --------------------------------------------------------------------------------------
@@ -378,6 +386,8 @@ def cmd_evaluate(args) -> None:
     history, heldout = _read(args.history, args), _read(args.heldout, args)
     if args.user_features:
         history = _with_features(history, _user_features(args), what="--history")
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        raise RecMamlError(f"--threshold {args.threshold}: give a rating (e.g. 4), or -1 to count every held-out row")
     threshold = None if args.threshold is None or args.threshold < 0 else args.threshold
     unknown = _UnknownItems()
     with unknown.collecting():
@@ -395,6 +405,9 @@ def cmd_quickstart(args) -> None:
     from recmaml import quickstart
 
     device = _device(args) if args.device else None
+    if Path(args.out).exists() and not Path(args.out).is_dir():  # found now, not after the training
+        raise RecMamlError(f"--out {args.out}: a file has this name, and --out names the folder the quickstart "
+                           "writes; remove the file or choose another name")
     data = quickstart.find_data(args.data, allow_download=not args.no_download)
     config = quickstart.default_config()
     if device:

@@ -278,6 +278,21 @@ def _check_ranges(cfg: Config) -> list[str]:
         problems.append("meta.ema must be in [0, 1)")
     if m.inner_lr <= 0:
         problems.append("meta.inner_lr must be > 0")
+    if not m.meta_lr > 0:
+        problems.append(f"meta.meta_lr = {m.meta_lr}; it must be > 0 (0 would train nothing)")
+    for name in ("weight_decay", "grad_clip", "max_seconds"):
+        if getattr(m, name) < 0:
+            problems.append(f"meta.{name} = {getattr(m, name)}; it must be >= 0 (0 turns it off)")
+    if not 0 <= m.seed < 2**63:
+        problems.append(f"meta.seed = {m.seed}; use a whole number in [0, 2**63)")
+    for name in ("user_hidden", "item_hidden"):
+        widths = getattr(cfg.model, name)
+        if any(w < 1 for w in widths):
+            problems.append(f"model.{name} = {list(widths)}; every layer width must be >= 1 ([] for no hidden layer)")
+    if cfg.model.feature_dim < 1:
+        problems.append("model.feature_dim must be >= 1")
+    if t.validation_support < 1:
+        problems.append("tasks.validation_support must be >= 1 (the items a validation user reveals)")
     problem = device_problem(m.device)
     if problem:
         problems.append(f"meta.device: {problem}")

@@ -118,8 +118,8 @@ class Vocabulary:
         if self.is_integer:
             if values.dtype.kind not in "iu":
                 values = _as_id_array(values)
-                if values.dtype.kind != "i":  # strings never match integer ids
-                    return np.full(values.shape, UNKNOWN, dtype=INDEX_DTYPE)
+                if values.dtype.kind != "i":  # text: each id that reads as an integer still matches
+                    return self._index_integer_text(values)
         else:
             values = values.astype(str)
         if len(self) == 0:
@@ -128,6 +128,18 @@ class Vocabulary:
         pos_clipped = np.minimum(pos, len(self) - 1)
         found = self._ids[pos_clipped] == values
         return np.where(found, pos_clipped, UNKNOWN).astype(INDEX_DTYPE)
+
+    def _index_integer_text(self, values: np.ndarray) -> np.ndarray:
+        """Indices of text ids in this integer vocabulary: "42" matches 42, "abc" matches nothing. One text
+        value among integer ids turns a whole column into text; the other rows must still match."""
+        import polars as pl
+
+        parsed = pl.Series(values.ravel().astype(str)).str.strip_chars().cast(pl.Int64, strict=False)
+        out = np.full(values.size, UNKNOWN, dtype=INDEX_DTYPE)
+        ok = parsed.is_not_null().to_numpy()
+        if ok.any():
+            out[ok] = self.index(parsed.filter(parsed.is_not_null()).to_numpy())
+        return out.reshape(values.shape)
 
     def lookup(self, indices) -> np.ndarray:
         """External ids of `indices` (which must all be valid)."""

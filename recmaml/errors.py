@@ -16,3 +16,10 @@ class ConfigError(RecMamlError, ValueError):
 
 class CheckpointError(RecMamlError):
     """A model directory is missing, corrupt or of an incompatible format."""
+
+
+def shown(value, limit: int = 60) -> str:
+    """A value from the user's data as an error message quotes it: its repr, cut to `limit` characters
+    (a 5 MB field must not make a 5 MB message)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"

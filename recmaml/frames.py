@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from recmaml.data import Interactions, SideFeatures, Vocabulary
-from recmaml.errors import DataError
+from recmaml.errors import DataError, shown
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,9 @@ def _first_row(mask: pl.Series) -> int:
     return int(mask.arg_true()[0]) + 1
 
 
+MAX_ID_CHARS = 1_000
+
+
 def _check_ids(df: pl.DataFrame, source: str, col: str) -> None:
     nulls = df[col].is_null()
     if df[col].dtype == pl.String:
@@ -76,11 +79,18 @@ def _check_ids(df: pl.DataFrame, source: str, col: str) -> None:
             f"{source}: column {col!r} has {int(nulls.sum())} null or empty ids (first at data row "
             f"{_first_row(nulls)}); drop or fill those rows before loading"
         )
+    if df[col].dtype == pl.String:
+        too_long = df[col].str.len_chars() > MAX_ID_CHARS
+        if too_long.any():  # ids become fixed-width arrays: one 1 MB id would make every id 1 MB wide
+            row = _first_row(too_long)
+            raise DataError(f"{source}: column {col!r} has an id of {df[col].str.len_chars()[row - 1]:,} characters "
+                            f"at data row {row} (at most {MAX_ID_CHARS:,}); is it the right column, or a broken "
+                            "quote that swallowed the rest of the file?")
     if df[col].dtype.is_float():
         frac = df[col] != df[col].round(0)
         if frac.any():
             row = _first_row(frac)
-            raise DataError(f"{source}: column {col!r} has non-integer id {df[col][row - 1]} at data row {row}")
+            raise DataError(f"{source}: column {col!r} has non-integer id {shown(df[col][row - 1])} at data row {row}")
 
 
 # Rows converted at a time by `_to_numpy`: big enough to be fast, small enough that temporaries don't count.
@@ -119,7 +129,7 @@ def _rating_column(df: pl.DataFrame, source: str, col: str, rating_range) -> pl.
         if bad.any():
             row = _first_row(bad)
             raise DataError(
-                f"{source}: column {col!r} has a non-numeric rating {series[row - 1]!r} at data row {row}; "
+                f"{source}: column {col!r} has a non-numeric rating {shown(series[row - 1])} at data row {row}; "
                 f"fix the value, or pass rating_col=None (CLI: --rating-col '') to load implicit feedback"
             )
         series = parsed
@@ -130,6 +140,14 @@ def _rating_column(df: pl.DataFrame, source: str, col: str, rating_range) -> pl.
             f"{source}: column {col!r} has {int(missing.sum())} missing ratings (first at data row "
             f"{_first_row(missing)}); fill or drop them"
         )
+    # inf, -inf and values past float32's range (1e300 becomes inf in the model) cannot be learned from
+    unusable = series.abs() > float(np.finfo(np.float32).max)
+    if unusable.any():
+        row = _first_row(unusable)
+        raise DataError(
+            f"{source}: column {col!r} has {int(unusable.sum())} ratings that are infinite or too large for "
+            f"32-bit floats (first {shown(series[row - 1])} at data row {row}); fix or drop those rows"
+        )
     if rating_range is not None:
         lo, hi = rating_range
         outside = (series < lo) | (series > hi)
@@ -137,7 +155,7 @@ def _rating_column(df: pl.DataFrame, source: str, col: str, rating_range) -> pl.
             row = _first_row(outside)
             raise DataError(
                 f"{source}: {int(outside.sum())} ratings in column {col!r} lie outside the declared range "
-                f"[{lo}, {hi}] (first {series[row - 1]} at data row {row}); fix the data or the rating range"
+                f"[{lo}, {hi}] (first {shown(series[row - 1])} at data row {row}); fix the data or the rating range"
             )
     return series
 
@@ -157,7 +175,7 @@ def _timestamp_column(df: pl.DataFrame, source: str, col: str) -> pl.Series:
         if bad.any():
             row = _first_row(bad)
             raise DataError(
-                f"{source}: column {col!r} has an unreadable timestamp {series[row - 1]!r} at data row {row}; "
+                f"{source}: column {col!r} has an unreadable timestamp {shown(series[row - 1])} at data row {row}; "
                 "use Unix seconds or ISO 8601, or pass timestamp_col=None (CLI: --timestamp-col '')"
             )
         series = parsed

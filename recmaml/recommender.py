@@ -14,7 +14,7 @@ from recmaml import checkpoint, distributed
 from recmaml.adapt import adapt, adapted_names, batched_scores
 from recmaml.config import Config, config_from_dict, device_problem
 from recmaml.data import UNKNOWN, Interactions, RankedLists, Vocabulary, relevant_rating
-from recmaml.errors import DataError, RecMamlError
+from recmaml.errors import ConfigError, DataError, RecMamlError
 from recmaml.frames import as_interactions, frame_of, is_frame, same_kind
 from recmaml.meta import TrainHistory, enable_meta_sgd, meta_train, training_length
 from recmaml.model import META_LR_PREFIX, FeatureSpec, Scorer, fast_path_applies, fast_user_vectors, feature_tensors
@@ -112,6 +112,7 @@ class MetaRecommender:
         user_features = warm.user_features.conformed(self.user_layout) if warm.user_features else None
         item_features = warm.item_features.conformed(warm.item_features.layout()) if warm.item_features else None
         warm = replace(warm, user_features=user_features, item_features=item_features)
+        _check_model_fits_in_memory(self.config, warm.n_items)
         self.items = warm.items
         self.rating_range = None if warm.rating is None else (float(warm.rating.min()), float(warm.rating.max()))
         self.model = Scorer(warm.n_items, self.config.model, item_features=warm.item_features,
@@ -315,6 +316,9 @@ class MetaRecommender:
         Returns (ids, scores), each (n_users, N): item indices (columns of user_items) best first and their
         scores. items: optional item indices; only those are ranked. Where fewer than N items remain, the
         row ends with id -1 and score -inf."""
+        from recmaml.serve import _check_k
+
+        _check_k(N, "N")
         self._require_model()
         csr = _check_user_items(user_items, len(self.items))
         n_users = csr.shape[0]
@@ -445,19 +449,29 @@ class MetaRecommender:
         config = meta["config"]
         if isinstance(config, dict) and isinstance(config.get("meta"), dict):  # served where it is loaded, not
             config = {**config, "meta": {**config["meta"], "device": device}}  # where it was trained
+        if not isinstance(config, dict):
+            raise checkpoint.CheckpointError(f"{path}/{checkpoint.METADATA}: 'config' is not a table of sections; "
+                                             "the model directory is corrupt")
         rec = cls(config_from_dict(config, f"{path}/{checkpoint.METADATA}"))
-        rec.items = Vocabulary.from_json(meta["items"])
-        rec.user_layout = meta["user_layout"]
-        rating_range = meta.get("rating_range")  # absent in models saved before it was recorded: no clipping
-        rec.rating_range = None if rating_range is None else (float(rating_range[0]), float(rating_range[1]))
-        rec.model = Scorer(len(rec.items), rec.config.model, user_spec=FeatureSpec.from_json(meta["user_spec"]),
-                           item_spec=FeatureSpec.from_json(meta["item_spec"]))
+        try:
+            rec.items = Vocabulary.from_json(meta["items"])
+            rec.user_layout = meta["user_layout"]
+            rating_range = meta.get("rating_range")  # absent in models saved before it was recorded: no clipping
+            rec.rating_range = None if rating_range is None else (float(rating_range[0]), float(rating_range[1]))
+            user_spec, item_spec = FeatureSpec.from_json(meta["user_spec"]), FeatureSpec.from_json(meta["item_spec"])
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as err:
+            raise checkpoint.CheckpointError(f"{path}/{checkpoint.METADATA}: malformed metadata ({type(err).__name__}: "
+                                             f"{str(err)[:200]}); the model directory is corrupt") from err
+        rec.model = Scorer(len(rec.items), rec.config.model, user_spec=user_spec, item_spec=item_spec)
         if any(k.startswith(f"{META_LR_PREFIX}.") for k in state):
             enable_meta_sgd(rec.model, adapted_names(rec.model, rec.config.meta.adapt), rec.config.meta.inner_lr)
         try:
             rec.model.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            raise checkpoint.CheckpointError(f"{path}: weights do not fit the saved config: {err}") from err
+        except RuntimeError as err:  # torch lists every mismatch over many lines: name the first and count
+            lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+            first = lines[0][:200] if lines else str(err)[:200]
+            raise checkpoint.CheckpointError(f"{path}: weights do not fit the saved config ({len(lines)} problem(s); "
+                                             f"first: {first}); the model directory is corrupt or mixed") from err
         rec.model.to(device).eval()
         return rec
 
@@ -518,6 +532,25 @@ def _init_rating_biases(model: Scorer, warm: Interactions, damping: float = 5.0)
         model.item_bias.copy_(torch.from_numpy((sums / (counts + damping)).astype(np.float32)))
 
 
+def _check_model_fits_in_memory(config: Config, n_items: int) -> None:
+    """Refuse, before any allocation, a model whose item tables (weights, gradients and Adam's two moments)
+    would not fit in this machine's memory: a mistyped model.embedding_dim would otherwise take minutes to
+    fail deep inside torch."""
+    import os
+
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    m = config.model
+    per_item = m.embedding_dim + m.support_encoder + 1 + m.item_knn
+    needed = 4 * 4 * n_items * per_item  # float32 x (weights, gradients, two Adam moments)
+    if needed > memory:
+        raise ConfigError(f"model.embedding_dim = {m.embedding_dim} (with support_encoder = {m.support_encoder}) "
+                          f"needs about {needed / 2**30:.0f} GiB for {n_items:,} items, more than this machine's "
+                          f"{memory / 2**30:.0f} GiB; use a smaller width (64 is the default)")
+
+
 def resolve_for_log(config: Config, warm: Interactions) -> Config:
     """The config with its log-derived settings made concrete (saved with the model, so it says what was
     used): tasks.positive_threshold = 'auto' becomes the log's relevant rating (None for the rating
@@ -526,6 +559,12 @@ def resolve_for_log(config: Config, warm: Interactions) -> Config:
     if config.tasks.positive_threshold == "auto":
         threshold = None if config.model.objective == "rating" else relevant_rating(warm.rating)
         config = config.replace(tasks={"positive_threshold": threshold})
+    threshold = config.tasks.positive_threshold
+    if (config.model.objective == "implicit" and isinstance(threshold, (int, float)) and warm.rating is not None
+            and len(warm.rating) and not (warm.rating >= threshold).any()):
+        raise ConfigError(f"tasks.positive_threshold = {threshold} leaves no positive interaction: the warm log's "
+                          f"ratings lie in [{float(warm.rating.min()):g}, {float(warm.rating.max()):g}]; use 'auto' "
+                          "(the log's own scale) or a rating in that range")
     if "auto" in (config.meta.epochs, config.meta.patience):
         train_users, _ = split_users(warm, config.tasks.validation_users, config.meta.seed)
         meta = training_length(config.meta, len(train_users))

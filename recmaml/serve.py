@@ -150,9 +150,9 @@ def torch_threads(n: int):
             torch.set_num_threads(before)
 
 
-def _check_k(k) -> None:
+def _check_k(k, name: str = "k") -> None:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise DataError(f"k must be a whole number >= 1, got {k!r} (CLI: --k)")
+        raise DataError(f"{name} must be a whole number >= 1, got {k!r}" + (" (CLI: --k)" if name == "k" else ""))
 
 
 def _rows_of_users(log: Interactions, user_ids: np.ndarray) -> Interactions:

@@ -16,7 +16,7 @@ from recmaml import MetaRecommender, __version__
 from recmaml.cli import build_parser, main
 
 GROUP = 20  # items per taste group in recmaml.synthetic.taste_groups
-COMMANDS = ("fit", "recommend", "predict", "evaluate", "quickstart", "benchmark", "tune")
+COMMANDS = ("fit", "recommend", "spark-recommend", "predict", "evaluate", "quickstart", "benchmark", "tune")
 
 
 def run(*args, cwd=None):

@@ -1,0 +1,293 @@
+"""Hostile inputs, as a new user gives them: each ends in one clear line and exit 2 from the CLI (or a
+recmaml error from the API), before any long work, with no output file and an existing output untouched.
+The corrupt-file cases run in a subprocess, so that a reader that aborted the process would fail the test
+instead of the test run."""
+
+import hashlib
+import json
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recmaml import CheckpointError, DataError, Interactions, MetaRecommender
+from recmaml.cli import main
+
+GROUP = 20  # items per taste group in recmaml.synthetic.taste_groups
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, taste_log, tiny_config):
+    path = tmp_path_factory.mktemp("hostile") / "model"
+    MetaRecommender(tiny_config).fit(taste_log).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def warm_csv(tmp_path_factory, taste_log):
+    path = tmp_path_factory.mktemp("hostile-warm") / "warm.csv"
+    pl.DataFrame({"user_id": taste_log.user_ids(), "item_id": taste_log.item_ids(),
+                  "rating": taste_log.rating}).write_csv(path)
+    return path
+
+
+def fails_cleanly(argv, capsys, *needles, out=None):
+    """main(argv) exits 2 with one line that contains every needle; `out`, when given, is not created."""
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert len(lines[0]) < 600, f"{len(lines[0])} characters"
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    if out is not None:
+        assert not out.exists()
+    return lines[0]
+
+
+# ---- ratings that cannot be learned from ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "1e300"])
+def test_infinite_or_huge_ratings_are_refused_naming_the_row(value, model_dir, tmp_path, capsys):
+    history = tmp_path / "h.csv"
+    history.write_text(f"user_id,item_id,rating\na,0,5\na,1,{value}\n")
+    fails_cleanly(["recommend", "--model", str(model_dir), "--history", str(history), "--out",
+                   str(tmp_path / "r.csv")], capsys, "infinite or too large", "data row 2", out=tmp_path / "r.csv")
+
+
+def test_an_infinite_rating_in_the_warm_log_is_a_data_error_not_divergence(tmp_path, capsys):
+    warm = tmp_path / "w.csv"
+    warm.write_text("user_id,item_id,rating\n" + "".join(f"{u},{i},4\n" for u in range(20) for i in range(5))
+                    + "3,9,inf\n")
+    line = fails_cleanly(["fit", "--config", "tiny", "--data", str(warm), "--out", str(tmp_path / "m")], capsys,
+                         "infinite")
+    assert "inner_lr" not in line  # the data is to blame, not the hyperparameters
+
+
+# ---- ids: one text id among integers, huge ids --------------------------------------------------------
+
+
+def test_one_text_id_among_integer_items_keeps_the_other_rows(model_dir, tmp_path, capsys):
+    history = tmp_path / "h.csv"
+    history.write_text("user_id,item_id\nx,0\nx,1\nx,2\nx,abc\ny,20\ny,21\ny,22\n")
+    assert main(["recommend", "--model", str(model_dir), "--history", str(history), "--k", "5",
+                 "--out", str(tmp_path / "r.csv")]) == 0
+    assert "1 history rows naming 1 items" in capsys.readouterr().err
+    ranked = pl.read_csv(tmp_path / "r.csv")
+    for user, group in (("x", 0), ("y", 1)):  # each user still got its own group, not one shared list
+        assert (ranked.filter(pl.col("user_id") == user)["item_id"].to_numpy() // GROUP == group).sum() >= 4
+
+
+def test_one_text_candidate_among_integer_candidates_keeps_the_others(model_dir, tmp_path, capsys):
+    history, cands = tmp_path / "h.csv", tmp_path / "c.csv"
+    history.write_text("user_id,item_id\nx,0\nx,1\n")
+    cands.write_text("user_id,item_id\nx,3\nx,4\nx,25\nx,41\nx,7\nx,abc\n")
+    assert main(["recommend", "--model", str(model_dir), "--history", str(history), "--candidates", str(cands),
+                 "--k", "10", "--out", str(tmp_path / "r.csv"), "--quiet"]) == 0
+    assert sorted(pl.read_csv(tmp_path / "r.csv")["item_id"].to_list()) == [3, 4, 7, 25, 41]
+
+
+def test_a_megabyte_id_is_refused_at_once(model_dir, tmp_path, capsys):
+    history = tmp_path / "h.csv"
+    history.write_text("user_id,item_id\na,1\nb," + "9" * 1_000_000 + "x\n")
+    fails_cleanly(["recommend", "--model", str(model_dir), "--history", str(history), "--out", str(tmp_path / "r.csv")],
+                  capsys, "1,000,001 characters", "data row 2", out=tmp_path / "r.csv")
+
+
+def test_a_huge_value_in_an_error_is_shortened(tmp_path, capsys, model_dir):
+    history = tmp_path / "h.csv"
+    history.write_text("user_id,item_id,rating\na,1," + "x" * 5_000_000 + "\n")
+    fails_cleanly(["recommend", "--model", str(model_dir), "--history", str(history), "--out", str(tmp_path / "r.csv")],
+                  capsys, "characters)", out=tmp_path / "r.csv")
+
+
+# ---- corrupt Parquet ----------------------------------------------------------------------------------
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "recmaml", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "footer length", "column chunk offset", "garbage"])
+def test_a_corrupt_parquet_history_is_a_data_error_not_a_crash(damage, model_dir, tmp_path):
+    good = tmp_path / "good.parquet"
+    pl.DataFrame({"user_id": [f"u{i % 50}" for i in range(2000)], "item_id": [i % 60 for i in range(2000)],
+                  "rating": [4.0] * 2000}).write_parquet(good, compression="uncompressed")
+    data = bytearray(good.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    elif damage == "footer length":  # the 4 bytes before the trailing magic give the footer's length
+        data[-8:-4] = (2**31 - 1).to_bytes(4, "little")
+    elif damage == "column chunk offset":
+        data[len(data) // 3: len(data) // 3 + 64] = b"\xff" * 64
+    else:
+        data = bytearray(b"PAR1" + bytes(range(256)) * 20 + b"PAR1")
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(bytes(data))
+    done = _cli("recommend", "--model", str(model_dir), "--history", str(bad), "--out", str(tmp_path / "r.csv"))
+    assert done.returncode in (0, 2), done.stderr[-2000:]  # never an abort (134) or a traceback (1)
+    assert "Traceback" not in done.stderr
+    if done.returncode == 2:
+        assert "bad.parquet" in done.stderr and not (tmp_path / "r.csv").exists()
+    assert not list(tmp_path.glob(".r.csv.*"))  # no temporary output left
+
+
+# ---- configs ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("line,needle", [
+    ("[meta]\nmeta_lr = -0.01", "meta.meta_lr"),
+    ("[meta]\nmeta_lr = 0", "meta.meta_lr"),
+    ("[meta]\nweight_decay = -1", "meta.weight_decay"),
+    ("[meta]\ngrad_clip = -1", "meta.grad_clip"),
+    ("[meta]\nmax_seconds = -5", "meta.max_seconds"),
+    ("[meta]\nseed = -1", "meta.seed"),
+    ("[meta]\nseed = 100000000000000000000", "meta.seed"),
+    ("[model]\nuser_hidden = [-4]", "model.user_hidden"),
+    ("[model]\nuser_hidden = [0]", "model.user_hidden"),
+    ("[tasks]\nvalidation_support = 0", "tasks.validation_support"),
+    ("[meta]\ndevice = \"tpu\"", "unknown device"),
+    ("[meta]\nepochs = \"many\"", "meta.epochs"),
+    ("[serve]\nthreads = 0", "serve.threads"),
+])
+def test_bad_config_values_are_one_line_before_any_work(line, needle, warm_csv, tmp_path, capsys):
+    config = tmp_path / "bad.toml"
+    config.write_text(line + "\n")
+    fails_cleanly(["fit", "--config", str(config), "--data", str(warm_csv), "--out", str(tmp_path / "m")], capsys,
+                  needle, out=tmp_path / "m")
+
+
+def test_a_positive_threshold_above_every_rating_is_refused(warm_csv, tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text("[tasks]\npositive_threshold = 99\n")
+    fails_cleanly(["fit", "--quiet", "--config", str(config), "--data", str(warm_csv), "--out", str(tmp_path / "m")],
+                  capsys, "positive_threshold = 99", "[1, 5]", out=tmp_path / "m")
+
+
+def test_an_embedding_that_cannot_fit_in_memory_is_refused_before_allocating(warm_csv, tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text("[model]\nembedding_dim = 2000000000\n")
+    fails_cleanly(["fit", "--quiet", "--config", str(config), "--data", str(warm_csv), "--out", str(tmp_path / "m")],
+                  capsys, "model.embedding_dim", "GiB", out=tmp_path / "m")
+
+
+# ---- model directories --------------------------------------------------------------------------------
+
+
+def _copy_model(model_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    return copy
+
+
+def _rehash(folder):
+    """Recompute the weights' hash in model.json, as someone hiding a swapped file would."""
+    meta = json.loads((folder / "model.json").read_text())
+    meta["weights_sha256"] = hashlib.sha256((folder / "weights.safetensors").read_bytes()).hexdigest()
+    (folder / "model.json").write_text(json.dumps(meta))
+
+
+class _Canary:
+    def __reduce__(self):
+        return (print, ("UNPICKLED",))
+
+
+@pytest.mark.parametrize("damage,needle", [
+    ("pickle", "not a readable safetensors file"),
+    ("truncated", "not a readable safetensors file"),
+    ("huge header", "not a readable safetensors file"),
+    ("metadata list", "not the model's metadata"),
+    ("user_spec", "malformed metadata"),
+    ("config list", "config"),
+    ("shape", "weights do not fit the saved config"),
+])
+def test_damaged_model_directories_are_one_line(damage, needle, model_dir, tmp_path, capsys):
+    folder = _copy_model(model_dir, tmp_path)
+    weights, meta_path = folder / "weights.safetensors", folder / "model.json"
+    meta = json.loads(meta_path.read_text())
+    if damage == "pickle":
+        weights.write_bytes(pickle.dumps(_Canary()))
+        _rehash(folder)
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:100])
+        _rehash(folder)
+    elif damage == "huge header":
+        weights.write_bytes((2**60).to_bytes(8, "little") + b"{}")
+        _rehash(folder)
+    elif damage == "metadata list":
+        meta_path.write_text("[1, 2, 3]")
+    elif damage == "user_spec":
+        meta["user_spec"] = "not a spec"
+        meta_path.write_text(json.dumps(meta))
+    elif damage == "config list":
+        meta["config"] = [1, 2]
+        meta_path.write_text(json.dumps(meta))
+    else:  # the weights of a wider model under this config
+        meta["config"]["model"]["embedding_dim"] = 32
+        meta_path.write_text(json.dumps(meta))
+    history = tmp_path / "h.csv"
+    history.write_text("user_id,item_id\na,1\n")
+    fails_cleanly(["recommend", "--model", str(folder), "--history", str(history), "--out", str(tmp_path / "r.csv")],
+                  capsys, needle, out=tmp_path / "r.csv")
+    assert "UNPICKLED" not in capsys.readouterr().out  # nothing was ever unpickled
+
+
+def test_models_and_outputs_are_written_with_the_users_umask(model_dir, tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        MetaRecommender.load(model_dir).save(tmp_path / "m")
+        for name in ("model.json", "weights.safetensors"):
+            assert stat.S_IMODE((tmp_path / "m" / name).stat().st_mode) == 0o644
+    finally:
+        os.umask(mask)
+
+
+# ---- outputs found wrong late ----------------------------------------------------------------------
+
+
+def test_outputs_that_cannot_be_written_are_found_before_the_work(model_dir, warm_csv, tmp_path, capsys):
+    history = tmp_path / "h.csv"
+    history.write_text("user_id,item_id\na,1\n")
+    (tmp_path / "a_dir.csv").mkdir()
+    fails_cleanly(["recommend", "--model", str(model_dir), "--history", str(history), "--out", str(tmp_path / "a_dir.csv")],
+                  capsys, "is a directory")
+    (tmp_path / "a_file").write_text("keep me")
+    fails_cleanly(["fit", "--config", "tiny", "--data", str(warm_csv), "--out", str(tmp_path / "a_file")], capsys,
+                  "a file has this name")
+    fails_cleanly(["quickstart", "--out", str(tmp_path / "a_file"), "--no-download"], capsys, "a file has this name")
+    assert (tmp_path / "a_file").read_text() == "keep me"
+
+
+def test_evaluate_refuses_a_nan_threshold(model_dir, tmp_path, capsys):
+    history, heldout = tmp_path / "h.csv", tmp_path / "q.csv"
+    history.write_text("user_id,item_id\na,1\n")
+    heldout.write_text("user_id,item_id,rating\na,2,5\n")
+    fails_cleanly(["evaluate", "--model", str(model_dir), "--history", str(history), "--heldout", str(heldout),
+                   "--threshold", "nan"], capsys, "--threshold")
+
+
+# ---- the Python API -----------------------------------------------------------------------------------
+
+
+def test_api_misuse_raises_recmaml_errors(model_dir):
+    import scipy.sparse as sp
+
+    rec = MetaRecommender.load(model_dir)
+    history = Interactions.from_ids(np.array(["a"]), np.array([1]))
+    for k in (2.5, None, 0, True):
+        with pytest.raises(DataError, match="k must be a whole number"):
+            rec.recommend(history, k=k)
+    with pytest.raises(DataError, match="N must be a whole number"):
+        rec.recommend_arrays(sp.csr_matrix((1, len(rec.items))), N=-1)
+    with pytest.raises(CheckpointError, match="a model directory is a path"):
+        MetaRecommender.load(None)
