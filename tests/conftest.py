@@ -55,3 +55,13 @@ def tiny_config():
     from recmaml.config import load_config
 
     return load_config(REPO_ROOT / "configs" / "tiny.toml")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, taste_log, tiny_config):
+    """A model of configs/tiny.toml fitted on the planted log and saved once per test run (read-only use)."""
+    from recmaml import MetaRecommender
+
+    path = tmp_path_factory.mktemp("tiny-model") / "model"
+    MetaRecommender(tiny_config).fit(taste_log).save(path)
+    return path

@@ -20,10 +20,8 @@ GROUP = 20  # items per taste group in recmaml.synthetic.taste_groups
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, taste_log, tiny_config):
-    path = tmp_path_factory.mktemp("hostile") / "model"
-    MetaRecommender(tiny_config).fit(taste_log).save(path)
-    return path
+def model_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")

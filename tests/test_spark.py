@@ -24,10 +24,8 @@ def spark():
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, taste_log, tiny_config):
-    path = tmp_path_factory.mktemp("spark-model") / "model"
-    MetaRecommender(tiny_config).fit(taste_log).save(path)
-    return path
+def model_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")
