@@ -12,6 +12,7 @@ Streamed: CSV/TSV, Parquet and JSON Lines files. SQL sources and in-memory frame
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import tempfile
 import warnings
@@ -21,6 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from recmaml.connectors.readers import _library_errors, _open, _resolve_format, _source_name, read_frame, read_interactions
+from recmaml.checkpoint import sweep_debris
 from recmaml.data import Interactions
 from recmaml.errors import DataError
 from recmaml.frames import Columns, DuplicateInteractionsWarning, frame_to_interactions
@@ -72,7 +74,9 @@ def iter_user_chunks(
                       require_rating=bool(rating_col) and rating_col != "rating",
                       require_timestamp=bool(timestamp_col) and timestamp_col != "timestamp")
     n_parts = math.ceil(n_rows / chunk_rows)
-    folder = Path(tempfile.mkdtemp(prefix="recmaml-parts-", dir=workdir))
+    parent = Path(workdir) if workdir is not None else Path(tempfile.gettempdir())
+    sweep_debris(parent, "recmaml-parts-")  # what killed runs left behind
+    folder = Path(tempfile.mkdtemp(prefix=f"recmaml-parts-{os.getpid()}-", dir=parent))
     try:
         _partition(source, kind, name, columns, n_parts, folder, delimiter, encoding)
         parts = sorted(p for p in folder.iterdir() if p.is_dir())

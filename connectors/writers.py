@@ -10,14 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from recmaml.connectors.sql import SqlTableSink, display_uri, is_sql_uri, read_sql_frame, write_sql_table
-from recmaml.checkpoint import default_file_mode
+from recmaml.checkpoint import default_file_mode, temporary_file
 from recmaml.data import RankedLists
 from recmaml.errors import DataError, shown
 
@@ -247,8 +246,7 @@ def _atomic_path(path: Path):
     folder = path.parent
     if not folder.is_dir():
         raise DataError(f"{path}: folder {str(folder)!r} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = str(temporary_file(path))
     try:
         yield tmp
         # mkstemp creates the file private (0600); give it the permissions a plain open() would have.

@@ -35,11 +35,53 @@ def default_file_mode() -> int:
     return 0o666 & ~mask
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive, and not ours to clean
+        return True
+    return True
+
+
+def sweep_debris(folder: Path, prefix: str) -> int:
+    """Remove what killed recmaml processes left in `folder`: entries named `{prefix}{pid}.*` (temporary
+    outputs, partition folders) whose process no longer runs. A SIGKILL runs no cleanup, so the next
+    run does it. Returns how many were removed."""
+    import glob
+    import shutil
+
+    removed = 0
+    try:
+        entries = list(Path(folder).glob(f"{glob.escape(prefix)}*"))
+    except OSError:
+        return 0
+    for entry in entries:
+        pid = entry.name[len(prefix):].split(".", 1)[0].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        try:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+def temporary_file(dest: Path) -> Path:
+    """A new empty temporary file beside `dest`, named after it and this process (.NAME.PID.XXXX.tmp), after
+    sweeping the ones that killed processes left for the same destination."""
+    sweep_debris(dest.parent, f".{dest.name}.")
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.{os.getpid()}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
 def _atomic_write(dest: Path, write) -> None:
     """Write through `write(tmp_path)` to a temporary file beside `dest`, then move it into place, with
     the permissions of a plain open() (so that a serving account can read a model another one trained)."""
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temporary_file(dest)
     try:
         write(Path(tmp))
         os.chmod(tmp, default_file_mode())

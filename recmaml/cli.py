@@ -691,7 +691,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where the program is, so that every cleanup (temporary outputs, partition folders)
+    runs as for Ctrl-C; Python's default would end the process without it."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live on the main thread
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    except _Terminated:  # also when it lands before the command's own handlers (while parsing, importing)
+        print("recmaml: terminated (SIGTERM); partial outputs were removed", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by `benchmark` to reproduce a run
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(message)s",
