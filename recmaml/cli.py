@@ -35,6 +35,8 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
                        help="rating column (default: rating, optional); '' reads implicit feedback")
     group.add_argument("--timestamp-col", default="timestamp", help="timestamp column (default: timestamp, optional)")
     group.add_argument("--data-table", help="table to read when --data / --history / --heldout is an SQL URI")
+    group.add_argument("--encoding", default="utf8", help="text encoding of CSV/TSV/JSON Lines inputs (default utf8; "
+                       "e.g. latin-1, or utf8-lossy to replace undecodable bytes)")
 
 
 def _add_common(parser: argparse.ArgumentParser, top: bool = False) -> None:
@@ -51,7 +53,7 @@ def _read(path, args, *, format=None, table=None, ratings=True):
     return read_interactions(path, format=format or args.format, user_col=args.user_col, item_col=args.item_col,
                              rating_col=(args.rating_col or None) if ratings else None,
                              timestamp_col=(args.timestamp_col or None) if ratings else None,
-                             table=table or args.data_table)
+                             table=table or args.data_table, encoding=args.encoding)
 
 
 def _user_features(args):
@@ -83,7 +85,14 @@ def _with_features(log_, user_features=None, item_features=None, what="the log")
                    item_features=item_features or log_.item_features)
 
 
+def _check_table(args) -> None:
+    for flag in ("table", "data_table", "candidates_table", "pairs_table"):
+        if getattr(args, flag, None) == "":
+            raise RecMamlError(f"--{flag.replace('_', '-')} '': give a table name, or leave the flag out")
+
+
 def _check_sizes(args) -> None:
+    _check_table(args)
     for flag in ("k", "batch_size", "chunk_rows", "buckets"):
         value = getattr(args, flag, None)
         if value is not None and value < 1:
@@ -304,7 +313,8 @@ def cmd_recommend(args) -> None:
     total = _UserTotal()
     chunks = iter_user_chunks(args.history, chunk_rows=args.chunk_rows, format=args.format, user_col=args.user_col,
                               item_col=args.item_col, rating_col=args.rating_col or None,
-                              timestamp_col=args.timestamp_col or None, table=args.data_table, on_rows=total.rows)
+                              timestamp_col=args.timestamp_col or None, table=args.data_table, on_rows=total.rows,
+                              encoding=args.encoding)
     if user_features:
         chunks = (_with_features(chunk, user_features, what="--history") for chunk in chunks)
     times = StageTimes() if args.timings else None

@@ -71,6 +71,9 @@ MAX_ID_CHARS = 1_000
 
 
 def _check_ids(df: pl.DataFrame, source: str, col: str) -> None:
+    if df[col].dtype == pl.Boolean:  # JSON true/false: two "ids" that are surely a wrong column
+        raise DataError(f"{source}: column {col!r} holds true/false values, not ids; name the id column with "
+                        "user_col=/item_col= (CLI: --user-col, --item-col)")
     nulls = df[col].is_null()
     if df[col].dtype == pl.String:
         nulls = nulls | (df[col].str.strip_chars() == "")
@@ -237,6 +240,11 @@ def frame_to_interactions(
 ) -> Interactions:
     """Validate a frame of interactions and turn it into index form. Extra columns are ignored."""
     found = df.collect_schema().names() if isinstance(df, pl.LazyFrame) else df.columns
+    twice = sorted({name.rsplit("_duplicated_", 1)[0] for name in found
+                    if "_duplicated_" in name and name.rsplit("_duplicated_", 1)[0] in found})
+    if twice:  # polars renames a repeated header name instead of refusing it
+        raise DataError(f"{source}: the header names column(s) {twice} more than once; give every column its "
+                        "own name")
     for role, col in (("user", columns.user), ("item", columns.item)):
         if col not in found:
             raise _missing_column_error(source, role, col, found)

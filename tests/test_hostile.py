@@ -289,3 +289,38 @@ def test_api_misuse_raises_recmaml_errors(model_dir):
         rec.recommend_arrays(sp.csr_matrix((1, len(rec.items))), N=-1)
     with pytest.raises(CheckpointError, match="a model directory is a path"):
         MetaRecommender.load(None)
+
+
+# ---- inputs accepted silently before -----------------------------------------------------------------
+
+
+def test_a_header_that_names_a_column_twice_is_refused(model_dir, tmp_path, capsys):
+    history = tmp_path / "h.csv"
+    history.write_text("user_id,user_id,item_id\na,b,1\n")
+    fails_cleanly(["recommend", "--model", str(model_dir), "--history", str(history), "--out", str(tmp_path / "r.csv")],
+                  capsys, "more than once", out=tmp_path / "r.csv")
+
+
+def test_true_false_ids_are_refused(model_dir, tmp_path, capsys):
+    history = tmp_path / "h.jsonl"
+    history.write_text('{"user_id": true, "item_id": 1}\n{"user_id": false, "item_id": 2}\n')
+    fails_cleanly(["recommend", "--model", str(model_dir), "--history", str(history), "--out", str(tmp_path / "r.csv")],
+                  capsys, "true/false", "--user-col", out=tmp_path / "r.csv")
+
+
+def test_an_empty_table_name_is_refused(model_dir, tmp_path, capsys):
+    history = tmp_path / "h.csv"
+    history.write_text("user_id,item_id\na,1\n")
+    fails_cleanly(["recommend", "--model", str(model_dir), "--history", str(history), "--out",
+                   f"sqlite:///{tmp_path / 'r.db'}", "--table", ""], capsys, "--table ''")
+
+
+def test_the_encoding_flag_the_hint_names_exists_and_works(model_dir, tmp_path, capsys):
+    history = tmp_path / "h.csv"
+    history.write_bytes("user_id,item_id\nJosé,1\nJosé,2\n".encode("latin-1"))
+    line = fails_cleanly(["recommend", "--model", str(model_dir), "--history", str(history), "--out",
+                          str(tmp_path / "r.csv")], capsys, "--encoding latin-1")
+    assert "not valid utf8" in line
+    assert main(["recommend", "--model", str(model_dir), "--history", str(history), "--encoding", "latin-1",
+                 "--out", str(tmp_path / "r.csv"), "--quiet"]) == 0
+    assert pl.read_csv(tmp_path / "r.csv")["user_id"].unique().to_list() == ["José"]
