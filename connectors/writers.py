@@ -174,7 +174,13 @@ def read_ranked_lists(source, *, format=None, table=None) -> RankedLists:
     path = Path(source)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    return _frame_to_ranked(_read_file(path, kind), str(path))
+    if kind == "jsonl" and path.stat().st_size == 0:  # empty lists were written as an empty file
+        return RankedLists.concat([])
+    try:
+        frame = _read_file(path, kind)
+    except pl.exceptions.PolarsError as err:
+        raise DataError(f"{path}: not readable as {kind} ranked lists ({str(err).splitlines()[0][:200]})") from err
+    return _frame_to_ranked(frame, str(path))
 
 
 # --- formats -------------------------------------------------------------------------------------------

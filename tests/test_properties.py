@@ -1,0 +1,104 @@
+"""Property tests (hypothesis): rankings are sorted, unique, exclude what a user showed, never longer than
+k or the candidates, and the same for a user alone as in any batch; vocabularies and ranked-list files
+round-trip any ids."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recmaml import Interactions, MetaRecommender, RankedLists, Vocabulary
+from recmaml.data import UNKNOWN
+
+N_ITEMS = 60  # the planted log's catalog (recmaml.synthetic.taste_groups)
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+histories = st.lists(st.tuples(st.integers(0, 6), st.integers(0, N_ITEMS - 1)), min_size=1, max_size=40)
+
+
+@pytest.fixture(scope="module")
+def rec(tiny_model_dir):
+    return MetaRecommender.load(tiny_model_dir)
+
+
+def _log(pairs) -> Interactions:
+    users = np.array([f"u{u}" for u, _ in pairs])
+    return Interactions.from_ids(users, np.array([i for _, i in pairs]), rating=np.full(len(pairs), 5.0))
+
+
+@SETTINGS
+@given(pairs=histories, k=st.integers(1, 70), batch_size=st.integers(1, 9))
+def test_rankings_are_sorted_unique_unseen_and_at_most_k(rec, pairs, k, batch_size):
+    ranked = rec.recommend(_log(pairs), k=k, batch_size=batch_size)
+    seen = {(f"u{u}", i) for u, i in pairs}
+    for user in set(f"u{u}" for u, _ in pairs):
+        mine = ranked.user_id == user
+        items, scores, ranks = ranked.item_id[mine], ranked.score[mine], ranked.rank[mine]
+        shown = sum(1 for u, _ in seen if u == user)
+        assert len(items) == min(k, N_ITEMS - shown)  # every unseen item can be ranked
+        assert len(set(items.tolist())) == len(items)
+        assert not any((user, int(i)) in seen for i in items)
+        assert ranks.tolist() == list(range(1, len(items) + 1))
+        assert np.all(np.diff(scores) <= 0)
+
+
+@SETTINGS
+@given(pairs=histories, k=st.integers(1, 20), batch_size=st.integers(1, 9))
+def test_a_user_alone_gets_the_list_it_gets_in_any_batch(rec, pairs, k, batch_size):
+    together = rec.recommend(_log(pairs), k=k, batch_size=batch_size)
+    user = f"u{pairs[0][0]}"
+    alone = rec.recommend(_log([p for p in pairs if f"u{p[0]}" == user]), k=k)
+    mine = together.user_id == user
+    np.testing.assert_allclose(together.score[mine], alone.score, rtol=1e-5, atol=1e-6)
+    # items agree except where two scores tie to float rounding
+    differ = together.item_id[mine] != alone.item_id
+    assert np.all(np.abs(together.score[mine][differ] - alone.score[differ]) < 1e-5)
+
+
+@SETTINGS
+@given(pairs=histories, candidates=st.lists(st.integers(0, N_ITEMS - 1), max_size=15), k=st.integers(1, 20))
+def test_candidate_lists_hold_only_candidates_and_are_never_longer(rec, pairs, candidates, k):
+    log = _log(pairs)
+    user = f"u{pairs[0][0]}"
+    if not candidates:
+        return
+    cand = Interactions.from_ids(np.array([user] * len(candidates)), np.array(candidates, dtype=np.int64))
+    ranked = rec.recommend(log, k=k, candidates=cand)
+    mine = ranked.item_id[ranked.user_id == user]
+    seen = {i for u, i in pairs if f"u{u}" == user}
+    allowed = set(candidates) - seen
+    assert set(mine.tolist()) <= allowed and len(mine) == min(k, len(allowed))
+
+
+ids = st.one_of(st.lists(st.integers(-2**62, 2**62), max_size=30),
+                st.lists(st.text(min_size=1, max_size=12).filter(lambda t: t.strip() == t and t), max_size=30))
+
+
+@SETTINGS
+@given(values=ids)
+def test_vocabularies_round_trip_any_ids(values):
+    vocab = Vocabulary.fit(values)
+    assert len(vocab) == len(set(values))
+    if values:
+        idx = vocab.index(values)
+        assert (idx != UNKNOWN).all()
+        assert [str(v) for v in vocab.lookup(idx)] == [str(v) for v in values]
+    assert Vocabulary.from_json(vocab.to_json()) == vocab
+
+
+@SETTINGS
+@given(users=ids, fmt=st.sampled_from(["csv", "parquet", "jsonl"]))
+def test_ranked_list_files_round_trip_any_ids(users, fmt, tmp_path_factory):
+    from recmaml.connectors import read_ranked_lists, write_ranked_lists
+
+    users = list(dict.fromkeys(users))  # distinct users, one list of two items each
+    user_ids = np.repeat(np.asarray(users), 2) if users else np.array([], dtype=np.int64)
+    ranked = RankedLists(user_ids, np.tile([7, 3], len(users)).astype(np.int64),
+                         np.tile([0.5, 0.25], len(users)).astype(np.float32), np.tile([1, 2], len(users)).astype(np.int32))
+    path = tmp_path_factory.mktemp("round-trip") / f"ranked.{fmt}"
+    write_ranked_lists(ranked, path)
+    back = read_ranked_lists(path)
+    assert len(back) == len(ranked)
+    assert [str(u) for u in back.user_id] == [str(u) for u in ranked.user_id]
+    assert back.item_id.tolist() == ranked.item_id.tolist() and back.rank.tolist() == ranked.rank.tolist()
+    np.testing.assert_allclose(back.score, ranked.score, rtol=1e-6)
