@@ -35,6 +35,8 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
                        help="rating column (default: rating, optional); '' reads implicit feedback")
     group.add_argument("--timestamp-col", default="timestamp", help="timestamp column (default: timestamp, optional)")
     group.add_argument("--data-table", help="table to read when --data / --history / --heldout is an SQL URI")
+    group.add_argument("--delimiter", default=None, help="field separator of CSV/TSV inputs (default: detected "
+                       "from the header line: comma, semicolon, tab or pipe)")
     group.add_argument("--encoding", default="utf8", help="text encoding of CSV/TSV/JSON Lines inputs (default utf8; "
                        "e.g. latin-1, or utf8-lossy to replace undecodable bytes)")
 
@@ -53,7 +55,7 @@ def _read(path, args, *, format=None, table=None, ratings=True):
     return read_interactions(path, format=format or args.format, user_col=args.user_col, item_col=args.item_col,
                              rating_col=(args.rating_col or None) if ratings else None,
                              timestamp_col=(args.timestamp_col or None) if ratings else None,
-                             table=table or args.data_table, encoding=args.encoding)
+                             table=table or args.data_table, encoding=args.encoding, delimiter=args.delimiter)
 
 
 def _user_features(args):
@@ -314,7 +316,7 @@ def cmd_recommend(args) -> None:
     chunks = iter_user_chunks(args.history, chunk_rows=args.chunk_rows, format=args.format, user_col=args.user_col,
                               item_col=args.item_col, rating_col=args.rating_col or None,
                               timestamp_col=args.timestamp_col or None, table=args.data_table, on_rows=total.rows,
-                              encoding=args.encoding)
+                              encoding=args.encoding, delimiter=args.delimiter)
     if user_features:
         chunks = (_with_features(chunk, user_features, what="--history") for chunk in chunks)
     times = StageTimes() if args.timings else None

@@ -324,3 +324,42 @@ def test_the_encoding_flag_the_hint_names_exists_and_works(model_dir, tmp_path, 
     assert main(["recommend", "--model", str(model_dir), "--history", str(history), "--encoding", "latin-1",
                  "--out", str(tmp_path / "r.csv"), "--quiet"]) == 0
     assert pl.read_csv(tmp_path / "r.csv")["user_id"].unique().to_list() == ["José"]
+
+
+@pytest.mark.parametrize("name,content,needle", [
+    ("ragged.csv", "user_id,item_id\na,1\na,2,3,4\n", "--delimiter"),
+    ("notgzip.csv.gz", "not gzip at all", "missing column 'user_id'"),
+])
+def test_broken_text_files_are_one_line(name, content, needle, model_dir, tmp_path, capsys):
+    history = tmp_path / name
+    history.write_text(content)
+    fails_cleanly(["recommend", "--model", str(model_dir), "--history", str(history), "--out", str(tmp_path / "r.csv")],
+                  capsys, needle, out=tmp_path / "r.csv")
+
+
+@pytest.mark.parametrize("name,content", [
+    ("bom.csv", "\ufeffuser_id,item_id\na,1\na,2\n"),
+    ("semicolons.csv", "user_id;item_id\na;1\na;2\n"),
+])
+def test_a_bom_or_another_delimiter_is_read_as_the_user_meant(name, content, model_dir, tmp_path):
+    history = tmp_path / name
+    history.write_text(content, encoding="utf-8")
+    assert main(["recommend", "--model", str(model_dir), "--history", str(history), "--k", "3", "--out",
+                 str(tmp_path / "r.csv"), "--quiet"]) == 0
+    assert pl.read_csv(tmp_path / "r.csv")["user_id"].unique().to_list() == ["a"]
+
+
+def test_the_delimiter_flag_the_hint_names_exists(model_dir, tmp_path):
+    history = tmp_path / "pipes.txt.csv"
+    history.write_text("user_id|item_id\na|1\na|2\n")
+    assert main(["recommend", "--model", str(model_dir), "--history", str(history), "--delimiter", "|", "--k", "3",
+                 "--out", str(tmp_path / "r.csv"), "--quiet"]) == 0
+    assert pl.read_csv(tmp_path / "r.csv").height == 3
+
+
+def test_sql_table_names_that_try_to_inject_are_refused(model_dir, tmp_path, capsys):
+    history = tmp_path / "h.csv"
+    history.write_text("user_id,item_id\na,1\n")
+    fails_cleanly(["recommend", "--model", str(model_dir), "--history", str(history), "--out",
+                   f"sqlite:///{tmp_path / 'r.db'}", "--table", "recs; DROP TABLE x"], capsys, "invalid table name")
+    assert not (tmp_path / "r.db").exists() or (tmp_path / "r.db").stat().st_size == 0
