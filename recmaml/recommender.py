@@ -268,8 +268,7 @@ class MetaRecommender:
         parts = []
         with self._serving_threads():
             if times is not None:
-                threads = torch.get_num_threads()
-                times.threads[threads] = times.threads.get(threads, 0) + 1
+                times.count_threads()
             for users, items, values in self._ranked_chunks(cold, k, exclude_seen, cand, batch_size, progress,
                                                             times=times):
                 with stage(times, "lists"):

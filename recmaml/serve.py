@@ -36,6 +36,10 @@ class StageTimes:
         self.seconds: dict[str, float] = {}
         self.threads: dict[int, int] = {}  # torch threads a chunk was scored with -> chunks
 
+    def count_threads(self) -> None:
+        threads = torch.get_num_threads()
+        self.threads[threads] = self.threads.get(threads, 0) + 1
+
     @contextlib.contextmanager
     def __call__(self, stage: str):
         start = time.perf_counter()

@@ -45,12 +45,9 @@ def _cached_model(path: str, sha: str):
 
     key = (path, sha)
     if key not in _MODELS:
-        import torch
-
-        torch.set_num_threads(1)  # one thread per Spark task slot: the slots already fill the cores
         _MODELS.clear()  # one model per worker: a new sha at the same path replaces the old one
         rec = MetaRecommender.load(path)
-        rec.config = rec.config.replace(serve={"threads": 1})
+        rec.config = rec.config.replace(serve={"threads": 1})  # one per Spark task slot: the slots fill the cores
         _MODELS[key] = rec
     return _MODELS[key]
 
@@ -73,8 +70,9 @@ def _serve_pandas(key, history, candidates, k: int, exclude_seen: bool, batch_si
     serve_chunks(rec, [history_log] if len(history) else [], parts.append, k=k, exclude_seen=exclude_seen,
                  candidates=cand_log, batch_size=batch_size)
     ranked = RankedLists.concat(parts).to_pandas()
-    return ranked.astype({"score": "float64", "rank": "int32"})[list(OUTPUT_COLUMNS)] if len(ranked) else \
-        pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(OUTPUT_COLUMNS, ("object", "object", "float64", "int32"))})
+    if len(ranked) == 0:  # untyped empty columns: Arrow casts them to the schema's id types
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(OUTPUT_COLUMNS, ("object", "object", "float64", "int32"))})
+    return ranked.astype({"score": "float64", "rank": "int32"})[list(OUTPUT_COLUMNS)]
 
 
 def _iterator_form() -> bool:
