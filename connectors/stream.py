@@ -1,9 +1,13 @@
 """Histories of any size, in chunks of whole users: what `recmaml recommend` streams.
 
 The input need not be grouped or sorted by user. A log larger than one chunk is split in one streaming
-pass (polars' streaming engine) into parts by a hash of the user id, written as Parquet to a temporary
+pass (polars' streaming engine) into parts by ranges of the user id, written as Parquet to a temporary
 folder; each part then holds every row of its users and is read, validated and served on its own. Peak
-memory is bounded by one part (about `chunk_rows` rows), not by the number of users. The temporary folder
+memory is bounded by one part (about `chunk_rows` rows), not by the number of users.
+
+Parts are ranges of ids, cut at quantiles of a sample of the rows, and come in id order: as a whole log
+read in one chunk sorts its users (a Vocabulary is sorted), the users come out in ascending id order
+whatever `chunk_rows` is, so `recmaml recommend --chunk-rows` never changes the output's order. The temporary folder
 (next to the system's temp files, or `workdir`) is removed when the iteration ends, also on errors.
 
 Streamed: CSV/TSV, Parquet and JSON Lines files. SQL sources and in-memory frames are read whole.
@@ -29,6 +33,7 @@ from recmaml.frames import Columns, DuplicateInteractionsWarning, frame_to_inter
 
 DEFAULT_CHUNK_ROWS = 2_000_000
 _PART_KEY = "__recmaml_part"
+_SAMPLE_ROWS = 200_000  # rows sampled to place the parts' boundaries (their quantiles)
 
 
 def iter_user_chunks(
@@ -63,7 +68,9 @@ def iter_user_chunks(
         return
     name = _source_name(source)
     with _library_errors(name, kind, encoding):
-        n_rows = read_frame(source, format=format, delimiter=delimiter, encoding=encoding).select(pl.len()).collect().item()
+        frame = read_frame(source, format=format, delimiter=delimiter, encoding=encoding)  # checks the file
+        # a Parquet footer has the count (reading it from the pages would decode a whole column)
+        n_rows = (_parquet_rows(source) if kind == "parquet" else frame.select(pl.len()).collect().item())
     if on_rows is not None:
         on_rows(n_rows)
     if n_rows <= chunk_rows:
@@ -78,8 +85,8 @@ def iter_user_chunks(
     sweep_debris(parent, "recmaml-parts-")  # what killed runs left behind
     folder = Path(tempfile.mkdtemp(prefix=f"recmaml-parts-{os.getpid()}-", dir=parent))
     try:
-        _partition(source, kind, name, columns, n_parts, folder, delimiter, encoding)
-        parts = sorted(p for p in folder.iterdir() if p.is_dir())
+        _partition(source, kind, name, columns, n_rows, n_parts, folder, delimiter, encoding)
+        parts = sorted((p for p in folder.iterdir() if p.is_dir()), key=_part_number)
         if not parts:
             raise RuntimeError(f"partitioning {name} into {n_parts} parts wrote nothing to {folder}")
         for i, part in enumerate(parts):
@@ -89,8 +96,10 @@ def iter_user_chunks(
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _partition(source, kind, name, columns: Columns, n_parts: int, folder: Path, delimiter, encoding) -> None:
-    """Write the rows into `folder`/<part>/*.parquet by a hash of the user id, in one streaming pass.
+def _partition(source, kind, name, columns: Columns, n_rows: int, n_parts: int, folder: Path, delimiter,
+               encoding) -> None:
+    """Write the rows into `folder`/<part>/*.parquet by ranges of the user id (parts 0, 1, ... in id
+    order), in a streaming pass after one that samples the ids.
 
     Column types of text formats are guessed from the first rows; when a later row contradicts the guess
     (an id column that turns to text), the pass is redone once with types inferred from the whole file,
@@ -106,8 +115,9 @@ def _partition(source, kind, name, columns: Columns, n_parts: int, folder: Path,
                     frame_to_interactions(frame.head(1000), name, columns)
                 found = frame.collect_schema().names()
                 wanted = [c for c in (columns.user, columns.item, columns.rating, columns.timestamp) if c and c in found]
+                breaks = _user_breaks(frame, columns.user, n_rows, n_parts)
                 frame.select(wanted).with_columns(
-                    (pl.col(columns.user).hash(seed=0) % n_parts).alias(_PART_KEY)
+                    pl.lit(breaks).search_sorted(pl.col(columns.user), side="right").alias(_PART_KEY)
                 ).sink_parquet(pl.PartitionBy(folder, key=_PART_KEY, include_key=False), mkdir=True)
             return
         except DataError as err:
@@ -116,3 +126,26 @@ def _partition(source, kind, name, columns: Columns, n_parts: int, folder: Path,
                 raise
             for leftover in folder.iterdir():
                 shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _user_breaks(frame: pl.LazyFrame, user_col: str, n_rows: int, n_parts: int) -> pl.Series:
+    """At most n_parts - 1 sorted user ids that cut the log into parts of about equal row counts: part i
+    holds the users from break i - 1 (inclusive) up to break i (exclusive). From the quantiles of every
+    step-th row's user (a streaming pass); a user with more rows than a part is one part on its own."""
+    step = max(1, n_rows // _SAMPLE_ROWS)
+    sample = (frame.with_row_index("__recmaml_row").filter(pl.col("__recmaml_row") % step == 0)
+              .select(pl.col(user_col)).drop_nulls().collect(engine="streaming").to_series().sort())
+    cuts = [sample[len(sample) * i // n_parts] for i in range(1, n_parts)] if len(sample) else []
+    return pl.Series(user_col, cuts, dtype=sample.dtype).unique(maintain_order=True)
+
+
+def _parquet_rows(path) -> int:
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as file:
+        return file.metadata.num_rows
+
+
+def _part_number(folder: Path) -> int:
+    """The part number of a PartitionBy folder named `<key>=<number>` (sorted as numbers: 2 before 10)."""
+    return int(folder.name.rsplit("=", 1)[1])

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from recmaml.config import ModelConfig
@@ -248,6 +247,58 @@ class Scorer(nn.Module):
 # plain matrix products and without materializing one weight matrix per user. The result equals adapt()
 # + batched_scores() with first_order=True (tests check it); it is what serving uses when it applies.
 
+SERVING_ROWS = 64  # serving's matrix products have a multiple of this many rows (see rows_mm)
+SERVING_DEPTH = 256  # and sum over at most this many terms; longer ones are cut and added in order
+
+
+def rows_mm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """a @ b (+ bias) with a's rows padded to a multiple of SERVING_ROWS (at least one block) and the
+    inner dimension cut into pieces of at most SERVING_DEPTH terms, whose products are added in order.
+
+    Why: MKL's float32 products choose their kernel, and so their summation order, by shape and by thread
+    count: a user's row differs in its last bits between a batch of 7 and one of 4096 (a few rows take
+    another kernel), and a long inner dimension is split between threads. Serving would then give other
+    bits for a user in another batch, with another --chunk-rows or on a busier machine (serve.threads =
+    'auto'). With at least SERVING_ROWS rows and short inner products, every row comes out the same in
+    any batch and with any thread count (tests/test_determinism.py checks both). Its cost, measured on
+    100,000 cold users of benchmarks/scale.py's catalog on one thread: adaptation 4% slower (12.7 s
+    against 12.3 s with plain products)."""
+    rows, depth = a.shape
+    pad = (-rows) % SERVING_ROWS if rows else SERVING_ROWS
+    if pad:
+        a = torch.cat([a, a.new_zeros(pad, depth)])
+    out = None
+    for lo in range(0, max(depth, 1), SERVING_DEPTH):
+        part, weights = a[:, lo:lo + SERVING_DEPTH], b[lo:lo + SERVING_DEPTH]
+        if out is not None:
+            out.addmm_(part, weights)
+        elif bias is None:
+            out = torch.mm(part, weights)
+        else:
+            out = torch.addmm(bias, part, weights)
+    return out[:rows]
+
+
+class _RowsLinear(torch.autograd.Function):
+    """x @ weight^T + bias through rows_mm, differentiable wrt x only (serving adapts user inputs and
+    layer outputs, never the shared weights): its gradient is another fixed-shape product."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(weight)
+        return rows_mm(x, weight.T, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (weight,) = ctx.saved_tensors
+        return rows_mm(grad_out, weight), None, None
+
+
+def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(B, 1) row-wise dot products, summed in float64 (a float32 row sum's order can follow the batch)."""
+    return (a.double() * b.double()).sum(dim=1, keepdim=True).to(a.dtype)
+
+
 def fast_path_applies(model: nn.Module, names: list[str]) -> bool:
     """True when only user-side parameters adapt, with scalar rates, and every adapted tower bias comes
     with its layer's weight (the rank-1 form below covers exactly that)."""
@@ -267,9 +318,9 @@ def _tower_forward(model, x, corrections, lr):
             h = layer(h)
             continue
         inputs.append(h)
-        out = F.linear(h, layer.weight, layer.bias)
+        out = _RowsLinear.apply(h, layer.weight.detach(), layer.bias.detach())
         for g, x_in, has_bias in corrections.get(i, ()):
-            out = out - lr * g * ((x_in * h).sum(dim=1, keepdim=True) + (1.0 if has_bias else 0.0))
+            out = out - lr * g * (_row_dot(x_in, h) + (1.0 if has_bias else 0.0))
         pre_acts.append((i, out))
         h = out
     return h, pre_acts, inputs
@@ -302,10 +353,12 @@ class _CatalogLogSumExp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, users, item_vectors, item_bias):
-        probs = torch.addmm(item_bias, users, item_vectors.T)
+        probs = rows_mm(users, item_vectors.T, item_bias)
         peak = probs.amax(dim=1, keepdim=True)
         probs.sub_(peak).exp_()
-        total = probs.sum(dim=1, keepdim=True)
+        # the row sums as a product too: torch's reductions split a long row between threads when
+        # the batch is small, which changes the order of the sum
+        total = rows_mm(probs, probs.new_ones(probs.shape[1], 1))
         probs.div_(total)
         ctx.save_for_backward(probs, item_vectors)
         return (peak + total.log()).squeeze(1)
@@ -313,7 +366,7 @@ class _CatalogLogSumExp(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_lse):
         probs, item_vectors = ctx.saved_tensors
-        return (probs @ item_vectors) * grad_lse[:, None], None, None
+        return rows_mm(probs, item_vectors) * grad_lse[:, None], None, None
 
 
 def _catalog_logsumexp(users, item_vectors, item_bias, same_start: bool) -> torch.Tensor:
@@ -321,6 +374,15 @@ def _catalog_logsumexp(users, item_vectors, item_bias, same_start: bool) -> torc
     if same_start:
         return _SameStartLogSumExp.apply(users, item_vectors, item_bias)
     return _CatalogLogSumExp.apply(users, item_vectors, item_bias)
+
+
+def item_dots(item_vectors: torch.Tensor, items: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+    """(B, S) products u_b . v_i of each user's items (B, S), in float32. A product and a sum over the
+    embedding dimension rather than a bmm: that sum has the same length and order in every batch, where the
+    bmm's kernel (and so the last bits of its result and of the gradient it passes back) follows the
+    batch's padded shape. Sums over S of these values are taken in float64 by the callers, for the same
+    reason: a float32 sum's order follows the padded length S."""
+    return (item_vectors[items] * users.unsqueeze(1)).sum(dim=2)
 
 
 def fast_user_vectors(model: nn.Module, support, *, names: list[str], steps: int, inner_lr: float,
@@ -352,12 +414,11 @@ def fast_user_vectors(model: nn.Module, support, *, names: list[str], steps: int
             ub = user_bias.requires_grad_(True)
             u, pre_acts, inputs = tower(ui)
             if cfg.objective == "rating":
-                v = item_vectors[support.items]  # (B, S, d)
-                pred = (v @ u.unsqueeze(2)).squeeze(2) + item_bias[support.items] + ub[:, None] + model.global_bias
-                losses = ((pred - support.ratings) ** 2 * mask).sum(dim=1) / n
+                pred = (item_dots(item_vectors, support.items, u) + item_bias[support.items]).double() + (
+                    ub[:, None] + model.global_bias).double()
+                losses = ((pred - support.ratings.double()) ** 2 * mask).sum(dim=1) / n
             else:  # -mean log softmax at the support items = (rows / n) * logsumexp - mean support logit
-                v = item_vectors[support.items]  # (B, S, d)
-                logits = (v @ u.unsqueeze(2)).squeeze(2) + item_bias[support.items]
+                logits = (item_dots(item_vectors, support.items, u) + item_bias[support.items]).double()
                 same_start = step == 0 and feats is None  # user_init is shared; user inputs would differ
                 lse = _catalog_logsumexp(u, item_vectors.detach(), item_bias.detach(), same_start)
                 losses = (mask.sum(dim=1) / n) * lse - (logits * mask).sum(dim=1) / n
