@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from recmaml import distributed
+from recmaml import distributed, resume
 from recmaml.adapt import adapt, adapted_names, batched_loss, batched_scores, meta_lr_key
 from recmaml.config import Config, MetaConfig
 from recmaml.data import Interactions
@@ -130,11 +130,17 @@ def training_length(meta: MetaConfig, n_train_users: int) -> MetaConfig:
 
 
 def meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: dict[str, torch.Tensor],
-               progress=None) -> TrainHistory:
+               progress=None, checkpoint: resume.EpochCheckpoint | None = None) -> TrainHistory:
     """Meta-train `model` in place on the warm users of `log_`; the best validation state is kept.
 
-    progress: an optional callable(epoch, metrics) for progress bars (the library never prints)."""
+    progress: an optional callable(epoch, metrics) for progress bars (the library never prints).
+    checkpoint: where to write a checkpoint after every epoch and, with its `resume`, to continue from one
+    (recmaml.resume); None writes none. A resumed run
+    ends with the weights of an uninterrupted one; meta.max_seconds counts the training time recorded in
+    the checkpoint, not the time lost to the interruption."""
     m = cfg.meta
+    # taken before Meta-SGD adds its rates: only the data-derived buffers and the config matter
+    fingerprint = resume.fingerprint(cfg, log_, user_feats, model) if checkpoint is not None else None
     torch.manual_seed(m.seed)
     names = adapted_names(model, m.adapt)
     if m.method == "metasgd" and getattr(model, META_LR_PREFIX, None) is None:
@@ -159,8 +165,14 @@ def meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: di
     history = TrainHistory(max_epochs=m.epochs, patience=m.patience, max_seconds=m.max_seconds,
                            metric="RMSE" if cfg.model.objective == "rating" else "nDCG@20")
     best_state = None
-    start = time.perf_counter()
-    for epoch in range(m.epochs):
+    elapsed, finished = 0.0, False  # a resumed run starts with the training time and state it had
+    if checkpoint is not None and checkpoint.resume:
+        restored = resume.restore(checkpoint, fingerprint, model=model, optimizer=optimizer, ema=ema,
+                                  sampler=sampler, history=history, device=m.device)
+        if restored is not None:
+            best_state, elapsed, finished = restored
+    start = time.perf_counter() - elapsed
+    for epoch in range(len(history.epochs), 0 if finished else m.epochs):
         model.train()
         losses = []
         for batch in sampler.epoch(m.meta_batch_size):
@@ -200,12 +212,18 @@ def meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: di
             progress(epoch + 1, record)
         if val_batch is not None and m.patience and epoch + 1 - history.best_epoch >= m.patience:
             history.stopped = "early stopping"
-            break
-        out_of_time = bool(m.max_seconds) and time.perf_counter() - start >= m.max_seconds
-        if size > 1:  # clocks differ between ranks: rank 0's decides
-            out_of_time = bool(distributed.from_rank_zero(float(out_of_time), m.device))
-        if out_of_time:
-            history.stopped = "time budget"
+        else:
+            out_of_time = bool(m.max_seconds) and time.perf_counter() - start >= m.max_seconds
+            if size > 1:  # clocks differ between ranks: rank 0's decides
+                out_of_time = bool(distributed.from_rank_zero(float(out_of_time), m.device))
+            if out_of_time:
+                history.stopped = "time budget"
+        stop = history.stopped != "epochs"
+        if checkpoint is not None and rank == 0:  # the ranks hold the same state: one writes it
+            resume.save(checkpoint, model=model, optimizer=optimizer, ema=ema, best_state=best_state,
+                        sampler=sampler, history=history, elapsed=time.perf_counter() - start,
+                        finished=stop or epoch + 1 == m.epochs, fingerprint=fingerprint, device=m.device)
+        if stop:
             break
     if best_state is None and ema is not None:  # no validation users: keep the averaged weights
         best_state = ema.module.state_dict()
