@@ -133,7 +133,10 @@ class _LazyBar:
         """MetaRecommender.fit's progress callback: the meta-loss and the validation figure by name."""
         from recmaml.recommender import epoch_progress
 
-        epoch_progress(self._opened())(epoch, record)
+        bar = self._opened()
+        if bar.n < epoch - 1:  # a resumed fit: its first epoch here follows those of the checkpoint
+            bar.n = epoch - 1
+        epoch_progress(bar)(epoch, record)
 
     def __enter__(self):
         return self
@@ -246,7 +249,7 @@ def _load_model(args):
 
 def cmd_fit(args) -> None:
     from recmaml.connectors import read_side_features
-    from recmaml import MetaRecommender, distributed, load_config
+    from recmaml import MetaRecommender, distributed, load_config, resume
 
     if args.nproc is not None and args.nproc < 1:
         raise RecMamlError(f"--nproc must be at least 1, got {args.nproc}")
@@ -264,11 +267,19 @@ def cmd_fit(args) -> None:
     item_features = read_side_features(args.item_features, id_col=args.item_col) if args.item_features else None
     warm = _with_features(_read(args.data, args), _user_features(args), item_features, what="--data")
     log.info("warm log: %d interactions, %d users, %d items", len(warm), warm.n_users, warm.n_items)
-    with _LazyBar(args, total=config.meta.epochs, unit="epoch", desc="meta-training") as bar:
-        rec = MetaRecommender(config).fit(warm, progress=bar.epoch)
+    if not args.resume and rank == 0 and resume.exists(args.out):
+        log.info("note: %s holds the checkpoint of an unfinished fit; starting over (--resume continues it)", args.out)
+    try:
+        with _LazyBar(args, total=config.meta.epochs, unit="epoch", desc="meta-training") as bar:
+            rec = MetaRecommender(config).fit(warm, progress=bar.epoch, checkpoint_dir=args.out, resume=args.resume)
+    except (KeyboardInterrupt, _Terminated):
+        if rank == 0 and resume.exists(args.out):
+            log.info("the last epoch's checkpoint is kept in %s: rerun with --resume to continue", args.out)
+        raise
     log.info("meta-training %s", rec.history.summary())
     if rank == 0:
         rec.save(args.out)
+        resume.discard(args.out)  # only once the model is saved: a kill before leaves a resumable fit
         log.info("saved the model to %s", args.out)
 
 
@@ -386,6 +397,10 @@ def cmd_predict(args) -> None:
         log.warning("warning: %d pairs name items the model does not know; their prediction is NaN", n_unknown)
     write_frame(out, args.out, table=args.table or "predictions")
     log.info("wrote %d predictions to %s", out.height, args.out)
+    if rec.config.model.objective != "rating":  # documented: a ranking model predicts scores, not ratings
+        log.info("note: %s is a ranking model (objective %r): its predictions are relevance scores that order "
+                 "items, not ratings; a model fitted with objective = \"rating\" predicts ratings", args.model,
+                 rec.config.model.objective)
 
 
 def cmd_evaluate(args) -> None:
@@ -577,6 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--nproc", type=int, default=None, help="meta-train on N processes of this machine "
                      "(torch.distributed via torchrun: gloo on CPUs, nccl on GPUs); each adapts 1/N of every "
                      "meta-batch, so the model is the one a single process would train")
+    fit.add_argument("--resume", action="store_true",
+                     help="continue a killed or interrupted fit from the checkpoint it wrote after its last "
+                     "finished epoch in --out, to the weights an uninterrupted run ends with (same config and "
+                     "data, else exit 2); starts from the first epoch when there is none. Without --resume an "
+                     "existing checkpoint is ignored and overwritten. meta.max_seconds counts the training time "
+                     "recorded in the checkpoint")
     _add_data_flags(fit)
     fit.set_defaults(func=cmd_fit)
 

@@ -17,8 +17,10 @@ from recmaml.data import UNKNOWN, Interactions, RankedLists, Vocabulary, relevan
 from recmaml.errors import ConfigError, DataError, RecMamlError
 from recmaml.frames import as_interactions, frame_of, is_frame, same_kind
 from recmaml.meta import TrainHistory, enable_meta_sgd, meta_train, training_length
-from recmaml.model import META_LR_PREFIX, FeatureSpec, Scorer, fast_path_applies, fast_user_vectors, feature_tensors
+from recmaml.model import (META_LR_PREFIX, FeatureSpec, Scorer, fast_path_applies, fast_user_vectors, feature_tensors,
+                            item_dots, rows_mm)
 from recmaml.rank import exclude_items_, rank_candidates, top_k, valid_entries
+from recmaml.resume import EpochCheckpoint
 from recmaml.tasks import PaddedSet, group_positions, padded_sets, split_users
 
 log = logging.getLogger(__name__)
@@ -87,7 +89,7 @@ class MetaRecommender:
         self.rating_range: tuple[float, float] | None = None  # the warm log's ratings: predict clips to it
 
     # ---- training -------------------------------------------------------------------------------
-    def fit(self, warm, progress=False, item_factors=None) -> MetaRecommender:
+    def fit(self, warm, progress=False, item_factors=None, checkpoint_dir=None, resume: bool = False) -> MetaRecommender:
         """Meta-train on the warm users of `warm` (each user is a task): an Interactions, or a pandas/polars
         frame with columns user_id, item_id and optionally rating, timestamp.
 
@@ -95,7 +97,12 @@ class MetaRecommender:
         training stopped; or a callable(epoch, record) for your own display. Off by default.
 
         item_factors: optional (item_ids, factors) to start the item embeddings from, e.g. an implicit ALS
-        model's `item_factors` with the item ids of its columns; items it lacks keep their random start."""
+        model's `item_factors` with the item ids of its columns; items it lacks keep their random start.
+
+        checkpoint_dir: a folder (the CLI's `fit --out`) where a checkpoint is written atomically after every
+        epoch; with `resume`, training continues from the checkpoint found there (same config and data, else
+        CheckpointError) to the weights an uninterrupted fit ends with. recmaml.resume.discard(folder)
+        removes it once the model is saved (the CLI does)."""
         warm = as_interactions(warm, "warm log")
         if len(warm) == 0:
             raise DataError("fit: the warm log is empty")
@@ -129,7 +136,8 @@ class MetaRecommender:
             self.model.set_item_knn(*_item_knn_table(warm, self.config))
         user_feats = feature_tensors(warm.user_features, self.model.user_spec, warm.n_users)
         with _bar(progress, self.config.meta.epochs, "epoch", "meta-training") as bar:
-            self.history = meta_train(self.model, warm, self.config, user_feats,
+            checkpoint = None if checkpoint_dir is None else EpochCheckpoint.in_folder(checkpoint_dir, resume)
+            self.history = meta_train(self.model, warm, self.config, user_feats, checkpoint=checkpoint,
                                       progress=epoch_progress(bar) if bar is not None else (progress or None))
             if bar is not None:
                 bar.write(f"meta-training {self.history.summary()}", file=bar.fp)
@@ -214,10 +222,10 @@ class MetaRecommender:
             users, user_bias = fast_user_vectors(model, support, names=names, steps=steps, inner_lr=m.inner_lr * lr_scale,
                                                  reduction=m.support_reduction, item_vectors=vectors)
             with torch.no_grad():
-                if items is None:
-                    scores = torch.addmm(model.item_bias, users, vectors.T)
+                if items is None:  # products of one fixed shape: a user's scores do not depend on its batch
+                    scores = rows_mm(users, vectors.T, model.item_bias)
                 else:
-                    scores = (vectors[items] @ users.unsqueeze(2)).squeeze(2) + model.item_bias[items]
+                    scores = item_dots(vectors, items, users) + model.item_bias[items]
                 if model.cfg.objective == "rating":
                     scores = scores + user_bias[:, None] + model.global_bias
                 return scores

@@ -1,6 +1,7 @@
-"""Interrupts: SIGKILL of `recmaml recommend` at five moments of a long run leaves the previous output or
-none, never a partial one, and the next run removes the temporary files the killed ones left; SIGTERM
-exits 143 with a message and cleans up at once."""
+"""Interrupts and concurrent writers: SIGKILL of `recmaml recommend` at five moments of a long run leaves
+the previous output or none, never a partial one, and the next run removes the temporary files the killed
+ones left; SIGTERM and Ctrl-C (SIGINT) exit 143 and 130 with a message and clean up at once; two runs
+writing one output at once leave one run's whole output."""
 
 import os
 import signal
@@ -73,7 +74,9 @@ def test_sigkill_at_five_moments_never_leaves_a_partial_output_and_the_next_run_
     assert killed >= 3 and left_behind > 0  # the kills hit running work that had written temporaries
 
 
-def test_sigterm_exits_143_with_a_message_and_leaves_nothing(tiny_model_dir, long_history, tmp_path):
+@pytest.mark.parametrize("signum, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
+def test_sigterm_and_sigint_exit_with_a_message_and_leave_nothing(tiny_model_dir, long_history, tmp_path, signum,
+                                                                  code, word):
     out = tmp_path / "ranked.parquet"
     start = time.perf_counter()
     assert _start(tiny_model_dir, long_history, tmp_path / "whole.parquet", tmp_path).wait(timeout=300) == 0
@@ -82,8 +85,33 @@ def test_sigterm_exits_143_with_a_message_and_leaves_nothing(tiny_model_dir, lon
     time.sleep(0.7 * whole)  # in the serving, past the imports and the partitioning
     if proc.poll() is not None:
         pytest.skip("the run ended before the signal; nothing to interrupt")
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert "terminated" in err and "Traceback" not in err
+    assert proc.returncode == code, err
+    assert word in err.lower() and "Traceback" not in err
     assert not out.exists() and _debris(tmp_path, out) == []
+
+
+def test_two_processes_writing_one_output_leave_one_complete_output(tiny_model_dir, long_history, tmp_path):
+    """Two runs with different histories write the same file at once, three times over: the file is
+    always exactly one run's whole output (the same bytes as that run alone gives), never a mix."""
+    rows = pl.read_csv(long_history)
+    histories = [tmp_path / "first.csv", tmp_path / "second.csv"]
+    rows.filter(pl.col("user_id") % 2 == 0).write_csv(histories[0])
+    rows.filter(pl.col("user_id") % 2 == 1).write_csv(histories[1])
+    alone = []
+    for i, history in enumerate(histories):
+        reference = tmp_path / f"alone{i}.parquet"
+        assert _start(tiny_model_dir, history, reference, tmp_path).wait(timeout=300) == 0
+        alone.append(reference.read_bytes())
+    assert alone[0] != alone[1]
+    out = tmp_path / "shared.parquet"
+    for stagger in (0.0, 0.3, 1.0):
+        first = _start(tiny_model_dir, histories[0], out, tmp_path)
+        time.sleep(stagger)
+        second = _start(tiny_model_dir, histories[1], out, tmp_path)
+        for proc in (first, second):
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err
+        assert out.read_bytes() in alone  # which run renames last is the scheduler's choice; either is whole
+        assert _debris(tmp_path, out) == []
