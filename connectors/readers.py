@@ -263,12 +263,12 @@ def _open(source, kind, delimiter, table, query, encoding, full_inference) -> pl
     _check_exists(path)
     if path.is_dir():
         raise DataError(f"{path}: is a folder; pass the file inside it, or format= (CLI: --format) movielens-*")
+    _check_readable(path)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty (0 bytes); expected a header and interaction rows")
     infer = None if full_inference else _INFER_ROWS
     if kind == "parquet":
-        _check_parquet_footer(path)
-        return pl.scan_parquet(path)
+        return _scan_parquet(path)
     if kind == "jsonl":
         if _is_utf8(encoding):
             return pl.scan_ndjson(path, infer_schema_length=infer)
@@ -279,6 +279,16 @@ def _open(source, kind, delimiter, table, query, encoding, full_inference) -> pl
         return pl.scan_csv(path, separator=separator, infer_schema_length=infer,
                            encoding="utf8-lossy" if lossy else "utf8")
     return pl.read_csv(_recoded(path, encoding), separator=separator, infer_schema_length=infer).lazy()
+
+
+def _check_readable(path: Path) -> None:
+    """Open the file once, so that a file without read permission is named as such by every reader (not as
+    a file that does not parse)."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the file ({err.strerror or err}); check its permissions") from err
 
 
 def _is_utf8(encoding: str) -> bool:
@@ -337,44 +347,113 @@ def _library_errors(name: str, kind: str, encoding: str):
     except DataError:
         raise
     except pl.exceptions.PolarsError as err:
-        raise DataError(f"{name}: {_hint(kind, str(err), encoding)}") from err
+        line = _first_bad_json_line(name) if kind == "jsonl" and _is_utf8(encoding) else None
+        raise DataError(f"{name}: {_hint(kind, str(err), encoding, line)}") from err
     except pl.exceptions.PanicException as err:  # a BaseException: polars' reader gave up on corrupt bytes
         raise DataError(f"{name}: {_hint(kind, str(err) or 'the reader failed on corrupt data', encoding)}") from err
     except OSError as err:
         raise DataError(f"{name}: cannot read the file ({err}); check the path and its permissions") from err
 
 
-def _check_parquet_footer(path: Path) -> None:
-    """Read the footer with pyarrow and check that its sizes fit in the file, before polars trusts them: a
-    corrupt length there made polars' reader abort the whole process (a multi-exabyte allocation)."""
+def _scan_parquet(path: Path) -> pl.LazyFrame:
+    """A lazy frame over a Parquet file whose pages pyarrow decodes, one batch at a time.
+
+    Parquet files are not decoded by polars: its page decoder aborts the whole process on some corrupt
+    page headers (a Rust panic or a multi-exabyte allocation, which no `except` catches), where pyarrow
+    raises an exception, which becomes a DataError here. Column selection, row limits and filters reach
+    the reader, and batches stream, so that sink_parquet's pass over a large log stays bounded in memory."""
+    import pyarrow.parquet as pq
+    from polars.io.plugins import register_io_source
+
+    schema = _check_parquet_footer(path)
+    with _parquet_errors(path):
+        polars_schema = pl.from_arrow(schema.empty_table()).schema
+
+    def batches(with_columns, predicate, n_rows, batch_size):
+        left = n_rows
+        with _parquet_errors(path), pq.ParquetFile(path) as file:
+            for batch in file.iter_batches(batch_size=batch_size or 1_000_000, columns=with_columns):
+                if left is not None:
+                    if left <= 0:
+                        return
+                    batch = batch.slice(0, left)
+                    left -= batch.num_rows
+                batch.validate(full=True)  # e.g. invalid UTF-8 in strings, which polars would take unchecked
+                frame = pl.from_arrow(batch) if batch.num_columns else pl.DataFrame(height=batch.num_rows)
+                yield frame if predicate is None else frame.filter(predicate)
+
+    return register_io_source(batches, schema=polars_schema, explain_name="recmaml-parquet")
+
+
+@contextmanager
+def _parquet_errors(path: Path):
+    """pyarrow's errors (and polars' on its batches) while reading Parquet `path`, as DataErrors."""
     import pyarrow as pa
+
+    try:
+        yield
+    except DataError:
+        raise
+    except (pa.ArrowException, OSError, ValueError, MemoryError, pl.exceptions.PolarsError,
+            pl.exceptions.PanicException) as err:
+        raise DataError(f"{path}: {_hint('parquet', str(err) or type(err).__name__, 'utf8')}") from err
+
+
+def _check_parquet_footer(path: Path):
+    """The file's Arrow schema, read from its footer with pyarrow, after checking that the footer's sizes
+    fit in the file (a corrupt length there once made a reader try a multi-exabyte allocation)."""
     import pyarrow.parquet as pq
 
     size = path.stat().st_size
+    with _parquet_errors(path):
+        with pq.ParquetFile(path) as file:
+            meta, schema = file.metadata, file.schema_arrow
+        for group in range(meta.num_row_groups):
+            row_group = meta.row_group(group)
+            for column in range(row_group.num_columns):
+                chunk = row_group.column(column)
+                start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+                if (start is None or start < 0 or chunk.total_compressed_size < 0
+                        or start + chunk.total_compressed_size > size):
+                    raise DataError(f"{path}: not a valid Parquet file (row group {group}, column "
+                                    f"{chunk.path_in_schema!r} points past the end of the file); is it truncated? "
+                                    "re-export or re-download it")
+    return schema
+
+
+def _first_bad_json_line(name: str) -> int | None:
+    """The number of the first line of JSON Lines file `name` that is not one JSON object (blank lines
+    are skipped), for the error message; None when every line parses or the file cannot be scanned."""
+    import json
+
+    path = Path(name)
+    if path.suffix.lower() in _COMPRESSED or not path.is_file():
+        return None
     try:
-        meta = pq.ParquetFile(path).metadata
-    except (pa.ArrowException, OSError, ValueError) as err:
-        raise DataError(f"{path}: {_hint('parquet', str(err), 'utf8')}") from err
-    for group in range(meta.num_row_groups):
-        row_group = meta.row_group(group)
-        for column in range(row_group.num_columns):
-            chunk = row_group.column(column)
-            start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
-            if start is None or start < 0 or chunk.total_compressed_size < 0 or start + chunk.total_compressed_size > size:
-                raise DataError(f"{path}: not a valid Parquet file (row group {group}, column "
-                                f"{chunk.path_in_schema!r} points past the end of the file); is it truncated? "
-                                "re-export or re-download it")
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    if not isinstance(json.loads(line), dict):
+                        return number
+                except ValueError:  # JSONDecodeError and UnicodeDecodeError
+                    return number
+    except OSError:
+        return None
+    return None
 
 
-def _hint(kind: str, message: str, encoding: str) -> str:
+def _hint(kind: str, message: str, encoding: str, line: int | None = None) -> str:
     first_line = message.strip().splitlines()[0] if message.strip() else message
+    if kind == "parquet":  # binary: an encoding never helps
+        return f"not a valid Parquet file ({first_line}); is it truncated? re-export or re-download it"
     if "utf-8" in message.lower() or "utf8" in message.lower():
         return (f"the text is not valid {encoding} ({first_line}); pass the file's encoding, "
                 "e.g. encoding='latin-1' (CLI: --encoding latin-1)")
-    if kind == "parquet":
-        return f"not a valid Parquet file ({first_line}); is it truncated? re-export or re-download it"
     if kind == "jsonl":
-        return f"not valid JSON Lines ({first_line}); each line must be one JSON object"
+        where = f" at line {line:,}" if line else ""
+        return f"not valid JSON Lines{where} ({first_line}); each line must be one JSON object"
     if kind in ("csv", "tsv"):
         return (f"cannot parse the file as {kind.upper()} ({first_line}); check the delimiter "
                 "(delimiter=, CLI: --delimiter) and that every row has the header's columns")

@@ -342,6 +342,9 @@ def resolve_config(path_or_name: str | Path) -> Path:
     path = Path(path_or_name)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; pass the TOML file itself (e.g. {path / 'config.toml'}) or the "
+                          f"name of a shipped config: {', '.join(shipped_configs()) or '(none installed)'}")
     folder = shipped_config_dir()
     if folder is not None and path.parent == Path("."):
         shipped = folder / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
@@ -363,6 +366,8 @@ def load_config(path: str | Path | None = None, **overrides) -> Config:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path}: not valid TOML: {err}") from err
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read the config ({err.strerror or err}); check its permissions") from err
     for section, values in overrides.items():
         raw.setdefault(section, {}).update(values)
     return config_from_dict(raw, source)

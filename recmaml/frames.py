@@ -59,6 +59,10 @@ def _flag(role: str) -> str:
 def _missing_column_error(source: str, role: str, wanted: str, found: list[str]) -> DataError:
     guess = next((c for c in found if c.lower().replace(" ", "_") in _ALIASES[role]), None)
     fix = f"pass {role}_col={guess!r} (CLI: --{role}-col {guess})" if guess else f"name the column with {_flag(role)}"
+    separator = next((c for c in ",;|\t" if len(found) == 1 and c in found[0]), None)
+    if separator is not None:  # the whole header is one column: the file uses another delimiter
+        fix = (f"the header reads as one column, so the file's delimiter is likely {separator!r}: pass "
+               f"delimiter={separator!r} (CLI: --delimiter {separator!r})")
     return DataError(f"{source}: missing column {wanted!r} for the {role}; found {found}; {fix}")
 
 
@@ -68,6 +72,7 @@ def _first_row(mask: pl.Series) -> int:
 
 
 MAX_ID_CHARS = 1_000
+_INT64_MAX = 2**63 - 1
 
 
 def _check_ids(df: pl.DataFrame, source: str, col: str) -> None:
@@ -83,6 +88,10 @@ def _check_ids(df: pl.DataFrame, source: str, col: str) -> None:
             f"{_first_row(nulls)}); drop or fill those rows before loading"
         )
     if df[col].dtype == pl.String:
+        nul = df[col].str.contains("\x00", literal=True)
+        if nul.any():  # ids become numpy text arrays, which cannot tell a trailing NUL from padding
+            raise DataError(f"{source}: column {col!r} has an id with a NUL character at data row {_first_row(nul)}; "
+                            "ids must not contain NUL (\\x00): is the file UTF-16 (CLI: --encoding) or binary?")
         too_long = df[col].str.len_chars() > MAX_ID_CHARS
         if too_long.any():  # ids become fixed-width arrays: one 1 MB id would make every id 1 MB wide
             row = _first_row(too_long)
@@ -94,6 +103,19 @@ def _check_ids(df: pl.DataFrame, source: str, col: str) -> None:
         if frac.any():
             row = _first_row(frac)
             raise DataError(f"{source}: column {col!r} has non-integer id {shown(df[col][row - 1])} at data row {row}")
+    # numeric ids become int64: 2**63 (which polars reads as Int128), a UInt64 hash or 1e20 would not convert
+    dtype, outside = df[col].dtype, None
+    if dtype.is_float():
+        outside = (df[col] >= 2.0**63) | (df[col] < -(2.0**63))
+    elif dtype in (pl.UInt64, pl.UInt128):
+        outside = df[col] > _INT64_MAX
+    elif dtype == pl.Int128:
+        outside = (df[col] > _INT64_MAX) | (df[col] < -_INT64_MAX - 1)
+    if outside is not None and outside.any():
+        row = _first_row(outside)
+        raise DataError(f"{source}: column {col!r} has id {shown(df[col][row - 1])} at data row {row}, outside "
+                        "the 64-bit integer range of numeric ids (-2**63 to 2**63-1); write such ids as text "
+                        "(e.g. with a letter prefix) or map them to smaller numbers")
 
 
 # Rows converted at a time by `_to_numpy`: big enough to be fast, small enough that temporaries don't count.
@@ -173,7 +195,10 @@ def _timestamp_column(df: pl.DataFrame, source: str, col: str) -> pl.Series:
     elif series.dtype == pl.String:
         parsed = series.str.strip_chars().cast(pl.Int64, strict=False)
         if parsed.is_null().sum() > series.is_null().sum():
-            parsed = series.str.to_datetime(strict=False).dt.epoch("s")
+            try:
+                parsed = series.str.to_datetime(strict=False).dt.epoch("s")
+            except pl.exceptions.ComputeError:  # polars found no date format in the first values
+                parsed = pl.Series(col, [None] * len(series), dtype=pl.Int64)
         bad = parsed.is_null() & series.is_not_null()
         if bad.any():
             row = _first_row(bad)

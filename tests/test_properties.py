@@ -70,8 +70,11 @@ def test_candidate_lists_hold_only_candidates_and_are_never_longer(rec, pairs, c
     assert set(mine.tolist()) <= allowed and len(mine) == min(k, len(allowed))
 
 
+# text ids: any unicode but NUL, which the readers refuse (numpy text arrays cannot keep a trailing NUL;
+# test_hostile checks the refusal)
 ids = st.one_of(st.lists(st.integers(-2**62, 2**62), max_size=30),
-                st.lists(st.text(min_size=1, max_size=12).filter(lambda t: t.strip() == t and t), max_size=30))
+                st.lists(st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=12)
+                         .filter(lambda t: t.strip() == t and t), max_size=30))
 
 
 @SETTINGS
