@@ -557,8 +557,16 @@ def cmd_tune(args) -> None:
 # ---- parser -------------------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors: the flag and the problem, then where the usage is (argparse's
+    own error prints the whole usage first, which buries the line that matters in a batch job's log)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="recmaml", description="Meta-learned cold-start recommendation: adapt to each new user's few "
         "interactions, then rank.", formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="run `recmaml COMMAND --help` for a command's flags and an example")

@@ -204,10 +204,17 @@ def test_a_model_saved_with_a_gpu_device_loads_on_the_cpu(model_dir, tmp_path):
     assert MetaRecommender.load(copy).config.meta.device == "cpu"
 
 
-def test_usage_errors_exit_2(capsys):
+@pytest.mark.parametrize("argv,needle", [
+    (["recommend", "--model", "m"], "--history"),
+    (["recommend", "--model", "m", "--history", "h.csv", "--out", "o.csv", "--k", "2.5"], "--k: invalid int value"),
+    (["recommen"], "invalid choice: 'recommen'"),
+])
+def test_usage_errors_exit_2_with_one_line(argv, needle, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["recommend", "--model", "m"])
-    assert exit_.value.code == 2 and "--history" in capsys.readouterr().err
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1, err
+    assert needle in err and err.endswith("--help")
 
 
 def test_fit_reads_side_feature_tables(files, tmp_path):
