@@ -252,7 +252,10 @@ def _check_exists(path: Path) -> None:
 # --- opening each kind of source -----------------------------------------------------------------------
 
 
-def _open(source, kind, delimiter, table, query, encoding, full_inference) -> pl.LazyFrame | pl.DataFrame:
+def _open(source, kind, delimiter, table, query, encoding, full_inference, streaming: bool = False
+          ) -> pl.LazyFrame | pl.DataFrame:
+    """The source as a frame; `streaming`: it will be read in a streaming pass (sink_parquet), so a
+    Parquet file is decoded batch by batch rather than whole."""
     if kind == "frame":
         return frame_of(source)
     if kind == "sql":
@@ -268,7 +271,7 @@ def _open(source, kind, delimiter, table, query, encoding, full_inference) -> pl
         raise DataError(f"{path}: the file is empty (0 bytes); expected a header and interaction rows")
     infer = None if full_inference else _INFER_ROWS
     if kind == "parquet":
-        return _scan_parquet(path)
+        return _scan_parquet(path, whole=not streaming)
     if kind == "jsonl":
         if _is_utf8(encoding):
             return pl.scan_ndjson(path, infer_schema_length=infer)
@@ -355,13 +358,14 @@ def _library_errors(name: str, kind: str, encoding: str):
         raise DataError(f"{name}: cannot read the file ({err}); check the path and its permissions") from err
 
 
-def _scan_parquet(path: Path) -> pl.LazyFrame:
-    """A lazy frame over a Parquet file whose pages pyarrow decodes, one batch at a time.
+def _scan_parquet(path: Path, whole: bool = True) -> pl.LazyFrame:
+    """A lazy frame over a Parquet file whose pages pyarrow decodes.
 
     Parquet files are not decoded by polars: its page decoder aborts the whole process on some corrupt
     page headers (a Rust panic or a multi-exabyte allocation, which no `except` catches), where pyarrow
     raises an exception, which becomes a DataError here. Column selection, row limits and filters reach
-    the reader, and batches stream, so that sink_parquet's pass over a large log stays bounded in memory."""
+    the reader. whole: the selected columns are read at once (pyarrow's threads, no copy into polars);
+    else batch by batch, so that a streaming pass (sink_parquet) over a large log stays bounded in memory."""
     import pyarrow.parquet as pq
     from polars.io.plugins import register_io_source
 
@@ -369,17 +373,26 @@ def _scan_parquet(path: Path) -> pl.LazyFrame:
     with _parquet_errors(path):
         polars_schema = pl.from_arrow(schema.empty_table()).schema
 
+    def as_frame(data):
+        data.validate(full=True)  # e.g. invalid UTF-8 in strings, which polars would take unchecked
+        return pl.from_arrow(data, rechunk=False) if data.num_columns else pl.DataFrame(height=data.num_rows)
+
     def batches(with_columns, predicate, n_rows, batch_size):
-        left = n_rows
-        with _parquet_errors(path), pq.ParquetFile(path) as file:
-            for batch in file.iter_batches(batch_size=batch_size or 1_000_000, columns=with_columns):
+        # pre_buffer off: pyarrow's coalesced reads ahead of decoding made it half as fast here
+        with _parquet_errors(path), pq.ParquetFile(path, pre_buffer=False) as file:
+            if whole and n_rows is None:
+                frame = as_frame(file.read(columns=with_columns))
+                yield frame if predicate is None else frame.filter(predicate)
+                return
+            left = n_rows
+            # at least a million rows a batch: polars asks for 100,000, and each batch costs a conversion
+            for batch in file.iter_batches(batch_size=max(batch_size or 0, 1_000_000), columns=with_columns):
                 if left is not None:
                     if left <= 0:
                         return
                     batch = batch.slice(0, left)
                     left -= batch.num_rows
-                batch.validate(full=True)  # e.g. invalid UTF-8 in strings, which polars would take unchecked
-                frame = pl.from_arrow(batch) if batch.num_columns else pl.DataFrame(height=batch.num_rows)
+                frame = as_frame(batch)
                 yield frame if predicate is None else frame.filter(predicate)
 
     return register_io_source(batches, schema=polars_schema, explain_name="recmaml-parquet")

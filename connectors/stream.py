@@ -107,7 +107,7 @@ def _partition(source, kind, name, columns: Columns, n_rows: int, n_parts: int, 
     for full_inference in (False, True):
         try:
             with _library_errors(name, kind, encoding):
-                frame = _open(source, kind, delimiter, None, None, encoding, full_inference)
+                frame = _open(source, kind, delimiter, None, None, encoding, full_inference, streaming=True)
                 # the first rows through the full validation: a missing column fails before the long pass
                 # (their duplicates are reported when their part is read, not twice)
                 with warnings.catch_warnings():
