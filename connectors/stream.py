@@ -5,10 +5,12 @@ pass (polars' streaming engine) into parts by ranges of the user id, written as 
 folder; each part then holds every row of its users and is read, validated and served on its own. Peak
 memory is bounded by one part (about `chunk_rows` rows), not by the number of users.
 
+The temporary folder (next to the system's temp files, or `workdir`) is removed when the iteration
+ends, also on errors.
+
 Parts are ranges of ids, cut at quantiles of a sample of the rows, and come in id order: as a whole log
 read in one chunk sorts its users (a Vocabulary is sorted), the users come out in ascending id order
-whatever `chunk_rows` is, so `recmaml recommend --chunk-rows` never changes the output's order. The temporary folder
-(next to the system's temp files, or `workdir`) is removed when the iteration ends, also on errors.
+whatever `chunk_rows` is, so `recmaml recommend --chunk-rows` never changes the output's order.
 
 Streamed: CSV/TSV, Parquet and JSON Lines files. SQL sources and in-memory frames are read whole.
 """
@@ -70,7 +72,7 @@ def iter_user_chunks(
     with _library_errors(name, kind, encoding):
         frame = read_frame(source, format=format, delimiter=delimiter, encoding=encoding)  # checks the file
         # a Parquet footer has the count (reading it from the pages would decode a whole column)
-        n_rows = (_parquet_rows(source) if kind == "parquet" else frame.select(pl.len()).collect().item())
+        n_rows = _parquet_rows(source) if kind == "parquet" else frame.select(pl.len()).collect().item()
     if on_rows is not None:
         on_rows(n_rows)
     if n_rows <= chunk_rows:
@@ -116,7 +118,8 @@ def _partition(source, kind, name, columns: Columns, n_rows: int, n_parts: int, 
                 found = frame.collect_schema().names()
                 wanted = [c for c in (columns.user, columns.item, columns.rating, columns.timestamp) if c and c in found]
                 breaks = _user_breaks(frame, columns.user, n_rows, n_parts)
-                frame.select(wanted).with_columns(_part_of(columns.user, breaks).alias(_PART_KEY)).sink_parquet(pl.PartitionBy(folder, key=_PART_KEY, include_key=False), mkdir=True)
+                frame.select(wanted).with_columns(_part_of(columns.user, breaks).alias(_PART_KEY)).sink_parquet(
+                    pl.PartitionBy(folder, key=_PART_KEY, include_key=False), mkdir=True)
             return
         except DataError as err:
             retry = not full_inference and kind != "parquet" and isinstance(err.__cause__, pl.exceptions.ComputeError)

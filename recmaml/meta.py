@@ -135,9 +135,9 @@ def meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: di
 
     progress: an optional callable(epoch, metrics) for progress bars (the library never prints).
     checkpoint: where to write a checkpoint after every epoch and, with its `resume`, to continue from one
-    (recmaml.resume); None writes none. A resumed run
-    ends with the weights of an uninterrupted one; meta.max_seconds counts the training time recorded in
-    the checkpoint, not the time lost to the interruption."""
+    (recmaml.resume); None writes none. A resumed run ends with the weights of an uninterrupted one;
+    meta.max_seconds counts the training time recorded in the checkpoint, not the time lost to the
+    interruption."""
     m = cfg.meta
     # taken before Meta-SGD adds its rates: only the data-derived buffers and the config matter
     fingerprint = resume.fingerprint(cfg, log_, user_feats, model) if checkpoint is not None else None

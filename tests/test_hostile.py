@@ -553,12 +553,15 @@ def test_a_rating_model_ranks_by_predicted_rating(rating_model_dir, tmp_path):
     assert ranked["score"].min() > 1  # ratings on the warm log's scale, not logits
 
 
+def _predict(model_dir, history, pairs, out):
+    return ["predict", "--model", str(model_dir), "--history", str(history), "--pairs", str(pairs), "--out", str(out)]
+
+
 def test_a_ranking_model_predicts_scores_and_says_they_are_not_ratings(model_dir, tmp_path, capsys):
     history, pairs = tmp_path / "h.csv", tmp_path / "pairs.csv"
     history.write_text("user_id,item_id\na,1\na,2\n")
     pairs.write_text("user_id,item_id\na,5\na,45\n")
-    assert main(["predict", "--model", str(model_dir), "--history", str(history), "--pairs", str(pairs),
-                 "--out", str(tmp_path / "p.csv")]) == 0
+    assert main(_predict(model_dir, history, pairs, tmp_path / "p.csv")) == 0
     assert "ranking model (objective 'implicit')" in capsys.readouterr().err
     assert pl.read_csv(tmp_path / "p.csv")["prediction"].is_finite().all()
 
@@ -614,8 +617,7 @@ def test_pairs_naming_unknown_users_or_items(model_dir, tmp_path, capsys):
     history, pairs = tmp_path / "h.csv", tmp_path / "pairs.csv"
     history.write_text("user_id,item_id\na,1\na,2\n")
     pairs.write_text("user_id,item_id\nnew,5\na,99999\n")
-    assert main(["predict", "--model", str(model_dir), "--history", str(history), "--pairs", str(pairs),
-                 "--out", str(tmp_path / "p.csv")]) == 0
+    assert main(_predict(model_dir, history, pairs, tmp_path / "p.csv")) == 0
     assert "1 pairs name items the model does not know; their prediction is NaN" in capsys.readouterr().err
     pred = pl.read_csv(tmp_path / "p.csv")["prediction"]
     assert pred.is_finite()[0] and pred.is_nan()[1]  # kept in place, one row per pair
