@@ -91,35 +91,36 @@ def adapt(
     inner_lr: float,
     first_order: bool = False,
     reduction: str = "mean",
-    lr_scale: float = 1.0,
+    lr_scale: float | torch.Tensor = 1.0,
 ) -> dict[str, torch.Tensor]:
     """Fast weights of every user in `support` (one padded set per user: TaskBatch.support(), or serving's).
 
     With first_order=False the result stays differentiable through the inner steps (second-order MAML);
     with first_order=True the inner gradients are treated as constants.
     Meta-SGD: if the model has a `meta_lrs` ParameterDict, its entries are the per-parameter inner rates.
-    lr_scale multiplies every rate (serving's serve.inner_lr_scale).
+    lr_scale multiplies every rate: one multiplier, or one per user (B,) (serving's per-size scales).
     """
     adapted, shared = split_params(model, names)
     batch = len(support)
     if steps == 0:
         return {n: p.unsqueeze(0).expand(batch, *p.shape) for n, p in adapted.items()}
     meta_lrs = getattr(model, META_LR_PREFIX, None)
-    rates = {n: lr_scale * (meta_lrs[meta_lr_key(n)] if meta_lrs is not None else inner_lr) for n in names}
+    rates = {n: (meta_lrs[meta_lr_key(n)] if meta_lrs is not None else inner_lr) for n in names}
+    scales = torch.as_tensor(lr_scale, dtype=torch.float32, device=support.items.device).expand(batch)
     cfg = model.cfg
 
     def support_loss(fast: dict, data: dict) -> torch.Tensor:
         return task_loss(model, {**shared, **fast}, data, cfg.objective, cfg.loss, reduction)
 
-    def one_user(fast: dict, data: dict) -> dict:
+    def one_user(fast: dict, data: dict, scale: torch.Tensor) -> dict:
         for _ in range(steps):
             grads = grad(support_loss)(fast, data)
             if first_order:
                 grads = {n: g.detach() for n, g in grads.items()}
-            fast = {n: fast[n] - rates[n] * grads[n] for n in fast}
+            fast = {n: fast[n] - scale * rates[n] * grads[n] for n in fast}
         return fast
 
-    return vmap(one_user, in_dims=(None, 0))(adapted, support.tree())
+    return vmap(one_user, in_dims=(None, 0, 0))(adapted, support.tree(), scales)
 
 
 def batched_loss(model: nn.Module, fast: dict[str, torch.Tensor], data: PaddedSet) -> torch.Tensor:

@@ -11,8 +11,8 @@ users the same way with another seed):
 - random K-shot: each cold user reveals K random interactions, the rest are hidden;
 - temporal K-shot: each cold user reveals its K earliest interactions (needs timestamps);
 - melu (Lee et al. 2019): users with 13-100 ratings; a cold user hides 10 random ratings, reveals the rest.
-Every system is tuned on the validation users with a small grid (never on the test users), refitted on
-all warm users, and scored on the cold users of every K. Metrics: see `ranking_cell` and `melu_cell`.
+Every baseline is tuned on the validation users with a small grid (never on the test users), refitted on
+all warm users, and scored on the cold users of every K; recmaml's systems are fitted once, as shipped. Metrics: see `ranking_cell` and `melu_cell`.
 """
 
 from __future__ import annotations
@@ -69,30 +69,51 @@ def relevance_threshold(log: Interactions) -> float | None:
 # ------------------------------------------------------------------------------------------- systems
 
 
+def user_times(split: ColdSplit) -> np.ndarray:
+    """Per cold user, the time it is served at: its latest revealed interaction, or, with none revealed
+    (K = 0), its first hidden one (when it arrived, which a live system knows)."""
+    support, query = split.cold_support, split.cold_query
+    times = np.full(split.n_cold, np.inf)
+    np.minimum.at(times, query.user_idx, query.timestamp.astype(np.float64))
+    latest = np.full(split.n_cold, -np.inf)
+    np.maximum.at(latest, support.user_idx, support.timestamp.astype(np.float64))
+    return np.where(np.isfinite(latest), latest, times)
+
+
 class _Baseline:
-    """A fitted baseline, scored through its (support arrays) -> score matrix interface."""
+    """A fitted baseline, scored through its (support arrays) -> score matrix interface, or, for a
+    time-aware one (score_at), from each cold user's time."""
 
     def __init__(self, model):
         self.model = model
 
-    def scores(self, support: Interactions) -> np.ndarray:
-        return np.asarray(self.model.score(*support_arrays(support)), dtype=np.float32)
+    def scores(self, split: ColdSplit) -> np.ndarray:
+        if hasattr(self.model, "score_at"):
+            return np.asarray(self.model.score_at(user_times(split)), dtype=np.float32)
+        return np.asarray(self.model.score(*support_arrays(split.cold_support)), dtype=np.float32)
 
 
 class FittedMeta:
-    """A fitted MetaRecommender, scored through its public `score` with external ids."""
+    """A fitted MetaRecommender, scored through its public `score` with external ids, told the kind of
+    history the protocol reveals ('first' on the temporal protocol, else 'sample'), as a job would."""
 
-    def __init__(self, rec):
+    def __init__(self, rec, history_kind: str | None = None):
         self.rec = rec
+        self.history_kind = history_kind
 
-    def scores(self, support: Interactions) -> np.ndarray:
-        return self.rec.score(support, users=support.users.ids, items=support.items.ids)  # the log's item order
+    def scores(self, split: ColdSplit) -> np.ndarray:
+        support = split.cold_support
+        return self.rec.score(support, users=support.users.ids, items=support.items.ids,  # the log's item order
+                              history_kind=self.history_kind)
+
+    def for_protocol(self, protocol: str) -> FittedMeta:
+        return FittedMeta(self.rec, "first" if protocol == "temporal" else "sample")
 
     def served(self, **serve) -> FittedMeta:
         """The same fitted weights served with other [serve] settings (a shallow copy shares the model)."""
         other = copy.copy(self.rec)
         other.config = self.rec.config.replace(serve=serve)
-        return FittedMeta(other)
+        return FittedMeta(other, self.history_kind)
 
     def zero_steps(self) -> FittedMeta:
         """The same meta-learned weights served without adaptation."""
@@ -106,10 +127,10 @@ class System:
     rating: bool  # predicts ratings: MAE/RMSE are reported
     fit: Callable[..., object]  # fit(warm, ctx, **params) -> an object with .scores(support)
     grid: Callable[[dict], dict[str, list]] = lambda ctx: {}  # ctx -> {param: values}
-    serve_grid: Callable[[dict], dict[str, list]] | None = None  # ctx -> {[serve] field: values}, tried on one fit
     derived_from: str | None = None  # served from another system's fit (zero inner steps)
     doc: str = ""
     needs_ratings: bool = False  # left out on logs without ratings
+    needs_timestamps: bool = False  # left out on logs without timestamps
 
 
 def _baseline(factory):
@@ -131,7 +152,8 @@ def _meta(**sections):
     def fit(warm, ctx, **params):
         from recmaml.recommender import MetaRecommender
 
-        return FittedMeta(MetaRecommender(_meta_config(ctx, **copy.deepcopy(sections))).fit(warm))
+        rec = MetaRecommender(_meta_config(ctx, **copy.deepcopy(sections))).fit(warm)
+        return FittedMeta(rec).for_protocol(ctx["protocol"])
     return fit
 
 
@@ -143,14 +165,7 @@ def _transfer(warm, ctx, **params):
 
     steps = ctx["config"].meta.inner_steps
     cfg = _meta_config(ctx, meta={"inner_steps": 0}, serve={"inner_steps": max(steps, 1)})
-    return FittedMeta(MetaRecommender(cfg).fit(warm))
-
-
-def _serve_grid(ctx: dict) -> dict[str, list]:
-    """recmaml's serving grid, tried on one fit on the validation warm users (no refit per point): inner
-    steps around the config's and the inner rate scaled down and up by factors of 2 and 4."""
-    steps = max(ctx["config"].meta.inner_steps, 1)
-    return {"inner_steps": sorted({1, steps, 2 * steps, 4 * steps}), "inner_lr_scale": [0.25, 0.5, 1.0, 2.0, 4.0]}
+    return FittedMeta(MetaRecommender(cfg).fit(warm)).for_protocol(ctx["protocol"])
 
 
 def _rated(ctx) -> list:
@@ -160,6 +175,10 @@ def _rated(ctx) -> list:
 SYSTEMS: dict[str, System] = {s.name: s for s in [
     System("popularity", "baseline", False, _baseline(baselines.Popularity),
            lambda ctx: {"threshold": _rated(ctx)}, doc="warm interaction counts (or counts of relevant ones)"),
+    System("recent_popularity", "baseline", False, _baseline(baselines.RecentPopularity),
+           lambda ctx: {"window_days": [30.0, 91.0, 182.0, 365.0, 730.0, 1095.0], "threshold": _rated(ctx)},
+           doc="counts in a window before the cold user's time (its latest revealed interaction, or arrival)",
+           needs_timestamps=True),
     System("item_mean", "baseline", True, _baseline(lambda **p: baselines.ItemMean(user_offset=False, **p)),
            lambda ctx: {"damping": [0.0, 5.0, 20.0, 50.0, 200.0]}, doc="damped item mean rating", needs_ratings=True),
     System("item_mean_offset", "baseline", True, _baseline(baselines.ItemMean),
@@ -178,23 +197,20 @@ SYSTEMS: dict[str, System] = {s.name: s for s in [
                                                               **p).fit(warm)),
            lambda ctx: {"input_items": [(1, 5), (1, 20), (1, 50)], "anneal_steps": [500]},
            doc="Mult-VAE (Liang et al. 2018), trained on few-item inputs, encoder fold-in"),
-    System("recmaml_maml", "recmaml", True, _meta(meta={"method": "maml"}), serve_grid=_serve_grid,
-           doc="second-order MAML"),
-    System("recmaml_fomaml", "recmaml", True, _meta(meta={"method": "fomaml"}), serve_grid=_serve_grid,
-           doc="first-order MAML"),
-    System("recmaml_metasgd", "recmaml", True, _meta(meta={"method": "metasgd"}), serve_grid=_serve_grid,
-           doc="Meta-SGD"),
-    System("recmaml_head", "recmaml", True, _meta(meta={"adapt": "head"}), serve_grid=_serve_grid,
-           doc="MAML adapting the user tower only"),
+    System("recmaml_maml", "recmaml", True, _meta(meta={"method": "maml"}),
+           doc="second-order MAML: `recmaml fit` with the config given, served as `recommend` serves"),
+    System("recmaml_fomaml", "recmaml", True, _meta(meta={"method": "fomaml"}), doc="first-order MAML"),
+    System("recmaml_metasgd", "recmaml", True, _meta(meta={"method": "metasgd"}), doc="Meta-SGD"),
+    System("recmaml_head", "recmaml", True, _meta(meta={"adapt": "head"}), doc="MAML adapting the user tower only"),
     System("recmaml_0_steps", "recmaml", True, None, derived_from="recmaml_maml",
            doc="the second-order MAML model served with zero inner steps"),
-    System("recmaml_transfer", "recmaml", True, _transfer, serve_grid=_serve_grid,
+    System("recmaml_transfer", "recmaml", True, _transfer,
            doc="trained without meta-learning, fine-tuned per cold user with the same inner steps"),
 ]}
 """Every system of the suite. recmaml's systems are rating models on the MeLU protocol (objective
-'rating') and ranking models elsewhere; they train with the config given (a search over its
-training fields search over them belongs to tuning, not to the benchmark) and tune their
-serving (inner steps and rate, `_serve_grid`) on the validation users."""
+'rating') and ranking models elsewhere; each is what `recmaml fit` with the config given ships, served
+as `recommend` serves it (told the protocol's history kind): the benchmark tunes nothing of theirs, since
+whatever serving choice is worth making on validation users fit makes and saves (recmaml.calibrate)."""
 
 
 def resolve_systems(names) -> tuple[str, ...]:
@@ -324,7 +340,7 @@ def validation_value(fitted, splits: dict, protocol: str, rating: bool, relevant
     the hidden items' nDCG@3."""
     values = []
     for split in splits.values():
-        scores = fitted.scores(split.cold_support)
+        scores = fitted.scores(split)
         if rating:
             values.append(-rating_cell(scores, split)["mae"])
         elif protocol == "melu":
@@ -338,21 +354,6 @@ def _grid_points(grid: dict) -> list[dict]:
     import itertools
 
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
-
-
-def _tune_serving(system: System, splits: _Splits, ctx: dict, rating: bool, params: dict) -> tuple[dict, list]:
-    """The best point of the system's serving grid, all tried on one fit on the validation warm users,
-    and the points tried ({"params": {"serve.<field>": value}, "validation": value})."""
-    if system.serve_grid is None or ctx["grid"] == "minimal":
-        return {}, []
-    fitted = system.fit(splits.val_warm, ctx, **params)
-    tried, best, best_value = [], {}, -np.inf
-    for point in _grid_points(system.serve_grid(ctx)):
-        value = validation_value(fitted.served(**point), splits.val, ctx["protocol"], rating, ctx["relevant_min"])
-        tried.append({"params": {f"serve.{k}": v for k, v in point.items()}, "validation": value})
-        if np.isfinite(value) and value > best_value:
-            best, best_value = point, value
-    return best, tried
 
 
 def run_system(system: System, log: Interactions, splits: _Splits, ctx: dict, fitted_cache: dict) -> dict:
@@ -376,14 +377,11 @@ def run_system(system: System, log: Interactions, splits: _Splits, ctx: dict, fi
             best = max(tried, key=lambda t: t["validation"] if np.isfinite(t["validation"]) else -np.inf)["params"]
         else:
             best = points[0]
-        serve_best, serve_tried = _tune_serving(system, splits, ctx, rating, best)
         record["tune_s"] = time.perf_counter() - start
-        record["grid"] = tried + serve_tried
-        record["params"] = {**best, **{f"serve.{k}": v for k, v in serve_best.items()}}
+        record["grid"] = tried
+        record["params"] = best
         start = time.perf_counter()
         fitted = system.fit(splits.warm, ctx, **best)
-        if serve_best:
-            fitted = fitted.served(**serve_best)
         record["fit_s"] = time.perf_counter() - start
         fitted_cache[system.name] = fitted
         if isinstance(fitted, FittedMeta) and fitted.rec.history is not None:
@@ -391,7 +389,7 @@ def run_system(system: System, log: Interactions, splits: _Splits, ctx: dict, fi
             record["stopped"] = fitted.rec.history.summary()
             record["resolved_config"] = fitted.rec.config.to_dict()  # with the log-derived values fit chose
     start = time.perf_counter()
-    record["per_k"] = {str(k): _cell_metrics(fitted.scores(split.cold_support), split, protocol, rating, relevant_min)
+    record["per_k"] = {str(k): _cell_metrics(fitted.scores(split), split, protocol, rating, relevant_min)
                        for k, split in splits.test.items()}
     record["serve_s"] = time.perf_counter() - start
     return record
@@ -418,7 +416,8 @@ def run_benchmark(log: Interactions, spec: BenchmarkSpec, out: Path, progress=No
     """Run every (protocol, seed, system) cell of `spec` on `log` that `out` does not already hold, and
     return the paths of all its cells. Each cell is written atomically when done, so an interrupted run
     resumes at the first missing cell. progress: optional tqdm-like object (update, set_description)."""
-    systems = tuple(s for s in resolve_systems(spec.systems) if log.rating is not None or not SYSTEMS[s].needs_ratings)
+    systems = tuple(s for s in resolve_systems(spec.systems) if (log.rating is not None or not SYSTEMS[s].needs_ratings)
+                    and (log.timestamp is not None or not SYSTEMS[s].needs_timestamps))
     protocols = list(spec.protocols)
     for p in protocols:
         if p not in PROTOCOLS:

@@ -244,7 +244,7 @@ def _load_model(args):
         if threads < 1:
             raise RecMamlError(f"--threads must be at least 1, got {threads}")
         rec.config = rec.config.replace(serve={"threads": threads})
-    return rec
+    return rec.with_history_kind(getattr(args, "history_kind", None))
 
 
 def cmd_fit(args) -> None:
@@ -565,6 +565,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
+_HISTORY_KIND_HELP = ("what the users' rows are: 'first' (their earliest interactions, as a new user shows them) "
+                      "or 'sample' (a random sample of them); default: the model's serve.history_kind, 'first' "
+                      "for a model fitted on a log with timestamps")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="recmaml", description="Meta-learned cold-start recommendation: adapt to each new user's few "
@@ -620,6 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--candidates-format", help="format of --candidates when its extension does not say")
     rec.add_argument("--candidates-table", help="table to read when --candidates is an SQL URI")
     rec.add_argument("--include-seen", action="store_true", help="allow items of a user's history in its list")
+    rec.add_argument("--history-kind", choices=["first", "sample"], default=None, help=_HISTORY_KIND_HELP)
     rec.add_argument("--batch-size", type=int, default=None, help="cold users adapted together (default 4096)")
     rec.add_argument("--chunk-rows", type=int, default=2_000_000,
                      help="history rows held in memory at once (default 2,000,000); larger histories are "
@@ -657,6 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--out", required=True, help="output with columns user_id, item_id, prediction")
     pred.add_argument("--table", default=None, help="SQL table for an SQL --out (default predictions)")
     pred.add_argument("--batch-size", type=int, default=None, help="users adapted together (default 4096)")
+    pred.add_argument("--history-kind", choices=["first", "sample"], default=None, help=_HISTORY_KIND_HELP)
     pred.add_argument("--user-features", help="table of the users' side features keyed by --user-col")
     _add_data_flags(pred)
     pred.set_defaults(func=cmd_predict)
@@ -666,6 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--history", required=True, help="what each evaluated user reveals (adapted on)")
     ev.add_argument("--heldout", required=True, help="the same users' hidden interactions")
     ev.add_argument("--k", type=int, default=20, help="cut-off of the ranking metrics (default 20)")
+    ev.add_argument("--history-kind", choices=["first", "sample"], default=None, help=_HISTORY_KIND_HELP)
     ev.add_argument("--threshold", type=float, default=4.0,
                     help="held-out ratings at least this are relevant (default 4; -1: every held-out row)")
     ev.add_argument("--out", help="also write the metrics to this JSON file")

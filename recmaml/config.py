@@ -49,11 +49,24 @@ class ModelConfig:
     item-item signal that strong fold-in baselines live on, beside the two towers."""
     item_knn_shrink: float = 10.0
     """Shrinkage of that cosine similarity (damps pairs seen by few users)."""
+    item_item: str = "cosine"
+    """What the item_knn table holds: 'cosine' (item-kNN similarities) or 'ease' (each item's item_knn
+    largest weights of an EASE model of the warm log, Steck 2019, fitted on its 5,000 most frequent items).
+    The support's sum of those rows is standardized per user and weighed by a meta-learned weight that
+    each user's inner steps adapt."""
+    item_item_lam: float = 200.0
+    """EASE's L2 regularization (model.item_item = 'ease')."""
     support_encoder: int = 256
     """Width of a set encoder of the user's support items (0: none): tanh of the sum of their input
     embeddings over sqrt(count), fed to the user tower beside user_init, so the inner loop starts from a
     point conditioned on what the user showed (a few-shot Mult-VAE/DAE encoder is such an initializer)
     instead of one start shared by every user; the gradient steps then refine it."""
+    history_kind: bool = True
+    """Condition the scorer on the kind of history a user shows: 'first' (its earliest interactions, what a
+    real new user shows) or 'sample' (a random sample of them, what a random-split benchmark shows). A
+    learned code of the kind feeds the user tower and a learned per-kind item bias is added to the
+    scores, so that one model trained on both kinds of task serves each as a model trained for it would
+    (recommend(history_kind=...), CLI --history-kind)."""
     use_user_features: bool = True
     use_item_features: bool = True
     init_std: float = 0.05
@@ -138,9 +151,26 @@ class ServeConfig:
     is running on when a call starts (recmaml.serve.serving_threads), at least 1: torch's threads spin on a
     busy machine, so a serving call beside a CPU-bound job is several times slower with them all."""
     inner_lr_scale: float = 1.0
-    """Multiplies the inner learning rate (Meta-SGD: its learned rates) at serving time; the benchmark
-    tunes it with serve.inner_steps on validation users, since a model trained with few support items
-    may want longer or shorter steps on a cold user than it took in training."""
+    """Multiplies the inner learning rate (Meta-SGD: its learned rates) at serving time, on top of the
+    per-size scales below."""
+    history_kind: str = "auto"
+    """The kind of history cold users show by default: 'first' (their earliest interactions: a real new
+    user) or 'sample' (a random sample). 'auto': 'first' when the warm log has timestamps, else 'sample';
+    fit records the value. recommend(history_kind=...) and the CLI's --history-kind override it per call."""
+    first_scales: tuple[float, ...] | str = "auto"
+    """Per support size (SIZE_BUCKETS: 1, 2, 3-4, 5-9, 10-19, 20 or more items), a multiplier of the
+    inner learning rate for 'first' histories: 0 serves that size without adapting. 'auto': fit chooses
+    each from SCALE_GRID on its own validation users (the best validation nDCG@20; 0 unless adapting
+    beats not adapting) and records them, so one item moves a user less than twenty do."""
+    sample_scales: tuple[float, ...] | str = "auto"
+    """The same for 'sample' histories."""
+
+
+SIZE_BUCKETS = (1, 2, 3, 5, 10, 20)
+"""Lower bounds of the support-size buckets of serve.first_scales and serve.sample_scales."""
+SCALE_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+"""The inner learning rate multipliers fit tries per support size and history kind."""
+HISTORY_KINDS = ("first", "sample")
 
 
 @dataclass(frozen=True)
@@ -165,10 +195,12 @@ _CHOICES = {
     ("model", "objective"): ("implicit", "rating"),
     ("model", "loss"): ("softmax", "bpr"),
     ("model", "item_init"): ("random", "als"),
+    ("model", "item_item"): ("cosine", "ease"),
     ("tasks", "order"): ("random", "temporal", "mixed"),
     ("tasks", "negative_sampling"): ("uniform", "popularity"),
     ("meta", "method"): ("maml", "fomaml", "metasgd"),
     ("meta", "support_reduction"): ("mean", "sum"),
+    ("serve", "history_kind"): ("auto", *HISTORY_KINDS),
 }
 
 
@@ -184,9 +216,11 @@ def _check_type(value, annotation) -> tuple[bool, object]:
     if annotation is type(None):
         return value is None, value
     if origin is tuple:
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        element = typing.get_args(annotation)[0]
+        kinds = (int, float) if element is float else (int,)
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, kinds) and not isinstance(v, bool) for v in value):
             return False, value
-        return True, tuple(value)
+        return True, tuple(element(v) for v in value)
     if annotation is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool), float(value) if isinstance(value, (int, float)) else value
     if annotation is int:
@@ -270,6 +304,13 @@ def _check_ranges(cfg: Config) -> list[str]:
         problems.append(f"serve.threads = {threads!r}; use a whole number >= 1 or 'auto'")
     if not cfg.serve.inner_lr_scale > 0:
         problems.append("serve.inner_lr_scale must be > 0")
+    for name in ("first_scales", "sample_scales"):
+        scales = getattr(cfg.serve, name)
+        if isinstance(scales, str) and scales != "auto":
+            problems.append(f"serve.{name} = {scales!r}; use 'auto' or a list of {len(SIZE_BUCKETS)} multipliers")
+        elif not isinstance(scales, str) and (len(scales) != len(SIZE_BUCKETS) or any(not v >= 0 for v in scales)):
+            problems.append(f"serve.{name} = {list(scales)}; give {len(SIZE_BUCKETS)} multipliers >= 0, one per "
+                            f"support size from {list(SIZE_BUCKETS)} (or 'auto')")
     if t.negatives < 0:
         problems.append("tasks.negatives must be >= 0 (0: the whole catalog)")
     if cfg.model.loss == "bpr" and t.negatives == 0:

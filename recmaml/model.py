@@ -24,6 +24,7 @@ from recmaml.config import ModelConfig
 from recmaml.data import SideFeatures
 
 
+KIND_DIM = 8  # width of the learned code of a user's history kind (model.history_kind)
 META_LR_PREFIX = "meta_lrs"  # Meta-SGD's learned inner learning rates (a ParameterDict): never adapted themselves
 
 
@@ -118,9 +119,9 @@ class Scorer(nn.Module):
 
     PARAMETER_GROUPS = {
         # what meta.adapt names: the parameters a user's inner loop changes, by name prefix
-        "user": ("user_init", "user_bias"),
+        "user": ("user_init", "user_bias", "knn_scale"),
         "head": ("user_tower",),
-        "user+head": ("user_init", "user_bias", "user_tower"),
+        "user+head": ("user_init", "user_bias", "user_tower", "knn_scale"),
         "all": ("",),
     }
     USER_SIDE = ("user_init", "user_bias", "user_tower.")  # what only moves the user vector (the fast path)
@@ -147,13 +148,20 @@ class Scorer(nn.Module):
         if cfg.support_encoder:
             self.support_embedding = nn.Embedding(n_items, cfg.support_encoder)
             nn.init.normal_(self.support_embedding.weight, std=cfg.init_std)
-        user_in = d + (self.user_features.out_dim if self.user_features else 0) + cfg.support_encoder
+        self.kind_code = self.kind_bias = None
+        if cfg.history_kind:  # which kind of history a user shows: 0 'first' (earliest), 1 'sample' (random)
+            self.kind_code = nn.Embedding(2, KIND_DIM)
+            nn.init.normal_(self.kind_code.weight, std=cfg.init_std)
+        user_in = (d + (self.user_features.out_dim if self.user_features else 0) + cfg.support_encoder
+                   + (KIND_DIM if cfg.history_kind else 0))
         self.user_tower = mlp(user_in, cfg.user_hidden, d)
 
         self.item_embedding = nn.Embedding(n_items, d)
         nn.init.normal_(self.item_embedding.weight, std=cfg.init_std)
         self.item_bias = nn.Parameter(torch.zeros(n_items))
         self.global_bias = nn.Parameter(torch.zeros(()))
+        if cfg.history_kind:  # what first interactions lean to (e.g. what a sign-up page shows), on top of
+            self.kind_bias = nn.Parameter(torch.zeros(n_items))  # item_bias: samples are scored by item_bias alone
         self.item_features = None if self.item_spec.empty else FeatureEncoder(self.item_spec, cfg.feature_dim)
         item_in = d + (self.item_features.out_dim if self.item_features else 0)
         self.item_tower = mlp(item_in, cfg.item_hidden, d)
@@ -174,9 +182,27 @@ class Scorer(nn.Module):
             parts.append(self.user_features(user_feats))
         if self.support_embedding is not None:
             mask = user_feats["support_mask"].unsqueeze(-1)
-            total = (self.support_embedding(user_feats["support_items"]) * mask).sum(dim=-2)
+            # summed in float64: a float32 sum's rounding follows the padded length, so a user's encoding
+            # (and its scores) would change in the last bits with the batch it is served in
+            embedded = self.support_embedding(user_feats["support_items"])
+            total = (embedded.double() * mask.double()).sum(dim=-2).to(embedded.dtype)
             parts.append(torch.tanh(total / mask.sum(dim=-2).clamp(min=1.0).sqrt()))
+        if self.kind_code is not None:
+            parts.append(self.kind_code(user_feats["history_kind"]))
         return torch.cat(parts, dim=-1) if parts else None
+
+    def item_biases(self, user_feats: dict[str, torch.Tensor] | None = None, kind: int | None = None) -> torch.Tensor:
+        """The item biases a user's scores start from: item_bias, plus kind_bias for a user who shows its first
+        interactions (history kind 0); (n_items,) for one user (under vmap) or (B, n_items) for a batch, or
+        for every user of one `kind` (0 or 1) given as a number. One offset rather than a bias per kind: the
+        sum of two biases would move at twice Adam's step size."""
+        if self.kind_bias is None:
+            return self.item_bias
+        if kind is not None:
+            return self.item_bias + self.kind_bias if kind == 0 else self.item_bias
+        # arithmetic rather than indexing by a tensor, which torch.func.vmap cannot batch
+        first = 1.0 - user_feats["history_kind"].to(self.kind_bias.dtype).unsqueeze(-1)
+        return self.item_bias + first * self.kind_bias
 
     def user_vector(self, user_feats: dict[str, torch.Tensor]) -> torch.Tensor:
         x = self.user_init
@@ -224,13 +250,17 @@ class Scorer(nn.Module):
         index = self.knn_index[items].flatten(-2)  # (..., S * M)
         weight = (self.knn_weight[items] * mask.unsqueeze(-1)).flatten(-2)
         out = torch.zeros(*index.shape[:-1], self.n_items, dtype=weight.dtype, device=weight.device)
-        return out.scatter_add(-1, index, weight)
+        out = out.scatter_add(-1, index, weight)
+        # standardized per user, so that the learned weight is on the scale of the other logits whatever
+        # the table's own scale (EASE weights are ~0.01, cosines ~0.1-1)
+        return (out - out.mean(dim=-1, keepdim=True)) / (out.std(dim=-1, keepdim=True) + 1e-6)
 
     def forward(self, user_feats: dict[str, torch.Tensor], items: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of one user for `items` (indices of any shape), or for every item when None."""
         u = self.user_vector(user_feats)
         v = self.item_vectors(items)
-        bias = self.item_bias if items is None else self.item_bias[items]
+        biases = self.item_biases(user_feats)
+        bias = biases if items is None else biases[items]
         if self.knn_scale is not None:  # the item-item signal of the support, with its learned weight
             knn = self.support_knn(user_feats)
             bias = bias + self.knn_scale * (knn if items is None else knn[items])
@@ -381,16 +411,19 @@ def item_dots(item_vectors: torch.Tensor, items: torch.Tensor, users: torch.Tens
     embedding dimension rather than a bmm: that sum has the same length and order in every batch, where the
     bmm's kernel (and so the last bits of its result and of the gradient it passes back) follows the
     batch's padded shape. Sums over S of these values are taken in float64 by the callers, for the same
-    reason: a float32 sum's order follows the padded length S."""
-    return (item_vectors[items] * users.unsqueeze(1)).sum(dim=2)
+    reason: a float32 sum's order follows the padded length S. The product is taken in float64 too, so that
+    its gradient wrt `users`, a sum over S, does not round with the padded length either."""
+    return (item_vectors[items].double() * users.double().unsqueeze(1)).sum(dim=2).to(users.dtype)
 
 
-def fast_user_vectors(model: nn.Module, support, *, names: list[str], steps: int, inner_lr: float,
-                      reduction: str = "mean", item_vectors: torch.Tensor | None = None
+def fast_user_vectors(model: nn.Module, support, *, names: list[str], steps: int, inner_lr: float | torch.Tensor,
+                      reduction: str = "mean", item_vectors: torch.Tensor | None = None, kind: int | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Adapted user vectors (B, d) and user biases (B,) after `steps` first-order inner steps.
+    inner_lr: one rate, or one per user (B,) (serving's per-size scales; 0 leaves a user at its start).
     item_vectors: the catalog's item tower outputs, when the caller has them already (serving scores
-    with the same vectors: computing them once saves a pass over the catalog)."""
+    with the same vectors: computing them once saves a pass over the catalog). kind: the history kind
+    every user of the batch shows (0 'first', 1 'sample'), for a model conditioned on it."""
     cfg = model.cfg
     batch = len(support)
     feats = model.user_inputs(support.user_feats)  # side features and the support's set encoding
@@ -399,14 +432,22 @@ def fast_user_vectors(model: nn.Module, support, *, names: list[str], steps: int
     adapted_layers = {i: f"user_tower.{i}.bias" in names for i, layer in enumerate(model.user_tower)
                       if isinstance(layer, nn.Linear) and f"user_tower.{i}.weight" in names}
     item_vectors = model.catalog_vectors() if item_vectors is None else item_vectors
-    item_bias = model.item_bias
+    if kind is None and model.kind_bias is not None:  # the batch's one kind (serving serves one at a time)
+        kinds = support.user_feats["history_kind"].unique()
+        if len(kinds) > 1:
+            raise ValueError("fast_user_vectors serves one history kind at a time; pass kind= or split the batch")
+        kind = int(kinds[0]) if len(kinds) else 0
+    item_bias = model.item_biases(kind=kind).detach()
+    lr_rows = (inner_lr if isinstance(inner_lr, torch.Tensor)
+               else torch.full((batch,), float(inner_lr), device=support.items.device))
+    lr_cols = lr_rows[:, None]  # one rate per user, against (B, width) gradients
     mask = support.mask
     n = mask.sum(dim=1).clamp(min=1.0) if reduction == "mean" else mask.new_ones(batch)
     corrections: dict[int, list] = {}
 
     def tower(ui):
         x = ui if feats is None else torch.cat([ui, feats], dim=1)
-        return _tower_forward(model, x, corrections, inner_lr)
+        return _tower_forward(model, x, corrections, lr_cols)
 
     for step in range(steps):
         with torch.enable_grad():
@@ -420,7 +461,7 @@ def fast_user_vectors(model: nn.Module, support, *, names: list[str], steps: int
             else:  # -mean log softmax at the support items = (rows / n) * logsumexp - mean support logit
                 logits = (item_dots(item_vectors, support.items, u) + item_bias[support.items]).double()
                 same_start = step == 0 and feats is None  # user_init is shared; user inputs would differ
-                lse = _catalog_logsumexp(u, item_vectors.detach(), item_bias.detach(), same_start)
+                lse = _catalog_logsumexp(u, item_vectors.detach(), item_bias, same_start)
                 losses = (mask.sum(dim=1) / n) * lse - (logits * mask).sum(dim=1) / n
             wanted = [ui, ub] + [out for i, out in pre_acts if i in adapted_layers]
             grads = torch.autograd.grad(losses.sum(), wanted, allow_unused=True)  # users are independent
@@ -428,8 +469,8 @@ def fast_user_vectors(model: nn.Module, support, *, names: list[str], steps: int
         x_ins = [x for (i, _), x in zip(pre_acts, inputs) if i in adapted_layers]
         for (i, has_bias), g, x_in in zip(adapted_layers.items(), g_layers, x_ins):
             corrections.setdefault(i, []).append((g.detach(), x_in.detach(), has_bias))
-        user_init = user_init.detach() - (inner_lr * g_ui if "user_init" in names and g_ui is not None else 0.0)
-        user_bias = user_bias.detach() - (inner_lr * g_ub if "user_bias" in names and g_ub is not None else 0.0)
+        user_init = user_init.detach() - (lr_cols * g_ui if "user_init" in names and g_ui is not None else 0.0)
+        user_bias = user_bias.detach() - (lr_rows * g_ub if "user_bias" in names and g_ub is not None else 0.0)
     with torch.no_grad():
         u, _, _ = tower(user_init.detach())
     return u, user_bias.detach()

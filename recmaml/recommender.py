@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from dataclasses import dataclass, replace
@@ -12,7 +13,8 @@ import torch
 
 from recmaml import checkpoint, distributed
 from recmaml.adapt import adapt, adapted_names, batched_scores
-from recmaml.config import Config, config_from_dict, device_problem
+from recmaml.calibrate import choose_scales
+from recmaml.config import HISTORY_KINDS, SIZE_BUCKETS, Config, config_from_dict, device_problem
 from recmaml.data import UNKNOWN, Interactions, RankedLists, Vocabulary, relevant_rating
 from recmaml.errors import ConfigError, DataError, RecMamlError
 from recmaml.frames import as_interactions, frame_of, is_frame, same_kind
@@ -21,7 +23,7 @@ from recmaml.model import (META_LR_PREFIX, FeatureSpec, Scorer, fast_path_applie
                             item_dots, rows_mm)
 from recmaml.rank import exclude_items_, rank_candidates, top_k, valid_entries
 from recmaml.resume import EpochCheckpoint
-from recmaml.tasks import PaddedSet, group_positions, padded_sets, split_users
+from recmaml.tasks import KIND_FIRST, KIND_SAMPLE, PaddedSet, group_positions, padded_sets, split_users
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,10 @@ class MetaRecommender:
             if bar is not None:
                 bar.write(f"meta-training {self.history.summary()}", file=bar.fp)
         self.model.eval()
+        serve = self.config.serve
+        if "auto" in (serve.first_scales, serve.sample_scales):  # how far serving steps, per support size
+            chosen = choose_scales(self, warm, user_feats)
+            self.config = self.config.replace(serve={k: v for k, v in chosen.items() if getattr(serve, k) == "auto"})
         return self
 
     def _require_model(self) -> Scorer:
@@ -197,7 +203,8 @@ class MetaRecommender:
                                                cold.item_idx[rows], cold.rating[rows], stop - start)
             # the support is also an input of the user tower's set encoder (model.support_encoder)
             user_feats = {**{k: v[start:stop] for k, v in cold.user_feats.items()},
-                          "support_items": items, "support_mask": mask}
+                          "support_items": items, "support_mask": mask,
+                          "history_kind": torch.full((stop - start,), self.history_kind_index)}
             yield np.arange(start, stop), PaddedSet(user_feats, items, ratings, mask).to(self.device)
 
     def _serving_threads(self):
@@ -210,22 +217,61 @@ class MetaRecommender:
     def device(self) -> torch.device:
         return next(self._require_model().parameters()).device
 
+    @property
+    def history_kind_index(self) -> int:
+        """The history kind served (serve.history_kind) as the scorer's code: 0 'first', 1 'sample'."""
+        kind = self.config.serve.history_kind
+        return KIND_FIRST if kind == "first" else KIND_SAMPLE  # 'auto' unresolved (no fit): a sample
+
+    def with_history_kind(self, history_kind: str | None) -> MetaRecommender:
+        """This recommender serving users who show `history_kind` ('first' or 'sample'; None: as configured).
+        A shallow copy: the weights are shared."""
+        if history_kind is None or history_kind == self.config.serve.history_kind:
+            return self
+        if history_kind not in HISTORY_KINDS:
+            raise DataError(f"history_kind = {history_kind!r}; use 'first' (a user's earliest interactions) or "
+                            "'sample' (a random sample of them) (CLI: --history-kind)")
+        other = copy.copy(self)
+        other.config = self.config.replace(serve={"history_kind": history_kind})
+        return other
+
+    def with_scales(self, scales: tuple[float, ...]) -> MetaRecommender:
+        """This recommender with every history kind's per-size scales set to `scales` (a shallow copy)."""
+        other = copy.copy(self)
+        other.config = self.config.replace(serve={"first_scales": scales, "sample_scales": scales})
+        return other
+
+    def _lr_scales(self, support: PaddedSet) -> torch.Tensor:
+        """Per user, the multiplier of the inner learning rate: serve.inner_lr_scale times the scale of its
+        support size for the kind of history served (serve.first_scales / sample_scales, chosen by fit)."""
+        serve = self.config.serve
+        scales = serve.first_scales if serve.history_kind == "first" else serve.sample_scales
+        sizes = support.mask.sum(dim=1).cpu().numpy()
+        if isinstance(scales, str):  # 'auto' never resolved (a model saved before fit chose them): one rate
+            per_user = np.where(sizes > 0, 1.0, 0.0)
+        else:
+            bucket = np.searchsorted(SIZE_BUCKETS, sizes, side="right") - 1
+            per_user = np.where(bucket >= 0, np.asarray(scales, np.float64)[np.maximum(bucket, 0)], 0.0)
+        return torch.as_tensor(per_user * serve.inner_lr_scale, dtype=torch.float32, device=support.items.device)
+
     def _scores(self, support: PaddedSet, items: torch.Tensor | None = None) -> torch.Tensor:
         """Scores (B, n_items), or (B, C) of per-user `items`, after adapting each user on `support`."""
         model = self._require_model()
         m = self.config.meta
         steps = m.inner_steps if self.config.serve.inner_steps is None else self.config.serve.inner_steps
         names = adapted_names(model, m.adapt)
-        lr_scale = self.config.serve.inner_lr_scale
+        lr_scale = self._lr_scales(support)
+        kind = self.history_kind_index
         if fast_path_applies(model, names):
             vectors = model.catalog_vectors()
             users, user_bias = fast_user_vectors(model, support, names=names, steps=steps, inner_lr=m.inner_lr * lr_scale,
-                                                 reduction=m.support_reduction, item_vectors=vectors)
+                                                 reduction=m.support_reduction, item_vectors=vectors, kind=kind)
             with torch.no_grad():
+                item_bias = model.item_biases(kind=kind)
                 if items is None:  # products of one fixed shape: a user's scores do not depend on its batch
-                    scores = rows_mm(users, vectors.T, model.item_bias)
+                    scores = rows_mm(users, vectors.T, item_bias)
                 else:
-                    scores = item_dots(vectors, items, users) + model.item_bias[items]
+                    scores = item_dots(vectors, items, users) + item_bias[items]
                 if model.cfg.objective == "rating":
                     scores = scores + user_bias[:, None] + model.global_bias
                 return scores
@@ -236,7 +282,7 @@ class MetaRecommender:
 
     # ---- serving ------------------------------------------------------------------------------------
     def recommend(self, history, k: int = 20, exclude_seen: bool = True, candidates=None,
-                  batch_size: int | None = None, progress=False):
+                  batch_size: int | None = None, progress=False, history_kind: str | None = None):
         """Adapt every user of `history` on its interactions, then rank the whole catalog (or each user's
         `candidates`: (user_id, item_id) rows) and keep the top k. Users with candidates but no history
         rows are ranked from the meta-learned starting point.
@@ -245,10 +291,17 @@ class MetaRecommender:
         optionally rating, timestamp. Returns RankedLists for Interactions, else a frame of the same kind
         with columns user_id, item_id, score, rank. progress: True shows a bar on stderr (users, with a
         total and an ETA), or a callable(n_users_done); off by default. Served by recmaml.serve, as the
-        CLI and Spark are."""
+        CLI and Spark are.
+
+        history_kind: what the users' rows are, 'first' (their earliest interactions: a real new user) or
+        'sample' (a random sample, as a random benchmark split shows); None: serve.history_kind, which fit
+        sets to 'first' on logs with timestamps. The model serves each kind as it was trained for it."""
         from recmaml.serve import serve_chunks
 
         self._require_model()
+        if history_kind is not None:
+            return self.with_history_kind(history_kind).recommend(history, k, exclude_seen, candidates, batch_size,
+                                                                  progress)
         log_ = as_interactions(history, "history")
         cand = None if candidates is None else as_interactions(candidates, "candidates")
         parts: list[RankedLists] = []
@@ -284,7 +337,8 @@ class MetaRecommender:
         with stage(times, "lists"):
             return RankedLists.concat(parts)
 
-    def score(self, history, users=None, items=None, batch_size: int | None = None) -> np.ndarray:
+    def score(self, history, users=None, items=None, batch_size: int | None = None,
+              history_kind: str | None = None) -> np.ndarray:
         """A score matrix (len(users), len(items)), each user adapted once on its rows of `history` (ratings
         for the rating objective); nothing is excluded. For evaluation code, which needs whole rows rather
         than top-k lists.
@@ -292,8 +346,10 @@ class MetaRecommender:
         users: the external ids of the rows, in order (default: the users of `history` that have rows);
         a user without history rows is scored from the meta-learned starting point. items: the external
         ids of the columns, in order (default: every model item, in the order of `self.items`); an item
-        the model does not know gets NaN."""
+        the model does not know gets NaN. history_kind: as in recommend."""
         self._require_model()
+        if history_kind is not None:
+            return self.with_history_kind(history_kind).score(history, users, items, batch_size)
         history = as_interactions(history, "history")
         if users is None:
             users = history.users.ids[np.unique(history.user_idx)]
@@ -315,7 +371,7 @@ class MetaRecommender:
         return picked
 
     def recommend_arrays(self, user_items, N: int = 10, filter_already_liked_items: bool = True, items=None,
-                         batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                         batch_size: int | None = None, history_kind: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """implicit's batch form: `user_items` is a CSR matrix (cold users x the model's items, columns in
         the order of `self.items`; values are ratings for the rating objective, else ignored). Each row is
         adapted as a cold user (an empty row starts from the meta-learned initialization).
@@ -327,6 +383,9 @@ class MetaRecommender:
 
         _check_k(N, "N")
         self._require_model()
+        if history_kind is not None:
+            return self.with_history_kind(history_kind).recommend_arrays(user_items, N, filter_already_liked_items,
+                                                                         items, batch_size)
         csr = _check_user_items(user_items, len(self.items))
         n_users = csr.shape[0]
         cold = ColdUsers(
@@ -382,7 +441,8 @@ class MetaRecommender:
                 progress(len(users))
             yield users, items.cpu(), values.cpu()
 
-    def predict(self, history, user_ids, item_ids=None, batch_size: int | None = None):
+    def predict(self, history, user_ids, item_ids=None, batch_size: int | None = None,
+                history_kind: str | None = None):
         """Predicted scores (ratings for the rating objective) of (user_id, item_id) pairs, each user adapted
         on its rows of `history` (users absent from it start from the meta-learned initialization).
         Pairs with items unknown to the model get NaN. Predicted ratings (the rating objective) are clipped
@@ -392,6 +452,8 @@ class MetaRecommender:
         Either arrays `user_ids`, `item_ids` (returns an array), or one pandas/polars frame of pairs with
         columns user_id, item_id as `user_ids` (returns a frame of the same kind with a column prediction)."""
         self._require_model()
+        if history_kind is not None:
+            return self.with_history_kind(history_kind).predict(history, user_ids, item_ids, batch_size)
         if item_ids is None and is_frame(user_ids):
             pairs = frame_of(user_ids)
             pairs = pairs.collect() if isinstance(pairs, pl.LazyFrame) else pairs
@@ -459,6 +521,8 @@ class MetaRecommender:
         if not isinstance(config, dict):
             raise checkpoint.CheckpointError(f"{path}/{checkpoint.METADATA}: 'config' is not a table of sections; "
                                              "the model directory is corrupt")
+        if isinstance(config.get("model"), dict) and "history_kind" not in config["model"]:
+            config = {**config, "model": {**config["model"], "history_kind": False}}  # saved before it existed
         rec = cls(config_from_dict(config, f"{path}/{checkpoint.METADATA}"))
         try:
             rec.items = Vocabulary.from_json(meta["items"])
@@ -563,6 +627,8 @@ def resolve_for_log(config: Config, warm: Interactions) -> Config:
     used): tasks.positive_threshold = 'auto' becomes the log's relevant rating (None for the rating
     objective, whose query is every rating, and for logs without ratings); meta.epochs and meta.patience
     = 'auto' become counts that follow the number of training users (recmaml.meta.training_length)."""
+    if config.serve.history_kind == "auto":  # a real new user shows its first interactions, when they are known
+        config = config.replace(serve={"history_kind": "first" if warm.timestamp is not None else "sample"})
     if config.tasks.positive_threshold == "auto":
         threshold = None if config.model.objective == "rating" else relevant_rating(warm.rating)
         config = config.replace(tasks={"positive_threshold": threshold})
@@ -595,8 +661,11 @@ def _item_knn_table(warm: Interactions, config: Config) -> tuple[torch.Tensor, t
     from recmaml.baselines import ItemKNN
 
     m = config.model.item_knn
-    W = ItemKNN(neighbors=m, shrink=config.model.item_knn_shrink,
-                threshold=config.tasks.positive_threshold).fit(warm).W.tocsr()  # resolved: a rating or None
+    if config.model.item_item == "ease":
+        W = _ease_rows(warm, config)
+    else:
+        W = ItemKNN(neighbors=m, shrink=config.model.item_knn_shrink,
+                    threshold=config.tasks.positive_threshold).fit(warm).W.tocsr()  # resolved: a rating or None
     counts = np.diff(W.indptr)
     rows = np.repeat(np.arange(W.shape[0]), counts)
     slots = np.arange(len(rows)) - np.repeat(W.indptr[:-1], counts)
@@ -604,6 +673,22 @@ def _item_knn_table(warm: Interactions, config: Config) -> tuple[torch.Tensor, t
     weight = np.zeros((W.shape[0], m), np.float32)
     index[rows, slots], weight[rows, slots] = W.indices, W.data
     return torch.from_numpy(index), torch.from_numpy(weight)
+
+
+def _ease_rows(warm: Interactions, config: Config):
+    """Each item's model.item_knn largest EASE weights (a CSR over the whole catalog; items outside the
+    5,000 most frequent that EASE keeps have empty rows)."""
+    import scipy.sparse as sp
+
+    from recmaml.baselines import EASE
+
+    ease = EASE(lam=config.model.item_item_lam, threshold=config.tasks.positive_threshold).fit(warm)
+    kept = np.arange(warm.n_items) if ease.items is None else ease.items
+    m = min(config.model.item_knn, len(kept) - 1)
+    top = np.argpartition(-ease.B, m - 1, axis=1)[:, :m] if m > 0 else np.zeros((len(kept), 0), np.int64)
+    values = np.take_along_axis(ease.B, top, axis=1)
+    rows = np.repeat(kept, top.shape[1])
+    return sp.csr_matrix((values.ravel(), (rows, kept[top.ravel()])), shape=(warm.n_items, warm.n_items))
 
 
 def _als_item_factors(warm: Interactions, config: Config) -> tuple[np.ndarray, np.ndarray]:

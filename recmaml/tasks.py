@@ -15,6 +15,9 @@ from recmaml.config import TaskConfig
 from recmaml.data import Interactions, relevant_rating
 
 
+KIND_FIRST, KIND_SAMPLE = 0, 1  # a task's history kind: its earliest interactions, or a random sample
+
+
 def _empty(dtype=torch.float32) -> torch.Tensor:
     return torch.zeros(0, 0, dtype=dtype)
 
@@ -197,7 +200,7 @@ class TaskSampler:
             size = np.minimum(support_size, n_u - 1)
 
         # stage 1: the support is the first `size` rows in random or temporal order
-        first_key = self._support_order_key(rows, b, len(users))  # drawn before the tie-break, as it always was
+        first_key, first = self._support_order_key(rows, b, len(users))  # drawn before the tie-break, as it always was
         order, pos = group_positions(b, self.rng.random(len(rows)), first_key)
         rows, b = rows[order], b[order]
         in_support = pos < size[b]
@@ -216,7 +219,8 @@ class TaskSampler:
         negatives, logq, neg_mask = self.negatives(users)
         user_feats = {k: v[torch.as_tensor(users)] for k, v in self.user_feats.items()}
         # the support, also as an input of the user tower's set encoder (model.support_encoder)
-        user_feats.update(support_items=s_items, support_mask=s_mask)
+        user_feats.update(support_items=s_items, support_mask=s_mask,
+                          history_kind=torch.from_numpy(np.where(first, KIND_FIRST, KIND_SAMPLE)))
         return TaskBatch(
             user_feats=user_feats,
             support_items=s_items, support_ratings=s_ratings, support_mask=s_mask,
@@ -224,18 +228,19 @@ class TaskSampler:
             negatives=negatives, negative_logq=logq, negative_mask=neg_mask,
         )
 
-    def _support_order_key(self, rows: np.ndarray, b: np.ndarray, n_users: int) -> np.ndarray:
+    def _support_order_key(self, rows: np.ndarray, b: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
         """Per row, the key whose smallest values within its user form the support: its timestamp for a
-        temporal task (earliest first), a random number otherwise. A log without timestamps has only
-        random tasks."""
+        temporal task (earliest first), a random number otherwise; and per task, whether it is temporal
+        (its history kind: 'first' interactions, else a 'sample'). A log without timestamps has only random
+        tasks."""
         if self.timestamp is None or self.cfg.order == "random":
-            return self.rng.random(len(rows))
+            return self.rng.random(len(rows)), np.zeros(n_users, bool)
         temporal = self.timestamp[rows].astype(np.float64)
         if self.cfg.order == "temporal":
-            return temporal
+            return temporal, np.ones(n_users, bool)
         random_key = self.rng.random(len(rows))
         is_temporal = self.rng.random(n_users) < self.cfg.temporal_fraction  # per task, not per row
-        return np.where(is_temporal[b], temporal, random_key)
+        return np.where(is_temporal[b], temporal, random_key), is_temporal
 
     def negatives(self, users: np.ndarray):
         """Sampled negatives per user (masked where they collide with that user's positives)."""

@@ -141,14 +141,17 @@ def test_serving_fast_path_equals_the_vmap_reference(taste_log, tiny_config, obj
     with torch.no_grad():  # give the biases something to do
         model.item_bias.normal_(0, 0.3)
         model.global_bias.fill_(3.0)
+        model.kind_bias.normal_(0, 0.3)
     names = adapted_names(model, adapt_set)
     assert fast_path_applies(model, names)
     support = replace(batch.support(), negatives=batch.negatives[:, :0])  # serving scores the whole catalog
+    support.user_feats["history_kind"] = torch.zeros(len(support), dtype=torch.long)  # one kind a call: 'first'
     with torch.no_grad():
         fast = adapt(model, support, names=names, steps=steps, inner_lr=0.5, first_order=True, reduction=reduction)
         reference = batched_scores(model, fast, support.user_feats)
-    users, user_bias = fast_user_vectors(model, support, names=names, steps=steps, inner_lr=0.5, reduction=reduction)
-    scores = users @ model.item_vectors().detach().T + model.item_bias.detach()
+    users, user_bias = fast_user_vectors(model, support, names=names, steps=steps, inner_lr=0.5, reduction=reduction,
+                                         kind=0)
+    scores = users @ model.item_vectors().detach().T + model.item_biases(kind=0).detach()
     if objective == "rating":
         scores = scores + user_bias[:, None] + model.global_bias.detach()
     torch.testing.assert_close(scores, reference, rtol=1e-4, atol=1e-4)

@@ -280,41 +280,51 @@ def test_tuning_picks_the_best_validation_point_and_never_sees_test_users(log):
     assert not test_users & set(splits.val_warm.users.ids.tolist())
 
 
-def test_serving_grid_is_tried_on_one_validation_fit_and_kept_for_the_final_fit(log):
-    from recmaml.benchmark import System, _Baseline, run_system
-    from recmaml.baselines import Popularity
+def test_recmaml_cells_are_the_fitted_product_served_with_the_protocols_history_kind(log, tiny_config):
+    # the benchmark tunes nothing of recmaml's: one fit on the warm users, as `recmaml fit` ships it (the
+    # serving scales its own validation users chose), served as `recommend` serves a temporal split's
+    # users ('first' histories) and a random split's ('sample')
+    from recmaml.benchmark import SYSTEMS, run_system
 
-    splits = make_splits(log, "random", 0, (5,), 0.2)
-    warm_sizes = []
+    for protocol, kind in (("random", "sample"), ("temporal", "first")):
+        splits = make_splits(log, protocol, 0, (3,), 0.2)
+        ctx = {"protocol": protocol, "relevant_min": 4.0, "has_ratings": True, "budget_seconds": 0, "grid": "full",
+               "config": tiny_config}
+        cache = {}
+        record = run_system(SYSTEMS["recmaml_maml"], log, splits, ctx, cache)
+        assert record["params"] == {} and record["grid"] == []
+        fitted = cache["recmaml_maml"]
+        assert fitted.history_kind == kind
+        assert record["resolved_config"]["serve"]["sample_scales"] != "auto"
+        support = splits.test[3].cold_support
+        expected = fitted.rec.score(support, users=support.users.ids, items=support.items.ids, history_kind=kind)
+        np.testing.assert_array_equal(fitted.scores(splits.test[3]), expected)
 
-    class Servable(_Baseline):
-        def __init__(self, model, flip=-1.0):
-            super().__init__(model)
-            self.flip = flip
 
-        def served(self, flip):  # flip=1 keeps the popularity order, -1 reverses it
-            return Servable(self.model, flip)
+def test_recent_popularity_counts_the_window_before_each_users_time():
+    from recmaml.baselines import RecentPopularity
+    from recmaml.benchmark import user_times
 
-        def scores(self, support):
-            return self.flip * super().scores(support)
+    day = 86400
+    # item 0 is liked in the first year, item 1 in the third; item 2 is rated low throughout
+    times = np.r_[np.arange(0, 300, 3), np.arange(730, 1030, 3), np.arange(0, 1030, 10)] * day
+    items = np.r_[np.zeros(100), np.ones(100), np.full(103, 2)].astype(int)
+    ratings = np.r_[np.full(200, 5.0), np.full(103, 1.0)].astype(np.float32)
+    warm = Interactions.from_ids(np.arange(len(items)) % 50, items, rating=ratings, timestamp=times)
+    model = RecentPopularity(window_days=180, threshold=4.0).fit(warm)
+    scores = model.score_at(np.array([200.0, 1000.0, 1500.0]) * day)
+    assert scores[0].argmax() == 0 and scores[1].argmax() == 1
+    assert scores[2, :2].max() < 1.0  # nothing in the window: only the all-time tie-break is left
+    assert scores[2, 0] == scores[2, 1] > scores[2, 2]  # all-time counts order what the window cannot
+    # a user's time: its latest revealed interaction, or with nothing revealed its first hidden one
+    from recmaml.data import Vocabulary
 
-    def fit(warm, ctx):
-        warm_sizes.append(warm.n_users)
-        return Servable(Popularity().fit(warm))
-
-    system = System("fake", "recmaml", False, fit, serve_grid=lambda ctx: {"flip": [-1.0, 1.0]})
-    ctx = {"protocol": "random", "relevant_min": 4.0, "has_ratings": True, "budget_seconds": 0, "grid": "full"}
-    cache = {}
-    record = run_system(system, log, splits, ctx, cache)
-    assert record["params"] == {"serve.flip": 1.0}
-    assert [g["params"] for g in record["grid"]] == [{"serve.flip": -1.0}, {"serve.flip": 1.0}]
-    assert warm_sizes == [splits.val_warm.n_users, splits.warm.n_users]  # one validation fit, one final fit
-    assert cache["fake"].flip == 1.0  # the final fit is served with the chosen point
-    assert record["per_k"]["5"]["ndcg@20"] > 0.05
-    # a minimal grid tries nothing and serves the config as given
-    warm_sizes.clear()
-    record = run_system(system, log, splits, {**ctx, "grid": "minimal"}, {})
-    assert record["params"] == {} and warm_sizes == [splits.warm.n_users]
+    cold = Vocabulary(np.array([0, 1]))
+    split = ColdSplit(warm=warm, cold_support=Interactions.from_ids(np.array([0]), np.array([0]), timestamp=np.array([5]),
+                                                                    users=cold, items=warm.items),
+                      cold_query=Interactions.from_ids(np.array([0, 1, 1]), np.array([1, 1, 2]),
+                                                       timestamp=np.array([9, 7, 3]), users=cold, items=warm.items))
+    np.testing.assert_array_equal(user_times(split), [5, 3])
 
 
 def test_rating_metrics_only_for_rating_models(log):

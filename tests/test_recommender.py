@@ -46,9 +46,12 @@ def test_adaptation_matters_without_a_set_encoder(taste_log, tiny_config):
     assert all((ranked[ranked.user_id == u].item_id // GROUP == g).sum() >= 4 for u, g in (("a", 0), ("b", 1), ("c", 2)))
 
 
-def test_the_set_encoder_conditions_the_start_on_the_support(fitted):
+def test_the_set_encoder_conditions_the_start_on_the_support(fitted, taste_log, tiny_config):
     assert fitted.config.model.support_encoder > 0  # the default
-    assert _in_group_at_zero_steps(fitted) >= 12  # before any inner step, each start already follows its support
+    # before any inner step, each start already follows its support: 80% of the top-5 slots in its group,
+    # over three seeds (one seed's figure moves between 7 and 15 of 15 with the initial weights)
+    fits = [fitted] + [MetaRecommender(tiny_config.replace(meta={"seed": s})).fit(taste_log) for s in (1, 2)]
+    assert sum(_in_group_at_zero_steps(f) for f in fits) >= 36
 
 
 def _served_with(fitted, config):
