@@ -129,6 +129,15 @@ class ItemMean:
         return (self.item_mean[None, :] + offset[:, None]).astype(np.float32)
 
 
+def _one_blas_thread():
+    """OpenBLAS limited to one thread for a call into implicit. implicit's solvers run in their own
+    OpenMP threads; an OpenBLAS thread pool inside them slows them down, and OpenBLAS prints "OpenBLAS
+    Warning : Detect OpenMP Loop" on every such call (thousands of lines on stderr) unless the process
+    was started with OPENBLAS_NUM_THREADS=1. Wrap every implicit call that solves (fit,
+    recalculate_user), so that no caller needs the variable."""
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 class ALSFoldIn:
     """Implicit ALS (Hu, Koren, Volinsky 2008) fitted on warm users; cold users are folded in by solving
     their least-squares user factors against the fixed item factors (implicit's `recalculate_user`).
@@ -155,9 +164,7 @@ class ALSFoldIn:
         log = warm if keep is None else warm.take(keep)
         X = log.to_csr("ones")
         X.data[:] = 1.0  # binary: a repeated (user, item) row is still one interaction
-        # implicit warns (when constructed) and slows down when OpenBLAS runs its own thread pool inside
-        # its solver threads
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _one_blas_thread():
             self.model = AlternatingLeastSquares(
                 factors=self.factors, regularization=self.regularization, alpha=self.alpha,
                 iterations=self.iterations, random_state=self.seed, num_threads=self.num_threads)
@@ -171,8 +178,8 @@ class ALSFoldIn:
         item_factors = self.model.item_factors
         csr = _support_csr(support_user_idx, support_item_idx, n_users, item_factors.shape[0])
         csr.data[:] = 1.0  # binary confidence, as in fit
-        # one batched solve for all cold users
-        return self.model.recalculate_user(np.arange(n_users), csr)
+        with _one_blas_thread():  # one batched solve for all cold users, in implicit's OpenMP threads
+            return self.model.recalculate_user(np.arange(n_users), csr)
 
     def score(self, support_user_idx, support_item_idx, n_users: int, support_rating=None) -> np.ndarray:
         factors = self.user_factors(support_user_idx, support_item_idx, n_users, support_rating)
