@@ -411,15 +411,16 @@ class MultVAE:
     ratings, only rows rated at least that count, in the warm log and in the support alike.
 
     Training stops after `epochs` epochs or once `max_seconds` of wall-clock time are spent (checked after
-    every batch, so at least one update runs); `epochs_run` (epochs started, the last possibly partial),
-    `steps_run` and `train_seconds` record it. Two fits with the same `seed` give the same scores as long
-    as the time budget does not cut them.
+    every batch, so at least one update runs; None: no time budget); `epochs_run` (epochs started, the
+    last possibly partial), `steps_run` and `train_seconds` record it. Two fits with the same `seed` give
+    the same scores as long as the time budget does not cut them: with max_seconds=None, always (a budget
+    that binds makes the score follow the machine's load).
     """
 
     SCORE_BATCH = 1024
 
     def __init__(self, hidden: int = 600, latent: int = 200, dropout: float = 0.5, beta: float = 0.2,
-                 anneal_steps: int = 2000, epochs: int = 100, batch_size: int = 256, max_seconds: float = 60.0,
+                 anneal_steps: int = 2000, epochs: int = 100, batch_size: int = 256, max_seconds: float | None = 60.0,
                  input_items: tuple[int, int] = (1, 20), threshold: float | None = None, seed: int = 0):
         for name, value in (("hidden", hidden), ("latent", latent), ("epochs", epochs),
                             ("batch_size", batch_size)):
@@ -431,8 +432,8 @@ class MultVAE:
             raise ValueError(f"beta must be >= 0, got {beta}")
         if int(anneal_steps) != anneal_steps or anneal_steps < 0:
             raise ValueError(f"anneal_steps must be an integer >= 0, got {anneal_steps}")
-        if not max_seconds > 0:
-            raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
+        if max_seconds is not None and not max_seconds > 0:
+            raise ValueError(f"max_seconds must be > 0 (or None: no time budget), got {max_seconds}")
         try:
             low, high = (int(v) for v in input_items)
         except (TypeError, ValueError):
@@ -441,7 +442,8 @@ class MultVAE:
             raise ValueError(f"input_items must satisfy 1 <= low <= high, got {input_items!r}")
         self.hidden, self.latent, self.dropout, self.beta = int(hidden), int(latent), float(dropout), float(beta)
         self.anneal_steps, self.epochs, self.batch_size = int(anneal_steps), int(epochs), int(batch_size)
-        self.max_seconds, self.input_items, self.threshold, self.seed = float(max_seconds), (low, high), threshold, seed
+        self.max_seconds = None if max_seconds is None else float(max_seconds)
+        self.input_items, self.threshold, self.seed = (low, high), threshold, seed
         self.net: _MultVAENet | None = None
         self.n_items = 0
         self.epochs_run = 0
@@ -485,7 +487,7 @@ class MultVAE:
                     loss.backward()
                     optimizer.step()
                     self.steps_run += 1
-                    if time.perf_counter() - start >= self.max_seconds:
+                    if self.max_seconds is not None and time.perf_counter() - start >= self.max_seconds:
                         out_of_time = True
                         break
         net.eval()

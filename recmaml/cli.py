@@ -41,6 +41,31 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
                        "e.g. latin-1, or utf8-lossy to replace undecodable bytes)")
 
 
+def _threads_arg(text: str) -> int | str:
+    """--threads: a whole number >= 1, or 'auto' (the cores no other process is running on)."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a whole number >= 1 or 'auto'")
+    return value
+
+
+def _with_training_threads(config, args):
+    """The config with --threads as meta.threads, when given (the config's, 'auto' by default, else)."""
+    return config if args.threads is None else config.replace(meta={"threads": args.threads})
+
+
+def _add_training_threads(parser: argparse.ArgumentParser, more: str = "") -> None:
+    parser.add_argument("--threads", type=_threads_arg, default=None,
+                        help="torch threads while meta-training, a number or 'auto': the cores no other process "
+                        "is running on when training starts (default: the config's meta.threads, 'auto' unless "
+                        "set); fewer threads than cores can be much faster beside another CPU-bound job." + more)
+
+
 def _add_common(parser: argparse.ArgumentParser, top: bool = False) -> None:
     # accepted before and after the command; SUPPRESS keeps a subcommand from resetting the top-level flag
     parser.add_argument("--quiet", action="store_true", default=False if top else argparse.SUPPRESS,
@@ -241,8 +266,6 @@ def _load_model(args):
     rec = MetaRecommender.load(args.model, device=_device(args) if args.device else "cpu")
     threads = getattr(args, "threads", None)
     if threads is not None:
-        if threads < 1:
-            raise RecMamlError(f"--threads must be at least 1, got {threads}")
         rec.config = rec.config.replace(serve={"threads": threads})
     return rec
 
@@ -260,7 +283,7 @@ def cmd_fit(args) -> None:
     if rank != 0:  # one voice: rank 0 reports, shows progress and saves
         args.quiet = True
         logging.getLogger("recmaml").setLevel(logging.ERROR)
-    config = load_config(args.config)
+    config = _with_training_threads(load_config(args.config), args)
     if args.device:
         config = config.replace(meta={"device": _device(args)})
     _check_folder(args.out, "--out")
@@ -436,9 +459,11 @@ def cmd_quickstart(args) -> None:
         raise RecMamlError(f"--out {args.out}: a file has this name, and --out names the folder the quickstart "
                            "writes; remove the file or choose another name")
     data = quickstart.find_data(args.data, allow_download=not args.no_download)
-    config = quickstart.default_config()
+    config, source = quickstart.default_config()
+    config = _with_training_threads(config, args)
     if device:
-        config = (config[0].replace(meta={"device": device}), config[1])
+        config = config.replace(meta={"device": device})
+    config = (config, source)
     with _LazyBar(args, total=config[0].meta.epochs, unit="epoch", desc="meta-training") as bar:
         summary = quickstart.run(Path(args.out), data, config=config, seed=args.seed, progress=bar.epoch)
     log.info("meta-training %s", summary["results"]["recmaml"]["training"])
@@ -469,9 +494,7 @@ def cmd_benchmark(args) -> None:
         import matplotlib  # noqa: F401
     except ImportError as err:
         raise RecMamlError("the benchmark's plots need matplotlib: pip install 'recmaml[bench]'") from err
-    if args.threads is not None:
-        if args.threads < 1:
-            raise RecMamlError(f"--threads {args.threads}: must be at least 1")
+    if isinstance(args.threads, int):  # every system's torch threads; 'auto' is each recmaml fit's own choice
         import torch
 
         torch.set_num_threads(args.threads)  # torch's threads spin when the machine is busy: fewer can be faster
@@ -491,7 +514,8 @@ def cmd_benchmark(args) -> None:
             ks=_csv_list(args.k, "--k", int), seeds=_csv_list(args.seeds, "--seeds", int),
             systems=benchmark.resolve_systems(args.systems), relevant_min=args.relevant_min,
             cold_fraction=args.cold_fraction, budget_seconds=args.budget_seconds, grid=args.grid,
-            config=load_config(args.config), command="recmaml " + shlex.join(args.argv))
+            config=_with_training_threads(load_config(args.config), args),
+            command="recmaml " + shlex.join(args.argv))
         cells = len(spec.protocols) * len(spec.seeds) * len(spec.systems)
         with tqdm(total=cells, unit="cell", desc=spec.name, disable=args.quiet, file=sys.stderr) as bar:
             benchmark.run_benchmark(log_, spec, out, progress=bar)
@@ -521,11 +545,7 @@ def cmd_tune(args) -> None:
     if args.protocol not in ("random", "temporal"):
         raise RecMamlError(f"--protocol {args.protocol}: tune on 'random' or 'temporal' supports")
     space = tune.load_space(args.space)
-    base = load_config(args.config)
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(max(1, args.threads))
+    base = _with_training_threads(load_config(args.config), args)
     log_ = _read(args.data, args)
     if args.protocol == "temporal" and log_.timestamp is None:
         raise RecMamlError("--protocol temporal needs timestamps (--timestamp-col); this log has none")
@@ -584,8 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the config's "
                            "meta.device when training, cpu when serving)")
         if uses_model and device:
-            p.add_argument("--threads", type=int, default=None, help="torch threads while scoring (default: "
-                           "the model's serve.threads, 'auto': the cores no other process is running on)")
+            p.add_argument("--threads", type=_threads_arg, default=None, help="torch threads while scoring, a "
+                           "number or 'auto': the cores no other process is running on (default: the model's "
+                           "serve.threads, 'auto' unless set)")
         return p
 
     fit = command("fit", "meta-train a model on a log of warm users",
@@ -606,6 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "data, else exit 2); starts from the first epoch when there is none. Without --resume an "
                      "existing checkpoint is ignored and overwritten. meta.max_seconds counts the training time "
                      "recorded in the checkpoint")
+    _add_training_threads(fit)
     _add_data_flags(fit)
     fit.set_defaults(func=cmd_fit)
 
@@ -689,7 +711,7 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--k", type=int, default=5, help="support size the validation users reveal (default 5)")
     tn.add_argument("--seed", type=int, default=0, help="the split seed: tuning never sees the test users of "
                     "`recmaml benchmark --seeds` with this seed")
-    tn.add_argument("--threads", type=int, default=None, help="torch threads")
+    _add_training_threads(tn)
     _add_data_flags(tn)
     tn.set_defaults(func=cmd_tune)
 
@@ -711,8 +733,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--cold-fraction", type=float, default=0.2, help="share of users held out as cold (0.2)")
     bench.add_argument("--out", required=True, help="folder for cells, results.md/.json and plots; finished "
                        "cells found there are kept (a stopped run resumes)")
-    bench.add_argument("--threads", type=int, default=None,
-                       help="torch threads (default: torch's; 1 per run is fastest when runs share the cores)")
+    _add_training_threads(bench, " A number also sets the other systems' torch threads (1 per run is "
+                          "fastest when runs share the cores); without it they use torch's default.")
     bench.add_argument("--grid", choices=["full", "minimal"], default="full",
                        help="full: tune every baseline on validation users (default); minimal: the first grid "
                             "value of each, untuned (a quick smoke run)")
@@ -728,6 +750,7 @@ def build_parser() -> argparse.ArgumentParser:
     qs.add_argument("--out", default="runs/quickstart", help="folder for the model, ranked lists and metrics")
     qs.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     qs.add_argument("--no-download", action="store_true", help="never try the network")
+    _add_training_threads(qs, " The baselines' fits use the same count.")
     qs.set_defaults(func=cmd_quickstart)
     return parser
 
