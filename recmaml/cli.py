@@ -214,15 +214,22 @@ class _UnknownItems:
             warnings.simplefilter("always")
             yield
         for w in caught:
-            if issubclass(w.category, UnknownItemsWarning):
-                what = w.message.what
-                self.rows[what] = self.rows.get(what, 0) + w.message.rows
-                self.ids.setdefault(what, set()).update(w.message.item_ids.tolist())
-            elif issubclass(w.category, DuplicateInteractionsWarning):
-                self.duplicates += w.message.rows
-                self.duplicate_chunks += 1
+            if issubclass(w.category, (UnknownItemsWarning, DuplicateInteractionsWarning)):
+                self.add(w.message)
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+    def add(self, message) -> None:
+        """Count one UnknownItemsWarning or DuplicateInteractionsWarning (caught here, or sent back by a
+        Spark worker)."""
+        from recmaml.recommender import UnknownItemsWarning
+
+        if isinstance(message, UnknownItemsWarning):
+            self.rows[message.what] = self.rows.get(message.what, 0) + message.rows
+            self.ids.setdefault(message.what, set()).update(message.item_ids.tolist())
+        else:
+            self.duplicates += message.rows
+            self.duplicate_chunks += 1
 
     def report(self) -> None:
         if self.duplicates:
@@ -370,15 +377,18 @@ def cmd_recommend(args) -> None:
 
 
 def cmd_spark_recommend(args) -> None:
-    try:
-        from recmaml import spark as recmaml_spark
-
-        import pyspark  # noqa: F401
-    except ImportError as err:
-        raise RecMamlError(f"spark-recommend needs pyspark ({err}); install the extra: pip install 'recmaml[spark]'")
-    from pyspark.sql import SparkSession
+    from recmaml import spark as recmaml_spark
 
     _check_sizes(args)
+    # before Spark starts: the JVM takes seconds and prints its own lines before an error would show
+    recmaml_spark.check_job(args.model, args.history, args.out, history_format=args.format,
+                            candidates=args.candidates, candidates_format=args.candidates_format,
+                            out_format=args.out_format)
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as err:
+        raise RecMamlError(f"spark-recommend needs pyspark ({err}); install the extra: pip install 'recmaml[spark]'")
+
     ours = SparkSession.getActiveSession() is None  # stop only a session this command started
     spark = recmaml_spark.session(args.master, quiet=args.quiet)
     try:
@@ -386,11 +396,16 @@ def cmd_spark_recommend(args) -> None:
         candidates = None
         if args.candidates:
             candidates = recmaml_spark.read_table(spark, args.candidates, args.candidates_format, "--candidates")
+        dropped = recmaml_spark.dropped_rows(spark)
         ranked = recmaml_spark.recommend(histories, args.model, k=args.k, candidates=candidates,
                                          user_col=args.user_col, item_col=args.item_col,
                                          rating_col=args.rating_col or None, exclude_seen=not args.include_seen,
-                                         buckets=args.buckets, batch_size=args.batch_size)
+                                         buckets=args.buckets, batch_size=args.batch_size, dropped=dropped)
         recmaml_spark.write_table(ranked, args.out, args.out_format)
+        unknown = _UnknownItems()  # the workers' warnings, one summary line each as `recommend` gives
+        for message in dropped.value:
+            unknown.add(message)
+        unknown.report()
         log.info("wrote the ranked lists to %s", args.out)
     finally:
         if ours:
@@ -664,7 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     srec.add_argument("--candidates", help="Parquet or CSV of user_id,item_id rows: rank only these items")
     srec.add_argument("--candidates-format", choices=["parquet", "csv"], help="format of --candidates")
     srec.add_argument("--include-seen", action="store_true", help="allow items of a user's history in its list")
-    srec.add_argument("--buckets", type=int, default=None, help="groups users are hashed into (default: 4 per "
+    srec.add_argument("--buckets", type=int, default=None, help="ranges of user ids users are split into (default: 4 per "
                       "Spark slot)")
     srec.add_argument("--batch-size", type=int, default=None, help="cold users adapted together in a worker")
     _add_data_flags(srec)
