@@ -118,7 +118,7 @@ def run(out_dir: Path, data: DataChoice, config=None, seed: int = 0, progress=No
     fit_seconds = time.perf_counter() - start
     results["recmaml"] = {**evaluate_ranking(metarec_scores(rec, split.cold_support), split.cold_support,
                                              split.cold_query, K, THRESHOLD), "fit_s": fit_seconds,
-                          "training": rec.history.summary()}
+                          "training": rec.history.summary(), "stopped": rec.history.stopped}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model_dir, ranked_path = out_dir / "model", out_dir / "cold_users_top20.csv"
