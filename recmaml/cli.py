@@ -293,8 +293,9 @@ def cmd_fit(args) -> None:
         raise RecMamlError(f"--nproc must be at least 1, got {args.nproc}")
     cores = os.cpu_count() or 1
     if args.nproc and args.nproc > cores and not distributed.launched():
-        log.warning("warning: --nproc %d starts more processes than this machine's %d cores; they share the cores "
-                    "and meta-training is slower than with --nproc %d or fewer", args.nproc, cores, cores)
+        log.warning("warning: --nproc %d starts more processes than this machine's %d cores; the ranks share the "
+                    "cores, which adds contention and no speed (--nproc %d at most; on CPUs one process is often "
+                    "the fastest, see --help)", args.nproc, cores, cores)
     if args.nproc and args.nproc > 1 and not distributed.launched():
         _fit_on_ranks(args)
         return

@@ -9,10 +9,9 @@ Users are split into buckets, ranges of user ids (`repartitionByRange`), and eac
 one call per user; every bucket holds all rows (history and candidates) of its users. Within the
 worker the bucket goes through recmaml.serve, the same path as `MetaRecommender.recommend` and `recmaml
 recommend`, so the lists are the same, written the same way (float32 scores, users in ascending id
-order). The model is
-read once per Python worker (a module cache keyed by the model's path and the sha256 of its weights, so a
-retrained model at the same path is read again), with one torch thread per task slot. Data moves between
-the JVM and Python as Arrow batches (what applyInPandas uses).
+order). The model is read once per Python worker (a module cache keyed by the model's path and the
+sha256 of its weights, so a retrained model at the same path is read again), with one torch thread per
+task slot. Data moves between the JVM and Python as Arrow batches (what mapInPandas uses).
 """
 
 from __future__ import annotations
@@ -142,12 +141,12 @@ def recommend(histories, model_dir, k: int = 20, candidates=None, *, user_col: s
     """Ranked lists (user_id, item_id, score, rank) of every user of `histories`, a Spark DataFrame of
     (user, item[, rating, timestamp]) rows, with the model saved at `model_dir` (a path every executor
     can read), in the order `recmaml recommend` writes them (by user id; with candidates, the users who
-    have only candidates last). candidates: optional
-    Spark DataFrame of (user, item) rows; then each user ranks only its own candidates, and users with
-    candidates but no history are ranked from the meta-learned start. buckets: ranges of user ids the
-    users are split into (default: 4 per default-parallelism slot, so that a range holds many users and
-    every slot gets work). dropped: an accumulator from `dropped_rows(spark)` that collects the warnings about
-    dropped history rows instead of each worker printing its own."""
+    have only candidates last). candidates: optional Spark DataFrame of (user, item) rows; then each user
+    ranks only its own candidates, and users with candidates but no history are ranked from the
+    meta-learned start. buckets: ranges of user ids the users are split into (default: 4 per
+    default-parallelism slot, so that a range holds many users and every slot gets work). dropped: an
+    accumulator from `dropped_rows(spark)` that collects the warnings about dropped history rows instead
+    of each worker printing its own."""
     from pyspark.sql import functions as F
 
     from recmaml.serve import _check_k
