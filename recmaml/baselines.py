@@ -170,6 +170,15 @@ class ItemMean:
         return (self.item_mean[None, :] + offset[:, None]).astype(np.float32)
 
 
+def _one_blas_thread():
+    """OpenBLAS limited to one thread for a call into implicit. implicit's solvers run in their own
+    OpenMP threads; an OpenBLAS thread pool inside them slows them down, and OpenBLAS prints "OpenBLAS
+    Warning : Detect OpenMP Loop" on every such call (thousands of lines on stderr) unless the process
+    was started with OPENBLAS_NUM_THREADS=1. Wrap every implicit call that solves (fit,
+    recalculate_user), so that no caller needs the variable."""
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 class ALSFoldIn:
     """Implicit ALS (Hu, Koren, Volinsky 2008) fitted on warm users; cold users are folded in by solving
     their least-squares user factors against the fixed item factors (implicit's `recalculate_user`).
@@ -196,9 +205,7 @@ class ALSFoldIn:
         log = warm if keep is None else warm.take(keep)
         X = log.to_csr("ones")
         X.data[:] = 1.0  # binary: a repeated (user, item) row is still one interaction
-        # implicit warns (when constructed) and slows down when OpenBLAS runs its own thread pool inside
-        # its solver threads
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _one_blas_thread():
             self.model = AlternatingLeastSquares(
                 factors=self.factors, regularization=self.regularization, alpha=self.alpha,
                 iterations=self.iterations, random_state=self.seed, num_threads=self.num_threads)
@@ -212,8 +219,8 @@ class ALSFoldIn:
         item_factors = self.model.item_factors
         csr = _support_csr(support_user_idx, support_item_idx, n_users, item_factors.shape[0])
         csr.data[:] = 1.0  # binary confidence, as in fit
-        # one batched solve for all cold users
-        return self.model.recalculate_user(np.arange(n_users), csr)
+        with _one_blas_thread():  # one batched solve for all cold users, in implicit's OpenMP threads
+            return self.model.recalculate_user(np.arange(n_users), csr)
 
     def score(self, support_user_idx, support_item_idx, n_users: int, support_rating=None) -> np.ndarray:
         factors = self.user_factors(support_user_idx, support_item_idx, n_users, support_rating)
@@ -445,15 +452,16 @@ class MultVAE:
     ratings, only rows rated at least that count, in the warm log and in the support alike.
 
     Training stops after `epochs` epochs or once `max_seconds` of wall-clock time are spent (checked after
-    every batch, so at least one update runs); `epochs_run` (epochs started, the last possibly partial),
-    `steps_run` and `train_seconds` record it. Two fits with the same `seed` give the same scores as long
-    as the time budget does not cut them.
+    every batch, so at least one update runs; None: no time budget); `epochs_run` (epochs started, the
+    last possibly partial), `steps_run` and `train_seconds` record it. Two fits with the same `seed` give
+    the same scores as long as the time budget does not cut them: with max_seconds=None, always (a budget
+    that binds makes the score follow the machine's load).
     """
 
     SCORE_BATCH = 1024
 
     def __init__(self, hidden: int = 600, latent: int = 200, dropout: float = 0.5, beta: float = 0.2,
-                 anneal_steps: int = 2000, epochs: int = 100, batch_size: int = 256, max_seconds: float = 60.0,
+                 anneal_steps: int = 2000, epochs: int = 100, batch_size: int = 256, max_seconds: float | None = 60.0,
                  input_items: tuple[int, int] = (1, 20), threshold: float | None = None, seed: int = 0):
         for name, value in (("hidden", hidden), ("latent", latent), ("epochs", epochs),
                             ("batch_size", batch_size)):
@@ -465,8 +473,8 @@ class MultVAE:
             raise ValueError(f"beta must be >= 0, got {beta}")
         if int(anneal_steps) != anneal_steps or anneal_steps < 0:
             raise ValueError(f"anneal_steps must be an integer >= 0, got {anneal_steps}")
-        if not max_seconds > 0:
-            raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
+        if max_seconds is not None and not max_seconds > 0:
+            raise ValueError(f"max_seconds must be > 0 (or None: no time budget), got {max_seconds}")
         try:
             low, high = (int(v) for v in input_items)
         except (TypeError, ValueError):
@@ -475,7 +483,8 @@ class MultVAE:
             raise ValueError(f"input_items must satisfy 1 <= low <= high, got {input_items!r}")
         self.hidden, self.latent, self.dropout, self.beta = int(hidden), int(latent), float(dropout), float(beta)
         self.anneal_steps, self.epochs, self.batch_size = int(anneal_steps), int(epochs), int(batch_size)
-        self.max_seconds, self.input_items, self.threshold, self.seed = float(max_seconds), (low, high), threshold, seed
+        self.max_seconds = None if max_seconds is None else float(max_seconds)
+        self.input_items, self.threshold, self.seed = (low, high), threshold, seed
         self.net: _MultVAENet | None = None
         self.n_items = 0
         self.epochs_run = 0
@@ -519,7 +528,7 @@ class MultVAE:
                     loss.backward()
                     optimizer.step()
                     self.steps_run += 1
-                    if time.perf_counter() - start >= self.max_seconds:
+                    if self.max_seconds is not None and time.perf_counter() - start >= self.max_seconds:
                         out_of_time = True
                         break
         net.eval()

@@ -41,6 +41,31 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
                        "e.g. latin-1, or utf8-lossy to replace undecodable bytes)")
 
 
+def _threads_arg(text: str) -> int | str:
+    """--threads: a whole number >= 1, or 'auto' (the cores no other process is running on)."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a whole number >= 1 or 'auto'")
+    return value
+
+
+def _with_training_threads(config, args):
+    """The config with --threads as meta.threads, when given (the config's, 'auto' by default, else)."""
+    return config if args.threads is None else config.replace(meta={"threads": args.threads})
+
+
+def _add_training_threads(parser: argparse.ArgumentParser, more: str = "") -> None:
+    parser.add_argument("--threads", type=_threads_arg, default=None,
+                        help="torch threads while meta-training, a number or 'auto': the cores no other process "
+                        "is running on when training starts (default: the config's meta.threads, 'auto' unless "
+                        "set); fewer threads than cores can be much faster beside another CPU-bound job." + more)
+
+
 def _add_common(parser: argparse.ArgumentParser, top: bool = False) -> None:
     # accepted before and after the command; SUPPRESS keeps a subcommand from resetting the top-level flag
     parser.add_argument("--quiet", action="store_true", default=False if top else argparse.SUPPRESS,
@@ -133,10 +158,18 @@ class _LazyBar:
         """MetaRecommender.fit's progress callback: the meta-loss and the validation figure by name."""
         from recmaml.recommender import epoch_progress
 
-        bar = self._opened()
-        if bar.n < epoch - 1:  # a resumed fit: its first epoch here follows those of the checkpoint
-            bar.n = epoch - 1
-        epoch_progress(bar)(epoch, record)
+        if self.bar is None and epoch > 1:  # a resumed fit: its first epoch here follows the checkpoint's,
+            self.kwargs["initial"] = epoch - 1  # which count in the position but not in the rate
+        epoch_progress(self._opened())(epoch, record)
+
+    def stopped(self, why: str) -> None:
+        """Close the bar where training stopped, saying why (TrainHistory.stopped): stopped short of its
+        total by early stopping or the time budget, a bar left at 96/300 reads as a crash."""
+        if self.bar is None or why == "epochs":
+            return
+        self.bar.set_description(f"meta-training stopped ({why}) at epoch {self.bar.n} of {self.bar.total}")
+        self.bar.total = self.bar.n
+        self.bar.close()
 
     def __enter__(self):
         return self
@@ -189,15 +222,22 @@ class _UnknownItems:
             warnings.simplefilter("always")
             yield
         for w in caught:
-            if issubclass(w.category, UnknownItemsWarning):
-                what = w.message.what
-                self.rows[what] = self.rows.get(what, 0) + w.message.rows
-                self.ids.setdefault(what, set()).update(w.message.item_ids.tolist())
-            elif issubclass(w.category, DuplicateInteractionsWarning):
-                self.duplicates += w.message.rows
-                self.duplicate_chunks += 1
+            if issubclass(w.category, (UnknownItemsWarning, DuplicateInteractionsWarning)):
+                self.add(w.message)
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+    def add(self, message) -> None:
+        """Count one UnknownItemsWarning or DuplicateInteractionsWarning (caught here, or sent back by a
+        Spark worker)."""
+        from recmaml.recommender import UnknownItemsWarning
+
+        if isinstance(message, UnknownItemsWarning):
+            self.rows[message.what] = self.rows.get(message.what, 0) + message.rows
+            self.ids.setdefault(message.what, set()).update(message.item_ids.tolist())
+        else:
+            self.duplicates += message.rows
+            self.duplicate_chunks += 1
 
     def report(self) -> None:
         if self.duplicates:
@@ -241,8 +281,6 @@ def _load_model(args):
     rec = MetaRecommender.load(args.model, device=_device(args) if args.device else "cpu")
     threads = getattr(args, "threads", None)
     if threads is not None:
-        if threads < 1:
-            raise RecMamlError(f"--threads must be at least 1, got {threads}")
         rec.config = rec.config.replace(serve={"threads": threads})
     return rec.with_history_kind(getattr(args, "history_kind", None))
 
@@ -253,6 +291,11 @@ def cmd_fit(args) -> None:
 
     if args.nproc is not None and args.nproc < 1:
         raise RecMamlError(f"--nproc must be at least 1, got {args.nproc}")
+    cores = os.cpu_count() or 1
+    if args.nproc and args.nproc > cores and not distributed.launched():
+        log.warning("warning: --nproc %d starts more processes than this machine's %d cores; the ranks share the "
+                    "cores, which adds contention and no speed (--nproc %d at most; on CPUs one process is often "
+                    "the fastest, see --help)", args.nproc, cores, cores)
     if args.nproc and args.nproc > 1 and not distributed.launched():
         _fit_on_ranks(args)
         return
@@ -260,7 +303,7 @@ def cmd_fit(args) -> None:
     if rank != 0:  # one voice: rank 0 reports, shows progress and saves
         args.quiet = True
         logging.getLogger("recmaml").setLevel(logging.ERROR)
-    config = load_config(args.config)
+    config = _with_training_threads(load_config(args.config), args)
     if args.device:
         config = config.replace(meta={"device": _device(args)})
     _check_folder(args.out, "--out")
@@ -272,6 +315,7 @@ def cmd_fit(args) -> None:
     try:
         with _LazyBar(args, total=config.meta.epochs, unit="epoch", desc="meta-training") as bar:
             rec = MetaRecommender(config).fit(warm, progress=bar.epoch, checkpoint_dir=args.out, resume=args.resume)
+            bar.stopped(rec.history.stopped)
     except (KeyboardInterrupt, _Terminated):
         if rank == 0 and resume.exists(args.out):
             log.info("the last epoch's checkpoint is kept in %s: rerun with --resume to continue", args.out)
@@ -347,15 +391,18 @@ def cmd_recommend(args) -> None:
 
 
 def cmd_spark_recommend(args) -> None:
-    try:
-        from recmaml import spark as recmaml_spark
-
-        import pyspark  # noqa: F401
-    except ImportError as err:
-        raise RecMamlError(f"spark-recommend needs pyspark ({err}); install the extra: pip install 'recmaml[spark]'")
-    from pyspark.sql import SparkSession
+    from recmaml import spark as recmaml_spark
 
     _check_sizes(args)
+    # before Spark starts: the JVM takes seconds and prints its own lines before an error would show
+    recmaml_spark.check_job(args.model, args.history, args.out, history_format=args.format,
+                            candidates=args.candidates, candidates_format=args.candidates_format,
+                            out_format=args.out_format)
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as err:
+        raise RecMamlError(f"spark-recommend needs pyspark ({err}); install the extra: pip install 'recmaml[spark]'")
+
     ours = SparkSession.getActiveSession() is None  # stop only a session this command started
     spark = recmaml_spark.session(args.master, quiet=args.quiet)
     try:
@@ -363,11 +410,16 @@ def cmd_spark_recommend(args) -> None:
         candidates = None
         if args.candidates:
             candidates = recmaml_spark.read_table(spark, args.candidates, args.candidates_format, "--candidates")
+        dropped = recmaml_spark.dropped_rows(spark)
         ranked = recmaml_spark.recommend(histories, args.model, k=args.k, candidates=candidates,
                                          user_col=args.user_col, item_col=args.item_col,
                                          rating_col=args.rating_col or None, exclude_seen=not args.include_seen,
-                                         buckets=args.buckets, batch_size=args.batch_size)
+                                         buckets=args.buckets, batch_size=args.batch_size, dropped=dropped)
         recmaml_spark.write_table(ranked, args.out, args.out_format)
+        unknown = _UnknownItems()  # the workers' warnings, one summary line each as `recommend` gives
+        for message in dropped.value:
+            unknown.add(message)
+        unknown.report()
         log.info("wrote the ranked lists to %s", args.out)
     finally:
         if ours:
@@ -436,11 +488,14 @@ def cmd_quickstart(args) -> None:
         raise RecMamlError(f"--out {args.out}: a file has this name, and --out names the folder the quickstart "
                            "writes; remove the file or choose another name")
     data = quickstart.find_data(args.data, allow_download=not args.no_download)
-    config = quickstart.default_config()
+    config, source = quickstart.default_config()
+    config = _with_training_threads(config, args)
     if device:
-        config = (config[0].replace(meta={"device": device}), config[1])
+        config = config.replace(meta={"device": device})
+    config = (config, source)
     with _LazyBar(args, total=config[0].meta.epochs, unit="epoch", desc="meta-training") as bar:
         summary = quickstart.run(Path(args.out), data, config=config, seed=args.seed, progress=bar.epoch)
+        bar.stopped(summary["results"]["recmaml"]["stopped"])
     log.info("meta-training %s", summary["results"]["recmaml"]["training"])
     print(quickstart.format_table(summary))
     print(f"model: {summary['model']}\nranked lists of {summary['cold_users']} cold users: {summary['ranked']}")
@@ -469,9 +524,7 @@ def cmd_benchmark(args) -> None:
         import matplotlib  # noqa: F401
     except ImportError as err:
         raise RecMamlError("the benchmark's plots need matplotlib: pip install 'recmaml[bench]'") from err
-    if args.threads is not None:
-        if args.threads < 1:
-            raise RecMamlError(f"--threads {args.threads}: must be at least 1")
+    if isinstance(args.threads, int):  # every system's torch threads; 'auto' is each recmaml fit's own choice
         import torch
 
         torch.set_num_threads(args.threads)  # torch's threads spin when the machine is busy: fewer can be faster
@@ -491,7 +544,8 @@ def cmd_benchmark(args) -> None:
             ks=_csv_list(args.k, "--k", int), seeds=_csv_list(args.seeds, "--seeds", int),
             systems=benchmark.resolve_systems(args.systems), relevant_min=args.relevant_min,
             cold_fraction=args.cold_fraction, budget_seconds=args.budget_seconds, grid=args.grid,
-            config=load_config(args.config), command="recmaml " + shlex.join(args.argv))
+            config=_with_training_threads(load_config(args.config), args),
+            command="recmaml " + shlex.join(args.argv))
         cells = len(spec.protocols) * len(spec.seeds) * len(spec.systems)
         with tqdm(total=cells, unit="cell", desc=spec.name, disable=args.quiet, file=sys.stderr) as bar:
             benchmark.run_benchmark(log_, spec, out, progress=bar)
@@ -521,11 +575,7 @@ def cmd_tune(args) -> None:
     if args.protocol not in ("random", "temporal"):
         raise RecMamlError(f"--protocol {args.protocol}: tune on 'random' or 'temporal' supports")
     space = tune.load_space(args.space)
-    base = load_config(args.config)
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(max(1, args.threads))
+    base = _with_training_threads(load_config(args.config), args)
     log_ = _read(args.data, args)
     if args.protocol == "temporal" and log_.timestamp is None:
         raise RecMamlError("--protocol temporal needs timestamps (--timestamp-col); this log has none")
@@ -548,8 +598,7 @@ def cmd_tune(args) -> None:
 
     text = tune.config_toml(result.best_config, header=header)
     _atomic_write(out / "best.toml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    with pl.Config(tbl_cols=-1, tbl_width_chars=10_000, fmt_str_lengths=40):  # every field, not an ellipsis
-        print(board.head(10))
+    print(tune.leaderboard_table(result.trials, base))
     print(f"best: validation nDCG@20 {result.best.score:.4f}; config written to {out / 'best.toml'} "
           f"(recmaml fit --config {out / 'best.toml'}); leaderboard {out / 'leaderboard.csv'}; {result.seconds:.0f} s")
 
@@ -589,8 +638,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: the config's "
                            "meta.device when training, cpu when serving)")
         if uses_model and device:
-            p.add_argument("--threads", type=int, default=None, help="torch threads while scoring (default: "
-                           "the model's serve.threads, 'auto': the cores no other process is running on)")
+            p.add_argument("--threads", type=_threads_arg, default=None, help="torch threads while scoring, a "
+                           "number or 'auto': the cores no other process is running on (default: the model's "
+                           "serve.threads, 'auto' unless set)")
         return p
 
     fit = command("fit", "meta-train a model on a log of warm users",
@@ -604,13 +654,18 @@ def build_parser() -> argparse.ArgumentParser:
                      "(text: categorical; 'a|b': multi-hot; numbers: numeric)")
     fit.add_argument("--nproc", type=int, default=None, help="meta-train on N processes of this machine "
                      "(torch.distributed via torchrun: gloo on CPUs, nccl on GPUs); each adapts 1/N of every "
-                     "meta-batch, so the model is the one a single process would train")
+                     "meta-batch and the ranks' gradients are summed, so it trains the same model as one process "
+                     "up to rounding (the weights differ slightly, by up to 0.018 in a measured fit). It pays on several "
+                     "GPUs or many idle cores with large meta-batches; on a few CPU cores one process is faster "
+                     "(2 processes on 2 cores: 1.44 x slower than one), since torch already uses every core. N "
+                     "above the cores only adds contention (a warning says so)")
     fit.add_argument("--resume", action="store_true",
                      help="continue a killed or interrupted fit from the checkpoint it wrote after its last "
                      "finished epoch in --out, to the weights an uninterrupted run ends with (same config and "
                      "data, else exit 2); starts from the first epoch when there is none. Without --resume an "
                      "existing checkpoint is ignored and overwritten. meta.max_seconds counts the training time "
                      "recorded in the checkpoint")
+    _add_training_threads(fit)
     _add_data_flags(fit)
     fit.set_defaults(func=cmd_fit)
 
@@ -648,7 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
     srec.add_argument("--candidates", help="Parquet or CSV of user_id,item_id rows: rank only these items")
     srec.add_argument("--candidates-format", choices=["parquet", "csv"], help="format of --candidates")
     srec.add_argument("--include-seen", action="store_true", help="allow items of a user's history in its list")
-    srec.add_argument("--buckets", type=int, default=None, help="groups users are hashed into (default: 4 per "
+    srec.add_argument("--buckets", type=int, default=None, help="ranges of user ids users are split into (default: 4 per "
                       "Spark slot)")
     srec.add_argument("--batch-size", type=int, default=None, help="cold users adapted together in a worker")
     _add_data_flags(srec)
@@ -697,7 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--k", type=int, default=5, help="support size the validation users reveal (default 5)")
     tn.add_argument("--seed", type=int, default=0, help="the split seed: tuning never sees the test users of "
                     "`recmaml benchmark --seeds` with this seed")
-    tn.add_argument("--threads", type=int, default=None, help="torch threads")
+    _add_training_threads(tn)
     _add_data_flags(tn)
     tn.set_defaults(func=cmd_tune)
 
@@ -719,8 +774,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--cold-fraction", type=float, default=0.2, help="share of users held out as cold (0.2)")
     bench.add_argument("--out", required=True, help="folder for cells, results.md/.json and plots; finished "
                        "cells found there are kept (a stopped run resumes)")
-    bench.add_argument("--threads", type=int, default=None,
-                       help="torch threads (default: torch's; 1 per run is fastest when runs share the cores)")
+    _add_training_threads(bench, " A number also sets the other systems' torch threads (1 per run is "
+                          "fastest when runs share the cores); without it they use torch's default.")
     bench.add_argument("--grid", choices=["full", "minimal"], default="full",
                        help="full: tune every baseline on validation users (default); minimal: the first grid "
                             "value of each, untuned (a quick smoke run)")
@@ -736,6 +791,7 @@ def build_parser() -> argparse.ArgumentParser:
     qs.add_argument("--out", default="runs/quickstart", help="folder for the model, ranked lists and metrics")
     qs.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     qs.add_argument("--no-download", action="store_true", help="never try the network")
+    _add_training_threads(qs, " The baselines' fits use the same count.")
     qs.set_defaults(func=cmd_quickstart)
     return parser
 

@@ -133,6 +133,12 @@ class MetaConfig:
     seventh of the epochs, at least 3 (40 of 300)."""
     max_seconds: float = 0.0
     """Wall-clock budget for meta-training (0: none)."""
+    threads: int | str = "auto"
+    """torch threads while meta-training; 'auto' takes the cores no other process is running on when
+    training starts (recmaml.serve.serving_threads, as serve.threads does for serving), at least 1: torch's
+    threads spin on a busy machine (a 300-user fit beside one busy loop on 2 cores: 98.6 s with torch's
+    default threads, 54.4 s with one, 27.6 s idle). A number fixes the count, which reruns that must
+    repeat the same arithmetic bit for bit want (CLI: --threads)."""
     ema: float = 0.99
     """Decay of an exponential moving average of the meta-weights, which is what gets validated and kept
     (0 disables it; 0.9-0.99 smooths the noise of small meta-batches)."""
@@ -299,9 +305,9 @@ def _check_ranges(cfg: Config) -> list[str]:
         problems.append("serve.batch_size must be >= 1")
     if cfg.serve.inner_steps is not None and cfg.serve.inner_steps < 0:
         problems.append("serve.inner_steps must be >= 0 (or absent: as in training)")
-    threads = cfg.serve.threads
-    if (isinstance(threads, str) and threads != "auto") or (isinstance(threads, int) and threads < 1):
-        problems.append(f"serve.threads = {threads!r}; use a whole number >= 1 or 'auto'")
+    for name, threads in (("meta.threads", m.threads), ("serve.threads", cfg.serve.threads)):
+        if (isinstance(threads, str) and threads != "auto") or (isinstance(threads, int) and threads < 1):
+            problems.append(f"{name} = {threads!r}; use a whole number >= 1 or 'auto'")
     if not cfg.serve.inner_lr_scale > 0:
         problems.append("serve.inner_lr_scale must be > 0")
     for name in ("first_scales", "sample_scales"):

@@ -22,6 +22,7 @@ from recmaml.errors import RecMamlError
 from recmaml.model import META_LR_PREFIX
 from recmaml.metrics import mean_metrics, ranking_metrics, rmse
 from recmaml.rank import exclude_items, top_k
+from recmaml.serve import serving_threads, torch_threads
 from recmaml.tasks import TaskBatch, TaskSampler, split_users
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,20 @@ def meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: di
     checkpoint: where to write a checkpoint after every epoch and, with its `resume`, to continue from one
     (recmaml.resume); None writes none. A resumed run ends with the weights of an uninterrupted one;
     meta.max_seconds counts the training time recorded in the checkpoint, not the time lost to the
-    interruption."""
+    interruption.
+
+    Training runs on meta.threads torch threads ('auto': the cores free when it starts), then torch's
+    setting is restored."""
+    threads = serving_threads(cfg.meta.threads)
+    if cfg.meta.threads == "auto" and threads < torch.get_num_threads():
+        log.info("meta-training on %d torch thread%s: other processes are running on the other cores "
+                 "(meta.threads = 'auto'; a number or --threads sets it)", threads, "" if threads == 1 else "s")
+    with torch_threads(threads):
+        return _meta_train(model, log_, cfg, user_feats, progress, checkpoint)
+
+
+def _meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: dict[str, torch.Tensor],
+                progress, checkpoint: resume.EpochCheckpoint | None) -> TrainHistory:
     m = cfg.meta
     # taken before Meta-SGD adds its rates: only the data-derived buffers and the config matter
     fingerprint = resume.fingerprint(cfg, log_, user_feats, model) if checkpoint is not None else None

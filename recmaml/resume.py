@@ -63,13 +63,15 @@ def discard(folder) -> None:
 
 
 def fingerprint(cfg: Config, log_: Interactions, user_feats: dict[str, torch.Tensor], model: torch.nn.Module) -> dict:
-    """What makes two fits the same fit: the training sections of the config (not `serve`, and not
-    meta.device: ranks of one distributed fit train on different devices) and a sha256 of the data as the
+    """What makes two fits the same fit: the training sections of the config (not `serve`, not
+    meta.device: ranks of one distributed fit train on different devices, and not meta.threads: a fit
+    started beside another job may resume on an idle machine) and a sha256 of the data as the
     model sees it (the log's index columns, the user features and the model's buffers, which hold the item
     features and the item-kNN tables)."""
     config = json.loads(json.dumps(cfg.to_dict(), default=str))  # as it reads back: tuples become lists
     config.pop("serve", None)
     config.get("meta", {}).pop("device", None)
+    config.get("meta", {}).pop("threads", None)
     digest = hashlib.sha256(f"{log_.n_users},{log_.n_items}".encode())
     columns = {"user_idx": log_.user_idx, "item_idx": log_.item_idx, "rating": log_.rating, "timestamp": log_.timestamp}
     tensors = {**{f"user_feats.{k}": v for k, v in user_feats.items()}, **dict(model.named_buffers(prefix="buffer"))}

@@ -127,8 +127,8 @@ def _busy_cores() -> int:
 
 
 def serving_threads(setting: int | str = "auto") -> int:
-    """The torch threads a serving call uses: `setting`, or for 'auto' the cores that no other process is
-    running on now (at least 1, at most torch's default)."""
+    """The torch threads a serving call (serve.threads) or a fit (meta.threads) uses: `setting`, or for
+    'auto' the cores that no other process is running on now (at least 1, at most torch's default)."""
     if setting != "auto":
         return int(setting)
     cores = _default_threads()

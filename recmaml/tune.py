@@ -231,6 +231,35 @@ def leaderboard_rows(trials: list[Trial]) -> list[dict]:
             for i, t in enumerate(leaderboard(trials))]
 
 
+def leaderboard_table(trials: list[Trial], base: Config, top: int = 10) -> str:
+    """The leaderboard as `recmaml tune` prints it: the best `top` trials with their score and the rung
+    budget they reached, and only the fields whose values differ between trials; a last row gives the
+    untuned config's values of those fields (the base config: --config, else the code's defaults)."""
+    rows = leaderboard_rows(trials)
+    varied = [name for name in rows[0] if "." in name and len({repr(r[name]) for r in rows}) > 1]
+    untuned = {name: base.to_dict()[name.split(".", 1)[0]][name.split(".", 1)[1]] for name in varied}
+    header = ["rank", "trial", "nDCG@20", "budget_s", *varied]
+    cells = [[str(r["rank"]), str(r["trial"]), f"{r['validation_ndcg@20']:.4f}", f"{r['budget_s']:g}",
+              *(_cell(r[name]) for name in varied)] for r in rows[:top]]
+    cells.append(["untuned", "", "", "", *(_cell(untuned[name]) for name in varied)])
+    widths = [max(len(row[i]) for row in (header, *cells)) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in (header, *cells)]
+    shared = [name for name in rows[0] if "." in name and name not in varied]
+    if shared:
+        lines.append("the same in every trial: " + ", ".join(f"{name} = {_cell(rows[0][name])}" for name in shared))
+    if len(rows) > top:
+        lines.append(f"({len(rows) - top} more trials in leaderboard.csv)")
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_cell(v) for v in value) + "]"
+    return str(value)
+
+
 def config_toml(cfg: Config, changed_from: Config | None = None, header: str = "") -> str:
     """A TOML text of `cfg` (only the fields that differ from `changed_from`, default the code's defaults),
     which load_config and `recmaml fit --config` read back to the same Config."""

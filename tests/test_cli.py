@@ -281,3 +281,46 @@ def test_user_features_reach_serving_in_training_terms(files, tmp_path):
     assert main([*args, "--out", str(tmp_path / "without.csv")]) == 0
     with_, without = read_ranked_lists(tmp_path / "with.csv"), read_ranked_lists(tmp_path / "without.csv")
     assert not np.allclose(with_.score, without.score)  # the features are used at serving
+
+
+def test_an_early_stop_closes_the_bar_at_the_stop_with_the_reason(files, tmp_path):
+    (tmp_path / "stops.toml").write_text((REPO_ROOT / "configs/tiny.toml").read_text().replace(
+        "epochs = 15\npatience = 0", "epochs = 300\npatience = 1\nema = 0.0"))  # raw weights: validation stalls
+    fit = run("fit", "--config", str(tmp_path / "stops.toml"), "--data", str(files / "warm.csv"), *COLS,
+              "--out", str(tmp_path / "model"))
+    assert fit.returncode == 0, fit.stderr
+    last = [line for line in fit.stderr.splitlines() if "meta-training stopped (" in line][-1]  # the bar as left
+    stopped = int(last.split("stopped (early stopping) at epoch ")[1].split()[0])
+    assert stopped < 300 and "of 300: 100%" in last and f"{stopped}/{stopped}" in last, last
+
+
+def test_a_resumed_fits_bar_counts_only_its_own_epochs_in_the_rate():
+    import argparse
+
+    from tqdm import tqdm
+
+    from recmaml.cli import _LazyBar
+
+    bar = _LazyBar(argparse.Namespace(quiet=False), total=300, unit="epoch", desc="meta-training")
+    bar.epoch(97, {"train_loss": 1.0, "of": 300})  # the first epoch after a checkpoint of 96
+    shown = tqdm.format_meter(**{**bar.bar.format_dict, "elapsed": 10.0, "rate": None})
+    assert "97/300" in shown and "10.00s/epoch" in shown, shown  # one epoch in 10 s, not 97
+
+
+def test_nproc_help_says_what_is_true_and_more_ranks_than_cores_is_a_warning(files, tmp_path, monkeypatch, capsys):
+    import os
+
+    from recmaml import cli
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["fit", "--help"])
+    help_ = " ".join(capsys.readouterr().out.split())
+    assert "the weights differ slightly" in help_ and "1.44 x slower" in help_ and "It pays on" in help_
+    monkeypatch.setattr(cli, "_fit_on_ranks", lambda args: None)  # the warning comes before any rank starts
+    cores = os.cpu_count() or 1
+    argv = ["fit", "--data", str(files / "warm.csv"), *COLS, "--out", str(tmp_path / "m")]
+    assert main([*argv, "--nproc", str(cores + 1)]) == 0
+    assert f"--nproc {cores + 1} starts more processes than this machine's {cores} cores" in capsys.readouterr().err
+    if cores > 1:
+        assert main([*argv, "--nproc", str(cores)]) == 0
+        assert "more processes" not in capsys.readouterr().err

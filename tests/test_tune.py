@@ -58,7 +58,9 @@ def test_tune_end_to_end_on_a_tiny_log(tmp_path, capsys):
     first = board.row(0, named=True)
     assert best.meta.inner_lr == pytest.approx(first["meta.inner_lr"]) and best.tasks.order == first["tasks.order"]
     assert best.model.embedding_dim == load_config("tiny").model.embedding_dim  # the base config is kept
-    assert "best: validation nDCG@20" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "best: validation nDCG@20" in out
+    assert "shape:" not in out and "untuned" in out  # a table of what varied, not polars' repr of every field
     # the best config trains with `recmaml fit`
     assert main(["--quiet", "fit", "--config", str(tmp_path / "t" / "best.toml"), "--data", str(tmp_path / "log.csv"),
                  "--out", str(tmp_path / "model")]) == 0
@@ -69,3 +71,20 @@ def test_a_bad_space_exits_2_before_any_work(tmp_path, capsys):
     code = main(["tune", "--data", str(tmp_path / "absent.csv"), "--space", str(tmp_path / "space.toml"),
                  "--out", str(tmp_path / "t")])
     assert code == 2 and "give at least one value" in capsys.readouterr().err and not (tmp_path / "t").exists()
+
+
+def test_the_leaderboard_prints_the_fields_that_varied_beside_the_untuned_config():
+    from recmaml.tune import Trial, leaderboard_table
+
+    trials = [Trial(0, {"meta.inner_lr": 0.123456, "meta.inner_steps": 2, "tasks.order": "mixed"}, {60.0: 0.41}),
+              Trial(1, {"meta.inner_lr": 0.9, "meta.inner_steps": 2, "tasks.order": "random"}, {60.0: 0.43}),
+              Trial(2, {"meta.inner_lr": 0.3, "meta.inner_steps": 2, "tasks.order": "mixed"}, {20.0: 0.45})]
+    base = load_config("tiny")
+    lines = leaderboard_table(trials, base).splitlines()
+    header, rows = lines[0].split(), [line.split() for line in lines[1:5]]
+    assert header == ["rank", "trial", "nDCG@20", "budget_s", "meta.inner_lr", "tasks.order"]  # only what varied
+    assert rows[0] == ["1", "1", "0.4300", "60", "0.9", "random"]  # the later rung first, then the score
+    assert rows[1][4] == "0.1235" and rows[2][:2] == ["3", "2"]
+    assert rows[3] == ["untuned", str(base.meta.inner_lr), base.tasks.order]  # the base config, for comparison
+    assert lines[5] == "the same in every trial: meta.inner_steps = 2"
+    assert max(len(line) for line in lines) < 100 and "shape:" not in "\n".join(lines)
