@@ -381,7 +381,17 @@ def run_system(system: System, log: Interactions, splits: _Splits, ctx: dict, fi
         record["grid"] = tried
         record["params"] = best
         start = time.perf_counter()
-        fitted = system.fit(splits.warm, ctx, **best)
+        # recmaml's fits depend on the warm users alone (nothing tuned on the protocol's validation users):
+        # the random and temporal splits of one seed hold out the same users, so one fit serves both
+        shared = ctx.get("shared_fits", {}) if system.family == "recmaml" and protocol != "melu" else {}
+        key = (system.name, _fingerprint(splits.warm))
+        if key in shared:
+            fitted = shared[key].for_protocol(protocol)
+            record["fit_shared"] = True
+        else:
+            fitted = system.fit(splits.warm, ctx, **best)
+            if system.family == "recmaml" and protocol != "melu":
+                ctx.setdefault("shared_fits", {})[key] = fitted
         record["fit_s"] = time.perf_counter() - start
         fitted_cache[system.name] = fitted
         if isinstance(fitted, FittedMeta) and fitted.rec.history is not None:
@@ -393,6 +403,16 @@ def run_system(system: System, log: Interactions, splits: _Splits, ctx: dict, fi
                        for k, split in splits.test.items()}
     record["serve_s"] = time.perf_counter() - start
     return record
+
+
+def _fingerprint(log: Interactions) -> str:
+    """A digest of a log's users and rows: two splits with equal digests have the same warm users."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for array in (log.users.ids.astype(str), log.user_idx, log.item_idx):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def cell_path(out: Path, name: str, protocol: str, seed: int, system: str) -> Path:
@@ -439,8 +459,10 @@ def run_benchmark(log: Interactions, spec: BenchmarkSpec, out: Path, progress=No
 
     env = _environment()
     paths = []
+    shared_fits: dict = {}  # recmaml fits shared by the protocols of one seed (see run_system)
     # seed-major: a run stopped early still has every protocol for its first seeds
     for seed in spec.seeds:
+        shared_fits.clear()
         for protocol in protocols:
             todo = [s for s in systems if not cell_path(out, spec.name, protocol, seed, s).is_file()]
             paths += [cell_path(out, spec.name, protocol, seed, s) for s in systems]
@@ -451,7 +473,8 @@ def run_benchmark(log: Interactions, spec: BenchmarkSpec, out: Path, progress=No
             splits = make_splits(log, protocol, seed, spec.ks, spec.cold_fraction)
             ctx = {"protocol": protocol, "relevant_min": relevant_min, "has_ratings": log.rating is not None,
                    "budget_seconds": spec.budget_seconds, "config": spec.config, "grid": spec.grid,
-                   "threads": torch.get_num_threads()}  # implicit's ALS: as many threads as torch
+                   "threads": torch.get_num_threads(),  # implicit's ALS: as many threads as torch
+                   "shared_fits": shared_fits}
             fitted_cache: dict = {}
             # a derived system needs its source's fit: refit the source when only the derived cell is missing
             needed = [s for s in systems if s in todo or any(SYSTEMS[t].derived_from == s for t in todo)]

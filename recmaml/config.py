@@ -61,6 +61,13 @@ class ModelConfig:
     embeddings over sqrt(count), fed to the user tower beside user_init, so the inner loop starts from a
     point conditioned on what the user showed (a few-shot Mult-VAE/DAE encoder is such an initializer)
     instead of one start shared by every user; the gradient steps then refine it."""
+    time_prior: bool = True
+    """Add the warm log's popularity in a window before each user's time (its latest interaction shown,
+    standardized log counts of the items rated at least tasks.positive_threshold) to the scores, with a
+    meta-learned weight that each user's inner steps adapt: what was popular when a user arrived. Needs
+    timestamps (fit turns it off on a log without them); the model carries the counts it needs."""
+    time_window_days: float = 1095.0
+    """The window of model.time_prior, in days."""
     history_kind: bool = True
     """Condition the scorer on the kind of history a user shows: 'first' (its earliest interactions, what a
     real new user shows) or 'sample' (a random sample of them, what a random-split benchmark shows). A
@@ -299,6 +306,8 @@ def _check_ranges(cfg: Config) -> list[str]:
         problems.append("model.item_knn and model.item_knn_shrink must be >= 0 (item_knn 0: none)")
     if cfg.model.support_encoder < 0:
         problems.append("model.support_encoder must be >= 0 (0: no set encoder)")
+    if not cfg.model.time_window_days > 0:
+        problems.append("model.time_window_days must be > 0")
     if cfg.model.embedding_dim < 1:
         problems.append("model.embedding_dim must be >= 1")
     if cfg.serve.batch_size < 1:

@@ -18,12 +18,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recmaml.config import ModelConfig
 from recmaml.data import SideFeatures
 
 
+TIME_EDGES = 128  # times at which the time prior's cumulative counts are kept (quantiles of the warm log)
 KIND_DIM = 8  # width of the learned code of a user's history kind (model.history_kind)
 META_LR_PREFIX = "meta_lrs"  # Meta-SGD's learned inner learning rates (a ParameterDict): never adapted themselves
 
@@ -119,9 +121,9 @@ class Scorer(nn.Module):
 
     PARAMETER_GROUPS = {
         # what meta.adapt names: the parameters a user's inner loop changes, by name prefix
-        "user": ("user_init", "user_bias", "knn_scale"),
+        "user": ("user_init", "user_bias", "knn_scale", "time_scale"),
         "head": ("user_tower",),
-        "user+head": ("user_init", "user_bias", "user_tower", "knn_scale"),
+        "user+head": ("user_init", "user_bias", "user_tower", "knn_scale", "time_scale"),
         "all": ("",),
     }
     USER_SIDE = ("user_init", "user_bias", "user_tower.")  # what only moves the user vector (the fast path)
@@ -170,6 +172,11 @@ class Scorer(nn.Module):
             self.register_buffer("knn_index", torch.zeros(n_items, cfg.item_knn, dtype=torch.long))
             self.register_buffer("knn_weight", torch.zeros(n_items, cfg.item_knn))
             self.knn_scale = nn.Parameter(torch.tensor(1.0))
+        self.time_scale = None
+        if cfg.time_prior:  # filled by set_time_prior from the warm log; a saved model carries them
+            self.register_buffer("time_edges", torch.zeros(TIME_EDGES, dtype=torch.float64))
+            self.register_buffer("time_counts", torch.zeros(TIME_EDGES + 1, n_items))
+            self.time_scale = nn.Parameter(torch.tensor(0.0))  # starts as a model without it
         for name, tensor in feature_tensors(item_features, self.item_spec, n_items).items():
             self.register_buffer(f"item_feature_{name}", tensor)
 
@@ -236,6 +243,28 @@ class Scorer(nn.Module):
             self._catalog_cache = cached
         return cached[1]
 
+    def set_time_prior(self, edges: np.ndarray, cumulative: np.ndarray) -> None:
+        """The time prior's table: TIME_EDGES sorted times (Unix seconds) and, per edge, each item's count of
+        positives up to it ((TIME_EDGES + 1, n_items), row 0 all zeros); see recent_popularity."""
+        with torch.no_grad():
+            self.time_edges.copy_(torch.as_tensor(edges, dtype=torch.float64))
+            self.time_counts.copy_(torch.as_tensor(cumulative, dtype=torch.float32))
+
+    def latest_time(self) -> float:
+        """The end of the warm log: the time of users who show no timestamp."""
+        return float(self.time_edges[-1])
+
+    def recent_popularity(self, user_feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per user, its standardized log count of each item's positives in the model.time_window_days
+        before user_feats['time']: (n_items,) for one user (under vmap) or (B, n_items)."""
+        time = user_feats["time"].unsqueeze(-1)
+        window = self.cfg.time_window_days * 86400.0
+        end = torch.searchsorted(self.time_edges, time, right=True).squeeze(-1)
+        start = torch.searchsorted(self.time_edges, time - window, right=True).squeeze(-1)
+        counts = F.embedding(end, self.time_counts) - F.embedding(start, self.time_counts)
+        x = torch.log1p(counts.clamp(min=0.0))
+        return (x - x.mean(dim=-1, keepdim=True)) / (x.std(dim=-1, keepdim=True) + 1e-6)
+
     def set_item_knn(self, index: torch.Tensor, weight: torch.Tensor) -> None:
         """The item-kNN table: per item, its neighbours' indices and similarities (n_items, item_knn),
         padded with weight 0."""
@@ -264,6 +293,9 @@ class Scorer(nn.Module):
         if self.knn_scale is not None:  # the item-item signal of the support, with its learned weight
             knn = self.support_knn(user_feats)
             bias = bias + self.knn_scale * (knn if items is None else knn[items])
+        if self.time_scale is not None:  # what was popular at the user's time, with its learned weight
+            recent = self.recent_popularity(user_feats)
+            bias = bias + self.time_scale * (recent if items is None else recent[items])
         scores = v @ u + bias
         if self.cfg.objective == "rating":
             scores = scores + self.user_bias + self.global_bias
@@ -336,6 +368,7 @@ def fast_path_applies(model: nn.Module, names: list[str]) -> bool:
                        for n in names)
     return (getattr(model, META_LR_PREFIX, None) is None and not biases_alone
             and getattr(model, "knn_scale", None) is None  # the per-user item-kNN term: the general path
+            and getattr(model, "time_scale", None) is None  # the per-user time prior: the general path
             and all(n.startswith(Scorer.USER_SIDE) for n in names))
 
 

@@ -19,7 +19,7 @@ from recmaml.data import UNKNOWN, Interactions, RankedLists, Vocabulary, relevan
 from recmaml.errors import ConfigError, DataError, RecMamlError
 from recmaml.frames import as_interactions, frame_of, is_frame, same_kind
 from recmaml.meta import TrainHistory, enable_meta_sgd, meta_train, training_length
-from recmaml.model import (META_LR_PREFIX, FeatureSpec, Scorer, fast_path_applies, fast_user_vectors, feature_tensors,
+from recmaml.model import (META_LR_PREFIX, TIME_EDGES, FeatureSpec, Scorer, fast_path_applies, fast_user_vectors, feature_tensors,
                             item_dots, rows_mm)
 from recmaml.rank import exclude_items_, rank_candidates, top_k, valid_entries
 from recmaml.resume import EpochCheckpoint
@@ -136,6 +136,8 @@ class MetaRecommender:
             _init_item_embeddings(self.model, self.items, *item_factors)
         if self.config.model.item_knn:
             self.model.set_item_knn(*_item_knn_table(warm, self.config))
+        if self.config.model.time_prior:
+            self.model.set_time_prior(*_time_table(warm, self.config))
         user_feats = feature_tensors(warm.user_features, self.model.user_spec, warm.n_users)
         with _bar(progress, self.config.meta.epochs, "epoch", "meta-training") as bar:
             checkpoint = None if checkpoint_dir is None else EpochCheckpoint.in_folder(checkpoint_dir, resume)
@@ -179,12 +181,15 @@ class MetaRecommender:
         feats = None
         if history.user_features is not None and self.user_layout is not None:
             feats = history.user_features.conformed(self.user_layout).aligned_to(users)
+        user_feats = feature_tensors(feats, model.user_spec, len(users))
+        if model.time_scale is not None:
+            user_feats["time"] = torch.from_numpy(_user_times(history, known, users, user_idx, model.latest_time()))
         return ColdUsers(
             users=users,
             user_idx=user_idx.astype(np.int64),
             item_idx=item_idx[known].astype(np.int64),
             rating=(history.rating[known] if history.rating is not None else np.ones(known.sum(), np.float32)),
-            user_feats=feature_tensors(feats, model.user_spec, len(users)),
+            user_feats=user_feats,
         )
 
     def _chunks(self, cold: ColdUsers, batch_size: int | None):
@@ -547,6 +552,16 @@ class MetaRecommender:
         return rec
 
 
+def _user_times(history: Interactions, known: np.ndarray, users: Vocabulary, user_idx: np.ndarray,
+                default: float) -> np.ndarray:
+    """Each cold user's time for the time prior: its latest interaction of a known item, or `default` (the
+    end of the warm log) for a user without one or a history without timestamps."""
+    times = np.full(len(users), -np.inf)
+    if history.timestamp is not None:
+        np.maximum.at(times, user_idx, history.timestamp[known].astype(np.float64))
+    return np.where(np.isfinite(times), times, default)
+
+
 def _map_ids(target: Vocabulary, source: Vocabulary, idx: np.ndarray) -> np.ndarray:
     """`target`'s indices of the ids `source.ids[idx]`, looked up once per distinct id when `source` is the
     smaller (the usual history: many rows per id; string lookups are the costly part), else once per row."""
@@ -627,6 +642,8 @@ def resolve_for_log(config: Config, warm: Interactions) -> Config:
     used): tasks.positive_threshold = 'auto' becomes the log's relevant rating (None for the rating
     objective, whose query is every rating, and for logs without ratings); meta.epochs and meta.patience
     = 'auto' become counts that follow the number of training users (recmaml.meta.training_length)."""
+    if config.model.time_prior and warm.timestamp is None:  # nothing to date the log's popularity by
+        config = config.replace(model={"time_prior": False})
     if config.serve.history_kind == "auto":  # a real new user shows its first interactions, when they are known
         config = config.replace(serve={"history_kind": "first" if warm.timestamp is not None else "sample"})
     if config.tasks.positive_threshold == "auto":
@@ -673,6 +690,20 @@ def _item_knn_table(warm: Interactions, config: Config) -> tuple[torch.Tensor, t
     weight = np.zeros((W.shape[0], m), np.float32)
     index[rows, slots], weight[rows, slots] = W.indices, W.data
     return torch.from_numpy(index), torch.from_numpy(weight)
+
+
+def _time_table(warm: Interactions, config: Config) -> tuple[np.ndarray, np.ndarray]:
+    """model.time_prior's table: TIME_EDGES quantiles of the warm log's timestamps and the cumulative count of
+    each item's positives (tasks.positive_threshold) up to each, padded by repeating the last edge."""
+    from recmaml.baselines import RecentPopularity
+
+    recent = RecentPopularity(threshold=config.tasks.positive_threshold)
+    recent.EDGES = TIME_EDGES
+    recent.fit(warm)
+    pad = TIME_EDGES - len(recent.edges)
+    edges = np.concatenate([recent.edges, np.repeat(recent.edges[-1:], pad)])
+    cumulative = np.concatenate([recent.cumulative, np.repeat(recent.cumulative[-1:], pad, axis=0)])
+    return edges, cumulative
 
 
 def _ease_rows(warm: Interactions, config: Config):

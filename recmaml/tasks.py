@@ -221,12 +221,24 @@ class TaskSampler:
         # the support, also as an input of the user tower's set encoder (model.support_encoder)
         user_feats.update(support_items=s_items, support_mask=s_mask,
                           history_kind=torch.from_numpy(np.where(first, KIND_FIRST, KIND_SAMPLE)))
+        if self.timestamp is not None:  # the task's time (the time prior's): its latest support row, or
+            user_feats["time"] = torch.from_numpy(self._task_times(rows, b, in_support, len(users)))  # its first
         return TaskBatch(
             user_feats=user_feats,
             support_items=s_items, support_ratings=s_ratings, support_mask=s_mask,
             query_items=q_items, query_ratings=q_ratings, query_mask=q_mask,
             negatives=negatives, negative_logq=logq, negative_mask=neg_mask,
         )
+
+    def _task_times(self, rows: np.ndarray, b: np.ndarray, in_support: np.ndarray, n_users: int) -> np.ndarray:
+        """Per task, the time its user is served at: its latest support row, or, with an empty support, its
+        earliest row (when it arrived)."""
+        times = self.timestamp[rows].astype(np.float64)
+        latest = np.full(n_users, -np.inf)
+        np.maximum.at(latest, b[in_support], times[in_support])
+        earliest = np.full(n_users, np.inf)
+        np.minimum.at(earliest, b, times)
+        return np.where(np.isfinite(latest), latest, earliest)
 
     def _support_order_key(self, rows: np.ndarray, b: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
         """Per row, the key whose smallest values within its user form the support: its timestamp for a

@@ -333,3 +333,18 @@ def test_rating_metrics_only_for_rating_models(log):
     scores = np.zeros((split.n_cold, log.n_items), np.float32) + 3.0
     assert "mae" in _cell_metrics(scores, split, "random", True, 4.0)
     assert "mae" not in _cell_metrics(scores, split, "random", False, 4.0)
+
+
+def test_one_recmaml_fit_serves_both_protocols_of_a_seed(log, tmp_path, tiny_config, monkeypatch):
+    # the random and temporal splits of one seed hold out the same users: recmaml (tuned on nothing) fits once
+    from recmaml.recommender import MetaRecommender
+
+    fits = []
+    original = MetaRecommender.fit
+    monkeypatch.setattr(MetaRecommender, "fit", lambda self, warm, **kw: fits.append(warm.n_users) or original(self, warm, **kw))
+    spec = BenchmarkSpec(name="planted", protocols=("random", "temporal"), ks=(3,), seeds=(0,),
+                         systems=("recmaml_maml",), budget_seconds=0, config=tiny_config)
+    run_benchmark(log, spec, tmp_path)
+    cells = {c["protocol"]: c for c in read_cells(tmp_path)}
+    assert len(fits) == 1 and cells["temporal"].get("fit_shared") and not cells["random"].get("fit_shared")
+    assert cells["random"]["per_k"]["3"]["ndcg@20"] != cells["temporal"]["per_k"]["3"]["ndcg@20"]
