@@ -47,7 +47,7 @@ def test_header_only_file(tmp_path):
 
 def test_misnamed_columns_suggest_the_flag(tmp_path):
     path = _csv(tmp_path, "userId,movieId,rating\n1,2,3\n")
-    _raises(path, path, "'user_id'", "userId", "--user-col")
+    _raises(path, path, "'user_id'", "userId", "user_col='userId'")  # the API's spelling, not the CLI's
     _raises(path, path, "'item_id'", "movieId", "--item-col", user_col="userId")
 
 
@@ -119,12 +119,12 @@ def test_malformed_json_lines(tmp_path):
 
 def test_ragged_csv_row(tmp_path):
     path = _csv(tmp_path, "user_id,item_id\n1,2\n1,2,3,4\n")
-    _raises(path, path, "--delimiter")
+    _raises(path, path, "delimiter=")
 
 
 def test_unknown_extension_names_the_format_flag(tmp_path):
     path = _csv(tmp_path, "user_id,item_id\n1,2\n", name="log.xlsx")
-    _raises(path, path, "--format", "parquet")
+    _raises(path, path, "format=", "parquet")
 
 
 def test_pandas_column_with_mixed_types():
