@@ -417,3 +417,9 @@ def test_a_model_saved_before_column_names_were_recorded_still_loads(model_dir, 
     meta.pop("columns", None)
     (old / "model.json").write_text(json.dumps(meta))
     assert MetaRecommender.load(old).columns is None
+
+
+def test_the_benchmarks_default_k_includes_0_as_the_readme_says():
+    default = build_parser().parse_args(["benchmark", "--out", "bench"]).k
+    assert default == "0,1,3,5,10,20"
+    assert f"the default `--k` is {default}" in (REPO_ROOT / "README.md").read_text()
