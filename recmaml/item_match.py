@@ -81,9 +81,9 @@ _PREFIXED = re.compile(r"^(\D+)(\d+)$")
 
 def _prefix(ids: list) -> str | None:
     """The text prefix every id shares before its digits ('m' of 'm12', 'm7'), or None."""
-    found = {m.group(1) for m in map(_PREFIXED.match, map(str, ids)) if m} if ids else set()
-    matched = all(_PREFIXED.match(str(i)) for i in ids)
-    return found.pop() if ids and matched and len(found) == 1 else None
+    matches = [_PREFIXED.match(str(i)) for i in ids]
+    prefixes = {m.group(1) for m in matches if m}
+    return prefixes.pop() if ids and all(matches) and len(prefixes) == 1 else None
 
 
 def _numeric(ids: list) -> bool:

@@ -655,3 +655,15 @@ def test_configs_that_are_not_a_toml_file(make, needle, model_dir, warm_csv, tmp
     make(config)
     refused(["fit", "--config", str(config), "--data", str(warm_csv), "--out", str(tmp_path / "m")], capsys,
             tmp_path / "m", "c.toml", needle, old=lambda path: shutil.copytree(model_dir, path))
+
+
+@pytest.mark.parametrize("history,model,needle", [
+    ([1, 2], ["m1", "m2"], "the model's ids carry the prefix 'm' and the history's are bare numbers"),
+    (["m1", "m2"], [1, 2], "the history's ids carry the prefix 'm' and the model's are bare numbers"),
+    (["a1"], ["b2"], "the history's ids carry the prefix 'a', the model's 'b'"),
+    ([5, 6], [7, 8], "the item column is another column"),
+])
+def test_the_likely_cause_of_mismatched_ids_is_named(history, model, needle):
+    from recmaml.item_match import likely_cause
+
+    assert needle in likely_cause(history, model)
