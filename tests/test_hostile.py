@@ -386,7 +386,7 @@ def test_the_encoding_flag_the_hint_names_exists_and_works(model_dir, tmp_path, 
 
 @pytest.mark.parametrize("name,content,needle", [
     ("ragged.csv", "user_id,item_id\na,1\na,2,3,4\n", "--delimiter"),
-    ("notgzip.csv.gz", "not gzip at all", "missing column 'user_id'"),
+    ("notgzip.csv.gz", "not gzip at all", "missing columns 'user_id' for the user, 'item_id'"),
     ("nul.jsonl", '{"user_id": "a\\u0000", "item_id": 1}\n', "NUL character at data row 1"),
     ("semicolons.tsv", "user_id;item_id\na;1\n", "--delimiter ';'"),
     ("badtime.csv", "user_id,item_id,timestamp\na,1,notatime\na,2,5\n", "unreadable timestamp 'notatime' at data row 1"),
