@@ -18,8 +18,8 @@ import numpy as np
 import polars as pl
 
 from recmaml.frames import (
-    Columns, _check_ids, _ids_to_numpy, _missing_columns_error, frame_of, frame_to_interactions, is_frame,
-    missing_columns,
+    Columns, _check_ids, _ids_to_numpy, frame_of, frame_to_interactions, is_frame, missing_columns,
+    missing_columns_error,
 )
 from recmaml.data import Interactions, SideFeatures
 from recmaml.errors import DataError, spelled
@@ -150,7 +150,7 @@ def read_pairs(
             found = frame.collect_schema().names() if isinstance(frame, pl.LazyFrame) else frame.columns
             missing = missing_columns(Columns(user=user_col, item=item_col), found)
             if missing:
-                raise _missing_columns_error(name, missing, found)
+                raise missing_columns_error(name, missing, found)
             frame = frame.select(user_col, item_col)
             frame = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
             for col in (user_col, item_col):

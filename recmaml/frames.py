@@ -69,7 +69,7 @@ def _flag(role: str) -> str:
     return spelled(f"{role}_col=", f"--{role}-col")
 
 
-def _missing_columns_error(source: str, missing: list[tuple[str, str]], found: list[str]) -> DataError:
+def missing_columns_error(source: str, missing: list[tuple[str, str]], found: list[str]) -> DataError:
     """One error naming every missing column at once (`missing`: (role, wanted) pairs), with one fix: the
     mapping of each column whose name is guessable from `found`, or the flag/keyword that names it."""
     separator = next((c for c in ",;|\t" if len(found) == 1 and c in found[0]), None)
@@ -324,7 +324,7 @@ def frame_to_interactions(
                         "own name")
     missing = missing_columns(columns, found)
     if missing:
-        raise _missing_columns_error(source, missing, found)
+        raise missing_columns_error(source, missing, found)
     rating_col = columns.rating if columns.rating and columns.rating in found else None
     ts_col = columns.timestamp if columns.timestamp and columns.timestamp in found else None
 

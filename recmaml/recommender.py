@@ -15,7 +15,7 @@ from recmaml.adapt import adapt, adapted_names, batched_scores
 from recmaml.config import Config, config_from_dict, device_problem
 from recmaml.data import UNKNOWN, Interactions, RankedLists, Vocabulary, relevant_rating
 from recmaml.errors import ConfigError, DataError, RecMamlError, spelled
-from recmaml.frames import (Columns, _missing_columns_error, as_interactions, frame_of, is_frame, missing_columns,
+from recmaml.frames import (Columns, as_interactions, frame_of, is_frame, missing_columns, missing_columns_error,
                             same_kind)
 from recmaml.item_match import ItemTally
 from recmaml.meta import TrainHistory, enable_meta_sgd, meta_train, training_length
@@ -423,7 +423,7 @@ class MetaRecommender:
             names = Columns.named(**columns)
             missing = missing_columns(_pairs_only(names), pairs.columns)
             if missing:
-                raise _missing_columns_error("pairs frame", missing, pairs.columns)
+                raise missing_columns_error("pairs frame", missing, pairs.columns)
             pred = self.predict(history, pairs[names.user].to_numpy(), pairs[names.item].to_numpy(), batch_size,
                                 allow_unknown_items, **columns)
             out = pairs.select(names.user, names.item).with_columns(prediction=pl.Series(pred))
