@@ -13,7 +13,7 @@ import polars as pl
 from recmaml.connectors.movielens import _codes, _multi_hot
 from recmaml.connectors.readers import read_frame
 from recmaml.data import SideFeatures, Vocabulary
-from recmaml.errors import DataError
+from recmaml.errors import DataError, spelled
 from recmaml.frames import _ids_to_numpy
 
 MULTI_SEPARATOR = "|"
@@ -28,7 +28,7 @@ def read_side_features(source, *, id_col: str, format: str | None = None, delimi
     name = str(source) if not hasattr(source, "columns") else "the feature frame"
     if id_col not in frame.columns:
         raise DataError(f"{name}: no id column {id_col!r}; found {frame.columns}; the feature table needs the same "
-                        "id column as the interactions (CLI: --user-col / --item-col)")
+                        f"id column as the interactions ({spelled('id_col=', '--user-col / --item-col')})")
     if frame.width < 2:
         raise DataError(f"{name}: no feature columns besides {id_col!r}")
     nulls = frame[id_col].is_null()

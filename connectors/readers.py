@@ -18,10 +18,11 @@ import numpy as np
 import polars as pl
 
 from recmaml.frames import (
-    Columns, _check_ids, _ids_to_numpy, _missing_column_error, frame_of, frame_to_interactions, is_frame,
+    Columns, _check_ids, _ids_to_numpy, frame_of, frame_to_interactions, is_frame, missing_columns,
+    missing_columns_error,
 )
 from recmaml.data import Interactions, SideFeatures
-from recmaml.errors import DataError
+from recmaml.errors import DataError, spelled
 
 # Accepted values of format= (and --format), mapped to (reader, MovieLens/LibRec variant or None).
 _FORMATS = {
@@ -70,26 +71,21 @@ def read_interactions(
     user_features: SideFeatures | None = None,
     item_features: SideFeatures | None = None,
     encoding: str = "utf8",
+    decimal: str = ".",
 ) -> Interactions:
     """Read an interaction log: a CSV/TSV/Parquet/JSON Lines file, a SQL database, a MovieLens, FilmTrust
     or CiaoDVD folder or ratings file, or a pandas/polars frame. The format comes from `format=` or from
     the file's extension (data-set folders and their ratings files are recognised by their file names).
 
     rating_col=None (or "") reads implicit feedback; timestamp_col=None (or "") ignores timestamps. The
-    default rating/timestamp columns are optional; columns named explicitly must exist.
+    default rating/timestamp columns are optional; columns named explicitly must exist. decimal="," reads
+    ratings written with a decimal comma (3,5), as European spreadsheets export them.
     """
     name = _source_name(source)
     kind, variant = _resolve_format(source, format)
     if kind in _DATASET_KINDS:
         return _read_dataset(source, kind, variant, rating_range, user_features, item_features)
-    columns = Columns(
-        user=user_col,
-        item=item_col,
-        rating=rating_col or None,
-        timestamp=timestamp_col or None,
-        require_rating=bool(rating_col) and rating_col != "rating",
-        require_timestamp=bool(timestamp_col) and timestamp_col != "timestamp",
-    )
+    columns = Columns.named(user_col, item_col, rating_col, timestamp_col, decimal=_checked_decimal(decimal))
 
     def convert(full_inference: bool) -> Interactions:
         with _library_errors(name, kind, encoding):
@@ -100,6 +96,20 @@ def read_interactions(
             )
 
     return _with_type_retry(kind, convert)
+
+
+LATIN_1 = "encoding='latin-1'"
+
+
+def _format_flag() -> str:
+    return spelled("format=", "--format")
+
+
+def _checked_decimal(decimal: str) -> str:
+    if decimal not in (".", ","):
+        raise DataError(f"decimal {decimal!r}: the ratings' decimal mark is '.' or ','"
+                        f" ({spelled('decimal=', '--decimal')})")
+    return decimal
 
 
 def _with_type_retry(kind: str, convert):
@@ -138,9 +148,9 @@ def read_pairs(
         with _library_errors(name, kind, encoding):
             frame = _open(source, kind, delimiter, table, None, encoding, full_inference)
             found = frame.collect_schema().names() if isinstance(frame, pl.LazyFrame) else frame.columns
-            for role, col in (("user", user_col), ("item", item_col)):
-                if col not in found:
-                    raise _missing_column_error(name, role, col, found)
+            missing = missing_columns(Columns(user=user_col, item=item_col), found)
+            if missing:
+                raise missing_columns_error(name, missing, found)
             frame = frame.select(user_col, item_col)
             frame = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
             for col in (user_col, item_col):
@@ -197,7 +207,7 @@ def _resolve_format(source, format: str | None) -> tuple[str, str | None]:
     if format is not None:
         key = format.strip().lower().replace("_", "-")
         if key not in _FORMATS:
-            raise DataError(f"{_source_name(source)}: unknown format {format!r}; use format= (CLI: --format) "
+            raise DataError(f"{_source_name(source)}: unknown format {format!r}; use {_format_flag()} "
                             f"with one of: {_ACCEPTED}")
         return _FORMATS[key]
     if _is_sql_uri(source):
@@ -222,7 +232,7 @@ def _resolve_format(source, format: str | None) -> tuple[str, str | None]:
     if variant is not None:
         return "movielens", variant
     what = "folder" if path.is_dir() else "file extension"
-    raise DataError(f"{path}: cannot tell the format from the {what}; pass format= (CLI: --format) "
+    raise DataError(f"{path}: cannot tell the format from the {what}; pass {_format_flag()} "
                     f"with one of: {_ACCEPTED}")
 
 
@@ -265,7 +275,7 @@ def _open(source, kind, delimiter, table, query, encoding, full_inference, strea
     path = Path(source)
     _check_exists(path)
     if path.is_dir():
-        raise DataError(f"{path}: is a folder; pass the file inside it, or format= (CLI: --format) movielens-*")
+        raise DataError(f"{path}: is a folder; pass the file inside it, or {_format_flag()} movielens-*")
     _check_readable(path)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty (0 bytes); expected a header and interaction rows")
@@ -463,11 +473,11 @@ def _hint(kind: str, message: str, encoding: str, line: int | None = None) -> st
         return f"not a valid Parquet file ({first_line}); is it truncated? re-export or re-download it"
     if "utf-8" in message.lower() or "utf8" in message.lower():
         return (f"the text is not valid {encoding} ({first_line}); pass the file's encoding, "
-                "e.g. encoding='latin-1' (CLI: --encoding latin-1)")
+                f"e.g. {spelled(LATIN_1, '--encoding latin-1')}")
     if kind == "jsonl":
         where = f" at line {line:,}" if line else ""
         return f"not valid JSON Lines{where} ({first_line}); each line must be one JSON object"
     if kind in ("csv", "tsv"):
         return (f"cannot parse the file as {kind.upper()} ({first_line}); check the delimiter "
-                "(delimiter=, CLI: --delimiter) and that every row has the header's columns")
+                f"({spelled('delimiter=', '--delimiter')}) and that every row has the header's columns")
     return first_line

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import polars as pl
 
-from recmaml.errors import DataError
+from recmaml.errors import DataError, spelled
 
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 IF_EXISTS = ("replace", "append", "fail")
@@ -45,7 +45,7 @@ def is_sql_uri(source) -> bool:
 def read_sql_frame(uri: str, *, table: str | None = None, query: str | None = None) -> pl.DataFrame:
     """All rows of `table`, or the result of `query`, as a polars frame."""
     if (table is None) == (query is None):
-        raise DataError(f"{display_uri(uri)}: pass exactly one of table= or query= (CLI: --table or --query)")
+        raise DataError(f"{display_uri(uri)}: pass exactly one of {spelled('table= or query=', '--data-table or a query')}")
     sql = f"SELECT * FROM {_quote_table(table)}" if table is not None else query
     what = f"table {table!r}" if table is not None else f"query {_shorten(query)!r}"
     with _connect(uri, what, for_write=False) as conn:

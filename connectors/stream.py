@@ -30,7 +30,7 @@ import polars as pl
 from recmaml.connectors.readers import _library_errors, _open, _resolve_format, _source_name, read_frame, read_interactions
 from recmaml.checkpoint import sweep_debris
 from recmaml.data import Interactions
-from recmaml.errors import DataError
+from recmaml.errors import DataError, spelled
 from recmaml.frames import Columns, DuplicateInteractionsWarning, frame_to_interactions
 
 DEFAULT_CHUNK_ROWS = 2_000_000
@@ -50,6 +50,7 @@ def iter_user_chunks(
     delimiter: str | None = None,
     table: str | None = None,
     encoding: str = "utf8",
+    decimal: str = ".",
     workdir: str | Path | None = None,
     on_rows=None,
 ) -> Iterator[Interactions]:
@@ -58,10 +59,11 @@ def iter_user_chunks(
     on_rows: optional callable(n_rows), told the source's row count before the first chunk (for a
     progress bar's total; an SQL source or frame is counted once read)."""
     if chunk_rows < 1:
-        raise DataError(f"chunk_rows must be at least 1, got {chunk_rows} (CLI: --chunk-rows)")
+        raise DataError(f"{spelled('chunk_rows', '--chunk-rows')} must be at least 1, got {chunk_rows}")
     kind, _ = _resolve_format(source, format)
     read_kwargs = dict(format=format, user_col=user_col, item_col=item_col, rating_col=rating_col,
-                       timestamp_col=timestamp_col, delimiter=delimiter, table=table, encoding=encoding)
+                       timestamp_col=timestamp_col, delimiter=delimiter, table=table, encoding=encoding,
+                       decimal=decimal)
     if kind not in ("csv", "tsv", "parquet", "jsonl"):
         log_ = read_interactions(source, **read_kwargs)
         if on_rows is not None:
@@ -79,9 +81,7 @@ def iter_user_chunks(
         yield read_interactions(source, **read_kwargs)
         return
 
-    columns = Columns(user=user_col, item=item_col, rating=rating_col or None, timestamp=timestamp_col or None,
-                      require_rating=bool(rating_col) and rating_col != "rating",
-                      require_timestamp=bool(timestamp_col) and timestamp_col != "timestamp")
+    columns = Columns.named(user_col, item_col, rating_col, timestamp_col, decimal=decimal)
     n_parts = math.ceil(n_rows / chunk_rows)
     parent = Path(workdir) if workdir is not None else Path(tempfile.gettempdir())
     sweep_debris(parent, "recmaml-parts-")  # what killed runs left behind

@@ -18,7 +18,7 @@ import polars as pl
 from recmaml.connectors.sql import SqlTableSink, display_uri, is_sql_uri, read_sql_frame, write_sql_table
 from recmaml.checkpoint import default_file_mode, temporary_file
 from recmaml.data import RankedLists
-from recmaml.errors import DataError, shown
+from recmaml.errors import DataError, shown, spelled
 
 DEFAULT_TABLE = "ranked_lists"
 
@@ -191,7 +191,7 @@ def _resolve_format(dest, format) -> str:
     if format is not None:
         fmt = str(format).lower()
         if fmt not in FORMATS:
-            raise DataError(f"unknown format {format!r}; use one of {list(FORMATS)} (CLI: --format)")
+            raise DataError(f"unknown output format {format!r}; use format= one of {list(FORMATS)}")
         if fmt in FRAME_FORMATS:
             return fmt
         if dest is None:
@@ -205,11 +205,21 @@ def _resolve_format(dest, format) -> str:
         return "sql"
     suffix = Path(dest).suffix.lower()
     if suffix not in FILE_FORMATS:
-        raise DataError(
-            f"{dest}: unknown file extension {suffix or '(none)'!r}; use one of {list(FILE_FORMATS)} or an SQL "
-            f"URI, or name the format with format= one of {list(FORMATS)} (CLI: --format)"
-        )
+        raise DataError(f"{dest}: {_unknown_extension(suffix)}")
     return FILE_FORMATS[suffix]
+
+
+def _unknown_extension(suffix: str) -> str:
+    """Why an output name does not say its format, and the fix (the CLI has no output --format: --format
+    is for inputs, so there the name alone decides)."""
+    what = "no file extension" if not suffix else f"unknown file extension {suffix!r}"
+    if suffix in (".xlsx", ".xls"):
+        what += " (Excel files are not written; Excel opens a .csv)"
+    names = ", ".join(FILE_FORMATS)
+    return spelled(f"{what}; end the name with one of {names}, give an SQL URI, or pass format= one of "
+                   f"{list(FORMATS)}",
+                   f"{what}; end the output's name with one of {names} (e.g. --out recs.parquet), or give an SQL "
+                   "URI (--out sqlite:///recs.db)")
 
 
 def _write_file(frame: pl.DataFrame, target, kind: str, header: bool = True) -> None:

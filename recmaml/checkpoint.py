@@ -109,14 +109,35 @@ def save_checkpoint(path: str | Path, state: dict[str, torch.Tensor], metadata: 
     _atomic_write(folder / METADATA, lambda tmp: tmp.write_text(json.dumps(meta), encoding="utf-8"))
 
 
+def _not_a_model(folder: Path) -> str:
+    """Why `folder` holds no model, and the fix: it does not exist, it holds a model one level down (the
+    quickstart's runs/quickstart holds runs/quickstart/model), or only an unfinished fit's checkpoint."""
+    from recmaml.errors import spelled
+    from recmaml.resume import exists as has_fit_checkpoint
+
+    if not folder.exists():
+        return "no such folder; check the path (a model is the folder `recmaml fit --out` or MetaRecommender.save wrote)"
+    if not folder.is_dir():
+        return "a file, not a model directory; give the folder `recmaml fit --out` or MetaRecommender.save wrote"
+    inside = sorted(sub for sub in folder.iterdir() if (sub / METADATA).is_file() and (sub / WEIGHTS).is_file())
+    if inside:
+        where = spelled(f"MetaRecommender.load({str(inside[0])!r})", f"--model {inside[0]}")
+        return f"not a model directory itself, but it holds one in {inside[0].name}/: pass {where}"
+    if has_fit_checkpoint(folder):
+        finish = spelled("fit(..., checkpoint_dir=folder, resume=True) with the same config and data",
+                         f"recmaml fit --resume --out {folder} with the same --config and --data")
+        return f"holds only the checkpoint of an unfinished fit (interrupted or killed), no model yet; finish it: {finish}"
+    return (f"not a recmaml model directory (needs {METADATA} and {WEIGHTS}); train one with "
+            f"{spelled('MetaRecommender.fit(...).save(path)', '`recmaml fit`')}")
+
+
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     if not isinstance(path, (str, os.PathLike)):
         raise CheckpointError(f"a model directory is a path (str or pathlib.Path), got {type(path).__name__}")
     folder = Path(path)
     meta_path, weights_path = folder / METADATA, folder / WEIGHTS
     if not meta_path.is_file() or not weights_path.is_file():
-        raise CheckpointError(f"{folder}: not a recmaml model directory (needs {METADATA} and {WEIGHTS}); "
-                              "train one with `recmaml fit` or MetaRecommender.save")
+        raise CheckpointError(f"{folder}: {_not_a_model(folder)}")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

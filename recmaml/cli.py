@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 
 from recmaml import __version__
-from recmaml.errors import RecMamlError
+from recmaml.errors import RecMamlError, cli_surface
 
 log = logging.getLogger("recmaml")
 
@@ -29,11 +29,14 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("input columns (of every input file) and the log's format")
     group.add_argument("--format", help="format of --data / --history / --heldout: csv, tsv, parquet, jsonl, sql, "
                        "movielens-100k, movielens-1m, movielens-latest, filmtrust, ciaodvd; inferred from the extension or folder by default")
-    group.add_argument("--user-col", default="user_id", help="user id column (default: user_id)")
-    group.add_argument("--item-col", default="item_id", help="item id column (default: item_id)")
-    group.add_argument("--rating-col", default="rating",
-                       help="rating column (default: rating, optional); '' reads implicit feedback")
-    group.add_argument("--timestamp-col", default="timestamp", help="timestamp column (default: timestamp, optional)")
+    group.add_argument("--user-col", default=None, help=f"user id column (default: user_id{_REMEMBERED})")
+    group.add_argument("--item-col", default=None, help=f"item id column (default: item_id{_REMEMBERED})")
+    group.add_argument("--rating-col", default=None, help="rating column (default: rating, optional; "
+                       f"{_REMEMBERED[2:]}); '' reads implicit feedback")
+    group.add_argument("--timestamp-col", default=None,
+                       help=f"timestamp column (default: timestamp, optional{_REMEMBERED})")
+    group.add_argument("--decimal", choices=[".", ","], default=".", help="decimal mark of the ratings (default "
+                       "'.'; ',' reads the 3,5 of a European spreadsheet as 3.5)")
     group.add_argument("--data-table", help="table to read when --data / --history / --heldout is an SQL URI")
     group.add_argument("--delimiter", default=None, help="field separator of CSV/TSV inputs (default: detected "
                        "from the header line: comma, semicolon, tab or pipe)")
@@ -66,6 +69,22 @@ def _add_training_threads(parser: argparse.ArgumentParser, more: str = "") -> No
                         "set); fewer threads than cores can be much faster beside another CPU-bound job." + more)
 
 
+_REMEMBERED = "; with --model: the name the model was fitted with"
+_MODEL_COLUMNS = ("recommend", "predict", "evaluate")  # their --*-col default to the model's (_load_model)
+_DEFAULT_COLUMNS = {"user": "user_id", "item": "item_id", "rating": "rating", "timestamp": "timestamp"}
+
+
+def _resolve_columns(args, rec=None) -> None:
+    """Fill the --*-col flags left out: the names the model was fitted with (saved in its metadata), else
+    the defaults. A flag given always wins; a model saved before the names were recorded has none."""
+    remembered = (getattr(rec, "columns", None) or {}) if rec is not None else {}
+    for role, default in _DEFAULT_COLUMNS.items():
+        flag = f"{role}_col"
+        if getattr(args, flag, None) is None:
+            name = remembered[role] if role in remembered else default
+            setattr(args, flag, "" if name is None else name)  # '' : the model was fitted without this column
+
+
 def _add_common(parser: argparse.ArgumentParser, top: bool = False) -> None:
     # accepted before and after the command; SUPPRESS keeps a subcommand from resetting the top-level flag
     parser.add_argument("--quiet", action="store_true", default=False if top else argparse.SUPPRESS,
@@ -80,7 +99,8 @@ def _read(path, args, *, format=None, table=None, ratings=True):
     return read_interactions(path, format=format or args.format, user_col=args.user_col, item_col=args.item_col,
                              rating_col=(args.rating_col or None) if ratings else None,
                              timestamp_col=(args.timestamp_col or None) if ratings else None,
-                             table=table or args.data_table, encoding=args.encoding, delimiter=args.delimiter)
+                             table=table or args.data_table, encoding=args.encoding, delimiter=args.delimiter,
+                             decimal=args.decimal)
 
 
 def _user_features(args):
@@ -282,6 +302,7 @@ def _load_model(args):
     threads = getattr(args, "threads", None)
     if threads is not None:
         rec.config = rec.config.replace(serve={"threads": threads})
+    _resolve_columns(args, rec)
     return rec.with_history_kind(getattr(args, "history_kind", None))
 
 
@@ -321,6 +342,8 @@ def cmd_fit(args) -> None:
             log.info("the last epoch's checkpoint is kept in %s: rerun with --resume to continue", args.out)
         raise
     log.info("meta-training %s", rec.history.summary())
+    rec.columns = {"user": args.user_col, "item": args.item_col, "rating": args.rating_col or None,
+                   "timestamp": args.timestamp_col or None}  # the defaults of recommend, predict and evaluate
     if rank == 0:
         rec.save(args.out)
         resume.discard(args.out)  # only once the model is saved: a kill before leaves a resumable fit
@@ -356,7 +379,7 @@ def cmd_recommend(args) -> None:
     import time
 
     from recmaml.connectors import RankedListsWriter, check_output, iter_user_chunks
-    from recmaml.serve import StageTimes, serve_chunks
+    from recmaml.serve import ServeSummary, StageTimes, serve_chunks
 
     _check_sizes(args)
     check_output(args.out)
@@ -371,23 +394,37 @@ def cmd_recommend(args) -> None:
     chunks = iter_user_chunks(args.history, chunk_rows=args.chunk_rows, format=args.format, user_col=args.user_col,
                               item_col=args.item_col, rating_col=args.rating_col or None,
                               timestamp_col=args.timestamp_col or None, table=args.data_table, on_rows=total.rows,
-                              encoding=args.encoding, delimiter=args.delimiter)
+                              encoding=args.encoding, delimiter=args.delimiter, decimal=args.decimal)
     if user_features:
         chunks = (_with_features(chunk, user_features, what="--history") for chunk in chunks)
     times = StageTimes() if args.timings else None
+    summary = ServeSummary()
     start = time.perf_counter()
     with (unknown.collecting(), RankedListsWriter(args.out, table=args.table) as out,
           _LazyBar(args, unit="users", desc="scoring") as bar):
         served = serve_chunks(rec, chunks, out.write, k=args.k, exclude_seen=not args.include_seen,
                               candidates=candidates, batch_size=args.batch_size, progress=bar.update, times=times,
-                              on_chunk=lambda chunk, users: bar.set_total(total.chunk(len(chunk), len(users))))
+                              on_chunk=lambda chunk, users: bar.set_total(total.chunk(len(chunk), len(users))),
+                              allow_unknown_items=args.allow_unknown_items, summary=summary)
     unknown.report()
-    log.info("wrote %d ranked rows to %s", out.rows, args.out)
+    log.info("wrote %d ranked rows to %s (%s)", out.rows, args.out, _served(summary))
     if times is not None:
         from recmaml.connectors.writers import write_json
 
         write_json(args.timings, {"users": served, "rows": out.rows, "seconds": time.perf_counter() - start,
                                   "stages": times.seconds, "torch_threads": times.threads})
+
+
+def _served(summary) -> str:
+    """The summary line's account of the users: how many, and those whose lists come from the start alone
+    or who got none."""
+    parts = [f"{summary.users:,} users"]
+    if summary.items.users_only_unknown:
+        parts.append(f"{summary.items.users_only_unknown:,} named only items the model does not know and were "
+                     "ranked from the meta-learned start")
+    if summary.no_candidates:
+        parts.append(f"{summary.no_candidates:,} had no candidate rows and got no list")
+    return "; ".join(parts)
 
 
 def cmd_spark_recommend(args) -> None:
@@ -441,7 +478,8 @@ def cmd_predict(args) -> None:
                                     format=args.pairs_format, table=args.pairs_table)
     unknown = _UnknownItems()
     with unknown.collecting():
-        pred = rec.predict(history, user_ids, item_ids, batch_size=args.batch_size)
+        pred = rec.predict(history, user_ids, item_ids, batch_size=args.batch_size,
+                           allow_unknown_items=args.allow_unknown_items)
     unknown.report()
     out = pl.DataFrame({"user_id": user_ids, "item_id": item_ids, "prediction": pred})
     n_unknown = int(out["prediction"].is_nan().sum())
@@ -467,10 +505,11 @@ def cmd_evaluate(args) -> None:
         history = _with_features(history, _user_features(args), what="--history")
     if args.threshold is not None and not math.isfinite(args.threshold):
         raise RecMamlError(f"--threshold {args.threshold}: give a rating (e.g. 4), or -1 to count every held-out row")
-    threshold = None if args.threshold is None or args.threshold < 0 else args.threshold
+    threshold = _relevance_threshold(args.threshold, history, heldout)
     unknown = _UnknownItems()
     with unknown.collecting():
-        metrics = evaluate_recommender(rec, history, heldout, k=args.k, relevance_threshold=threshold)
+        metrics = evaluate_recommender(rec, history, heldout, k=args.k, relevance_threshold=threshold,
+                                       allow_unknown_items=args.allow_unknown_items)
     unknown.report()
     for name, value in metrics.items():
         print(f"{name:<14}{value:.4f}" if isinstance(value, float) else f"{name:<14}{value}")
@@ -478,6 +517,24 @@ def cmd_evaluate(args) -> None:
         from recmaml.connectors.writers import write_json
 
         write_json(args.out, metrics)
+
+
+def _relevance_threshold(flag, history, heldout) -> float | None:
+    """--threshold, or by default the relevant rating of the log's own scale (recmaml.data.relevant_rating
+    of the history and held-out ratings together), as fit and benchmark derive it; None: every row counts."""
+    import numpy as np
+
+    from recmaml.data import relevant_rating
+
+    if flag is not None:
+        return None if flag < 0 else flag
+    ratings = [log_.rating for log_ in (history, heldout) if log_.rating is not None]
+    threshold = relevant_rating(np.concatenate(ratings)) if ratings else None
+    if threshold is None:
+        log.info("relevant: every held-out row (the log has no rating scale; --threshold sets one)")
+    else:
+        log.info("relevant: held-out ratings of at least %g, from the log's scale (--threshold sets another)", threshold)
+    return threshold
 
 
 def cmd_quickstart(args) -> None:
@@ -688,6 +745,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--user-features", help="table of the cold users' side features keyed by --user-col")
     rec.add_argument("--timings", help="also write where the time went (read, map, adapt, top-k, lists, write) "
                      "to this JSON file")
+    rec.add_argument("--allow-unknown-items", action="store_true", help="accept a history whose rows (all or most) "
+                     "name items the model does not know (otherwise an error, or a warning when most do)")
     _add_data_flags(rec)
     rec.set_defaults(func=cmd_recommend)
 
@@ -720,6 +779,8 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--batch-size", type=int, default=None, help="users adapted together (default 4096)")
     pred.add_argument("--history-kind", choices=["first", "sample"], default=None, help=_HISTORY_KIND_HELP)
     pred.add_argument("--user-features", help="table of the users' side features keyed by --user-col")
+    pred.add_argument("--allow-unknown-items", action="store_true", help="accept a history whose rows (all or most) "
+                     "name items the model does not know (otherwise an error, or a warning when most do)")
     _add_data_flags(pred)
     pred.set_defaults(func=cmd_predict)
 
@@ -729,14 +790,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--heldout", required=True, help="the same users' hidden interactions")
     ev.add_argument("--k", type=int, default=20, help="cut-off of the ranking metrics (default 20)")
     ev.add_argument("--history-kind", choices=["first", "sample"], default=None, help=_HISTORY_KIND_HELP)
-    ev.add_argument("--threshold", type=float, default=4.0,
-                    help="held-out ratings at least this are relevant (default 4; -1: every held-out row)")
+    ev.add_argument("--threshold", type=float, default=None,
+                    help="held-out ratings at least this are relevant (default: from the log's scale, as fit and "
+                    "benchmark derive it: 4 on 1-5, 3.5 on 0.5-4; -1: every held-out row)")
     ev.add_argument("--out", help="also write the metrics to this JSON file")
     ev.add_argument("--user-features", help="table of the users' side features keyed by --user-col")
+    ev.add_argument("--allow-unknown-items", action="store_true", help="accept a history whose rows (all or most) "
+                     "name items the model does not know (otherwise an error, or a warning when most do)")
     _add_data_flags(ev)
     ev.set_defaults(func=cmd_evaluate)
 
-    from recmaml.benchmark import SYSTEMS
+    from recmaml.benchmark import DEFAULT_KS, SYSTEMS
 
     tn = command("tune", "search config fields (random search, successive halving) on validation users",
                  "recmaml tune --data ../shared/data/movielens/ml-100k --space default --trials 24 "
@@ -762,7 +826,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", help="interaction log (file, folder, SQL URI): MovieLens, FilmTrust, CiaoDVD, CSV...")
     bench.add_argument("--name", help="the data set's name in the tables (default: the file or folder name)")
     bench.add_argument("--protocol", help="comma-separated: random, temporal, melu (default: all the log allows)")
-    bench.add_argument("--k", default="1,3,5,10,20", help="support sizes K (default 1,3,5,10,20)")
+    default_ks = ",".join(map(str, DEFAULT_KS))
+    bench.add_argument("--k", default=default_ks, help=f"support sizes K (default {default_ks}; 0: users with no "
+                       "usable history, ranked from the meta-learned start alone)")
     bench.add_argument("--seeds", default="0,1,2", help="split seeds (default 0,1,2; at least 3 for intervals)")
     bench.add_argument("--systems", default="all", help=f"comma-separated systems or 'all': {', '.join(SYSTEMS)}")
     bench.add_argument("--config", help="TOML config of recmaml's systems: a path or a shipped config by name; defaults in code when omitted")
@@ -829,7 +895,10 @@ def _main(argv: list[str] | None) -> int:
     # a warning is one line, like the errors (the library's warnings carry their own explanation)
     warnings.showwarning = lambda message, category, *_rest, **_kw: log.warning("warning: %s", message)
     try:
-        args.func(args)
+        with cli_surface():  # the library's messages give flags, not Python keywords
+            if args.command not in _MODEL_COLUMNS:
+                _resolve_columns(args)
+            args.func(args)
     except RecMamlError as err:
         print(f"recmaml {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -1,5 +1,15 @@
 """Exceptions raised by recmaml. Every error a user can cause is a RecMamlError whose message names
-the source (file, column, row, flag) and the fix; the CLI turns them into exit code 2."""
+the source (file, column, row, flag) and the fix; the CLI turns them into exit code 2.
+
+A fix is spelled for the surface the user is on: `spelled("user_col='movie'", "--user-col movie")` gives
+the Python keyword to API callers and the flag to the command line (which runs inside `cli_surface()`),
+so that neither reads the other's spelling first."""
+
+from __future__ import annotations
+
+import contextlib
+
+_surface = "api"  # "cli" while a command of recmaml.cli runs; module state: a message is built where it is raised
 
 
 class RecMamlError(Exception):
@@ -16,6 +26,27 @@ class ConfigError(RecMamlError, ValueError):
 
 class CheckpointError(RecMamlError):
     """A model directory is missing, corrupt or of an incompatible format."""
+
+
+def spelled(api: str, cli: str) -> str:
+    """The same advice as the Python API spells it (`api`, e.g. "user_col='movie'") or as the command
+    line does (`cli`, e.g. "--user-col movie"), for the surface that is running."""
+    return cli if _surface == "cli" else api
+
+
+def on_cli() -> bool:
+    return _surface == "cli"
+
+
+@contextlib.contextmanager
+def cli_surface():
+    """Messages built inside this block give the command line's spelling (recmaml.cli runs every command in it)."""
+    global _surface
+    before, _surface = _surface, "cli"
+    try:
+        yield
+    finally:
+        _surface = before
 
 
 def shown(value, limit: int = 60) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from recmaml.data import Interactions, SideFeatures, Vocabulary
-from recmaml.errors import DataError, shown
+from recmaml.errors import DataError, shown, spelled
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +50,56 @@ class Columns:
     timestamp: str | None = "timestamp"
     require_rating: bool = False
     require_timestamp: bool = False
+    decimal: str = "."  # the ratings' decimal mark: "," reads the 3,5 of a European spreadsheet as 3.5
+
+    @classmethod
+    def named(cls, user_col: str = "user_id", item_col: str = "item_id", rating_col: str | None = "rating",
+              timestamp_col: str | None = "timestamp", decimal: str = ".") -> Columns:
+        """The columns as read_interactions' keywords name them: rating_col/timestamp_col None or '' leave
+        that field out; a rating or timestamp column named other than the default must exist."""
+        return cls(user=user_col, item=item_col, rating=rating_col or None, timestamp=timestamp_col or None,
+                   require_rating=bool(rating_col) and rating_col != "rating",
+                   require_timestamp=bool(timestamp_col) and timestamp_col != "timestamp", decimal=decimal)
+
+
+NO_RATING_FLAG, NO_TIMESTAMP_FLAG = "--rating-col ''", "--timestamp-col ''"  # the CLI's rating_col=None
 
 
 def _flag(role: str) -> str:
-    return f"{role}_col= (CLI: --{role}-col)"
+    return spelled(f"{role}_col=", f"--{role}-col")
 
 
-def _missing_column_error(source: str, role: str, wanted: str, found: list[str]) -> DataError:
-    guess = next((c for c in found if c.lower().replace(" ", "_") in _ALIASES[role]), None)
-    fix = f"pass {role}_col={guess!r} (CLI: --{role}-col {guess})" if guess else f"name the column with {_flag(role)}"
+def missing_columns_error(source: str, missing: list[tuple[str, str]], found: list[str]) -> DataError:
+    """One error naming every missing column at once (`missing`: (role, wanted) pairs), with one fix: the
+    mapping of each column whose name is guessable from `found`, or the flag/keyword that names it."""
     separator = next((c for c in ",;|\t" if len(found) == 1 and c in found[0]), None)
     if separator is not None:  # the whole header is one column: the file uses another delimiter
         fix = (f"the header reads as one column, so the file's delimiter is likely {separator!r}: pass "
-               f"delimiter={separator!r} (CLI: --delimiter {separator!r})")
-    return DataError(f"{source}: missing column {wanted!r} for the {role}; found {found}; {fix}")
+               + spelled(f"delimiter={separator!r}", f"--delimiter {separator!r}"))
+    else:
+        mapped, unnamed = [], []
+        for role, _ in missing:
+            guess = next((c for c in found if c.lower().replace(" ", "_") in _ALIASES[role]), None)
+            if guess is None:
+                unnamed.append(_flag(role))
+            else:
+                mapped.append(spelled(f"{role}_col={guess!r}", f"--{role}-col {guess}"))
+        parts = ([f"pass {spelled(', ', ' ').join(mapped)}"] if mapped else []) + (
+            [f"name the column with {' and '.join(unnamed)}"] if unnamed else [])
+        fix = "; ".join(parts)
+    what = ", ".join(f"{wanted!r} for the {role}" for role, wanted in missing)
+    return DataError(f"{source}: missing column{'s' if len(missing) > 1 else ''} {what}; found {found}; {fix}")
+
+
+def missing_columns(columns: Columns, found: list[str]) -> list[tuple[str, str]]:
+    """(role, wanted) of every column `columns` needs that `found` lacks: user and item always, rating and
+    timestamp only when named explicitly (require_*)."""
+    needed = [("user", columns.user), ("item", columns.item)]
+    if columns.require_rating and columns.rating:
+        needed.append(("rating", columns.rating))
+    if columns.require_timestamp and columns.timestamp:
+        needed.append(("timestamp", columns.timestamp))
+    return [(role, col) for role, col in needed if col not in found]
 
 
 def _first_row(mask: pl.Series) -> int:
@@ -78,7 +114,7 @@ _INT64_MAX = 2**63 - 1
 def _check_ids(df: pl.DataFrame, source: str, col: str) -> None:
     if df[col].dtype == pl.Boolean:  # JSON true/false: two "ids" that are surely a wrong column
         raise DataError(f"{source}: column {col!r} holds true/false values, not ids; name the id column with "
-                        "user_col=/item_col= (CLI: --user-col, --item-col)")
+                        + spelled("user_col=/item_col=", "--user-col/--item-col"))
     nulls = df[col].is_null()
     if df[col].dtype == pl.String:
         nulls = nulls | (df[col].str.strip_chars() == "")
@@ -91,7 +127,8 @@ def _check_ids(df: pl.DataFrame, source: str, col: str) -> None:
         nul = df[col].str.contains("\x00", literal=True)
         if nul.any():  # ids become numpy text arrays, which cannot tell a trailing NUL from padding
             raise DataError(f"{source}: column {col!r} has an id with a NUL character at data row {_first_row(nul)}; "
-                            "ids must not contain NUL (\\x00): is the file UTF-16 (CLI: --encoding) or binary?")
+                            "ids must not contain NUL (\\x00): is the file UTF-16 (pass its encoding with "
+                            f"{spelled('encoding=', '--encoding')}) or binary?")
         too_long = df[col].str.len_chars() > MAX_ID_CHARS
         if too_long.any():  # ids become fixed-width arrays: one 1 MB id would make every id 1 MB wide
             row = _first_row(too_long)
@@ -145,17 +182,32 @@ def _ids_to_numpy(series: pl.Series) -> np.ndarray:
     return series.cast(pl.String).to_numpy().astype(str)
 
 
-def _rating_column(df: pl.DataFrame, source: str, col: str, rating_range) -> pl.Series:
+DECIMAL_COMMA = "decimal=','"
+
+
+def _decimal_comma_hint(series: pl.Series) -> str:
+    """Advice for text ratings such as '3,5': the decimal comma of a European spreadsheet."""
+    text = series.cast(pl.String).str.strip_chars()
+    if not text.str.contains(r"^[+-]?\d*,\d+$").any():
+        return ""
+    return f" (it reads as a decimal comma: pass {spelled(DECIMAL_COMMA, '--decimal ,')} to read 3,5 as 3.5)"
+
+
+def _rating_column(df: pl.DataFrame, source: str, col: str, rating_range, decimal: str = ".") -> pl.Series:
     """The validated ratings as a Float64 series (converted to numpy once duplicates are dropped)."""
     series = df[col]
     if not series.dtype.is_numeric():
-        parsed = series.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+        text = series.cast(pl.String).str.strip_chars()
+        if decimal != ".":
+            text = text.str.replace(decimal, ".", literal=True)
+        parsed = text.cast(pl.Float64, strict=False)
         bad = parsed.is_null() & series.is_not_null()
         if bad.any():
             row = _first_row(bad)
             raise DataError(
                 f"{source}: column {col!r} has a non-numeric rating {shown(series[row - 1])} at data row {row}; "
-                f"fix the value, or pass rating_col=None (CLI: --rating-col '') to load implicit feedback"
+                f"fix the value{_decimal_comma_hint(series)}, or pass {spelled('rating_col=None', NO_RATING_FLAG)} "
+                "to load implicit feedback"
             )
         series = parsed
     series = series.cast(pl.Float64)
@@ -204,7 +256,7 @@ def _timestamp_column(df: pl.DataFrame, source: str, col: str) -> pl.Series:
             row = _first_row(bad)
             raise DataError(
                 f"{source}: column {col!r} has an unreadable timestamp {shown(series[row - 1])} at data row {row}; "
-                "use Unix seconds or ISO 8601, or pass timestamp_col=None (CLI: --timestamp-col '')"
+                f"use Unix seconds or ISO 8601, or pass {spelled('timestamp_col=None', NO_TIMESTAMP_FLAG)}"
             )
         series = parsed
     elif not series.dtype.is_numeric():
@@ -213,7 +265,7 @@ def _timestamp_column(df: pl.DataFrame, source: str, col: str) -> pl.Series:
     if nulls.any():
         raise DataError(
             f"{source}: column {col!r} has {int(nulls.sum())} missing timestamps (first at data row "
-            f"{_first_row(nulls)}); fill them or pass timestamp_col=None (CLI: --timestamp-col '')"
+            f"{_first_row(nulls)}); fill them or pass {spelled('timestamp_col=None', NO_TIMESTAMP_FLAG)}"
         )
     return series.cast(pl.Int64)
 
@@ -270,15 +322,11 @@ def frame_to_interactions(
     if twice:  # polars renames a repeated header name instead of refusing it
         raise DataError(f"{source}: the header names column(s) {twice} more than once; give every column its "
                         "own name")
-    for role, col in (("user", columns.user), ("item", columns.item)):
-        if col not in found:
-            raise _missing_column_error(source, role, col, found)
+    missing = missing_columns(columns, found)
+    if missing:
+        raise missing_columns_error(source, missing, found)
     rating_col = columns.rating if columns.rating and columns.rating in found else None
-    if columns.require_rating and columns.rating and rating_col is None:
-        raise _missing_column_error(source, "rating", columns.rating, found)
     ts_col = columns.timestamp if columns.timestamp and columns.timestamp in found else None
-    if columns.require_timestamp and columns.timestamp and ts_col is None:
-        raise _missing_column_error(source, "timestamp", columns.timestamp, found)
 
     wanted = [c for c in (columns.user, columns.item, rating_col, ts_col) if c is not None]
     if isinstance(df, pl.LazyFrame):
@@ -290,7 +338,7 @@ def frame_to_interactions(
 
     _check_ids(df, source, columns.user)
     _check_ids(df, source, columns.item)
-    rating = _rating_column(df, source, rating_col, rating_range) if rating_col else None
+    rating = _rating_column(df, source, rating_col, rating_range, columns.decimal) if rating_col else None
     timestamp = _timestamp_column(df, source, ts_col) if ts_col else None
     users, user_idx = Vocabulary.fit_transform(_ids_to_numpy(df[columns.user]))
     items, item_idx = Vocabulary.fit_transform(_ids_to_numpy(df[columns.item]))
@@ -345,13 +393,13 @@ def _converts(series) -> bool:
     return True
 
 
-def as_interactions(data, what: str) -> Interactions:
-    """`data` as Interactions: an Interactions as is, a pandas/polars frame with the columns user_id,
-    item_id and optionally rating and timestamp through the shared validation."""
+def as_interactions(data, what: str, columns: Columns = Columns()) -> Interactions:
+    """`data` as Interactions: an Interactions as is, a pandas/polars frame with the `columns` (by default
+    user_id, item_id and optionally rating and timestamp) through the shared validation."""
     if isinstance(data, Interactions):
         return data
     if is_frame(data):
-        return frame_to_interactions(frame_of(data), f"{what} frame")
+        return frame_to_interactions(frame_of(data), f"{what} frame", columns)
     raise DataError(f"{what}: expected an Interactions or a pandas/polars DataFrame with columns user_id, item_id "
                     f"[, rating, timestamp], got {type(data).__name__}; read files with recmaml.connectors.read_interactions")
 

@@ -295,7 +295,7 @@ def tune_baseline(factory: Callable, grid: dict[str, list], val: ColdSplit, k: i
 
 
 def evaluate_recommender(rec, history: Interactions, heldout: Interactions, k: int = 20,
-                         relevance_threshold: float | None = 4.0) -> dict[str, float]:
+                         relevance_threshold: float | None = 4.0, allow_unknown_items: bool = False) -> dict[str, float]:
     """Metrics of a fitted MetaRecommender on held-out interactions: each user of `history` is adapted on
     its rows and ranks the catalog (its history excluded); relevant items are its held-out rows rated at
     least `relevance_threshold` (all held-out rows for implicit logs or threshold None). A held-out item
@@ -303,7 +303,7 @@ def evaluate_recommender(rec, history: Interactions, heldout: Interactions, k: i
     the held-out ratings. Held-out users without history rows are not evaluated; `skipped_users` counts them."""
     from recmaml.recommender import UnknownItemsWarning
     users = Vocabulary(history.users.ids[np.unique(history.user_idx)])
-    ranked = rec.recommend(history, k=k, exclude_seen=True)
+    ranked = rec.recommend(history, k=k, exclude_seen=True, allow_unknown_items=allow_unknown_items)
     top = np.full((len(users), k), -1, dtype=np.int64)
     top[users.index(ranked.user_id), ranked.rank - 1] = rec.items.index(ranked.item_id)
 
@@ -322,7 +322,8 @@ def evaluate_recommender(rec, history: Interactions, heldout: Interactions, k: i
     if rec.config.model.objective == "rating" and heldout.rating is not None and evaluated.any():
         with warnings.catch_warnings():  # recommend() above already warned about the same unknown items
             warnings.simplefilter("ignore", UnknownItemsWarning)
-            pred = rec.predict(history, heldout.user_ids()[evaluated], heldout.item_ids()[evaluated])
+            pred = rec.predict(history, heldout.user_ids()[evaluated], heldout.item_ids()[evaluated],
+                               allow_unknown_items=True)  # checked by recommend() above
         known = np.isfinite(pred)
         out.update(evaluate_ratings(pred[known], heldout.rating[evaluated][known]))
         out["rated_pairs"] = int(known.sum())

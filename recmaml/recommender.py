@@ -16,8 +16,10 @@ from recmaml.adapt import adapt, adapted_names, batched_scores
 from recmaml.calibrate import choose_scales
 from recmaml.config import HISTORY_KINDS, SIZE_BUCKETS, Config, config_from_dict, device_problem
 from recmaml.data import UNKNOWN, Interactions, RankedLists, Vocabulary, relevant_rating
-from recmaml.errors import ConfigError, DataError, RecMamlError
-from recmaml.frames import as_interactions, frame_of, is_frame, same_kind
+from recmaml.errors import ConfigError, DataError, RecMamlError, spelled
+from recmaml.frames import (Columns, as_interactions, frame_of, is_frame, missing_columns, missing_columns_error,
+                            same_kind)
+from recmaml.item_match import ItemTally
 from recmaml.meta import TrainHistory, enable_meta_sgd, meta_train, training_length
 from recmaml.model import (META_LR_PREFIX, TIME_EDGES, FeatureSpec, Scorer, fast_path_applies, fast_user_vectors, feature_tensors,
                             item_dots, rows_mm)
@@ -89,9 +91,11 @@ class MetaRecommender:
         self.user_layout: dict | None = None  # how cold users' side features are read (SideFeatures.layout)
         self.history: TrainHistory | None = None
         self.rating_range: tuple[float, float] | None = None  # the warm log's ratings: predict clips to it
+        self.columns: dict | None = None  # the warm log's column names, when known: the CLI's later defaults
 
     # ---- training -------------------------------------------------------------------------------
-    def fit(self, warm, progress=False, item_factors=None, checkpoint_dir=None, resume: bool = False) -> MetaRecommender:
+    def fit(self, warm, progress=False, item_factors=None, checkpoint_dir=None, resume: bool = False,
+            **columns) -> MetaRecommender:
         """Meta-train on the warm users of `warm` (each user is a task): an Interactions, or a pandas/polars
         frame with columns user_id, item_id and optionally rating, timestamp.
 
@@ -104,8 +108,13 @@ class MetaRecommender:
         checkpoint_dir: a folder (the CLI's `fit --out`) where a checkpoint is written atomically after every
         epoch; with `resume`, training continues from the checkpoint found there (same config and data, else
         CheckpointError) to the weights an uninterrupted fit ends with. recmaml.resume.discard(folder)
-        removes it once the model is saved (the CLI does)."""
-        warm = as_interactions(warm, "warm log")
+        removes it once the model is saved (the CLI does).
+
+        user_col=, item_col=, rating_col=, timestamp_col=: a frame's column names, as read_interactions
+        takes them; the model remembers them (`columns`) as the defaults of the CLI's later commands."""
+        if columns or is_frame(warm):
+            self.columns = _column_names(Columns.named(**columns))
+        warm = as_interactions(warm, "warm log", Columns.named(**columns))
         if len(warm) == 0:
             raise DataError("fit: the warm log is empty")
         if self.config.model.objective == "rating" and warm.is_implicit:
@@ -157,13 +166,22 @@ class MetaRecommender:
             raise RecMamlError("this MetaRecommender is not fitted; call fit(...) or MetaRecommender.load(path)")
         return self.model
 
+    def _checked_history(self, history, allow_unknown_items: bool, columns: dict) -> Interactions:
+        """A history given to predict or score, read with the column keywords, its item ids checked
+        against the model's (recmaml.item_match)."""
+        history = as_interactions(history, "history", Columns.named(**columns))
+        tally = ItemTally(self.items)
+        tally.add(history)
+        tally.check("history", allow=allow_unknown_items)
+        return history
+
     # ---- cold users ---------------------------------------------------------------------------------
     def _cold_users(self, history: Interactions, extra_users=None, what: str = "history") -> ColdUsers:
         """Map a log into the model's item space (unknown items dropped with one warning naming `what`)."""
         model = self._require_model()
         if what == "history" and model.cfg.objective == "rating" and history.rating is None:
             raise DataError("the history has no ratings, but this model predicts ratings (objective 'rating') and "
-                            "adapts on them; give the history a rating column (CLI: --rating-col)")
+                            f"adapts on them; give the history a rating column ({spelled('rating_col=', '--rating-col')})")
         item_idx = _map_ids(self.items, history.items, history.item_idx)
         known = item_idx != UNKNOWN
         if not known.all():
@@ -200,7 +218,7 @@ class MetaRecommender:
         bounds = np.searchsorted(sorted_users, np.arange(0, len(cold.users) + 1))
         size = self.config.serve.batch_size if batch_size is None else batch_size
         if size < 1:
-            raise DataError(f"batch_size must be at least 1, got {size} (CLI: --batch-size)")
+            raise DataError(f"{spelled('batch_size', '--batch-size')} must be at least 1, got {size}")
         for start in range(0, len(cold.users), size):
             stop = min(start + size, len(cold.users))
             rows = order[bounds[start]:bounds[stop]]
@@ -287,7 +305,8 @@ class MetaRecommender:
 
     # ---- serving ------------------------------------------------------------------------------------
     def recommend(self, history, k: int = 20, exclude_seen: bool = True, candidates=None,
-                  batch_size: int | None = None, progress=False, history_kind: str | None = None):
+                  batch_size: int | None = None, progress=False, allow_unknown_items: bool = False,
+                  history_kind: str | None = None, **columns):
         """Adapt every user of `history` on its interactions, then rank the whole catalog (or each user's
         `candidates`: (user_id, item_id) rows) and keep the top k. Users with candidates but no history
         rows are ranked from the meta-learned starting point.
@@ -298,6 +317,10 @@ class MetaRecommender:
         total and an ETA), or a callable(n_users_done); off by default. Served by recmaml.serve, as the
         CLI and Spark are.
 
+        user_col=, item_col=, rating_col=, timestamp_col=: the frames' column names (candidates: user and
+        item), as read_interactions takes them. A history none of whose rows names a model item is a
+        DataError (most of them: a warning), unless allow_unknown_items (recmaml.item_match).
+
         history_kind: what the users' rows are, 'first' (their earliest interactions: a real new user) or
         'sample' (a random sample, as a random benchmark split shows); None: serve.history_kind, which fit
         sets to 'first' on logs with timestamps. The model serves each kind as it was trained for it."""
@@ -306,16 +329,17 @@ class MetaRecommender:
         self._require_model()
         if history_kind is not None:
             return self.with_history_kind(history_kind).recommend(history, k, exclude_seen, candidates, batch_size,
-                                                                  progress)
-        log_ = as_interactions(history, "history")
-        cand = None if candidates is None else as_interactions(candidates, "candidates")
+                                                                  progress, allow_unknown_items, **columns)
+        names = Columns.named(**columns)
+        log_ = as_interactions(history, "history", names)
+        cand = None if candidates is None else as_interactions(candidates, "candidates", _pairs_only(names))
         parts: list[RankedLists] = []
         total = len(np.unique(log_.user_idx)) if cand is None else len(np.union1d(
             log_.users.ids[np.unique(log_.user_idx)], cand.users.ids[np.unique(cand.user_idx)]))
         with _bar(progress, total, "user", "scoring") as bar:
             callback = bar.update if bar is not None else (progress or None)
             serve_chunks(self, [log_], parts.append, k=k, exclude_seen=exclude_seen, candidates=cand,
-                         batch_size=batch_size, progress=callback)
+                         batch_size=batch_size, progress=callback, allow_unknown_items=allow_unknown_items)
         ranked = RankedLists.concat(parts)
         return ranked if isinstance(history, Interactions) else same_kind(ranked, history)
 
@@ -343,7 +367,7 @@ class MetaRecommender:
             return RankedLists.concat(parts)
 
     def score(self, history, users=None, items=None, batch_size: int | None = None,
-              history_kind: str | None = None) -> np.ndarray:
+              allow_unknown_items: bool = False, history_kind: str | None = None, **columns) -> np.ndarray:
         """A score matrix (len(users), len(items)), each user adapted once on its rows of `history` (ratings
         for the rating objective); nothing is excluded. For evaluation code, which needs whole rows rather
         than top-k lists.
@@ -351,11 +375,13 @@ class MetaRecommender:
         users: the external ids of the rows, in order (default: the users of `history` that have rows);
         a user without history rows is scored from the meta-learned starting point. items: the external
         ids of the columns, in order (default: every model item, in the order of `self.items`); an item
-        the model does not know gets NaN. history_kind: as in recommend."""
+        the model does not know gets NaN. Column keywords and allow_unknown_items as for recommend;
+        history_kind as in recommend."""
         self._require_model()
         if history_kind is not None:
-            return self.with_history_kind(history_kind).score(history, users, items, batch_size)
-        history = as_interactions(history, "history")
+            return self.with_history_kind(history_kind).score(history, users, items, batch_size, allow_unknown_items,
+                                                              **columns)
+        history = self._checked_history(history, allow_unknown_items, columns)
         if users is None:
             users = history.users.ids[np.unique(history.user_idx)]
         users = np.asarray(users)
@@ -447,7 +473,7 @@ class MetaRecommender:
             yield users, items.cpu(), values.cpu()
 
     def predict(self, history, user_ids, item_ids=None, batch_size: int | None = None,
-                history_kind: str | None = None):
+                allow_unknown_items: bool = False, history_kind: str | None = None, **columns):
         """Predicted scores (ratings for the rating objective) of (user_id, item_id) pairs, each user adapted
         on its rows of `history` (users absent from it start from the meta-learned initialization).
         Pairs with items unknown to the model get NaN. Predicted ratings (the rating objective) are clipped
@@ -458,19 +484,22 @@ class MetaRecommender:
         columns user_id, item_id as `user_ids` (returns a frame of the same kind with a column prediction)."""
         self._require_model()
         if history_kind is not None:
-            return self.with_history_kind(history_kind).predict(history, user_ids, item_ids, batch_size)
+            return self.with_history_kind(history_kind).predict(history, user_ids, item_ids, batch_size,
+                                                                allow_unknown_items, **columns)
         if item_ids is None and is_frame(user_ids):
             pairs = frame_of(user_ids)
             pairs = pairs.collect() if isinstance(pairs, pl.LazyFrame) else pairs
-            missing = [c for c in ("user_id", "item_id") if c not in pairs.columns]
+            names = Columns.named(**columns)
+            missing = missing_columns(_pairs_only(names), pairs.columns)
             if missing:
-                raise DataError(f"pairs frame: missing column(s) {missing}; found {pairs.columns}")
-            pred = self.predict(history, pairs["user_id"].to_numpy(), pairs["item_id"].to_numpy(), batch_size)
-            out = pairs.select("user_id", "item_id").with_columns(prediction=pl.Series(pred))
+                raise missing_columns_error("pairs frame", missing, pairs.columns)
+            pred = self.predict(history, pairs[names.user].to_numpy(), pairs[names.item].to_numpy(), batch_size,
+                                allow_unknown_items, **columns)
+            out = pairs.select(names.user, names.item).with_columns(prediction=pl.Series(pred))
             return same_kind(out, user_ids)
         if item_ids is None:
             raise DataError("predict: pass user_ids and item_ids arrays, or one frame of pairs with columns user_id, item_id")
-        history = as_interactions(history, "history")
+        history = self._checked_history(history, allow_unknown_items, columns)
         user_ids, item_ids = np.asarray(user_ids), np.asarray(item_ids)
         if len(user_ids) != len(item_ids):
             raise DataError(f"predict: {len(user_ids)} user ids but {len(item_ids)} item ids; pass one of each per pair")
@@ -507,6 +536,7 @@ class MetaRecommender:
             "user_layout": self.user_layout,
             "history": None if self.history is None else self.history.epochs,
             "rating_range": self.rating_range,
+            "columns": self.columns,
         })
 
     @classmethod
@@ -532,6 +562,7 @@ class MetaRecommender:
         try:
             rec.items = Vocabulary.from_json(meta["items"])
             rec.user_layout = meta["user_layout"]
+            rec.columns = meta.get("columns")  # absent in models saved before it was recorded
             rating_range = meta.get("rating_range")  # absent in models saved before it was recorded: no clipping
             rec.rating_range = None if rating_range is None else (float(rating_range[0]), float(rating_range[1]))
             user_spec, item_spec = FeatureSpec.from_json(meta["user_spec"]), FeatureSpec.from_json(meta["item_spec"])
@@ -560,6 +591,16 @@ def _user_times(history: Interactions, known: np.ndarray, users: Vocabulary, use
     if history.timestamp is not None:
         np.maximum.at(times, user_idx, history.timestamp[known].astype(np.float64))
     return np.where(np.isfinite(times), times, default)
+
+
+def _pairs_only(names: Columns) -> Columns:
+    """The user and item columns of `names`, for tables of (user, item) rows (candidates, pairs)."""
+    return Columns(user=names.user, item=names.item, rating=None, timestamp=None)
+
+
+def _column_names(names: Columns) -> dict:
+    """What the model remembers of the warm log's columns (saved in its metadata)."""
+    return {"user": names.user, "item": names.item, "rating": names.rating, "timestamp": names.timestamp}
 
 
 def _map_ids(target: Vocabulary, source: Vocabulary, idx: np.ndarray) -> np.ndarray:

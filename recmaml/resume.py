@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from recmaml.checkpoint import _atomic_write, sweep_debris
 from recmaml.config import Config
 from recmaml.data import Interactions
-from recmaml.errors import CheckpointError
+from recmaml.errors import CheckpointError, spelled
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +96,17 @@ def _first_difference(old, new, where: str = "") -> tuple[str, object, object] |
 
 
 def _check_same_fit(path: Path, saved: dict, current: dict) -> None:
-    start_over = "or fit without --resume to start over"
+    resume = spelled("fit(resume=True)", "--resume")
+    start_over = f"or fit without {spelled('resume=True', '--resume')} to start over"
     diff = _first_difference(saved.get("config"), current["config"])
     if diff:
         key, old, new = diff
-        raise CheckpointError(f"--resume: {path} was written by a fit with {key} = {old!r}, this one has {new!r}; "
-                              f"resume with the same --config, {start_over}")
+        raise CheckpointError(f"{resume}: {path} was written by a fit with {key} = {old!r}, this one has {new!r}; "
+                              f"resume with the same {spelled('config', '--config')}, {start_over}")
     if saved.get("data") != current["data"]:
-        raise CheckpointError(f"--resume: {path} was written by a fit on other data; resume with the same --data "
-                              f"(and --user-features / --item-features), {start_over}")
+        raise CheckpointError(f"{resume}: {path} was written by a fit on other data; resume with the same "
+                              f"{spelled('warm log (and side features)', '--data (and --user-features / --item-features)')}"
+                              f", {start_over}")
 
 
 # ---- writing and reading --------------------------------------------------------------------------------

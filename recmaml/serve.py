@@ -17,14 +17,16 @@ import contextlib
 import functools
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from recmaml.data import Interactions, RankedLists, Vocabulary
-from recmaml.errors import DataError
+from recmaml.errors import DataError, spelled
+from recmaml.item_match import ItemTally
 
 
 class StageTimes:
@@ -63,31 +65,56 @@ def _timed_chunks(chunks: Iterable[Interactions], times: StageTimes | None):
         yield chunk
 
 
+@dataclass
+class ServeSummary:
+    """What a serving run met that its lists alone do not show, for the run's summary line: the history's
+    item ids against the model's (`items`), and the history users without a candidate row (who get no
+    list: candidates restrict every list to the user's own)."""
+
+    items: ItemTally | None = None
+    users: int = 0
+    no_candidates: int = 0
+    no_candidate_examples: list = field(default_factory=list)
+
+
 def serve_chunks(rec, chunks: Iterable[Interactions], write: Callable[[RankedLists], object], *, k: int = 20,
                  exclude_seen: bool = True, candidates: Interactions | None = None, batch_size: int | None = None,
                  progress: Callable[[int], object] | None = None,
                  on_chunk: Callable[[Interactions, np.ndarray], object] | None = None,
-                 times: StageTimes | None = None) -> int:
+                 times: StageTimes | None = None, allow_unknown_items: bool = False,
+                 summary: ServeSummary | None = None) -> int:
     """Rank the users of every chunk with the fitted MetaRecommender `rec` and pass each chunk's
     RankedLists to `write`; returns the number of users served.
 
     progress: optional callable(n_users) told after each batch of users; on_chunk: optional
     callable(chunk, its user ids) told before a chunk is served (for progress totals); times: an
-    optional StageTimes that receives where the time went."""
+    optional StageTimes that receives where the time went. Once the whole input is read, a history none
+    of whose rows names a model item is a DataError, and one whose rows mostly do not is a warning
+    (recmaml.item_match), unless allow_unknown_items; history users without candidate rows get no list,
+    with one warning that counts them. summary: an optional ServeSummary filled with those counts."""
     _check_k(k)
+    summary = ServeSummary() if summary is None else summary
+    summary.items = ItemTally(rec.items)
+    if candidates is None and k > len(rec.items):
+        warnings.warn(f"{spelled('k', '--k')} {k} is more than the model's {len(rec.items):,} items: every list "
+                      "holds the whole catalog (less the user's history)", stacklevel=2)
     served = []  # user ids served so far: candidate users never seen in a history are served at the end
     n_served = 0
     for chunk in _timed_chunks(chunks, times):
         chunk_users = chunk.users.ids[np.unique(chunk.user_idx)]
         served.append(chunk_users)
+        summary.items.add(chunk)
         if on_chunk is not None:
             on_chunk(chunk, chunk_users)
         mine = None if candidates is None else _rows_of_users(candidates, chunk_users)
+        if mine is not None:
+            _count_without_candidates(summary, chunk_users, mine)
         ranked = rec.rank_chunk(chunk, k=k, exclude_seen=exclude_seen, candidates=mine, batch_size=batch_size,
                                 progress=progress, times=times)
         n_served += len(chunk_users)
         with stage(times, "write"):
             write(ranked)
+    summary.items.check("history", allow=allow_unknown_items)  # before the lists without history are added
     if candidates is not None:
         rest = _rows_not_of_users(candidates, np.concatenate(served) if served else np.zeros(0))
         if len(rest):  # users with candidates and no history: ranked from the meta-learned start
@@ -99,7 +126,20 @@ def serve_chunks(rec, chunks: Iterable[Interactions], write: Callable[[RankedLis
             n_served += len(np.unique(rest.user_idx))
             with stage(times, "write"):
                 write(ranked)
+    summary.users = n_served
+    if summary.no_candidates:
+        shown = ", ".join(map(repr, summary.no_candidate_examples))
+        users = "1 user of the history has" if summary.no_candidates == 1 else \
+            f"{summary.no_candidates:,} users of the history have"
+        warnings.warn(f"{users} no candidate rows (e.g. {shown}) and got no list: the candidates restrict every "
+                      "list to the user's own", stacklevel=2)
     return n_served
+
+
+def _count_without_candidates(summary: ServeSummary, users: np.ndarray, candidates: Interactions) -> None:
+    have = Vocabulary.fit(candidates.users.ids[np.unique(candidates.user_idx)]).index(users) != -1
+    summary.no_candidates += int((~have).sum())
+    summary.no_candidate_examples += users[~have][:3 - len(summary.no_candidate_examples)].tolist()
 
 
 def _own_running_threads() -> int:
@@ -156,7 +196,7 @@ def torch_threads(n: int):
 
 def _check_k(k, name: str = "k") -> None:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise DataError(f"{name} must be a whole number >= 1, got {k!r}" + (" (CLI: --k)" if name == "k" else ""))
+        raise DataError(f"{spelled(name, '--k') if name == 'k' else name} must be a whole number >= 1, got {k!r}")
 
 
 def _rows_of_users(log: Interactions, user_ids: np.ndarray) -> Interactions:
@@ -169,4 +209,4 @@ def _rows_not_of_users(log: Interactions, user_ids: np.ndarray) -> Interactions:
     return log.take(np.flatnonzero(Vocabulary.fit(user_ids).index(log.user_ids()) == -1))
 
 
-__all__ = ["StageTimes", "serve_chunks", "serving_threads", "torch_threads"]
+__all__ = ["ServeSummary", "StageTimes", "serve_chunks", "serving_threads", "torch_threads"]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from recmaml.errors import DataError
+from recmaml.errors import DataError, spelled
 
 _MODELS: dict = {}  # (model path, weights sha256) -> MetaRecommender, one per Python worker process
 OUTPUT_COLUMNS = ("user_id", "item_id", "score", "rank")
@@ -112,8 +112,9 @@ def _serve_pandas(key, history, candidates, k: int, exclude_seen: bool, batch_si
         history_log = as_interactions(history, "history")
         cand_log = None if candidates is None or len(candidates) == 0 else as_interactions(
             candidates[["user_id", "item_id"]], "candidates")
+        # a bucket holds a slice of the users: whether the whole input's ids match the model is not its to judge
         serve_chunks(rec, [history_log] if len(history) else [], parts.append, k=k, exclude_seen=exclude_seen,
-                     candidates=cand_log, batch_size=batch_size)
+                     candidates=cand_log, batch_size=batch_size, allow_unknown_items=True)
     ranked = RankedLists.concat(parts).to_pandas()
     if len(ranked) == 0:  # untyped empty columns: Arrow casts them to the schema's id types
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(OUTPUT_COLUMNS, ("object", "object", "float32", "int32"))})
@@ -132,7 +133,7 @@ def _check_columns(frame, what: str, needed: list[str]) -> None:
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise DataError(f"{what}: missing column(s) {missing}; found {frame.columns}; name the columns with "
-                        "user_col=/item_col=/rating_col= (CLI: --user-col, --item-col, --rating-col)")
+                        + spelled("user_col=/item_col=/rating_col=", "--user-col, --item-col, --rating-col"))
 
 
 def recommend(histories, model_dir, k: int = 20, candidates=None, *, user_col: str = "user_id",

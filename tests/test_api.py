@@ -174,3 +174,36 @@ def test_the_api_and_serve_chunks_give_the_same_lists(fitted):
     assert sorted(set(streamed.user_id.tolist())) == [7, 8, 99]  # 9 has no candidates; 99 has only candidates
     with pytest.raises(DataError, match="k must be a whole number"):
         fitted.recommend(history, k=2.5)
+
+
+def test_the_column_keywords_an_error_names_are_accepted(fitted):
+    renamed = history_frame().rename(columns={"user_id": "user", "item_id": "movieId"})
+    with pytest.raises(DataError, match=r"pass user_col='user', item_col='movieId'") as err:
+        fitted.recommend(renamed, k=5)
+    assert "--" not in str(err.value)  # the API's spelling only
+    cols = {"user_col": "user", "item_col": "movieId"}
+    expected = fitted.recommend(history_frame(), k=5)
+    got = fitted.recommend(renamed, k=5, **cols)
+    assert RankedLists.from_frame(got).equals(RankedLists.from_frame(expected))
+    pairs = pd.DataFrame({"user": [7, 8], "movieId": [3, 23]})
+    assert list(fitted.predict(renamed, pairs, **cols).columns) == ["user", "movieId", "prediction"]
+    assert fitted.score(renamed, items=[3, 23], **cols).shape == (3, 2)
+    cands = pd.DataFrame({"user": [7, 7], "movieId": [3, 23]})
+    assert sorted(fitted.recommend(renamed, k=5, candidates=cands, **cols).item_id) == [3, 23]
+
+
+def test_a_history_of_another_id_kind_raises_unless_allowed(fitted):
+    prefixed = history_frame().assign(item_id=lambda f: "m" + f.item_id.astype(str))
+    for call in (lambda **kw: fitted.recommend(prefixed, k=5, **kw),
+                 lambda **kw: fitted.predict(prefixed, [7], [3], **kw),
+                 lambda **kw: fitted.score(prefixed, **kw)):
+        with pytest.raises(DataError, match=r"none of its 9 rows .*'m0'.*prefix 'm'.*allow_unknown_items=True"):
+            call()
+        with pytest.warns(UserWarning, match="unknown to the model"):
+            call(allow_unknown_items=True)
+
+
+def test_k_beyond_the_catalog_warns_once(fitted):
+    with pytest.warns(UserWarning, match=r"k 100000 is more than the model's") as caught:
+        fitted.recommend(history_frame(), k=100_000)
+    assert sum("more than the model's" in str(w.message) for w in caught) == 1

@@ -104,11 +104,11 @@ def test_streamed_recommend_equals_one_chunk_and_candidates_are_kept(files, mode
 
 
 def test_unknown_items_are_one_summary_line(files, model_dir, tmp_path, capsys):
-    (tmp_path / "hist.csv").write_text("user,item\nx,0\nx,999\ny,998\ny,999\nz,1\n")
+    (tmp_path / "hist.csv").write_text("user,item\nx,0\nx,999\ny,998\ny,2\nz,1\n")  # a minority unknown
     assert main(["recommend", "--model", str(model_dir), "--history", str(tmp_path / "hist.csv"), *COLS,
                  "--chunk-rows", "2", "--out", str(tmp_path / "r.csv")]) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
-    assert lines == ["warning: dropped 3 history rows naming 2 items the model does not know"]
+    assert lines == ["warning: dropped 2 history rows naming 2 items the model does not know"]
 
 
 def test_fit_says_why_it_stopped_and_names_the_rating_validation_metric(files, tmp_path):
@@ -246,7 +246,9 @@ def test_unknown_items_are_summarized_per_input(files, model_dir, tmp_path, caps
     assert main(["recommend", "--model", str(model_dir), "--history", str(files / "cold.csv"), *COLS,
                  "--candidates", str(tmp_path / "cands.csv"), "--out", str(tmp_path / "r.csv")]) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
-    assert lines == ["warning: dropped 1 candidate rows naming 1 items the model does not know"]
+    assert lines == ["warning: 1 user of the history has no candidate rows (e.g. 'y') and got no list: the "
+                     "candidates restrict every list to the user's own",
+                     "warning: dropped 1 candidate rows naming 1 items the model does not know"]
 
 
 def test_predict_reads_pairs_from_sql(files, model_dir, tmp_path):
@@ -324,3 +326,143 @@ def test_nproc_help_says_what_is_true_and_more_ranks_than_cores_is_a_warning(fil
     if cores > 1:
         assert main([*argv, "--nproc", str(cores)]) == 0
         assert "more processes" not in capsys.readouterr().err
+
+
+# ---- no silent wrong answers, and advice in the CLI's own spelling -------------------------------------
+
+
+def _recommend(model, history, out, *flags):
+    return main(["recommend", "--model", str(model), "--history", str(history), *COLS, "--out", str(out), *flags])
+
+
+def test_a_history_naming_no_model_item_is_an_error_with_examples_and_the_cause(model_dir, tmp_path, capsys):
+    (tmp_path / "h.csv").write_text("user,item\nx,m0\nx,m1\ny,m20\n")  # 'm'-prefixed ids, a numeric model
+    assert _recommend(model_dir, tmp_path / "h.csv", tmp_path / "r.csv") == 2
+    err = capsys.readouterr().err
+    assert "none of its 3 rows names an item the model knows" in err and "'m0'" in err and "0, 1, 2" in err
+    assert "prefix 'm'" in err and "--allow-unknown-items" in err and "allow_unknown_items" not in err
+    assert not (tmp_path / "r.csv").exists()
+    assert _recommend(model_dir, tmp_path / "h.csv", tmp_path / "r.csv", "--allow-unknown-items") == 0
+    err = capsys.readouterr().err
+    assert "2 users; 2 named only items the model does not know and were ranked from the meta-learned start" in err
+    lists = read_ranked_lists(tmp_path / "r.csv").to_pandas()
+    assert lists.groupby("user_id").item_id.apply(tuple).nunique() == 1  # what the flag accepts: one list for all
+
+
+def test_a_history_mostly_of_unknown_items_is_a_loud_warning(model_dir, tmp_path, capsys):
+    (tmp_path / "h.csv").write_text("user,item\nx,0\nx,901\ny,902\ny,903\n")
+    assert _recommend(model_dir, tmp_path / "h.csv", tmp_path / "r.csv") == 0
+    err = capsys.readouterr().err
+    assert "3 of its 4 rows (75%) name items the model does not know" in err and "901" in err
+    assert "1 user is left with no known item" in err
+    assert _recommend(model_dir, tmp_path / "h.csv", tmp_path / "r.csv", "--allow-unknown-items") == 0
+    assert "75%" not in capsys.readouterr().err
+
+
+def test_predict_and_evaluate_check_the_history_too(model_dir, files, tmp_path, capsys):
+    (tmp_path / "h.csv").write_text("user,item,rating\nx,m0,5\n")
+    common = ["--model", str(model_dir), "--history", str(tmp_path / "h.csv"), *COLS]
+    assert main(["predict", *common, "--pairs", str(files / "pairs.csv"), "--out", str(tmp_path / "p.csv")]) == 2
+    assert main(["evaluate", *common, "--heldout", str(files / "heldout.csv")]) == 2
+    assert capsys.readouterr().err.count("names an item the model knows") == 2
+
+
+def test_users_without_candidates_are_counted_in_the_summary(model_dir, files, tmp_path, capsys):
+    (tmp_path / "cands.csv").write_text("user,item\nx,5\n")
+    assert _recommend(model_dir, files / "cold.csv", tmp_path / "r.csv", "--candidates", str(tmp_path / "cands.csv")) == 0
+    err = capsys.readouterr().err
+    assert "1 user of the history has no candidate rows (e.g. 'y') and got no list" in err
+    assert "(2 users; 1 had no candidate rows and got no list)" in err
+    assert read_ranked_lists(tmp_path / "r.csv").to_pandas().user_id.tolist() == ["x"]
+
+
+def test_k_beyond_the_catalog_is_said_once(model_dir, files, tmp_path, capsys):
+    assert _recommend(model_dir, files / "cold.csv", tmp_path / "r.csv", "--k", "5000", "--chunk-rows", "3") == 0
+    err = capsys.readouterr().err
+    assert err.count("--k 5000 is more than the model's") == 1
+
+
+def test_evaluate_derives_the_relevant_rating_from_the_logs_scale(model_dir, files, tmp_path, capsys):
+    # a 0.5-4 scale: 3.5 is relevant there (as fit and benchmark judge it), which a fixed 4 would miss
+    (tmp_path / "held.csv").write_text("user,item,rating\nx,3,3.5\nx,4,0.5\ny,23,4\ny,24,1\n")
+    args = ["evaluate", "--model", str(model_dir), "--history", str(files / "cold.csv"), "--heldout",
+            str(tmp_path / "held.csv"), *COLS]
+    assert main([*args, "--out", str(tmp_path / "m.json")]) == 0
+    assert "relevant: held-out ratings of at least 3.5, from the log's scale" in capsys.readouterr().err
+    assert json.loads((tmp_path / "m.json").read_text())["users"] == 2
+    assert main([*args, "--threshold", "4", "--out", str(tmp_path / "m4.json")]) == 0
+    assert json.loads((tmp_path / "m4.json").read_text())["users"] == 1  # the flag still wins
+
+
+@pytest.mark.parametrize("out", ["out.xlsx", "out"])
+def test_an_output_name_without_a_known_extension_gets_output_advice(out, model_dir, files, tmp_path, capsys):
+    assert _recommend(model_dir, files / "cold.csv", tmp_path / out) == 2
+    err = capsys.readouterr().err
+    assert "--format" not in err and "--out recs.parquet" in err and "format=" not in err
+    assert ("Excel" in err) == (out == "out.xlsx")
+
+
+def test_cli_errors_give_flags_and_name_every_missing_column(model_dir, tmp_path, capsys):
+    (tmp_path / "h.csv").write_text("userId,movieId\nx,0\n")
+    assert main(["recommend", "--model", str(model_dir), "--history", str(tmp_path / "h.csv"),
+                 "--out", str(tmp_path / "r.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "missing columns 'user_id' for the user, 'item_id' for the item" in err
+    assert "pass --user-col userId --item-col movieId" in err and "_col=" not in err
+
+
+def test_decimal_commas_are_read_with_the_decimal_flag(model_dir, files, tmp_path, capsys):
+    (tmp_path / "h.csv").write_text("user;item;rating\nx;0;3,5\nx;1;4,5\n")
+    pairs = ["predict", "--model", str(model_dir), "--history", str(tmp_path / "h.csv"), *COLS,
+             "--pairs", str(files / "pairs.csv"), "--out", str(tmp_path / "p.csv")]
+    assert main(pairs) == 2
+    assert "decimal comma: pass --decimal , to read 3,5 as 3.5" in capsys.readouterr().err
+    assert main([*pairs, "--decimal", ","]) == 0
+
+
+def test_three_kinds_of_folder_that_are_not_a_model_get_three_messages(model_dir, files, tmp_path, capsys):
+    import shutil
+
+    parent = tmp_path / "runs"
+    shutil.copytree(model_dir, parent / "model")
+    (tmp_path / "stopped").mkdir()
+    from recmaml.resume import CHECKPOINT
+
+    (tmp_path / "stopped" / CHECKPOINT).write_bytes(b"")
+    for folder, needle in ((parent, f"holds one in model/: pass --model {parent / 'model'}"),
+                           (tmp_path / "stopped", f"unfinished fit (interrupted or killed), no model yet; finish it: "
+                            f"recmaml fit --resume --out {tmp_path / 'stopped'}"),
+                           (tmp_path / "nowhere", "no such folder; check the path")):
+        assert _recommend(folder, files / "cold.csv", tmp_path / "r.csv") == 2
+        assert needle in capsys.readouterr().err
+
+
+def test_the_model_remembers_the_fit_column_names_and_a_flag_still_wins(files, tmp_path, capsys):
+    model = tmp_path / "model"
+    assert main(["fit", "--config", str(REPO_ROOT / "configs/tiny.toml"), "--data", str(files / "warm.csv"), *COLS,
+                 "--out", str(model), "--quiet"]) == 0
+    assert MetaRecommender.load(model).columns == {"user": "user", "item": "item", "rating": "rating",
+                                                    "timestamp": "timestamp"}
+    base = ["--model", str(model), "--history", str(files / "cold.csv")]
+    assert main(["recommend", *base, "--out", str(tmp_path / "r.csv"), "--quiet"]) == 0  # no --*-col flags
+    assert main(["predict", *base, "--pairs", str(files / "pairs.csv"), "--out", str(tmp_path / "p.csv")]) == 0
+    assert main(["evaluate", *base, "--heldout", str(files / "heldout.csv")]) == 0
+    assert main(["recommend", *base, "--item-col", "movie", "--out", str(tmp_path / "r2.csv")]) == 2
+    assert "missing column 'movie' for the item" in capsys.readouterr().err
+
+
+def test_a_model_saved_before_column_names_were_recorded_still_loads(model_dir, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(model_dir, old)
+    meta = json.loads((old / "model.json").read_text())
+    meta.pop("columns", None)
+    (old / "model.json").write_text(json.dumps(meta))
+    assert MetaRecommender.load(old).columns is None
+
+
+def test_the_benchmarks_default_k_includes_0_as_the_readme_says():
+    default = build_parser().parse_args(["benchmark", "--out", "bench"]).k
+    assert default == "0,1,3,5,10,20"
+    assert f"the default `--k` is {default}" in (REPO_ROOT / "README.md").read_text()

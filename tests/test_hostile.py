@@ -386,7 +386,7 @@ def test_the_encoding_flag_the_hint_names_exists_and_works(model_dir, tmp_path, 
 
 @pytest.mark.parametrize("name,content,needle", [
     ("ragged.csv", "user_id,item_id\na,1\na,2,3,4\n", "--delimiter"),
-    ("notgzip.csv.gz", "not gzip at all", "missing column 'user_id'"),
+    ("notgzip.csv.gz", "not gzip at all", "missing columns 'user_id' for the user, 'item_id'"),
     ("nul.jsonl", '{"user_id": "a\\u0000", "item_id": 1}\n', "NUL character at data row 1"),
     ("semicolons.tsv", "user_id;item_id\na;1\n", "--delimiter ';'"),
     ("badtime.csv", "user_id,item_id,timestamp\na,1,notatime\na,2,5\n", "unreadable timestamp 'notatime' at data row 1"),
@@ -655,3 +655,15 @@ def test_configs_that_are_not_a_toml_file(make, needle, model_dir, warm_csv, tmp
     make(config)
     refused(["fit", "--config", str(config), "--data", str(warm_csv), "--out", str(tmp_path / "m")], capsys,
             tmp_path / "m", "c.toml", needle, old=lambda path: shutil.copytree(model_dir, path))
+
+
+@pytest.mark.parametrize("history,model,needle", [
+    ([1, 2], ["m1", "m2"], "the model's ids carry the prefix 'm' and the history's are bare numbers"),
+    (["m1", "m2"], [1, 2], "the history's ids carry the prefix 'm' and the model's are bare numbers"),
+    (["a1"], ["b2"], "the history's ids carry the prefix 'a', the model's 'b'"),
+    ([5, 6], [7, 8], "the item column is another column"),
+])
+def test_the_likely_cause_of_mismatched_ids_is_named(history, model, needle):
+    from recmaml.item_match import likely_cause
+
+    assert needle in likely_cause(history, model)
