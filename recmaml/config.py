@@ -61,13 +61,23 @@ class ModelConfig:
     embeddings over sqrt(count), fed to the user tower beside user_init, so the inner loop starts from a
     point conditioned on what the user showed (a few-shot Mult-VAE/DAE encoder is such an initializer)
     instead of one start shared by every user; the gradient steps then refine it."""
-    time_prior: bool = True
+    time_prior: bool = False
     """Add the warm log's popularity in a window before each user's time (its latest interaction shown,
     standardized log counts of the items rated at least tasks.positive_threshold) to the scores, with a
-    meta-learned weight that each user's inner steps adapt: what was popular when a user arrived. Needs
-    timestamps (fit turns it off on a log without them); the model carries the counts it needs."""
+    meta-learned weight: what was popular when a user arrived. Off by default: on ml-latest-small (seed 0)
+    it gained 0.9% on first interactions and lost 0.7% on samples, and a model with it serves on the
+    slower general path (benchmarks/EXPERIMENTS.md); adapting its weight per user (meta.adapt naming
+    time_scale) lost 12-15%. Needs
+    timestamps (fit turns it off on a log without them, and for the rating objective); the model carries
+    the counts it needs."""
     time_window_days: float = 1095.0
     """The window of model.time_prior, in days."""
+    sample_weights: bool = True
+    """On a log with timestamps, also meta-train a second set of weights on random supports alone, which
+    serves 'sample' histories (history_kind 'sample'), while the main weights, trained on both kinds,
+    serve 'first' ones: each kind as a model trained for it would (the main weights serve samples about
+    3% below such a model, and first interactions better than a model trained on them alone). Twice the
+    training time and the model's size; serving is unchanged."""
     history_kind: bool = True
     """Condition the scorer on the kind of history a user shows: 'first' (its earliest interactions, what a
     real new user shows) or 'sample' (a random sample of them, what a random-split benchmark shows). A

@@ -121,9 +121,9 @@ class Scorer(nn.Module):
 
     PARAMETER_GROUPS = {
         # what meta.adapt names: the parameters a user's inner loop changes, by name prefix
-        "user": ("user_init", "user_bias", "knn_scale", "time_scale"),
+        "user": ("user_init", "user_bias", "knn_scale"),
         "head": ("user_tower",),
-        "user+head": ("user_init", "user_bias", "user_tower", "knn_scale", "time_scale"),
+        "user+head": ("user_init", "user_bias", "user_tower", "knn_scale"),
         "all": ("",),
     }
     USER_SIDE = ("user_init", "user_bias", "user_tower.")  # what only moves the user vector (the fast path)

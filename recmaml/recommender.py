@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from pathlib import Path
 import warnings
 from dataclasses import dataclass, replace
 
@@ -24,6 +25,7 @@ from recmaml.meta import TrainHistory, enable_meta_sgd, meta_train, training_len
 from recmaml.model import (META_LR_PREFIX, TIME_EDGES, FeatureSpec, Scorer, fast_path_applies, fast_user_vectors, feature_tensors,
                             item_dots, rows_mm)
 from recmaml.rank import exclude_items_, rank_candidates, top_k, valid_entries
+from recmaml import resume as resume_files
 from recmaml.resume import EpochCheckpoint
 from recmaml.tasks import KIND_FIRST, KIND_SAMPLE, PaddedSet, group_positions, padded_sets, split_users
 
@@ -90,6 +92,8 @@ class MetaRecommender:
         self.items: Vocabulary | None = None
         self.user_layout: dict | None = None  # how cold users' side features are read (SideFeatures.layout)
         self.history: TrainHistory | None = None
+        self.sample_model: Scorer | None = None  # serves 'sample' histories when set (model.sample_weights)
+        self.sample_history: TrainHistory | None = None
         self.rating_range: tuple[float, float] | None = None  # the warm log's ratings: predict clips to it
         self.columns: dict | None = None  # the warm log's column names, when known: the CLI's later defaults
 
@@ -133,33 +137,63 @@ class MetaRecommender:
         _check_model_fits_in_memory(self.config, warm.n_items)
         self.items = warm.items
         self.rating_range = None if warm.rating is None else (float(warm.rating.min()), float(warm.rating.max()))
-        self.model = Scorer(warm.n_items, self.config.model, item_features=warm.item_features,
-                            user_spec=FeatureSpec.of(warm.user_features))
-        if self.config.model.objective == "rating":
-            _init_rating_biases(self.model, warm)
-        else:
-            _init_popularity_biases(self.model, warm)
         if item_factors is None and self.config.model.item_init == "als":
             item_factors = _als_item_factors(warm, self.config)
-        if item_factors is not None:
-            _init_item_embeddings(self.model, self.items, *item_factors)
-        if self.config.model.item_knn:
-            self.model.set_item_knn(*_item_knn_table(warm, self.config))
-        if self.config.model.time_prior:
-            self.model.set_time_prior(*_time_table(warm, self.config))
+        self.model = self._new_scorer(warm, item_factors)
         user_feats = feature_tensors(warm.user_features, self.model.user_spec, warm.n_users)
-        with _bar(progress, self.config.meta.epochs, "epoch", "meta-training") as bar:
-            checkpoint = None if checkpoint_dir is None else EpochCheckpoint.in_folder(checkpoint_dir, resume)
-            self.history = meta_train(self.model, warm, self.config, user_feats, checkpoint=checkpoint,
-                                      progress=epoch_progress(bar) if bar is not None else (progress or None))
-            if bar is not None:
-                bar.write(f"meta-training {self.history.summary()}", file=bar.fp)
-        self.model.eval()
+        self.history = self._meta_train(self.model, warm, self.config, user_feats, progress, checkpoint_dir, resume)
+        self.sample_model = self.sample_history = None
+        if self.config.model.sample_weights and warm.timestamp is not None:
+            # random supports alone train the weights that serve 'sample' histories (a model trained on
+            # both kinds serves them about 3% below one trained for them; benchmarks/EXPERIMENTS.md)
+            torch.manual_seed(self.config.meta.seed)
+            self.sample_model = self._new_scorer(warm, item_factors)
+            sample_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / resume_files.SAMPLE_WEIGHTS
+            self.sample_history = self._meta_train(self.sample_model, warm, self.config.replace(tasks={"order": "random"}),
+                                                   user_feats, progress, sample_dir, resume, "sample weights")
         serve = self.config.serve
         if "auto" in (serve.first_scales, serve.sample_scales):  # how far serving steps, per support size
             chosen = choose_scales(self, warm, user_feats)
             self.config = self.config.replace(serve={k: v for k, v in chosen.items() if getattr(serve, k) == "auto"})
         return self
+
+    def _new_scorer(self, warm: Interactions, item_factors) -> Scorer:
+        """A scorer of the config's shape at its data-derived start: item biases at the log's popularity
+        (or mean ratings), item embeddings at `item_factors`, the item-kNN and time-prior tables filled."""
+        model = Scorer(warm.n_items, self.config.model, item_features=warm.item_features,
+                       user_spec=FeatureSpec.of(warm.user_features))
+        if self.config.model.objective == "rating":
+            _init_rating_biases(model, warm)
+        else:
+            _init_popularity_biases(model, warm)
+        if item_factors is not None:
+            _init_item_embeddings(model, self.items, *item_factors)
+        if self.config.model.item_knn:
+            model.set_item_knn(*_item_knn_table(warm, self.config))
+        if self.config.model.time_prior:
+            model.set_time_prior(*_time_table(warm, self.config))
+        return model
+
+    @staticmethod
+    def _meta_train(model: Scorer, warm: Interactions, config: Config, user_feats, progress, checkpoint_dir,
+                    resume: bool, what: str = "meta-training") -> TrainHistory:
+        """meta_train with fit's progress bar and checkpoints; the model is left in eval mode."""
+        with _bar(progress, config.meta.epochs, "epoch", what) as bar:
+            checkpoint = None if checkpoint_dir is None else EpochCheckpoint.in_folder(checkpoint_dir, resume)
+            history = meta_train(model, warm, config, user_feats, checkpoint=checkpoint,
+                                 progress=epoch_progress(bar) if bar is not None else (progress or None))
+            if bar is not None:
+                bar.write(f"{what} {history.summary()}", file=bar.fp)
+        model.eval()
+        return history
+
+    def _scorer(self) -> Scorer:
+        """The weights that serve the kind of history being served: the sample weights for 'sample'
+        histories when the model has them (model.sample_weights), else the main ones."""
+        model = self._require_model()
+        if self.config.serve.history_kind == "sample" and self.sample_model is not None:
+            return self.sample_model
+        return model
 
     def _require_model(self) -> Scorer:
         if self.model is None:
@@ -279,7 +313,7 @@ class MetaRecommender:
 
     def _scores(self, support: PaddedSet, items: torch.Tensor | None = None) -> torch.Tensor:
         """Scores (B, n_items), or (B, C) of per-user `items`, after adapting each user on `support`."""
-        model = self._require_model()
+        model = self._scorer()
         m = self.config.meta
         steps = m.inner_steps if self.config.serve.inner_steps is None else self.config.serve.inner_steps
         names = adapted_names(model, m.adapt)
@@ -528,13 +562,17 @@ class MetaRecommender:
     # ---- persistence --------------------------------------------------------------------------------
     def save(self, path) -> None:
         model = self._require_model()
-        checkpoint.save_checkpoint(path, model.state_dict(), {
+        state = model.state_dict()
+        if self.sample_model is not None:
+            state.update({f"{SAMPLE_PREFIX}{k}": v for k, v in self.sample_model.state_dict().items()})
+        checkpoint.save_checkpoint(path, state, {
             "config": self.config.to_dict(),
             "items": self.items.to_json(),
             "user_spec": model.user_spec.to_json(),
             "item_spec": model.item_spec.to_json(),
             "user_layout": self.user_layout,
             "history": None if self.history is None else self.history.epochs,
+            "sample_history": None if self.sample_history is None else self.sample_history.epochs,
             "rating_range": self.rating_range,
             "columns": self.columns,
         })
@@ -569,18 +607,30 @@ class MetaRecommender:
         except (TypeError, ValueError, KeyError, IndexError, AttributeError) as err:
             raise checkpoint.CheckpointError(f"{path}/{checkpoint.METADATA}: malformed metadata ({type(err).__name__}: "
                                              f"{str(err)[:200]}); the model directory is corrupt") from err
-        rec.model = Scorer(len(rec.items), rec.config.model, user_spec=user_spec, item_spec=item_spec)
-        if any(k.startswith(f"{META_LR_PREFIX}.") for k in state):
-            enable_meta_sgd(rec.model, adapted_names(rec.model, rec.config.meta.adapt), rec.config.meta.inner_lr)
-        try:
-            rec.model.load_state_dict(state, strict=True)
-        except RuntimeError as err:  # torch lists every mismatch over many lines: name the first and count
-            lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
-            first = lines[0][:200] if lines else str(err)[:200]
-            raise checkpoint.CheckpointError(f"{path}: weights do not fit the saved config ({len(lines)} problem(s); "
-                                             f"first: {first}); the model directory is corrupt or mixed") from err
-        rec.model.to(device).eval()
+        sample_state = {k[len(SAMPLE_PREFIX):]: v for k, v in state.items() if k.startswith(SAMPLE_PREFIX)}
+        main_state = {k: v for k, v in state.items() if not k.startswith(SAMPLE_PREFIX)}
+        rec.model = _loaded_scorer(path, rec, main_state, user_spec, item_spec, device)
+        if sample_state:
+            rec.sample_model = _loaded_scorer(path, rec, sample_state, user_spec, item_spec, device)
         return rec
+
+
+SAMPLE_PREFIX = "sample_weights."  # the sample weights' entries in a saved model's weights
+
+
+def _loaded_scorer(path, rec: MetaRecommender, state: dict, user_spec, item_spec, device: str) -> Scorer:
+    """A scorer of the saved config's shape holding `state`, on `device` in eval mode."""
+    model = Scorer(len(rec.items), rec.config.model, user_spec=user_spec, item_spec=item_spec)
+    if any(k.startswith(f"{META_LR_PREFIX}.") for k in state):
+        enable_meta_sgd(model, adapted_names(model, rec.config.meta.adapt), rec.config.meta.inner_lr)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # torch lists every mismatch over many lines: name the first and count
+        lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+        first = lines[0][:200] if lines else str(err)[:200]
+        raise checkpoint.CheckpointError(f"{path}: weights do not fit the saved config ({len(lines)} problem(s); "
+                                         f"first: {first}); the model directory is corrupt or mixed") from err
+    return model.to(device).eval()
 
 
 def _user_times(history: Interactions, known: np.ndarray, users: Vocabulary, user_idx: np.ndarray,
@@ -683,7 +733,8 @@ def resolve_for_log(config: Config, warm: Interactions) -> Config:
     used): tasks.positive_threshold = 'auto' becomes the log's relevant rating (None for the rating
     objective, whose query is every rating, and for logs without ratings); meta.epochs and meta.patience
     = 'auto' become counts that follow the number of training users (recmaml.meta.training_length)."""
-    if config.model.time_prior and warm.timestamp is None:  # nothing to date the log's popularity by
+    if config.model.time_prior and (warm.timestamp is None or config.model.objective == "rating"):
+        # nothing to date the log's popularity by; and a rating is no popularity contest
         config = config.replace(model={"time_prior": False})
     if config.serve.history_kind == "auto":  # a real new user shows its first interactions, when they are known
         config = config.replace(serve={"history_kind": "first" if warm.timestamp is not None else "sample"})

@@ -12,6 +12,8 @@ either the previous checkpoint or the new one, never a mix. Loading never unpick
 
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import json
 import logging
@@ -52,11 +54,19 @@ def exists(folder) -> bool:
     return (Path(folder) / CHECKPOINT).is_file()
 
 
+SAMPLE_WEIGHTS = "sample-weights"  # the folder of the sample weights' checkpoint, inside a fit's (model.sample_weights)
+
+
 def discard(folder) -> None:
-    """Remove the checkpoint of `folder` (its fit is saved) and the temporaries killed writers left."""
-    path = Path(folder) / CHECKPOINT
-    path.unlink(missing_ok=True)
-    sweep_debris(path.parent, f".{path.name}.")
+    """Remove the checkpoints of `folder` (its fit is saved), the sample weights' too, and the temporaries
+    killed writers left."""
+    for where in (Path(folder), Path(folder) / SAMPLE_WEIGHTS):
+        path = where / CHECKPOINT
+        path.unlink(missing_ok=True)
+        if where.is_dir():
+            sweep_debris(where, f".{path.name}.")
+    with contextlib.suppress(OSError):
+        (Path(folder) / SAMPLE_WEIGHTS).rmdir()  # only when empty
 
 
 # ---- what a checkpoint must match ------------------------------------------------------------------------

@@ -134,7 +134,7 @@ def test_serving_fast_path_equals_the_vmap_reference(taste_log, tiny_config, obj
     from recmaml.model import fast_path_applies, fast_user_vectors
 
     model, cfg, batch = build(taste_log, tiny_config, model={"objective": objective, "user_hidden": [16, 8],
-                                                             "support_encoder": encoder})
+                                                             "support_encoder": encoder, "time_prior": False})
     if encoder:
         with torch.no_grad():
             model.support_embedding.weight.normal_(0, 0.5)  # a start that differs from user to user

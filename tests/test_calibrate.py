@@ -78,3 +78,21 @@ def test_the_best_scale_is_no_step_unless_a_step_beats_it(fitted, monkeypatch):
     assert _best_scale(fitted, None)[0] == 0.0  # a tie with not adapting keeps not adapting
     values[1.0] = 0.31
     assert _best_scale(fitted, None)[0] == 1.0
+
+
+def test_sample_histories_are_served_by_weights_trained_on_random_supports(fitted, taste_log, tiny_config, tmp_path):
+    # model.sample_weights: a second set of weights, meta-trained on random supports alone, serves samples
+    assert fitted.sample_model is not None and fitted.sample_history.epochs
+    history = Interactions.from_ids(np.array(["a"] * 3), np.array([0, 1, 2]))
+    main_only = fitted.with_history_kind("sample")
+    main_only.sample_model = None  # the main weights, told the kind
+    assert not np.allclose(fitted.score(history, history_kind="sample"), main_only.score(history))
+    fitted.save(tmp_path / "model")
+    loaded = MetaRecommender.load(tmp_path / "model")
+    for kind in ("first", "sample"):
+        np.testing.assert_array_equal(loaded.score(history, history_kind=kind), fitted.score(history, history_kind=kind))
+    # without timestamps every task is a random one: one set of weights serves both kinds
+    untimed = Interactions.from_ids(taste_log.users.ids[taste_log.user_idx], taste_log.items.ids[taste_log.item_idx],
+                                    rating=taste_log.rating)
+    plain = MetaRecommender(tiny_config).fit(untimed)
+    assert plain.sample_model is None and plain.config.serve.history_kind == "sample"
