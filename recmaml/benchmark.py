@@ -123,7 +123,7 @@ class FittedMeta:
 @dataclass(frozen=True)
 class System:
     name: str
-    family: str  # "baseline" or "recmaml"
+    family: str  # "baseline", "recmaml", or "reference" (the blend: a reference line, not a single baseline)
     rating: bool  # predicts ratings: MAE/RMSE are reported
     fit: Callable[..., object]  # fit(warm, ctx, **params) -> an object with .scores(support)
     grid: Callable[[dict], dict[str, list]] = lambda ctx: {}  # ctx -> {param: values}
@@ -172,6 +172,69 @@ def _rated(ctx) -> list:
     return [None, ctx["relevant_min"]] if ctx["relevant_min"] is not None and ctx["has_ratings"] else [None]
 
 
+BLEND_PARTS = ("ease", "mult_vae", "recent_popularity")
+BLEND_WEIGHTS = (0.0, 0.5, 1.0)
+
+
+def _zscored(scores: np.ndarray) -> np.ndarray:
+    """Each row standardized (mean 0, standard deviation 1), so that models on other scales can be added."""
+    scores = np.asarray(scores, np.float64)
+    return (scores - scores.mean(axis=1, keepdims=True)) / (scores.std(axis=1, keepdims=True) + 1e-9)
+
+
+class _Blend:
+    """A weighted sum of fitted baselines' per-user z-scored scores. `memo` keeps each part's z-scores of a
+    split, shared by every point of the weight grid (up to MEMO_ENTRIES scores in all)."""
+
+    MEMO_ENTRIES = 200_000_000
+
+    def __init__(self, parts: dict, weights: dict, memo: dict):
+        self.parts, self.weights, self.memo = parts, weights, memo
+
+    def _part(self, name: str, split: ColdSplit) -> np.ndarray:
+        key = (name, id(split))
+        if key in self.memo:
+            return self.memo[key][1]
+        z = _zscored(self.parts[name].scores(split)).astype(np.float32)
+        if sum(v[1].size for v in self.memo.values()) + z.size <= self.MEMO_ENTRIES:
+            self.memo[key] = (split, z)  # the split is kept too, so that its id is not reused
+        return z
+
+    def scores(self, split: ColdSplit) -> np.ndarray:
+        total = np.zeros((split.n_cold, split.cold_support.n_items), np.float32)  # all weights 0: no order
+        for name in self.parts:
+            if self.weights.get(name, 0.0):
+                total += self.weights[name] * self._part(name, split)
+        return total
+
+
+def _blend_fit(warm, ctx, **weights):
+    """The blend reference line: EASE, Mult-VAE and time-aware popularity (where the log has timestamps),
+    each with the hyperparameters its own cell chose on the validation users (ctx['chosen']), fitted once
+    per warm log and shared by every point of the weight grid."""
+    fits = ctx.setdefault("blend_fits", {})
+    key = _fingerprint(warm)
+    if key not in fits:
+        parts = {}
+        for name in _blend_parts(ctx):
+            parts[name] = SYSTEMS[name].fit(warm, ctx, **ctx.get("chosen", {}).get(name, _first_point(name, ctx)))
+        fits[key] = (parts, {})
+    parts, memo = fits[key]
+    return _Blend(parts, weights, memo)
+
+
+def _blend_parts(ctx) -> tuple[str, ...]:
+    return tuple(n for n in BLEND_PARTS if ctx.get("has_timestamps", True) or not SYSTEMS[n].needs_timestamps)
+
+
+def _first_point(name: str, ctx) -> dict:
+    return _grid_points(SYSTEMS[name].grid(ctx))[0]
+
+
+def _blend_grid(ctx) -> dict[str, list]:
+    return {name: list(BLEND_WEIGHTS) for name in _blend_parts(ctx)}
+
+
 SYSTEMS: dict[str, System] = {s.name: s for s in [
     System("popularity", "baseline", False, _baseline(baselines.Popularity),
            lambda ctx: {"threshold": _rated(ctx)}, doc="warm interaction counts (or counts of relevant ones)"),
@@ -193,10 +256,12 @@ SYSTEMS: dict[str, System] = {s.name: s for s in [
     System("item_knn", "baseline", False, _baseline(baselines.ItemKNN),
            lambda ctx: {"neighbors": [50, 200, 1000, 5000], "shrink": [1.0, 10.0, 100.0, 500.0]}, doc="item-kNN, cosine"),
     System("mult_vae", "baseline", False,
-           lambda warm, ctx, **p: _Baseline(baselines.MultVAE(max_seconds=ctx["budget_seconds"] or 60.0,
+           lambda warm, ctx, **p: _Baseline(baselines.MultVAE(max_seconds=ctx["budget_seconds"] or None,
                                                               **p).fit(warm)),
            lambda ctx: {"input_items": [(1, 5), (1, 20), (1, 50)], "anneal_steps": [500]},
            doc="Mult-VAE (Liang et al. 2018), trained on few-item inputs, encoder fold-in"),
+    System("blend", "reference", False, _blend_fit, _blend_grid,
+           doc="z-scored EASE + Mult-VAE + time-aware popularity, weights tuned on the validation users"),
     System("recmaml_maml", "recmaml", True, _meta(meta={"method": "maml"}),
            doc="second-order MAML: `recmaml fit` with the config given, served as `recommend` serves"),
     System("recmaml_fomaml", "recmaml", True, _meta(meta={"method": "fomaml"}), doc="first-order MAML"),
@@ -380,6 +445,7 @@ def run_system(system: System, log: Interactions, splits: _Splits, ctx: dict, fi
         record["tune_s"] = time.perf_counter() - start
         record["grid"] = tried
         record["params"] = best
+        ctx.setdefault("chosen", {})[system.name] = best  # the blend reuses its parts' choices
         start = time.perf_counter()
         # recmaml's fits depend on the warm users alone (nothing tuned on the protocol's validation users):
         # the random and temporal splits of one seed hold out the same users, so one fit serves both
@@ -472,10 +538,15 @@ def run_benchmark(log: Interactions, spec: BenchmarkSpec, out: Path, progress=No
                 continue
             splits = make_splits(log, protocol, seed, spec.ks, spec.cold_fraction)
             ctx = {"protocol": protocol, "relevant_min": relevant_min, "has_ratings": log.rating is not None,
+                   "has_timestamps": log.timestamp is not None,
                    "budget_seconds": spec.budget_seconds, "config": spec.config, "grid": spec.grid,
                    "threads": torch.get_num_threads(),  # implicit's ALS: as many threads as torch
                    "shared_fits": shared_fits}
             fitted_cache: dict = {}
+            for name in systems:  # finished cells' choices, for the blend of a resumed run
+                path = cell_path(out, spec.name, protocol, seed, name)
+                if name not in todo and path.is_file():
+                    ctx.setdefault("chosen", {})[name] = json.loads(path.read_text(encoding="utf-8")).get("params") or {}
             # a derived system needs its source's fit: refit the source when only the derived cell is missing
             needed = [s for s in systems if s in todo or any(SYSTEMS[t].derived_from == s for t in todo)]
             for name in needed:

@@ -269,6 +269,18 @@ class _UnknownItems:
                         len(self.ids[what]))
 
 
+def _check_file(path, flag: str) -> None:
+    """Fail before any work when an output FILE (evaluate's JSON) cannot be written: a folder has its name,
+    or its folder is missing or read-only. An existing file is replaced."""
+    path = Path(path)
+    if path.is_dir():
+        raise RecMamlError(f"{flag} {path}: is a folder; name the JSON file to write, e.g. {path / 'metrics.json'}")
+    if not path.parent.is_dir():
+        raise RecMamlError(f"{flag} {path}: folder {str(path.parent)!r} does not exist; create it first")
+    if not os.access(path.parent, os.W_OK):
+        raise RecMamlError(f"{flag} {path}: not writable; choose another folder")
+
+
 def _check_folder(path, flag: str) -> None:
     """Fail before any work when an output FOLDER (a model, the quickstart's) cannot be made: its parent is
     missing or read-only, or a file has its name."""
@@ -498,7 +510,7 @@ def cmd_evaluate(args) -> None:
 
     _check_sizes(args)
     if args.out:
-        _check_folder(args.out, "--out")
+        _check_file(args.out, "--out")
     rec = _load_model(args)
     history, heldout = _read(args.history, args), _read(args.heldout, args)
     if args.user_features:

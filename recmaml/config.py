@@ -64,10 +64,10 @@ class ModelConfig:
     time_prior: bool = False
     """Add the warm log's popularity in a window before each user's time (its latest interaction shown,
     standardized log counts of the items rated at least tasks.positive_threshold) to the scores, with a
-    meta-learned weight: what was popular when a user arrived. Off by default: on ml-latest-small (seed 0)
-    it gained 0.9% on first interactions and lost 0.7% on samples, and a model with it serves on the
-    slower general path (benchmarks/EXPERIMENTS.md); adapting its weight per user (meta.adapt naming
-    time_scale) lost 12-15%. Needs
+    meta-learned weight: what was popular when a user arrived. Off by default until it is measured on
+    more seeds and logs: on ml-latest-small (seed 0) it gained 2.7-3.9% at one item shown and -0.3 to
+    +1.1% at five, and a model with it serves on the slower general path (benchmarks/EXPERIMENTS.md);
+    adapting its weight per user (meta.adapt naming time_scale) lost 12-15%. Needs
     timestamps (fit turns it off on a log without them, and for the rating objective); the model carries
     the counts it needs."""
     time_window_days: float = 1095.0

@@ -183,6 +183,10 @@ class MetaRecommender:
             history = meta_train(model, warm, config, user_feats, checkpoint=checkpoint,
                                  progress=epoch_progress(bar) if bar is not None else (progress or None))
             if bar is not None:
+                if len(history.epochs) < bar.total:  # stopped early: close the bar at the stop, not short of it
+                    bar.total = len(history.epochs)
+                    bar.set_description(f"{what} stopped ({history.stopped})")
+                    bar.refresh()
                 bar.write(f"{what} {history.summary()}", file=bar.fp)
         model.eval()
         return history

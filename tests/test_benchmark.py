@@ -348,3 +348,22 @@ def test_one_recmaml_fit_serves_both_protocols_of_a_seed(log, tmp_path, tiny_con
     cells = {c["protocol"]: c for c in read_cells(tmp_path)}
     assert len(fits) == 1 and cells["temporal"].get("fit_shared") and not cells["random"].get("fit_shared")
     assert cells["random"]["per_k"]["3"]["ndcg@20"] != cells["temporal"]["per_k"]["3"]["ndcg@20"]
+
+
+def test_the_blend_reuses_its_parts_choices_and_is_a_reference_line_not_a_baseline(log, tmp_path, tiny_config):
+    from recmaml.report import summarize
+
+    spec = BenchmarkSpec(name="planted", protocols=("random",), ks=(3,), seeds=(0,),
+                         systems=("popularity", "ease", "mult_vae", "recent_popularity", "blend", "recmaml_maml"), budget_seconds=5,
+                         config=tiny_config)
+    run_benchmark(log, spec, tmp_path)
+    cells = {c["system"]: c for c in read_cells(tmp_path)}
+    blend = cells["blend"]
+    assert blend["family"] == "reference" and set(blend["params"]) == {"ease", "mult_vae", "recent_popularity"}
+    assert any(blend["params"].values())  # some part weighs: the all-zero point orders nothing
+    best = max(g["validation"] for g in blend["grid"])
+    assert math.isclose(max(g["validation"] for g in blend["grid"] if g["params"] == blend["params"]), best)
+    comparison = summarize(read_cells(tmp_path))["planted"]["random"]["comparison"]["3"]["ndcg@20"]
+    assert comparison["baseline"] != "blend" and comparison["reference"] == "blend"
+    assert math.isclose(comparison["reference_ratio"],
+                        cells["recmaml_maml"]["per_k"]["3"]["ndcg@20"] / blend["per_k"]["3"]["ndcg@20"], rel_tol=1e-3)

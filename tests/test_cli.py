@@ -392,6 +392,9 @@ def test_evaluate_derives_the_relevant_rating_from_the_logs_scale(model_dir, fil
     assert json.loads((tmp_path / "m.json").read_text())["users"] == 2
     assert main([*args, "--threshold", "4", "--out", str(tmp_path / "m4.json")]) == 0
     assert json.loads((tmp_path / "m4.json").read_text())["users"] == 1  # the flag still wins
+    assert main([*args, "--out", str(tmp_path / "m4.json")]) == 0  # an earlier metrics file is replaced
+    assert json.loads((tmp_path / "m4.json").read_text())["users"] == 2
+    assert main([*args, "--out", str(tmp_path)]) == 2 and "is a folder" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("out", ["out.xlsx", "out"])

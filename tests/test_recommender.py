@@ -291,3 +291,13 @@ def test_item_knn_term_is_learned_saved_and_ranks_the_support_neighbours(taste_l
     rec.save(tmp_path / "knn")
     np.testing.assert_allclose(MetaRecommender.load(tmp_path / "knn").score(cold_history()), rec.score(cold_history()),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_an_early_stop_closes_the_api_progress_bar_at_the_stop(taste_log, tiny_config, capsys):
+    config = tiny_config.replace(meta={"epochs": 300, "patience": 1, "ema": 0.0}, model={"sample_weights": False})
+    rec = MetaRecommender(config).fit(taste_log, progress=True)
+    err = capsys.readouterr().err
+    assert len(rec.history.epochs) < 300 and rec.history.stopped == "early stopping"
+    done = len(rec.history.epochs)
+    last = [line for line in err.replace("\r", "\n").splitlines() if "stopped (early stopping)" in line][-1]
+    assert f"{done}/{done}" in last and "100%" in last, last

@@ -24,7 +24,8 @@ def _threads_per_epoch(config, log_) -> list[int]:
 
 def test_a_fit_trains_on_the_configured_threads_and_restores_torchs(taste_log, tiny_config):
     before = torch.get_num_threads()
-    assert _threads_per_epoch(tiny_config.replace(meta={"epochs": 2, "threads": 3}), taste_log) == [3, 3]
+    # both weight sets (the main ones and the sample weights: 2 epochs each) train on the configured threads
+    assert _threads_per_epoch(tiny_config.replace(meta={"epochs": 2, "threads": 3}), taste_log) == [3] * 4
     assert torch.get_num_threads() == before
 
 
@@ -37,7 +38,7 @@ def test_auto_training_threads_leave_the_busy_cores_and_say_so(taste_log, tiny_c
     try:
         with caplog.at_level(logging.INFO, logger="recmaml"):
             seen = _threads_per_epoch(tiny_config.replace(meta={"epochs": 2}), taste_log)  # meta.threads 'auto'
-        assert seen == [1, 1] and torch.get_num_threads() == 4
+        assert seen == [1] * 4 and torch.get_num_threads() == 4
     finally:
         torch.set_num_threads(before)
     assert "meta-training on 1 torch thread: other processes are running" in caplog.text
