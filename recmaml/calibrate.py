@@ -5,8 +5,8 @@ the model (serve.first_scales, serve.sample_scales), so that what the benchmark 
 One inner step suits the support sizes a model was trained on as a whole, not each of them: one item is
 too little evidence for a full step (it can score below not adapting at all), twenty may want a longer
 one. So for every support-size bucket (config.SIZE_BUCKETS) and history kind, the multiplier of the inner
-learning rate is picked from config.SCALE_GRID by validation nDCG@20 of the served model, 0 (no step)
-unless a step beats it.
+learning rate is picked from config.SCALE_GRID by validation nDCG@20 of the served model (minus the MAE of
+a rating model), 0 (no step) unless a step beats it.
 """
 
 from __future__ import annotations
@@ -30,11 +30,16 @@ MIN_USERS = 20  # fewer users with that many interactions: the bucket takes the 
 
 
 def _ndcg(rec, batch: TaskBatch, scale: float, k: int = 20) -> float:
-    """Validation nDCG@k of `rec` serving the batch's users (their support, then the catalog) with every
-    per-size scale set to `scale`."""
+    """What a serving scale is judged by, higher is better: validation nDCG@k of `rec` serving the batch's
+    users (their support, then the catalog) with every per-size scale set to `scale`; for a rating model,
+    minus the MAE of its predicted ratings of the users' query items (what the MeLU protocol reports)."""
     support = batch.support()
     served = rec.with_scales((scale,) * len(SIZE_BUCKETS))
     with torch.no_grad():
+        if rec.config.model.objective == "rating":
+            predicted = served._scores(support, batch.query_items)
+            keep = batch.query_mask > 0
+            return -float((predicted[keep] - batch.query_ratings[keep]).abs().mean())
         scores = served._scores(support)
         items, _ = top_k(exclude_items(scores, support.items, support.mask), k)
     per_user = ranking_metrics(items.cpu().numpy(), batch.query_items.cpu().numpy(), batch.query_mask.cpu().numpy(), k)
