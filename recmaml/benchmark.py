@@ -543,7 +543,7 @@ def run_benchmark(log: Interactions, spec: BenchmarkSpec, out: Path, progress=No
                    "threads": torch.get_num_threads(),  # implicit's ALS: as many threads as torch
                    "shared_fits": shared_fits}
             fitted_cache: dict = {}
-            for name in systems:  # finished cells' choices, for the blend of a resumed run
+            for name in SYSTEMS:  # finished cells' choices, for the blend (its parts may be another run's cells)
                 path = cell_path(out, spec.name, protocol, seed, name)
                 if name not in todo and path.is_file():
                     ctx.setdefault("chosen", {})[name] = json.loads(path.read_text(encoding="utf-8")).get("params") or {}

@@ -367,3 +367,27 @@ def test_the_blend_reuses_its_parts_choices_and_is_a_reference_line_not_a_baseli
     assert comparison["baseline"] != "blend" and comparison["reference"] == "blend"
     assert math.isclose(comparison["reference_ratio"],
                         cells["recmaml_maml"]["per_k"]["3"]["ndcg@20"] / blend["per_k"]["3"]["ndcg@20"], rel_tol=1e-3)
+
+
+def test_a_blend_run_alone_takes_its_parts_choices_from_their_finished_cells(log, tmp_path, tiny_config):
+    spec = BenchmarkSpec(name="planted", protocols=("random",), ks=(3,), seeds=(0,), systems=("ease",), config=tiny_config)
+    run_benchmark(log, spec, tmp_path)
+    ease = read_cells(tmp_path)[0]
+    ease["params"] = {"lam": 12345.0}  # a choice the grid's first point is not
+    (tmp_path / "cells/planted/random/seed0/ease.json").write_text(json.dumps(ease))
+    chosen = {}
+    original = SYSTEMS["ease"].fit
+
+    def spy(warm, ctx, **params):
+        chosen.update(params)
+        return original(warm, ctx, **params)
+
+    import dataclasses
+    import recmaml.benchmark as benchmark
+
+    benchmark.SYSTEMS["ease"] = dataclasses.replace(SYSTEMS["ease"], fit=spy)
+    try:
+        run_benchmark(log, dataclasses.replace(spec, systems=("blend",)), tmp_path)
+    finally:
+        benchmark.SYSTEMS["ease"] = dataclasses.replace(SYSTEMS["ease"], fit=original)
+    assert chosen == {"lam": 12345.0}
