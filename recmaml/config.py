@@ -12,8 +12,10 @@ The defaults are the recipe the benchmark chose over all four shared logs, not M
 rates, meta-batch, support sizes and EMA (benchmarks/recipes/tuned-ml-100k/best.toml); mixed support orders
 were kept because they serve users who show their first interactions without losing much on random ones;
 ALS item factors, a set encoder of the support and zero-shot tasks were each kept for what they measured.
-Settings that depend on the log (the positive threshold; the epochs and patience, from its number of users)
-are derived at fit by `recmaml.recommender.resolve_for_log` and saved in the model's resolved config.
+Settings that depend on the log (the positive threshold; the epochs and patience, from its number of users;
+the history kind served by default; whether the time prior applies) are derived at fit by
+`recmaml.recommender.resolve_for_log`, and the serving scales per support size are chosen at the end of
+fit on its validation users (`recmaml.calibrate`); all are saved in the model's resolved config.
 """
 
 from __future__ import annotations
