@@ -178,6 +178,12 @@ class _LazyBar:
         """MetaRecommender.fit's progress callback: the meta-loss and the validation figure by name."""
         from recmaml.recommender import epoch_progress
 
+        if self.bar is not None and epoch <= self.bar.n - self.kwargs.get("initial", 0) and epoch == 1:
+            # the next set of weights starts (model.sample_weights): the first bar ends where it stopped
+            self.bar.set_description(f"{self.kwargs.get('desc', 'meta-training')} ended at epoch {self.bar.n}")
+            self.bar.total = self.bar.n
+            self.bar.close()
+            self.bar, self.kwargs = None, {**self.kwargs, "desc": "sample weights", "initial": 0}
         if self.bar is None and epoch > 1:  # a resumed fit: its first epoch here follows the checkpoint's,
             self.kwargs["initial"] = epoch - 1  # which count in the position but not in the rate
         epoch_progress(self._opened())(epoch, record)
@@ -185,9 +191,10 @@ class _LazyBar:
     def stopped(self, why: str) -> None:
         """Close the bar where training stopped, saying why (TrainHistory.stopped): stopped short of its
         total by early stopping or the time budget, a bar left at 96/300 reads as a crash."""
-        if self.bar is None or why == "epochs":
+        if self.bar is None or why == "epochs" or self.bar.n >= (self.bar.total or 0):
             return
-        self.bar.set_description(f"meta-training stopped ({why}) at epoch {self.bar.n} of {self.bar.total}")
+        what = self.kwargs.get("desc", "meta-training")
+        self.bar.set_description(f"{what} stopped ({why}) at epoch {self.bar.n} of {self.bar.total}")
         self.bar.total = self.bar.n
         self.bar.close()
 
@@ -348,7 +355,7 @@ def cmd_fit(args) -> None:
     try:
         with _LazyBar(args, total=config.meta.epochs, unit="epoch", desc="meta-training") as bar:
             rec = MetaRecommender(config).fit(warm, progress=bar.epoch, checkpoint_dir=args.out, resume=args.resume)
-            bar.stopped(rec.history.stopped)
+            bar.stopped((rec.sample_history or rec.history).stopped)  # the last bar is the last weights'
     except (KeyboardInterrupt, _Terminated):
         if rank == 0 and resume.exists(args.out):
             log.info("the last epoch's checkpoint is kept in %s: rerun with --resume to continue", args.out)

@@ -121,7 +121,7 @@ def run(out_dir: Path, data: DataChoice, config=None, seed: int = 0, progress=No
     served = rec.with_history_kind("sample")
     results["recmaml"] = {**evaluate_ranking(metarec_scores(served, split.cold_support), split.cold_support,
                                              split.cold_query, K, THRESHOLD), "fit_s": fit_seconds,
-                          "training": rec.history.summary(), "stopped": rec.history.stopped}
+                          "training": rec.history.summary(), "stopped": (rec.sample_history or rec.history).stopped}  # the last weights trained
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model_dir, ranked_path = out_dir / "model", out_dir / "cold_users_top20.csv"

@@ -291,7 +291,12 @@ def test_an_early_stop_closes_the_bar_at_the_stop_with_the_reason(files, tmp_pat
     fit = run("fit", "--config", str(tmp_path / "stops.toml"), "--data", str(files / "warm.csv"), *COLS,
               "--out", str(tmp_path / "model"))
     assert fit.returncode == 0, fit.stderr
-    last = [line for line in fit.stderr.splitlines() if "meta-training stopped (" in line][-1]  # the bar as left
+    # the bar as left (the last weights': a log with timestamps also trains sample weights, whose bar
+    # opens after the main weights' bar has ended at its epoch)
+    lines = fit.stderr.replace("\r", "\n").splitlines()
+    if any(line.startswith("sample weights") for line in lines):
+        assert any("meta-training ended at epoch" in line for line in lines)
+    last = [line for line in lines if "stopped (early stopping) at epoch" in line][-1]
     stopped = int(last.split("stopped (early stopping) at epoch ")[1].split()[0])
     assert stopped < 300 and "of 300: 100%" in last and f"{stopped}/{stopped}" in last, last
 
@@ -469,3 +474,19 @@ def test_the_benchmarks_default_k_includes_0_as_the_readme_says():
     default = build_parser().parse_args(["benchmark", "--out", "bench"]).k
     assert default == "0,1,3,5,10,20"
     assert f"the default `--k` is {default}" in (REPO_ROOT / "README.md").read_text()
+
+
+def test_the_sample_weights_get_a_bar_of_their_own_after_the_main_weights_bar_ends(capsys):
+    import argparse
+
+    from recmaml.cli import _LazyBar
+
+    with _LazyBar(argparse.Namespace(quiet=False), total=300, unit="epoch", desc="meta-training") as bar:
+        for epoch in (1, 2, 3):  # the main weights stop after 3 epochs...
+            bar.epoch(epoch, {"train_loss": 1.0, "of": 300})
+        for epoch in (1, 2):  # ...then the sample weights train from their own first epoch
+            bar.epoch(epoch, {"train_loss": 1.0, "of": 300})
+        bar.stopped("early stopping")
+    err = capsys.readouterr().err.replace("\r", "\n")
+    assert "meta-training ended at epoch 3" in err and "3/3" in err
+    assert "sample weights stopped (early stopping) at epoch 2 of 300" in err and "2/2" in err
