@@ -85,7 +85,8 @@ class ModelConfig:
     real new user shows) or 'sample' (a random sample of them, what a random-split benchmark shows). A
     learned code of the kind feeds the user tower and a learned per-kind item bias is added to the
     scores, so that one model trained on both kinds of task serves each as a model trained for it would
-    (recommend(history_kind=...), CLI --history-kind)."""
+    (recommend(history_kind=...), CLI --history-kind). Off for a log without timestamps, whose tasks are
+    all random samples."""
     use_user_features: bool = True
     use_item_features: bool = True
     init_std: float = 0.05

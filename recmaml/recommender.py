@@ -740,6 +740,8 @@ def resolve_for_log(config: Config, warm: Interactions) -> Config:
     if config.model.time_prior and (warm.timestamp is None or config.model.objective == "rating"):
         # nothing to date the log's popularity by; and a rating is no popularity contest
         config = config.replace(model={"time_prior": False})
+    if config.model.history_kind and warm.timestamp is None:  # every task a random one: no kind to tell apart
+        config = config.replace(model={"history_kind": False})
     if config.serve.history_kind == "auto":  # a real new user shows its first interactions, when they are known
         config = config.replace(serve={"history_kind": "first" if warm.timestamp is not None else "sample"})
     if config.tasks.positive_threshold == "auto":
