@@ -23,6 +23,7 @@ from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
 from recmaml.data import Interactions
+from recmaml.errors import DataError
 
 
 def _support_csr(user_idx, item_idx, n_users: int, n_items: int, values=None) -> sp.csr_matrix:

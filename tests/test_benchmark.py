@@ -391,3 +391,11 @@ def test_a_blend_run_alone_takes_its_parts_choices_from_their_finished_cells(log
     finally:
         benchmark.SYSTEMS["ease"] = dataclasses.replace(SYSTEMS["ease"], fit=original)
     assert chosen == {"lam": 12345.0}
+
+
+def test_time_aware_popularity_on_a_log_without_timestamps_is_a_clear_error(log):
+    from recmaml.baselines import RecentPopularity
+
+    untimed = Interactions.from_ids(log.user_ids(), log.item_ids(), rating=log.rating)
+    with pytest.raises(DataError, match="needs timestamps"):
+        RecentPopularity().fit(untimed)
