@@ -4,22 +4,16 @@
 # candidate on the same splits with the same budget, as `recmaml fit` ships them (serving scales chosen by
 # fit). Cells go to OUT/<candidate>/cells/...; finished cells are kept, so running it again resumes.
 #     bash benchmarks/recipes/history/run.sh OUT "ml-100k ml-latest-small filmtrust" "0 1 2" [CANDIDATES]
-set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
+RECIPES="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$RECIPES/../probe.sh"
 OUT="$1"; DATASETS="$2"; SEEDS="$3"; CANDIDATES="${4:-defaults random temporal}"
-DATA="${RECMAML_SHARED_DATA:-$ROOT/../shared/data}"
-export OPENBLAS_NUM_THREADS=1
-path_of() { case "$1" in ml-100k|ml-latest-small) echo "$DATA/movielens/$1";; *) echo "$DATA/$1";; esac; }
 # a specialized model is measured on the protocol it is specialized for
 protocols_of() { case "$1:$2" in filmtrust:*|*:random) echo random;; *:temporal) echo temporal;; *) echo random,temporal;; esac; }
 for seed in $SEEDS; do
   for data in $DATASETS; do
     for cand in $CANDIDATES; do
       if [ "$data:$cand" = filmtrust:temporal ]; then continue; fi  # no timestamps: nothing to specialize for
-      config=(); [ "$cand" = defaults ] || config=(--config "$ROOT/benchmarks/recipes/history/$cand.toml")
-      "$ROOT/.venv/bin/recmaml" benchmark --data "$(path_of "$data")" --name "$data" --protocol "$(protocols_of "$data" "$cand")" \
-          --k 0,1,3,5,10,20 --seeds "$seed" --systems recmaml_maml --budget-seconds 600 --threads 1 \
-          "${config[@]}" --out "$OUT/$cand" --quiet || echo "failed: $data $cand seed $seed" >&2
+      probe "$OUT" "$cand" "$data" "$seed" "$(protocols_of "$data" "$cand")" 600
     done
   done
 done
