@@ -82,7 +82,12 @@ def test_sigterm_and_sigint_exit_with_a_message_and_leave_nothing(tiny_model_dir
     assert _start(tiny_model_dir, long_history, tmp_path / "whole.parquet", tmp_path).wait(timeout=300) == 0
     whole = time.perf_counter() - start
     proc = _start(tiny_model_dir, long_history, out, tmp_path)
-    time.sleep(0.7 * whole)  # in the serving, past the imports and the partitioning
+    # signal once the output's temporary file exists: then the run is serving, past the imports and the
+    # partitioning. A fixed fraction of the first run's time was not enough: on a loaded machine it once
+    # landed in the interpreter's own shutdown, where Python has restored the default handlers.
+    deadline = time.perf_counter() + 2 * whole + 60
+    while not list(out.parent.glob(f".{out.name}.*")) and proc.poll() is None and time.perf_counter() < deadline:
+        time.sleep(0.01)
     if proc.poll() is not None:
         pytest.skip("the run ended before the signal; nothing to interrupt")
     proc.send_signal(signum)
