@@ -1,12 +1,17 @@
-"""fit's last step: how far serving moves a cold user, chosen on fit's own validation users and saved in
-the model (serve.first_scales, serve.sample_scales), so that what the benchmark measures is what
-`recmaml fit` ships.
+"""fit's last step: the serving choices worth making on validation users, made by fit on its own
+validation users and saved in the model, so that what the benchmark measures is what `recmaml fit` ships.
 
-One inner step suits the support sizes a model was trained on as a whole, not each of them: one item is
-too little evidence for a full step (it can score below not adapting at all), twenty may want a longer
-one. So for every support-size bucket (config.SIZE_BUCKETS) and history kind, the multiplier of the inner
-learning rate is picked from config.SCALE_GRID by validation nDCG@20 of the served model (minus the MAE of
-a rating model), 0 (no step) unless a step beats it.
+1. How far serving moves a cold user (serve.first_scales, serve.sample_scales). One inner step suits the
+   support sizes a model was trained on as a whole, not each of them: one item is too little evidence for
+   a full step (it can score below not adapting at all), twenty may want a longer one. So for every
+   support-size bucket (config.SIZE_BUCKETS) and history kind, the multiplier of the inner learning rate
+   is picked from config.SCALE_GRID by validation nDCG@20 of the served model (minus the MAE of a rating
+   model), 0 (no step) unless a step beats it.
+2. The serving priors (recmaml.priors, implicit objective): EASE's strength (priors.EASE_LAMBDAS, by the
+   validation nDCG@20 of EASE alone on 5-item histories) and the popularity window (priors.WINDOWS_DAYS,
+   by that of the windowed popularity alone on users with no history), then, per support-size bucket
+   (config.PRIOR_BUCKETS, 0 included) and history kind, the weight of each prior beside the served
+   scorer (config.PRIOR_GRID): first EASE's, then the window's given EASE's; 0 unless a weight beats it.
 """
 
 from __future__ import annotations
@@ -17,22 +22,33 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from recmaml.config import SCALE_GRID, SIZE_BUCKETS
+from recmaml.config import PRIOR_BUCKETS, PRIOR_GRID, SCALE_GRID, SIZE_BUCKETS
 from recmaml.data import Interactions
 from recmaml.metrics import mean_metrics, ranking_metrics
+from recmaml.priors import EASE_LAMBDAS, WINDOWS_DAYS, ease_table, fit_priors, standardized
 from recmaml.rank import exclude_items, top_k
 from recmaml.tasks import TaskBatch, TaskSampler, split_users
 
 log = logging.getLogger(__name__)
 
 MAX_USERS = 2000  # validation users per (kind, size) evaluation: bounds the cost on large logs
-MIN_USERS = 20  # fewer users with that many interactions: the bucket takes the previous bucket's scale
+MIN_USERS = 20  # fewer users with that many interactions: the bucket takes the previous bucket's choice
+DEFAULT_LAMBDA = 500.0  # EASE's strength when there are no validation users to choose it
+DEFAULT_WINDOW_DAYS = 365.0  # and the popularity window's
 
 
-def _ndcg(rec, batch: TaskBatch, scale: float, k: int = 20) -> float:
-    """What a serving scale is judged by, higher is better: validation nDCG@k of `rec` serving the batch's
-    users (their support, then the catalog) with every per-size scale set to `scale`; for a rating model,
-    minus the MAE of its predicted ratings of the users' query items (what the MeLU protocol reports)."""
+def ndcg(scores: torch.Tensor, batch: TaskBatch, k: int = 20) -> float:
+    """Validation nDCG@k of catalog `scores` (B, n_items) of the batch's users, their support excluded."""
+    support = batch.support()
+    items, _ = top_k(exclude_items(scores, support.items, support.mask), k)
+    per_user = ranking_metrics(items.cpu().numpy(), batch.query_items.cpu().numpy(), batch.query_mask.cpu().numpy(), k)
+    return mean_metrics(per_user)[f"ndcg@{k}"]
+
+
+def _served_value(rec, batch: TaskBatch, scale: float) -> float:
+    """What a serving scale is judged by, higher is better: validation nDCG@20 of `rec` serving the batch's
+    users (their support, then the catalog; the scorer alone) with every per-size scale set to `scale`; for
+    a rating model, minus the MAE of its predicted ratings of the users' query items (the MeLU protocol's)."""
     support = batch.support()
     served = rec.with_scales((scale,) * len(SIZE_BUCKETS))
     with torch.no_grad():
@@ -40,50 +56,171 @@ def _ndcg(rec, batch: TaskBatch, scale: float, k: int = 20) -> float:
             predicted = served._scores(support, batch.query_items)
             keep = batch.query_mask > 0
             return -float((predicted[keep] - batch.query_ratings[keep]).abs().mean())
-        scores = served._scores(support)
-        items, _ = top_k(exclude_items(scores, support.items, support.mask), k)
-    per_user = ranking_metrics(items.cpu().numpy(), batch.query_items.cpu().numpy(), batch.query_mask.cpu().numpy(), k)
-    return mean_metrics(per_user)[f"ndcg@{k}"]
+        return ndcg(served._model_scores(support), batch)
 
 
-def _best_scale(rec, batch: TaskBatch) -> tuple[float, dict]:
-    """The scale of SCALE_GRID with the best validation nDCG@20 (0, no step, unless one beats it)."""
-    values = {scale: _ndcg(rec, batch, scale) for scale in SCALE_GRID}
-    best = max(SCALE_GRID, key=lambda s: (values[s] if np.isfinite(values[s]) else -np.inf, -s))
-    return best, values
+def _best(values: dict) -> float:
+    """The key with the highest finite value; ties go to the smallest key (0: nothing added)."""
+    return max(values, key=lambda key: (values[key] if np.isfinite(values[key]) else -np.inf, -key))
 
 
-def choose_scales(rec, warm: Interactions, user_feats: dict[str, torch.Tensor]) -> dict:
-    """serve.first_scales and serve.sample_scales for the fitted `rec`, measured on the validation users
-    that meta-training held out (the same users, split with the same seed). Returns the [serve] fields
-    to set; both stay one rate for every size (1.0) when there are no validation users. A log without
-    timestamps has no 'first' histories to measure: the 'sample' scales serve both."""
-    cfg = rec.config
-    _, val_users = split_users(warm, cfg.tasks.validation_users, cfg.meta.seed)
-    if len(val_users) == 0:
-        ones = (1.0,) * len(SIZE_BUCKETS)
-        return {"first_scales": ones, "sample_scales": ones}
-    rng = np.random.default_rng(cfg.meta.seed + 2)
-    counts = np.bincount(warm.user_idx, minlength=warm.n_users)
+class _ValidationTasks:
+    """The validation users' tasks per (history kind, support size), built once and shared by every choice.
+    A size's users are those with more interactions than it (so each keeps a query), at most MAX_USERS."""
+
+    def __init__(self, rec, warm: Interactions, val_users: np.ndarray, user_feats: dict[str, torch.Tensor]):
+        cfg = rec.config
+        self.rec, self.warm, self.val_users = rec, warm, val_users
+        self.counts = np.bincount(warm.user_idx, minlength=warm.n_users)
+        self.samplers = {}
+        for kind, order in (("sample", "random"), ("first", "temporal")):
+            if order == "temporal" and warm.timestamp is None:
+                continue  # no 'first' histories to measure: the 'sample' choices serve both
+            tasks_cfg = replace(cfg.tasks, order=order, query_max=10**9)
+            self.samplers[kind] = TaskSampler(warm, val_users, tasks_cfg, user_feats, seed=cfg.meta.seed + 2)
+        self._cache = {}
+
+    @property
+    def kinds(self) -> list[str]:
+        return list(self.samplers)
+
+    def batch(self, kind: str, size: int) -> TaskBatch | None:
+        if (kind, size) not in self._cache:
+            users = self.val_users[self.counts[self.val_users] > size]
+            if len(users) > MAX_USERS:
+                rng = np.random.default_rng(self.rec.config.meta.seed + 2 + size)
+                users = np.sort(rng.choice(users, MAX_USERS, replace=False))
+            batch = None
+            if len(users) >= MIN_USERS:
+                batch = self.samplers[kind].tasks(users, support_size=size).to(self.rec.device)
+            self._cache[(kind, size)] = batch
+        return self._cache[(kind, size)]
+
+
+def choose_scales(rec, tasks: _ValidationTasks) -> dict:
+    """serve.first_scales and serve.sample_scales (see the module docstring)."""
     chosen = {}
-    for kind, order in (("sample", "random"), ("first", "temporal")):
-        if order == "temporal" and warm.timestamp is None:
-            chosen["first"] = chosen["sample"]
-            continue
-        tasks_cfg = replace(cfg.tasks, order=order, query_max=10**9)
-        sampler = TaskSampler(warm, val_users, tasks_cfg, user_feats, seed=cfg.meta.seed + 2)
+    for kind in tasks.kinds:
         served = rec.with_history_kind(kind)
         scales = []
         for size in SIZE_BUCKETS:
-            users = val_users[counts[val_users] > size]
-            if len(users) > MAX_USERS:
-                users = np.sort(rng.choice(users, MAX_USERS, replace=False))
-            if len(users) < MIN_USERS:
+            batch = tasks.batch(kind, size)
+            if batch is None:
                 scales.append(scales[-1] if scales else 1.0)
                 continue
-            batch = sampler.tasks(users, support_size=size).to(rec.device)
-            best, values = _best_scale(served, batch)
-            log.debug("serving scale, %s histories of %d items: %s -> %s", kind, size, values, best)
-            scales.append(best)
+            values = {scale: _served_value(served, batch, scale) for scale in SCALE_GRID}
+            log.debug("serving scale, %s histories of %d items: %s", kind, size, values)
+            scales.append(_best(values))
         chosen[kind] = tuple(scales)
+    chosen.setdefault("first", chosen["sample"])
     return {"first_scales": chosen["first"], "sample_scales": chosen["sample"]}
+
+
+def fit_calibrated_priors(rec, warm: Interactions, tasks: _ValidationTasks | None):
+    """The serving priors of `rec`'s warm log, with EASE's strength and the popularity window chosen on the
+    validation users (the defaults without them)."""
+    threshold = rec.config.tasks.positive_threshold
+    if tasks is None:
+        priors = fit_priors(warm, threshold, DEFAULT_LAMBDA).to(rec.device)
+        return priors.with_window(DEFAULT_WINDOW_DAYS) if priors.has_time else priors
+    kind = "first" if "first" in tasks.kinds else "sample"
+    priors = None
+    batch = tasks.batch(kind, 5) or tasks.batch(kind, 1)
+    values = {}
+    for lam in EASE_LAMBDAS:
+        if priors is None:
+            priors = fit_priors(warm, threshold, lam).to(rec.device)
+        else:
+            priors.set_ease(*ease_table(warm, threshold, lam), lam)
+        if batch is None:
+            break
+        support = batch.support()
+        values[lam] = ndcg(priors.ease(support.items, _liked(support, threshold)), batch)
+    if values:
+        lam = _best(values)
+        log.debug("serving priors, EASE strength: %s -> %s", values, lam)
+        if lam != EASE_LAMBDAS[-1]:
+            priors.set_ease(*ease_table(warm, threshold, lam), lam)
+    if priors.has_time:
+        batch = tasks.batch(kind, 0)
+        windows = {}
+        for days in WINDOWS_DAYS if batch is not None else ():
+            windows[days] = ndcg(priors.with_window(days).recent(batch.support().user_feats["time"]), batch)
+        days = _best(windows) if windows else DEFAULT_WINDOW_DAYS
+        log.debug("serving priors, popularity window: %s -> %s days", windows, days)
+        priors.with_window(days)
+    return priors
+
+
+def _liked(support, threshold: float | None) -> torch.Tensor:
+    """The support mask less the items rated below the positive threshold (a missing rating, NaN, is liked)."""
+    if threshold is None:
+        return support.mask
+    return support.mask * (~(support.ratings < threshold)).to(support.mask.dtype)
+
+
+def choose_prior_weights(rec, tasks: _ValidationTasks) -> dict:
+    """serve.{first,sample}_{ease,recent}_weights for `rec` (its scales chosen, its priors fitted)."""
+    chosen = {}
+    for kind in tasks.kinds:
+        served = rec.with_history_kind(kind)
+        ease_w, recent_w = [], []
+        for size in PRIOR_BUCKETS:
+            batch = tasks.batch(kind, size)
+            if batch is None:
+                ease_w.append(ease_w[-1] if ease_w else 0.0)
+                recent_w.append(recent_w[-1] if recent_w else 0.0)
+                continue
+            e, r = _best_weights(served, batch)
+            ease_w.append(e)
+            recent_w.append(r)
+        chosen[kind] = (tuple(ease_w), tuple(recent_w))
+    chosen.setdefault("first", chosen["sample"])
+    return {"first_ease_weights": chosen["first"][0], "first_recent_weights": chosen["first"][1],
+            "sample_ease_weights": chosen["sample"][0], "sample_recent_weights": chosen["sample"][1]}
+
+
+def _best_weights(served, batch: TaskBatch) -> tuple[float, float]:
+    """(EASE weight, popularity weight) for one bucket: EASE's best with no popularity, then popularity's."""
+    support = batch.support()
+    priors = served.priors
+    with torch.no_grad():
+        base = standardized(served._model_scores(support))
+        ease = priors.ease(support.items, _liked(support, served.config.tasks.positive_threshold))
+        values = {w: ndcg(base + w * ease, batch) for w in PRIOR_GRID} if len(support) else {0.0: 0.0}
+        ease_w = _best(values) if bool(support.mask.any()) else 0.0  # no history: EASE has nothing to say
+        base = base + ease_w * ease
+        recent_w = 0.0
+        if priors.has_time:
+            recent = priors.recent(support.user_feats["time"])
+            values = {w: ndcg(base + w * recent, batch) for w in PRIOR_GRID}
+            recent_w = _best(values)
+    log.debug("serving priors, %d-item histories: EASE %s, popularity %s", int(support.mask.sum(1).max()),
+              ease_w, recent_w)
+    return ease_w, recent_w
+
+
+def calibrate(rec, warm: Interactions, user_feats: dict[str, torch.Tensor]) -> dict:
+    """Every serving choice of fit for the fitted `rec` (the module docstring), measured on the validation
+    users that meta-training held out (the same users, split with the same seed): sets rec.priors and
+    returns the [serve] fields left 'auto' to set. Without validation users the scales stay one rate for
+    every size (1.0) and the priors' weights 0."""
+    cfg = rec.config
+    _, val_users = split_users(warm, cfg.tasks.validation_users, cfg.meta.seed)
+    tasks = _ValidationTasks(rec, warm, val_users, user_feats) if len(val_users) else None
+    fields = {}
+    if tasks is None:
+        fields.update(first_scales=(1.0,) * len(SIZE_BUCKETS), sample_scales=(1.0,) * len(SIZE_BUCKETS))
+    else:
+        fields.update(choose_scales(rec, tasks))
+    rec.config = cfg.replace(serve={k: v for k, v in fields.items() if getattr(cfg.serve, k) == "auto"})
+    rec.priors = None
+    if cfg.serve.priors and cfg.model.objective == "implicit":
+        rec.priors = fit_calibrated_priors(rec, warm, tasks)
+        zeros = (0.0,) * len(PRIOR_BUCKETS)
+        weights = dict.fromkeys(("first_ease_weights", "first_recent_weights", "sample_ease_weights",
+                                 "sample_recent_weights"), zeros)
+        if tasks is not None:
+            weights = choose_prior_weights(rec, tasks)
+        fields.update(weights)
+    return {k: v for k, v in fields.items() if getattr(cfg.serve, k) == "auto"}

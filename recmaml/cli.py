@@ -322,7 +322,7 @@ def _load_model(args):
     if threads is not None:
         rec.config = rec.config.replace(serve={"threads": threads})
     _resolve_columns(args, rec)
-    return rec.with_history_kind(getattr(args, "history_kind", None))
+    return rec.with_history_kind(getattr(args, "history_kind", None)).arriving_at(getattr(args, "at", None))
 
 
 def cmd_fit(args) -> None:
@@ -695,6 +695,10 @@ _HISTORY_KIND_HELP = ("what the users' rows are: 'first' (their earliest interac
                       "for a model fitted on a log with timestamps")
 
 
+_AT_HELP = ("when the users arrive, for those whose history has no timestamp (e.g. no rows at all): Unix seconds or "
+            "an ISO date such as 2024-03-01; it picks what was popular then (default: the end of the warm log)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="recmaml", description="Meta-learned cold-start recommendation: adapt to each new user's few "
@@ -757,6 +761,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--candidates-table", help="table to read when --candidates is an SQL URI")
     rec.add_argument("--include-seen", action="store_true", help="allow items of a user's history in its list")
     rec.add_argument("--history-kind", choices=["first", "sample"], default=None, help=_HISTORY_KIND_HELP)
+    rec.add_argument("--at", default=None, help=_AT_HELP)
     rec.add_argument("--batch-size", type=int, default=None, help="cold users adapted together (default 4096)")
     rec.add_argument("--chunk-rows", type=int, default=2_000_000,
                      help="history rows held in memory at once (default 2,000,000); larger histories are "

@@ -190,6 +190,21 @@ class ServeConfig:
     beats not adapting) and records them, so one item moves a user less than twenty do."""
     sample_scales: tuple[float, ...] | str = "auto"
     """The same for 'sample' histories."""
+    priors: bool = True
+    """Add the serving priors to the scorer's scores (recmaml.priors): the support's EASE scores and, on a
+    log with timestamps, what was popular when the user arrived, each with a weight per support size and
+    history kind that fit chooses on its validation users (0 where it does not help). Implicit objective
+    only (a rating model predicts ratings, not ranks)."""
+    first_ease_weights: tuple[float, ...] | str = "auto"
+    """Per support size (PRIOR_BUCKETS: 0, 1, 2, 3-4, 5-9, 10-19, 20 or more items), the weight of the
+    support's standardized EASE scores beside the scorer's standardized scores, for 'first' histories.
+    'auto': fit chooses each from PRIOR_GRID on its validation users and records them."""
+    first_recent_weights: tuple[float, ...] | str = "auto"
+    """The same for the time-aware popularity at the user's time ('first' histories)."""
+    sample_ease_weights: tuple[float, ...] | str = "auto"
+    """serve.first_ease_weights for 'sample' histories."""
+    sample_recent_weights: tuple[float, ...] | str = "auto"
+    """serve.first_recent_weights for 'sample' histories."""
 
 
 SIZE_BUCKETS = (1, 2, 3, 5, 10, 20)
@@ -197,6 +212,13 @@ SIZE_BUCKETS = (1, 2, 3, 5, 10, 20)
 SCALE_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 """The inner learning rate multipliers fit tries per support size and history kind."""
 HISTORY_KINDS = ("first", "sample")
+PRIOR_BUCKETS = (0, *SIZE_BUCKETS)
+"""Lower bounds of the support-size buckets of the serving priors' weights (size 0 included: a user with
+no history is ranked by the priors and the meta-learned start)."""
+PRIOR_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 16.0)
+"""The weights fit tries for each serving prior, per support size and history kind (16: the prior alone,
+all but breaking its ties by the scorer)."""
+PRIOR_WEIGHT_FIELDS = ("first_ease_weights", "first_recent_weights", "sample_ease_weights", "sample_recent_weights")
 
 
 @dataclass(frozen=True)
@@ -332,13 +354,10 @@ def _check_ranges(cfg: Config) -> list[str]:
             problems.append(f"{name} = {threads!r}; use a whole number >= 1 or 'auto'")
     if not cfg.serve.inner_lr_scale > 0:
         problems.append("serve.inner_lr_scale must be > 0")
-    for name in ("first_scales", "sample_scales"):
-        scales = getattr(cfg.serve, name)
-        if isinstance(scales, str) and scales != "auto":
-            problems.append(f"serve.{name} = {scales!r}; use 'auto' or a list of {len(SIZE_BUCKETS)} multipliers")
-        elif not isinstance(scales, str) and (len(scales) != len(SIZE_BUCKETS) or any(not v >= 0 for v in scales)):
-            problems.append(f"serve.{name} = {list(scales)}; give {len(SIZE_BUCKETS)} multipliers >= 0, one per "
-                            f"support size from {list(SIZE_BUCKETS)} (or 'auto')")
+    for names, buckets, what in ((("first_scales", "sample_scales"), SIZE_BUCKETS, "multipliers"),
+                                 (PRIOR_WEIGHT_FIELDS, PRIOR_BUCKETS, "weights")):
+        for name in names:
+            problems += _per_size_problems(f"serve.{name}", getattr(cfg.serve, name), buckets, what)
     if t.negatives < 0:
         problems.append("tasks.negatives must be >= 0 (0: the whole catalog)")
     if cfg.model.loss == "bpr" and t.negatives == 0:
@@ -369,6 +388,17 @@ def _check_ranges(cfg: Config) -> list[str]:
         problems.append(f"meta.adapt = {m.adapt!r}; use 'user', 'head', 'user+head', 'all' or comma-separated "
                         "parameter names")
     return problems
+
+
+def _per_size_problems(name: str, values, buckets: tuple[int, ...], what: str) -> list[str]:
+    """What is wrong with a per-support-size field (serve.*_scales, serve.*_weights): 'auto', or one value
+    >= 0 per bucket."""
+    if isinstance(values, str):
+        return [] if values == "auto" else [f"{name} = {values!r}; use 'auto' or a list of {len(buckets)} {what}"]
+    if len(values) != len(buckets) or any(not v >= 0 for v in values):
+        return [f"{name} = {list(values)}; give {len(buckets)} {what} >= 0, one per support size from "
+                f"{list(buckets)} (or 'auto')"]
+    return []
 
 
 def device_problem(device: str) -> str | None:

@@ -189,10 +189,8 @@ class Scorer(nn.Module):
             parts.append(self.user_features(user_feats))
         if self.support_embedding is not None:
             mask = user_feats["support_mask"].unsqueeze(-1)
-            # summed in float64: a float32 sum's rounding follows the padded length, so a user's encoding
-            # (and its scores) would change in the last bits with the batch it is served in
             embedded = self.support_embedding(user_feats["support_items"])
-            total = (embedded.double() * mask.double()).sum(dim=-2).to(embedded.dtype)
+            total = _ordered_sum(embedded * mask, dim=-2)
             parts.append(torch.tanh(total / mask.sum(dim=-2).clamp(min=1.0).sqrt()))
         if self.kind_code is not None:
             parts.append(self.kind_code(user_feats["history_kind"]))
@@ -357,8 +355,8 @@ class _RowsLinear(torch.autograd.Function):
 
 
 def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(B, 1) row-wise dot products, summed in float64 (a float32 row sum's order can follow the batch)."""
-    return (a.double() * b.double()).sum(dim=1, keepdim=True).to(a.dtype)
+    """(B, 1) row-wise dot products: a reduction over the fixed width only, the same order in any batch."""
+    return (a * b).sum(dim=1, keepdim=True)
 
 
 def fast_path_applies(model: nn.Module, names: list[str]) -> bool:
@@ -439,14 +437,39 @@ def _catalog_logsumexp(users, item_vectors, item_bias, same_start: bool) -> torc
     return _CatalogLogSumExp.apply(users, item_vectors, item_bias)
 
 
+def _ordered_sum(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """x summed over `dim` in index order, so that zeros padded at the end leave the result's bits alone.
+    torch's sum reduces in an order that follows the length (vectorized and pairwise), so a user's padded
+    support would round with the longest support of its batch; CPU cumsum runs each row in order (with a
+    float64 accumulator), and its last element is the sum. Works under torch.func.vmap."""
+    if x.shape[dim] == 0:
+        return x.sum(dim=dim)
+    return x.cumsum(dim=dim).select(dim, -1)
+
+
+class _ItemDots(torch.autograd.Function):
+    """(B, S) products u_b . v_i, differentiable wrt the users only (serving never differentiates the item
+    side). The backward's sum over the S items is an _ordered_sum, so the gradient (and the adapted user)
+    does not change in its last bits with the batch's padded length."""
+
+    @staticmethod
+    def forward(ctx, picked, users):
+        ctx.save_for_backward(picked)
+        return (picked * users.unsqueeze(1)).sum(dim=2)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (picked,) = ctx.saved_tensors
+        return None, _ordered_sum(grad_out.unsqueeze(2) * picked, dim=1)
+
+
 def item_dots(item_vectors: torch.Tensor, items: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
     """(B, S) products u_b . v_i of each user's items (B, S), in float32. A product and a sum over the
     embedding dimension rather than a bmm: that sum has the same length and order in every batch, where the
     bmm's kernel (and so the last bits of its result and of the gradient it passes back) follows the
     batch's padded shape. Sums over S of these values are taken in float64 by the callers, for the same
-    reason: a float32 sum's order follows the padded length S. The product is taken in float64 too, so that
-    its gradient wrt `users`, a sum over S, does not round with the padded length either."""
-    return (item_vectors[items].double() * users.double().unsqueeze(1)).sum(dim=2).to(users.dtype)
+    reason; the gradient's sum over S is ordered (_ItemDots)."""
+    return _ItemDots.apply(item_vectors[items].detach(), users)
 
 
 def fast_user_vectors(model: nn.Module, support, *, names: list[str], steps: int, inner_lr: float | torch.Tensor,

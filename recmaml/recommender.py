@@ -14,8 +14,8 @@ import torch
 
 from recmaml import checkpoint, distributed
 from recmaml.adapt import adapt, adapted_names, batched_scores
-from recmaml.calibrate import choose_scales
-from recmaml.config import HISTORY_KINDS, SIZE_BUCKETS, Config, config_from_dict, device_problem
+from recmaml.calibrate import calibrate
+from recmaml.config import HISTORY_KINDS, PRIOR_BUCKETS, SIZE_BUCKETS, Config, config_from_dict, device_problem
 from recmaml.data import UNKNOWN, Interactions, RankedLists, Vocabulary, relevant_rating
 from recmaml.errors import ConfigError, DataError, RecMamlError, spelled
 from recmaml.frames import (Columns, as_interactions, frame_of, is_frame, missing_columns, missing_columns_error,
@@ -24,6 +24,7 @@ from recmaml.item_match import ItemTally
 from recmaml.meta import TrainHistory, enable_meta_sgd, meta_train, training_length
 from recmaml.model import (META_LR_PREFIX, TIME_EDGES, FeatureSpec, Scorer, fast_path_applies, fast_user_vectors, feature_tensors,
                             item_dots, rows_mm)
+from recmaml.priors import ServingPriors, standardized
 from recmaml.rank import exclude_items_, rank_candidates, top_k, valid_entries
 from recmaml import resume as resume_files
 from recmaml.resume import EpochCheckpoint
@@ -93,6 +94,8 @@ class MetaRecommender:
         self.user_layout: dict | None = None  # how cold users' side features are read (SideFeatures.layout)
         self.history: TrainHistory | None = None
         self.sample_model: Scorer | None = None  # serves 'sample' histories when set (model.sample_weights)
+        self.priors: ServingPriors | None = None  # the serving priors (serve.priors), fitted by fit
+        self.arrival = None  # the `at` of users without a timestamped history (see arriving_at)
         self.sample_history: TrainHistory | None = None
         self.rating_range: tuple[float, float] | None = None  # the warm log's ratings: predict clips to it
         self.columns: dict | None = None  # the warm log's column names, when known: the CLI's later defaults
@@ -151,10 +154,9 @@ class MetaRecommender:
             sample_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / resume_files.SAMPLE_WEIGHTS
             self.sample_history = self._meta_train(self.sample_model, warm, self.config.replace(tasks={"order": "random"}),
                                                    user_feats, progress, sample_dir, resume, "sample weights")
-        serve = self.config.serve
-        if "auto" in (serve.first_scales, serve.sample_scales):  # how far serving steps, per support size
-            chosen = choose_scales(self, warm, user_feats)
-            self.config = self.config.replace(serve={k: v for k, v in chosen.items() if getattr(serve, k) == "auto"})
+        # how far serving steps per support size, and the serving priors' tables and weights
+        chosen = calibrate(self, warm, user_feats)
+        self.config = self.config.replace(serve=chosen)
         return self
 
     def _new_scorer(self, warm: Interactions, item_factors) -> Scorer:
@@ -238,15 +240,29 @@ class MetaRecommender:
         if history.user_features is not None and self.user_layout is not None:
             feats = history.user_features.conformed(self.user_layout).aligned_to(users)
         user_feats = feature_tensors(feats, model.user_spec, len(users))
-        if model.time_scale is not None:
-            user_feats["time"] = torch.from_numpy(_user_times(history, known, users, user_idx, model.latest_time()))
+        arrival = self._arrival_times(users)
+        if arrival is not None:
+            user_feats["time"] = torch.from_numpy(_user_times(history, known, users, user_idx, arrival))
+        # without a rating column: 1 for a rating model's loss (it needs ratings and says so above), NaN (no
+        # rating, so no dislike) for the priors' EASE term of an implicit model, which uses ratings for nothing else
+        no_rating = 1.0 if model.cfg.objective == "rating" else np.nan
         return ColdUsers(
             users=users,
             user_idx=user_idx.astype(np.int64),
             item_idx=item_idx[known].astype(np.int64),
-            rating=(history.rating[known] if history.rating is not None else np.ones(known.sum(), np.float32)),
+            rating=(history.rating[known] if history.rating is not None else np.full(known.sum(), no_rating, np.float32)),
             user_feats=user_feats,
         )
+
+    def _arrival_times(self, users: Vocabulary) -> np.ndarray | None:
+        """Per user, the time it is served at when its history has no timestamp (`at`, else the end of the
+        warm log), or None when nothing the model serves with reads a time."""
+        model = self._require_model()
+        if model.time_scale is not None:
+            return _arrival_times(self.arrival, users, model.latest_time())
+        if self.priors is not None and self.priors.has_time:
+            return _arrival_times(self.arrival, users, self.priors.latest_time())
+        return None
 
     def _chunks(self, cold: ColdUsers, batch_size: int | None):
         """Yield (user indices, their supports as a PaddedSet) for chunks of cold users; rows sorted by
@@ -315,8 +331,55 @@ class MetaRecommender:
             per_user = np.where(bucket >= 0, np.asarray(scales, np.float64)[np.maximum(bucket, 0)], 0.0)
         return torch.as_tensor(per_user * serve.inner_lr_scale, dtype=torch.float32, device=support.items.device)
 
+    def arriving_at(self, at) -> MetaRecommender:
+        """This recommender serving users who arrive at `at`: the time of the time-aware popularity prior
+        for users whose history has no timestamp (a user with none shows nothing else). `at`: Unix
+        seconds, a datetime or an ISO date ('2024-03-01'), or a mapping (dict, pandas Series) from user id to
+        such a time; None: the end of the warm log. A shallow copy: the weights are shared."""
+        if at is None and self.arrival is None:
+            return self
+        other = copy.copy(self)
+        other.arrival = at
+        if at is not None and not (hasattr(at, "items") and callable(at.items)):
+            _seconds(at)  # a bad time is an error now, not at the first user
+        return other
+
+    def _prior_weights(self, support: PaddedSet) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Per user, the weights of the serving priors (EASE, popularity) for its support size and the kind of
+        history served (serve.*_ease_weights, *_recent_weights), or None when every one is 0."""
+        serve = self.config.serve
+        if self.priors is None or not serve.priors:
+            return None
+        prefix = "first" if serve.history_kind == "first" else "sample"
+        ease, recent = getattr(serve, f"{prefix}_ease_weights"), getattr(serve, f"{prefix}_recent_weights")
+        if isinstance(ease, str) or isinstance(recent, str) or not any(ease) and not any(recent):
+            return None  # 'auto' never resolved (a model saved before fit chose them): the scorer alone
+        bucket = np.searchsorted(PRIOR_BUCKETS, support.mask.sum(dim=1).cpu().numpy(), side="right") - 1
+        if not self.priors.has_time:
+            recent = (0.0,) * len(PRIOR_BUCKETS)
+        per_user = [torch.as_tensor(np.asarray(w, np.float32)[bucket], device=support.items.device)
+                    for w in (ease, recent)]
+        return None if not any(bool(w.any()) for w in per_user) else tuple(per_user)
+
     def _scores(self, support: PaddedSet, items: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores (B, n_items), or (B, C) of per-user `items`, after adapting each user on `support`."""
+        """Scores (B, n_items), or (B, C) of per-user `items`, after adapting each user on `support`: the
+        scorer's, or, where the serving priors have weight, the standardized scorer's plus the weighted
+        standardized priors (recmaml.priors)."""
+        weights = None if self.config.model.objective == "rating" else self._prior_weights(support)
+        if weights is None:
+            return self._model_scores(support, items)
+        ease_w, recent_w = weights
+        scores = standardized(self._model_scores(support))
+        if bool(ease_w.any()):
+            threshold = self.config.tasks.positive_threshold
+            liked = support.mask if threshold is None else support.mask * (~(support.ratings < threshold)).float()
+            scores += ease_w[:, None] * self.priors.ease(support.items, liked)
+        if bool(recent_w.any()):
+            scores += recent_w[:, None] * self.priors.recent(support.user_feats["time"])
+        return scores if items is None else scores.gather(1, items)
+
+    def _model_scores(self, support: PaddedSet, items: torch.Tensor | None = None) -> torch.Tensor:
+        """The scorer's scores (B, n_items), or (B, C) of per-user `items`, after adapting each user."""
         model = self._scorer()
         m = self.config.meta
         steps = m.inner_steps if self.config.serve.inner_steps is None else self.config.serve.inner_steps
@@ -344,7 +407,7 @@ class MetaRecommender:
     # ---- serving ------------------------------------------------------------------------------------
     def recommend(self, history, k: int = 20, exclude_seen: bool = True, candidates=None,
                   batch_size: int | None = None, progress=False, allow_unknown_items: bool = False,
-                  history_kind: str | None = None, **columns):
+                  history_kind: str | None = None, at=None, **columns):
         """Adapt every user of `history` on its interactions, then rank the whole catalog (or each user's
         `candidates`: (user_id, item_id) rows) and keep the top k. Users with candidates but no history
         rows are ranked from the meta-learned starting point.
@@ -361,13 +424,17 @@ class MetaRecommender:
 
         history_kind: what the users' rows are, 'first' (their earliest interactions: a real new user) or
         'sample' (a random sample, as a random benchmark split shows); None: serve.history_kind, which fit
-        sets to 'first' on logs with timestamps. The model serves each kind as it was trained for it."""
+        sets to 'first' on logs with timestamps. The model serves each kind as it was trained for it.
+
+        at: when users without a timestamped history arrive, for the time-aware popularity prior (see
+        arriving_at): a time, or a mapping from user id to time; None: the end of the warm log. A user
+        with timestamps is served at its latest one."""
         from recmaml.serve import serve_chunks
 
         self._require_model()
-        if history_kind is not None:
-            return self.with_history_kind(history_kind).recommend(history, k, exclude_seen, candidates, batch_size,
-                                                                  progress, allow_unknown_items, **columns)
+        if history_kind is not None or at is not None:
+            return self.with_history_kind(history_kind).arriving_at(at).recommend(
+                history, k, exclude_seen, candidates, batch_size, progress, allow_unknown_items, **columns)
         names = Columns.named(**columns)
         log_ = as_interactions(history, "history", names)
         cand = None if candidates is None else as_interactions(candidates, "candidates", _pairs_only(names))
@@ -405,7 +472,7 @@ class MetaRecommender:
             return RankedLists.concat(parts)
 
     def score(self, history, users=None, items=None, batch_size: int | None = None,
-              allow_unknown_items: bool = False, history_kind: str | None = None, **columns) -> np.ndarray:
+              allow_unknown_items: bool = False, history_kind: str | None = None, at=None, **columns) -> np.ndarray:
         """A score matrix (len(users), len(items)), each user adapted once on its rows of `history` (ratings
         for the rating objective); nothing is excluded. For evaluation code, which needs whole rows rather
         than top-k lists.
@@ -414,11 +481,11 @@ class MetaRecommender:
         a user without history rows is scored from the meta-learned starting point. items: the external
         ids of the columns, in order (default: every model item, in the order of `self.items`); an item
         the model does not know gets NaN. Column keywords and allow_unknown_items as for recommend;
-        history_kind as in recommend."""
+        history_kind and at as in recommend."""
         self._require_model()
-        if history_kind is not None:
-            return self.with_history_kind(history_kind).score(history, users, items, batch_size, allow_unknown_items,
-                                                              **columns)
+        if history_kind is not None or at is not None:
+            return self.with_history_kind(history_kind).arriving_at(at).score(history, users, items, batch_size,
+                                                                               allow_unknown_items, **columns)
         history = self._checked_history(history, allow_unknown_items, columns)
         if users is None:
             users = history.users.ids[np.unique(history.user_idx)]
@@ -457,12 +524,18 @@ class MetaRecommender:
                                                                          items, batch_size)
         csr = _check_user_items(user_items, len(self.items))
         n_users = csr.shape[0]
+        users = Vocabulary(np.arange(n_users))
+        user_feats = feature_tensors(None, self.model.user_spec, n_users)
+        arrival = self._arrival_times(users)
+        if arrival is not None:
+            user_feats["time"] = torch.from_numpy(arrival)
+        implicit = self.config.model.objective == "implicit"  # values are no ratings: every row a like (NaN)
         cold = ColdUsers(
-            users=Vocabulary(np.arange(n_users)),
+            users=users,
             user_idx=np.repeat(np.arange(n_users), np.diff(csr.indptr)).astype(np.int64),
             item_idx=csr.indices.astype(np.int64),
-            rating=csr.data.astype(np.float32),
-            user_feats=feature_tensors(None, self.model.user_spec, n_users),
+            rating=np.full(csr.nnz, np.nan, np.float32) if implicit else csr.data.astype(np.float32),
+            user_feats=user_feats,
         )
         allowed = None
         if items is not None:
@@ -569,6 +642,8 @@ class MetaRecommender:
         state = model.state_dict()
         if self.sample_model is not None:
             state.update({f"{SAMPLE_PREFIX}{k}": v for k, v in self.sample_model.state_dict().items()})
+        if self.priors is not None:
+            state.update({f"{PRIORS_PREFIX}{k}": v for k, v in self.priors.state_dict().items()})
         checkpoint.save_checkpoint(path, state, {
             "config": self.config.to_dict(),
             "items": self.items.to_json(),
@@ -612,7 +687,10 @@ class MetaRecommender:
             raise checkpoint.CheckpointError(f"{path}/{checkpoint.METADATA}: malformed metadata ({type(err).__name__}: "
                                              f"{str(err)[:200]}); the model directory is corrupt") from err
         sample_state = {k[len(SAMPLE_PREFIX):]: v for k, v in state.items() if k.startswith(SAMPLE_PREFIX)}
-        main_state = {k: v for k, v in state.items() if not k.startswith(SAMPLE_PREFIX)}
+        priors_state = {k[len(PRIORS_PREFIX):]: v for k, v in state.items() if k.startswith(PRIORS_PREFIX)}
+        main_state = {k: v for k, v in state.items() if not k.startswith((SAMPLE_PREFIX, PRIORS_PREFIX))}
+        if priors_state:
+            rec.priors = _loaded_priors(path, priors_state, len(rec.items), device)
         rec.model = _loaded_scorer(path, rec, main_state, user_spec, item_spec, device)
         if sample_state:
             rec.sample_model = _loaded_scorer(path, rec, sample_state, user_spec, item_spec, device)
@@ -620,6 +698,21 @@ class MetaRecommender:
 
 
 SAMPLE_PREFIX = "sample_weights."  # the sample weights' entries in a saved model's weights
+PRIORS_PREFIX = "priors."  # the serving priors' tables
+
+
+def _loaded_priors(path, state: dict, n_items: int, device: str) -> ServingPriors:
+    """The saved serving priors, checked against the catalog."""
+    try:
+        priors = ServingPriors.shaped_like(state)
+        priors.load_state_dict(state, strict=True)
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise checkpoint.CheckpointError(f"{path}: the serving priors' tables do not fit ({str(err)[:200]}); "
+                                         "the model directory is corrupt or mixed") from err
+    if priors.ease_index.shape[0] != n_items:
+        raise checkpoint.CheckpointError(f"{path}: the serving priors cover {priors.ease_index.shape[0]} items, "
+                                         f"the model {n_items}; the model directory is corrupt or mixed")
+    return priors.to(device)
 
 
 def _loaded_scorer(path, rec: MetaRecommender, state: dict, user_spec, item_spec, device: str) -> Scorer:
@@ -638,13 +731,54 @@ def _loaded_scorer(path, rec: MetaRecommender, state: dict, user_spec, item_spec
 
 
 def _user_times(history: Interactions, known: np.ndarray, users: Vocabulary, user_idx: np.ndarray,
-                default: float) -> np.ndarray:
-    """Each cold user's time for the time prior: its latest interaction of a known item, or `default` (the
-    end of the warm log) for a user without one or a history without timestamps."""
+                default: np.ndarray) -> np.ndarray:
+    """Each cold user's time for the time prior: its latest interaction of a known item, or its `default`
+    (the caller's `at`, else the end of the warm log) for a user without one or a history without timestamps."""
     times = np.full(len(users), -np.inf)
     if history.timestamp is not None:
         np.maximum.at(times, user_idx, history.timestamp[known].astype(np.float64))
     return np.where(np.isfinite(times), times, default)
+
+
+def _arrival_times(at, users: Vocabulary, latest: float) -> np.ndarray:
+    """Per user, the time `at` gives it (see MetaRecommender.arriving_at), else `latest`."""
+    out = np.full(len(users), latest, np.float64)
+    if at is None:
+        return out
+    if hasattr(at, "items") and callable(at.items):  # a dict or a pandas Series: user id -> time
+        pairs = dict(at.items())
+        if pairs:
+            index = users.index(np.asarray(list(pairs)))
+            times = np.asarray([_seconds(t) for t in pairs.values()], np.float64)
+            out[index[index != UNKNOWN]] = times[index != UNKNOWN]
+        return out
+    return np.full(len(users), _seconds(at), np.float64)
+
+
+def _seconds(t) -> float:
+    """A time as Unix seconds: a number is taken as seconds; a datetime, date or ISO text is converted (UTC
+    unless it says otherwise)."""
+    import datetime as dt
+
+    if isinstance(t, (int, float, np.integer, np.floating)) and not isinstance(t, bool):
+        return float(t)
+    if isinstance(t, str):
+        try:
+            return float(t)  # seconds, as the CLI's --at 1700000000 gives them
+        except ValueError:
+            pass
+        try:
+            t = dt.datetime.fromisoformat(t)
+        except ValueError as err:
+            raise DataError(f"{spelled('at=', '--at')} {t!r} is not a time; give Unix seconds or an ISO date "
+                            "such as 2024-03-01 or 2024-03-01T12:00") from err
+    if isinstance(t, dt.date) and not isinstance(t, dt.datetime):
+        t = dt.datetime(t.year, t.month, t.day)
+    if hasattr(t, "to_pydatetime"):  # pandas Timestamp
+        t = t.to_pydatetime()
+    if isinstance(t, dt.datetime):
+        return (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).timestamp()
+    raise DataError(f"{spelled('at=', '--at')} {t!r} is not a time; give Unix seconds, a datetime or an ISO date")
 
 
 def _pairs_only(names: Columns) -> Columns:
@@ -777,10 +911,14 @@ def _item_knn_table(warm: Interactions, config: Config) -> tuple[torch.Tensor, t
 
     m = config.model.item_knn
     if config.model.item_item == "ease":
-        W = _ease_rows(warm, config)
-    else:
-        W = ItemKNN(neighbors=m, shrink=config.model.item_knn_shrink,
-                    threshold=config.tasks.positive_threshold).fit(warm).W.tocsr()  # resolved: a rating or None
+        from recmaml.priors import ease_table
+
+        index, weight = ease_table(warm, config.tasks.positive_threshold, config.model.item_item_lam, neighbors=m)
+        pad = m - index.shape[1]  # a catalog smaller than m + 1 items
+        return (torch.from_numpy(np.pad(index.astype(np.int64), ((0, 0), (0, pad)))),
+                torch.from_numpy(np.pad(weight, ((0, 0), (0, pad)))))
+    W = ItemKNN(neighbors=m, shrink=config.model.item_knn_shrink,
+                threshold=config.tasks.positive_threshold).fit(warm).W.tocsr()  # resolved: a rating or None
     counts = np.diff(W.indptr)
     rows = np.repeat(np.arange(W.shape[0]), counts)
     slots = np.arange(len(rows)) - np.repeat(W.indptr[:-1], counts)
@@ -792,32 +930,10 @@ def _item_knn_table(warm: Interactions, config: Config) -> tuple[torch.Tensor, t
 
 def _time_table(warm: Interactions, config: Config) -> tuple[np.ndarray, np.ndarray]:
     """model.time_prior's table: TIME_EDGES quantiles of the warm log's timestamps and the cumulative count of
-    each item's positives (tasks.positive_threshold) up to each, padded by repeating the last edge."""
-    from recmaml.baselines import RecentPopularity
+    each item's positives (tasks.positive_threshold) up to each (recmaml.priors.time_table)."""
+    from recmaml.priors import time_table
 
-    recent = RecentPopularity(threshold=config.tasks.positive_threshold)
-    recent.EDGES = TIME_EDGES
-    recent.fit(warm)
-    pad = TIME_EDGES - len(recent.edges)
-    edges = np.concatenate([recent.edges, np.repeat(recent.edges[-1:], pad)])
-    cumulative = np.concatenate([recent.cumulative, np.repeat(recent.cumulative[-1:], pad, axis=0)])
-    return edges, cumulative
-
-
-def _ease_rows(warm: Interactions, config: Config):
-    """Each item's model.item_knn largest EASE weights (a CSR over the whole catalog; items outside the
-    5,000 most frequent that EASE keeps have empty rows)."""
-    import scipy.sparse as sp
-
-    from recmaml.baselines import EASE
-
-    ease = EASE(lam=config.model.item_item_lam, threshold=config.tasks.positive_threshold).fit(warm)
-    kept = np.arange(warm.n_items) if ease.items is None else ease.items
-    m = min(config.model.item_knn, len(kept) - 1)
-    top = np.argpartition(-ease.B, m - 1, axis=1)[:, :m] if m > 0 else np.zeros((len(kept), 0), np.int64)
-    values = np.take_along_axis(ease.B, top, axis=1)
-    rows = np.repeat(kept, top.shape[1])
-    return sp.csr_matrix((values.ravel(), (rows, kept[top.ravel()])), shape=(warm.n_items, warm.n_items))
+    return time_table(warm, config.tasks.positive_threshold, TIME_EDGES)
 
 
 def _als_item_factors(warm: Interactions, config: Config) -> tuple[np.ndarray, np.ndarray]:

@@ -33,6 +33,7 @@ def test_auto_training_threads_leave_the_busy_cores_and_say_so(taste_log, tiny_c
     monkeypatch.setattr(serve, "_default_threads", lambda: 4)
     monkeypatch.setattr(serve.os, "cpu_count", lambda: 4)
     monkeypatch.setattr(serve, "_busy_cores", lambda: 3)  # three cores taken by other processes
+    monkeypatch.setattr(serve, "AUTO_THREADS_SECONDS", -1.0)  # look at every call
     before = torch.get_num_threads()
     torch.set_num_threads(4)
     try:

@@ -1,0 +1,144 @@
+"""Serving priors: two signals of the warm log that serving adds to the scorer's scores, each with a weight
+that fit chooses per support size and history kind on its own validation users (recmaml.calibrate).
+
+    ease(u)    the support's EASE scores (Steck 2019): the sum of its liked items' rows of EASE's item-item
+               matrix, each row cut to its NEIGHBORS largest weights, so a catalog of any size keeps a table
+               of n_items x NEIGHBORS; EASE's L2 strength is chosen by fit on validation users
+    recent(u)  what was popular when the user arrived: the log count of each item's positives in a window
+               before the user's time (the latest timestamp of its history, or the caller's `at`)
+
+    served scores = z(scorer) + w_ease * z(ease) + w_recent * z(recent)      (z: per user, over the catalog)
+
+Why beside the scorer rather than inside it: EASE is the strongest baseline on sparse logs (CiaoDVD), and a
+meta-learned weight inside the inner loop did not reach it (EXPERIMENTS.md, "the item-item signal"); with
+no history at all (K = 0) nothing but the user's time tells users apart. A weight chosen on validation users
+is 0 wherever a signal does not help, so the priors never cost what the scorer alone would score there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from recmaml.data import Interactions
+from recmaml.model import rows_mm
+
+NEIGHBORS = 256  # EASE weights kept per item row
+TIME_EDGES = 256  # times at which the cumulative counts are kept (quantiles of the warm log's timestamps)
+EASE_LAMBDAS = (100.0, 500.0, 2000.0, 10000.0, 50000.0)  # EASE's L2 strengths fit tries (as the benchmark's)
+WINDOWS_DAYS = (30.0, 91.0, 182.0, 365.0, 730.0, 1095.0)  # windows fit tries (as the benchmark's baseline)
+
+
+def standardized(x: torch.Tensor) -> torch.Tensor:
+    """Each row (B, n) minus its mean, over its standard deviation (a constant row becomes zeros). The row
+    sums are products with a ones vector through model.rows_mm, whose order is the same in every batch and
+    with any thread count (torch's row reductions split a long row between threads when B is small)."""
+    x = x.float()
+    n = x.shape[1]
+    ones = x.new_ones(n, 1)
+    centred = x - rows_mm(x, ones) / n
+    spread = (rows_mm(centred * centred, ones) / max(n - 1, 1)).sqrt_()
+    return centred.div_(spread.add_(1e-6))
+
+
+class ServingPriors(nn.Module):
+    """The tables of the two priors, saved with a model (weights file entries 'priors.*')."""
+
+    def __init__(self, n_items: int, neighbors: int, time_edges: int):
+        super().__init__()
+        self.register_buffer("ease_index", torch.zeros(n_items, neighbors, dtype=torch.int32))
+        self.register_buffer("ease_weight", torch.zeros(n_items, neighbors))
+        self.register_buffer("time_edges", torch.zeros(time_edges, dtype=torch.float64))
+        self.register_buffer("time_counts", torch.zeros(time_edges + 1 if time_edges else 0, n_items))
+        self.register_buffer("window_seconds", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("ease_lambda", torch.zeros((), dtype=torch.float64))
+
+    @classmethod
+    def shaped_like(cls, state: dict[str, torch.Tensor]) -> ServingPriors:
+        """An empty instance with the shapes of a saved state (load_state_dict fills it)."""
+        n_items, neighbors = state["ease_index"].shape
+        return cls(n_items, neighbors, state["time_edges"].shape[0])
+
+    @property
+    def has_time(self) -> bool:
+        return self.time_edges.numel() > 0
+
+    def latest_time(self) -> float:
+        """The end of the warm log: the time of a user with no timestamp and no `at`."""
+        return float(self.time_edges[-1]) if self.has_time else 0.0
+
+    def ease(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, n_items): the standardized sum of the EASE rows of each user's support items with mask > 0."""
+        index = self.ease_index[items].long().flatten(1)  # (B, S * NEIGHBORS)
+        weight = (self.ease_weight[items] * mask.unsqueeze(-1)).flatten(1)
+        out = torch.zeros(items.shape[0], self.ease_index.shape[0], device=items.device)
+        # scatter_add adds a row's entries in their order: the padding (weight 0) comes last and changes nothing
+        return standardized(out.scatter_add_(1, index, weight))
+
+    def recent(self, times: torch.Tensor) -> torch.Tensor:
+        """(B, n_items): the standardized log count of each item's positives in the window before each time."""
+        times = times.to(torch.float64).contiguous()
+        end = torch.searchsorted(self.time_edges, times, right=True)
+        start = torch.searchsorted(self.time_edges, times - self.window_seconds, right=True)
+        counts = (self.time_counts[end] - self.time_counts[start]).clamp(min=0.0)
+        return standardized(torch.log1p(counts))
+
+    def set_ease(self, index: np.ndarray, weight: np.ndarray, lam: float) -> None:
+        """Install an ease_table (of this instance's shape) and the strength it was fitted with."""
+        self.ease_index.copy_(torch.from_numpy(index))
+        self.ease_weight.copy_(torch.from_numpy(weight))
+        self.ease_lambda.fill_(lam)
+
+    def with_window(self, days: float) -> ServingPriors:
+        """This instance with its window set to `days` (in place; returned for chaining)."""
+        self.window_seconds.fill_(days * 86400.0)
+        return self
+
+
+def fit_priors(warm: Interactions, threshold: float | None, lam: float) -> ServingPriors:
+    """The priors' tables from the warm log: EASE (strength `lam`) cut to NEIGHBORS per row, and, when the
+    log has timestamps, the cumulative counts of each item's positives (rated >= `threshold`, or every row),
+    with the longest window of WINDOWS_DAYS (fit's calibration chooses the strength and the window)."""
+    has_time = warm.timestamp is not None and len(warm) > 0
+    priors = ServingPriors(warm.n_items, max(min(NEIGHBORS, warm.n_items - 1), 1), TIME_EDGES if has_time else 0)
+    priors.set_ease(*ease_table(warm, threshold, lam), lam)
+    if has_time:
+        edges, cumulative = time_table(warm, threshold)
+        priors.time_edges.copy_(torch.from_numpy(edges))
+        priors.time_counts.copy_(torch.from_numpy(cumulative))
+        priors.with_window(WINDOWS_DAYS[-1])
+    return priors
+
+
+def ease_table(warm: Interactions, threshold: float | None, lam: float,
+               neighbors: int = NEIGHBORS) -> tuple[np.ndarray, np.ndarray]:
+    """(index int32, weight float32), each (n_items, `neighbors` or fewer): every item's largest EASE weights
+    (baselines.EASE, on its 5,000 most frequent items; the others have rows of weight 0)."""
+    from recmaml.baselines import EASE
+
+    ease = EASE(lam=lam, threshold=threshold).fit(warm)
+    kept = np.arange(warm.n_items) if ease.items is None else ease.items
+    m = min(neighbors, len(kept) - 1)
+    width = max(min(neighbors, warm.n_items - 1), 1)
+    index = np.zeros((warm.n_items, width), np.int32)
+    weight = np.zeros((warm.n_items, width), np.float32)
+    if m > 0:
+        top = np.argpartition(-ease.B, m - 1, axis=1)[:, :m]
+        index[kept, :m] = kept[top]
+        weight[kept, :m] = np.take_along_axis(ease.B, top, axis=1)
+    return index, weight
+
+
+def time_table(warm: Interactions, threshold: float | None, n_edges: int = TIME_EDGES) -> tuple[np.ndarray, np.ndarray]:
+    """n_edges quantiles of the positives' timestamps and each item's cumulative count up to each edge
+    ((n_edges + 1, n_items), row 0 zeros), padded by repeating the last edge."""
+    from recmaml.baselines import RecentPopularity
+
+    recent = RecentPopularity(threshold=threshold)
+    recent.EDGES = n_edges
+    recent.fit(warm)
+    pad = n_edges - len(recent.edges)
+    edges = np.concatenate([recent.edges, np.repeat(recent.edges[-1:], pad)])
+    cumulative = np.concatenate([recent.cumulative, np.repeat(recent.cumulative[-1:], pad, axis=0)])
+    return edges.astype(np.float64), cumulative.astype(np.float32)

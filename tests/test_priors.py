@@ -1,0 +1,120 @@
+"""The serving priors (recmaml.priors): fit builds EASE and time-aware popularity tables and chooses their
+weights on its validation users; they ship with the model; a weight of 0 serves the scorer alone; EASE
+reads only the liked items of a history; the popularity prior follows when a user arrives (`at`)."""
+
+import numpy as np
+import pytest
+import torch
+
+from recmaml import DataError, Interactions, MetaRecommender
+from recmaml.config import PRIOR_BUCKETS, PRIOR_GRID, PRIOR_WEIGHT_FIELDS
+from recmaml.priors import EASE_LAMBDAS, WINDOWS_DAYS, fit_priors
+
+DAY = 86400
+
+
+@pytest.fixture(scope="module")
+def fitted(taste_log, tiny_config):
+    return MetaRecommender(tiny_config).fit(taste_log)
+
+
+def _with_weights(rec, ease: float, recent: float) -> MetaRecommender:
+    """`rec` serving every size and kind with these prior weights (a shallow copy)."""
+    other = MetaRecommender.__new__(MetaRecommender)
+    other.__dict__.update(rec.__dict__)
+    n = len(PRIOR_BUCKETS)
+    other.config = rec.config.replace(serve={"first_ease_weights": (ease,) * n, "sample_ease_weights": (ease,) * n,
+                                             "first_recent_weights": (recent,) * n,
+                                             "sample_recent_weights": (recent,) * n})
+    return other
+
+
+def test_fit_chooses_the_priors_and_they_ship_with_the_model(fitted, tmp_path):
+    serve = fitted.config.serve
+    for name in PRIOR_WEIGHT_FIELDS:
+        weights = getattr(serve, name)
+        assert len(weights) == len(PRIOR_BUCKETS) and set(weights) <= set(PRIOR_GRID), (name, weights)
+    assert serve.first_ease_weights[0] == serve.sample_ease_weights[0] == 0.0  # no history: EASE has no say
+    priors = fitted.priors
+    assert float(priors.ease_lambda) in EASE_LAMBDAS and priors.has_time
+    assert float(priors.window_seconds) / DAY in WINDOWS_DAYS
+    fitted.save(tmp_path / "model")
+    loaded = MetaRecommender.load(tmp_path / "model")
+    assert loaded.config.serve == serve
+    for name, tensor in priors.state_dict().items():
+        torch.testing.assert_close(loaded.priors.state_dict()[name], tensor, rtol=0, atol=0)
+    history = Interactions.from_ids(np.array(["a"] * 3), np.array([0, 1, 2]), rating=np.full(3, 5.0),
+                                    timestamp=np.arange(3))
+    boosted = _with_weights(fitted, 2.0, 1.0)
+    loaded_boosted = _with_weights(loaded, 2.0, 1.0)
+    np.testing.assert_array_equal(loaded_boosted.score(history), boosted.score(history))
+
+
+def test_zero_weights_serve_the_scorer_alone_and_a_weight_changes_the_scores(fitted):
+    history = Interactions.from_ids(np.array(["a"] * 3 + ["b"] * 2), np.array([0, 1, 2, 20, 21]),
+                                    rating=np.full(5, 5.0), timestamp=np.arange(5))
+    off = MetaRecommender.__new__(MetaRecommender)
+    off.__dict__.update(fitted.__dict__)
+    off.config = fitted.config.replace(serve={"priors": False})
+    alone = off.score(history, users=["a", "b", "new"])
+    np.testing.assert_array_equal(_with_weights(fitted, 0.0, 0.0).score(history, users=["a", "b", "new"]), alone)
+    assert not np.allclose(_with_weights(fitted, 1.0, 0.0).score(history, users=["a", "b", "new"])[:2], alone[:2])
+    assert not np.allclose(_with_weights(fitted, 0.0, 1.0).score(history, users=["a", "b", "new"]), alone)
+
+
+def test_the_ease_prior_reads_the_liked_items_of_a_history_only(fitted):
+    # EASE's weight dominant: a user who liked three items of group 0 gets group 0; the same three
+    # items rated 1 (below the log's positive threshold, 4) are no taste at all, and change EASE's term to nothing
+    ease_only = _with_weights(fitted, 16.0, 0.0)
+    items = np.array([0, 1, 2])
+    liked = Interactions.from_ids(np.array(["u"] * 3), items, rating=np.full(3, 5.0), timestamp=np.arange(3))
+    disliked = Interactions.from_ids(np.array(["u"] * 3), items, rating=np.full(3, 1.0), timestamp=np.arange(3))
+    top = ease_only.recommend(liked, k=5).to_pandas().item_id.to_numpy()
+    assert (np.asarray(top) // 20 == 0).sum() >= 4, top
+    support_items = torch.as_tensor(items)[None]
+    nothing = fitted.priors.ease(support_items, torch.zeros(1, 3))
+    assert torch.count_nonzero(nothing) == 0
+    assert not np.array_equal(ease_only.score(liked), ease_only.score(disliked))
+    # a history without a rating column: every row counts as liked
+    unrated = Interactions.from_ids(np.array(["u"] * 3), items, timestamp=np.arange(3))
+    np.testing.assert_array_equal(ease_only.score(unrated), ease_only.score(liked))
+
+
+def _shifting_log() -> Interactions:
+    """Item 0 is what everyone takes in the first 100 days, item 1 in the last 100; items 2-9 are taken
+    throughout, so a window of the log before a time tells the two halves apart."""
+    gen = np.random.default_rng(0)
+    users, items, times = [], [], []
+    for u in range(300):
+        early = u < 150
+        t0 = (0 if early else 300) * DAY + gen.integers(0, 100 * DAY)
+        picks = [0 if early else 1, *gen.choice(np.arange(2, 10), 4, replace=False)]
+        users += [u] * len(picks)
+        items += picks
+        times += [t0 + i * DAY for i in range(len(picks))]
+    return Interactions.from_ids(np.array(users), np.array(items), timestamp=np.array(times, np.int64))
+
+
+def test_the_popularity_prior_follows_when_a_user_arrives(tiny_config):
+    log = _shifting_log()
+    priors = fit_priors(log, None, 500.0).with_window(91.0)
+    scores = priors.recent(torch.tensor([60.0 * DAY, 390.0 * DAY], dtype=torch.float64))
+    assert scores[0, 0] > scores[0, 1] and scores[1, 1] > scores[1, 0]
+    rec = MetaRecommender(tiny_config.replace(meta={"epochs": 2})).fit(log)
+    rec = _with_weights(rec, 0.0, 16.0)
+    rec.priors.with_window(91.0)
+    no_rows = Interactions.from_ids(np.array(["x"]), np.array([5]), timestamp=np.array([0]))  # a history to hold ids
+    early = rec.score(no_rows, users=["early", "late"], at={"early": 60 * DAY, "late": 390 * DAY})
+    index = rec.items.index(np.array([0, 1]))
+    assert early[0, index[0]] > early[0, index[1]] and early[1, index[1]] > early[1, index[0]]
+    dated = rec.score(no_rows, users=["late"], at="1971-01-26")  # day 390 as an ISO date
+    np.testing.assert_array_equal(dated[0], early[1])
+    # without `at`, a user without rows arrives at the end of the warm log: the late half's item leads
+    default = rec.score(no_rows, users=["someone"])
+    assert default[0, index[1]] > default[0, index[0]]
+
+
+def test_a_time_that_is_no_time_is_an_error_naming_at(fitted):
+    history = Interactions.from_ids(np.array(["a"]), np.array([0]))
+    with pytest.raises(DataError, match="at="):
+        fitted.recommend(history, at="yesterday")
