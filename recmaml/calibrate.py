@@ -7,9 +7,11 @@ validation users and saved in the model, so that what the benchmark measures is 
    support-size bucket (config.SIZE_BUCKETS) and history kind, the multiplier of the inner learning rate
    is picked from config.SCALE_GRID by validation nDCG@20 of the served model (minus the MAE of a rating
    model), 0 (no step) unless a step beats it.
-2. The serving priors (recmaml.priors, implicit objective): EASE's strength (priors.EASE_LAMBDAS, by the
-   validation nDCG@20 of EASE alone on 5-item histories) and the popularity window (priors.WINDOWS_DAYS,
-   by that of the windowed popularity alone on users with no history), then, per support-size bucket
+2. The serving priors (recmaml.priors, implicit objective): which rows EASE reads (every row, or those
+   rated at least the positive threshold) and its strength (priors.EASE_LAMBDAS), by the validation
+   nDCG@20 of EASE alone on 5-item histories; which rows the popularity counts and its window
+   (priors.WINDOWS_DAYS), by that of the windowed popularity alone on users with no history; then, per
+   support-size bucket
    (config.PRIOR_BUCKETS, 0 included) and history kind, the weight of each prior beside the served
    scorer (config.PRIOR_GRID): first EASE's, then the window's given EASE's; 0 unless a weight beats it.
 """
@@ -35,6 +37,7 @@ MAX_USERS = 2000  # validation users per (kind, size) evaluation: bounds the cos
 MIN_USERS = 20  # fewer users with that many interactions: the bucket takes the previous bucket's choice
 DEFAULT_LAMBDA = 500.0  # EASE's strength when there are no validation users to choose it
 DEFAULT_WINDOW_DAYS = 365.0  # and the popularity window's
+FILTER_LAMBDA = 2000.0  # the EASE strength at which fit decides whether EASE reads every row or the liked ones
 
 
 def ndcg(scores: torch.Tensor, batch: TaskBatch, k: int = 20) -> float:
@@ -117,46 +120,52 @@ def choose_scales(rec, tasks: _ValidationTasks) -> dict:
 
 
 def fit_calibrated_priors(rec, warm: Interactions, tasks: _ValidationTasks | None):
-    """The serving priors of `rec`'s warm log, with EASE's strength and the popularity window chosen on the
-    validation users (the defaults without them)."""
+    """The serving priors of `rec`'s warm log, with the rows each reads (every row, or the liked ones),
+    EASE's strength and the popularity window chosen on the validation users (the defaults without them)."""
     threshold = rec.config.tasks.positive_threshold
     if tasks is None:
-        priors = fit_priors(warm, threshold, DEFAULT_LAMBDA).to(rec.device)
+        priors = fit_priors(warm, threshold, DEFAULT_LAMBDA, threshold).to(rec.device)
         return priors.with_window(DEFAULT_WINDOW_DAYS) if priors.has_time else priors
     kind = "first" if "first" in tasks.kinds else "sample"
-    priors = None
+    filters = (threshold, None) if threshold is not None else (None,)
+    priors = fit_priors(warm, threshold, FILTER_LAMBDA, threshold).to(rec.device)
     batch = tasks.batch(kind, 5) or tasks.batch(kind, 1)
-    values = {}
-    for lam in EASE_LAMBDAS:
-        if priors is None:
-            priors = fit_priors(warm, threshold, lam).to(rec.device)
-        else:
-            priors.set_ease(*ease_table(warm, threshold, lam), lam)
-        if batch is None:
-            break
+    if batch is not None:
         support = batch.support()
-        values[lam] = ndcg(priors.ease(support.items, _liked(support, threshold)), batch)
-    if values:
-        lam = _best(values)
-        log.debug("serving priors, EASE strength: %s -> %s", values, lam)
-        if lam != EASE_LAMBDAS[-1]:
-            priors.set_ease(*ease_table(warm, threshold, lam), lam)
+
+        def ease_value(lam: float, rows: float | None) -> float:
+            if (float(priors.ease_lambda), _nan_none(priors.ease_threshold)) != (lam, rows):
+                priors.set_ease(*ease_table(warm, rows, lam), lam, rows)
+            return ndcg(priors.ease(support.items, support.mask, support.ratings), batch)
+
+        # which rows EASE reads, at a middle strength, then its strength with those rows
+        values = {(FILTER_LAMBDA, rows): ease_value(FILTER_LAMBDA, rows) for rows in filters}
+        rows = _best_key(values)[1]
+        values.update({(lam, rows): ease_value(lam, rows) for lam in EASE_LAMBDAS if lam != FILTER_LAMBDA})
+        lam, rows = _best_key(values)
+        log.debug("serving priors, EASE (strength, rows rated at least): %s -> %s", values, (lam, rows))
+        ease_value(lam, rows)
     if priors.has_time:
         batch = tasks.batch(kind, 0)
-        windows = {}
-        for days in WINDOWS_DAYS if batch is not None else ():
-            windows[days] = ndcg(priors.with_window(days).recent(batch.support().user_feats["time"]), batch)
-        days = _best(windows) if windows else DEFAULT_WINDOW_DAYS
-        log.debug("serving priors, popularity window: %s -> %s days", windows, days)
+        values = {}
+        for rows in filters if batch is not None else ():
+            priors.set_time(warm, rows)
+            times = batch.support().user_feats["time"]
+            values.update({(days, rows): ndcg(priors.with_window(days).recent(times), batch) for days in WINDOWS_DAYS})
+        days, rows = _best_key(values) if values else (DEFAULT_WINDOW_DAYS, threshold)
+        log.debug("serving priors, popularity (window, rows rated at least): %s -> %s", values, (days, rows))
+        priors.set_time(warm, rows)
         priors.with_window(days)
     return priors
 
 
-def _liked(support, threshold: float | None) -> torch.Tensor:
-    """The support mask less the items rated below the positive threshold (a missing rating, NaN, is liked)."""
-    if threshold is None:
-        return support.mask
-    return support.mask * (~(support.ratings < threshold)).to(support.mask.dtype)
+def _best_key(values: dict):
+    """The key with the highest finite value, the first such in the dict's order on ties."""
+    return max(values, key=lambda key: values[key] if np.isfinite(values[key]) else -np.inf)
+
+
+def _nan_none(value: torch.Tensor) -> float | None:
+    return None if torch.isnan(value) else float(value)
 
 
 def choose_prior_weights(rec, tasks: _ValidationTasks) -> dict:
@@ -186,7 +195,7 @@ def _best_weights(served, batch: TaskBatch) -> tuple[float, float]:
     priors = served.priors
     with torch.no_grad():
         base = standardized(served._model_scores(support))
-        ease = priors.ease(support.items, _liked(support, served.config.tasks.positive_threshold))
+        ease = priors.ease(support.items, support.mask, support.ratings)
         values = {w: ndcg(base + w * ease, batch) for w in PRIOR_GRID} if len(support) else {0.0: 0.0}
         ease_w = _best(values) if bool(support.mask.any()) else 0.0  # no history: EASE has nothing to say
         base = base + ease_w * ease

@@ -1,11 +1,13 @@
 """Serving priors: two signals of the warm log that serving adds to the scorer's scores, each with a weight
 that fit chooses per support size and history kind on its own validation users (recmaml.calibrate).
 
-    ease(u)    the support's EASE scores (Steck 2019): the sum of its liked items' rows of EASE's item-item
-               matrix, each row cut to its NEIGHBORS largest weights, so a catalog of any size keeps a table
-               of n_items x NEIGHBORS; EASE's L2 strength is chosen by fit on validation users
-    recent(u)  what was popular when the user arrived: the log count of each item's positives in a window
-               before the user's time (the latest timestamp of its history, or the caller's `at`)
+    ease(u)    the support's EASE scores (Steck 2019): the sum of its items' rows of EASE's item-item matrix,
+               each row cut to its NEIGHBORS largest weights, so a catalog of any size keeps a table of
+               n_items x NEIGHBORS; fit chooses EASE's L2 strength and whether it reads every row or only
+               the liked ones (rated at least the positive threshold), in the warm log and the support alike
+    recent(u)  what was popular when the user arrived: the log count of each item's rows (every row, or the
+               liked ones: fit chooses) in a window before the user's time (the latest timestamp of its
+               history, or the caller's `at`)
 
     served scores = z(scorer) + w_ease * z(ease) + w_recent * z(recent)      (z: per user, over the catalog)
 
@@ -53,6 +55,8 @@ class ServingPriors(nn.Module):
         self.register_buffer("time_counts", torch.zeros(time_edges + 1 if time_edges else 0, n_items))
         self.register_buffer("window_seconds", torch.zeros((), dtype=torch.float64))
         self.register_buffer("ease_lambda", torch.zeros((), dtype=torch.float64))
+        # the rating a support row needs to count in EASE's term; NaN: every row counts
+        self.register_buffer("ease_threshold", torch.full((), float("nan"), dtype=torch.float64))
 
     @classmethod
     def shaped_like(cls, state: dict[str, torch.Tensor]) -> ServingPriors:
@@ -68,8 +72,12 @@ class ServingPriors(nn.Module):
         """The end of the warm log: the time of a user with no timestamp and no `at`."""
         return float(self.time_edges[-1]) if self.has_time else 0.0
 
-    def ease(self, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, n_items): the standardized sum of the EASE rows of each user's support items with mask > 0."""
+    def ease(self, items: torch.Tensor, mask: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+        """(B, n_items): the standardized sum of the EASE rows of each user's support items (mask > 0), those
+        rated below ease_threshold left out (a missing rating, NaN, is no dislike)."""
+        threshold = float(self.ease_threshold)
+        if threshold == threshold:  # not NaN
+            mask = mask * (~(ratings < threshold)).to(mask.dtype)
         index = self.ease_index[items].long().flatten(1)  # (B, S * NEIGHBORS)
         weight = (self.ease_weight[items] * mask.unsqueeze(-1)).flatten(1)
         out = torch.zeros(items.shape[0], self.ease_index.shape[0], device=items.device)
@@ -84,11 +92,18 @@ class ServingPriors(nn.Module):
         counts = (self.time_counts[end] - self.time_counts[start]).clamp(min=0.0)
         return standardized(torch.log1p(counts))
 
-    def set_ease(self, index: np.ndarray, weight: np.ndarray, lam: float) -> None:
-        """Install an ease_table (of this instance's shape) and the strength it was fitted with."""
+    def set_ease(self, index: np.ndarray, weight: np.ndarray, lam: float, threshold: float | None) -> None:
+        """Install an ease_table (of this instance's shape) and the strength and threshold it was fitted with."""
         self.ease_index.copy_(torch.from_numpy(index))
         self.ease_weight.copy_(torch.from_numpy(weight))
         self.ease_lambda.fill_(lam)
+        self.ease_threshold.fill_(float("nan") if threshold is None else threshold)
+
+    def set_time(self, warm: Interactions, threshold: float | None) -> None:
+        """Install the time_table of the warm log's rows rated >= `threshold` (None: every row)."""
+        edges, cumulative = time_table(warm, threshold, self.time_edges.shape[0])
+        self.time_edges.copy_(torch.from_numpy(edges))
+        self.time_counts.copy_(torch.from_numpy(cumulative))
 
     def with_window(self, days: float) -> ServingPriors:
         """This instance with its window set to `days` (in place; returned for chaining)."""
@@ -96,17 +111,17 @@ class ServingPriors(nn.Module):
         return self
 
 
-def fit_priors(warm: Interactions, threshold: float | None, lam: float) -> ServingPriors:
-    """The priors' tables from the warm log: EASE (strength `lam`) cut to NEIGHBORS per row, and, when the
-    log has timestamps, the cumulative counts of each item's positives (rated >= `threshold`, or every row),
-    with the longest window of WINDOWS_DAYS (fit's calibration chooses the strength and the window)."""
+def fit_priors(warm: Interactions, threshold: float | None, lam: float,
+               recent_threshold: float | None = None) -> ServingPriors:
+    """The priors' tables from the warm log: EASE (strength `lam`, on the rows rated >= `threshold`, or every
+    row when None) cut to NEIGHBORS per row, and, when the log has timestamps, the cumulative counts of each
+    item's rows (rated >= `recent_threshold`, or every row), with the longest window of WINDOWS_DAYS
+    (fit's calibration chooses the strength, the thresholds and the window)."""
     has_time = warm.timestamp is not None and len(warm) > 0
     priors = ServingPriors(warm.n_items, max(min(NEIGHBORS, warm.n_items - 1), 1), TIME_EDGES if has_time else 0)
-    priors.set_ease(*ease_table(warm, threshold, lam), lam)
+    priors.set_ease(*ease_table(warm, threshold, lam), lam, threshold)
     if has_time:
-        edges, cumulative = time_table(warm, threshold)
-        priors.time_edges.copy_(torch.from_numpy(edges))
-        priors.time_counts.copy_(torch.from_numpy(cumulative))
+        priors.set_time(warm, recent_threshold)
         priors.with_window(WINDOWS_DAYS[-1])
     return priors
 

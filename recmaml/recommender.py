@@ -371,9 +371,7 @@ class MetaRecommender:
         ease_w, recent_w = weights
         scores = standardized(self._model_scores(support))
         if bool(ease_w.any()):
-            threshold = self.config.tasks.positive_threshold
-            liked = support.mask if threshold is None else support.mask * (~(support.ratings < threshold)).float()
-            scores += ease_w[:, None] * self.priors.ease(support.items, liked)
+            scores += ease_w[:, None] * self.priors.ease(support.items, support.mask, support.ratings)
         if bool(recent_w.any()):
             scores += recent_w[:, None] * self.priors.recent(support.user_feats["time"])
         return scores if items is None else scores.gather(1, items)

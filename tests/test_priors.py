@@ -37,12 +37,13 @@ def test_fit_chooses_the_priors_and_they_ship_with_the_model(fitted, tmp_path):
     assert serve.first_ease_weights[0] == serve.sample_ease_weights[0] == 0.0  # no history: EASE has no say
     priors = fitted.priors
     assert float(priors.ease_lambda) in EASE_LAMBDAS and priors.has_time
+    assert torch.isnan(priors.ease_threshold) or float(priors.ease_threshold) == fitted.config.tasks.positive_threshold
     assert float(priors.window_seconds) / DAY in WINDOWS_DAYS
     fitted.save(tmp_path / "model")
     loaded = MetaRecommender.load(tmp_path / "model")
     assert loaded.config.serve == serve
     for name, tensor in priors.state_dict().items():
-        torch.testing.assert_close(loaded.priors.state_dict()[name], tensor, rtol=0, atol=0)
+        torch.testing.assert_close(loaded.priors.state_dict()[name], tensor, rtol=0, atol=0, equal_nan=True)
     history = Interactions.from_ids(np.array(["a"] * 3), np.array([0, 1, 2]), rating=np.full(3, 5.0),
                                     timestamp=np.arange(3))
     boosted = _with_weights(fitted, 2.0, 1.0)
@@ -62,22 +63,28 @@ def test_zero_weights_serve_the_scorer_alone_and_a_weight_changes_the_scores(fit
     assert not np.allclose(_with_weights(fitted, 0.0, 1.0).score(history, users=["a", "b", "new"]), alone)
 
 
-def test_the_ease_prior_reads_the_liked_items_of_a_history_only(fitted):
-    # EASE's weight dominant: a user who liked three items of group 0 gets group 0; the same three
-    # items rated 1 (below the log's positive threshold, 4) are no taste at all, and change EASE's term to nothing
+def test_the_ease_prior_reads_the_liked_items_of_a_history_only_when_fit_chose_so(fitted, taste_log):
+    # EASE's weight dominant: a user who liked three items of group 0 gets group 0
     ease_only = _with_weights(fitted, 16.0, 0.0)
     items = np.array([0, 1, 2])
     liked = Interactions.from_ids(np.array(["u"] * 3), items, rating=np.full(3, 5.0), timestamp=np.arange(3))
     disliked = Interactions.from_ids(np.array(["u"] * 3), items, rating=np.full(3, 1.0), timestamp=np.arange(3))
     top = ease_only.recommend(liked, k=5).to_pandas().item_id.to_numpy()
     assert (np.asarray(top) // 20 == 0).sum() >= 4, top
-    support_items = torch.as_tensor(items)[None]
-    nothing = fitted.priors.ease(support_items, torch.zeros(1, 3))
+    # EASE on liked rows (threshold 4): the same three items rated 1 are no taste at all
+    ease_only.priors = fit_priors(taste_log, 4.0, 500.0)
+    support_items, support_mask = torch.as_tensor(fitted.items.index(items))[None], torch.ones(1, 3)
+    nothing = ease_only.priors.ease(support_items, support_mask, torch.ones(1, 3))
     assert torch.count_nonzero(nothing) == 0
     assert not np.array_equal(ease_only.score(liked), ease_only.score(disliked))
     # a history without a rating column: every row counts as liked
     unrated = Interactions.from_ids(np.array(["u"] * 3), items, timestamp=np.arange(3))
     np.testing.assert_array_equal(ease_only.score(unrated), ease_only.score(liked))
+    # EASE on every row (threshold None): a rating changes nothing
+    ease_only.priors = fit_priors(taste_log, None, 500.0)
+    every = ease_only.priors.ease(support_items, support_mask, torch.ones(1, 3))
+    torch.testing.assert_close(every, ease_only.priors.ease(support_items, support_mask, torch.full((1, 3), 5.0)))
+    assert torch.count_nonzero(every) > 0
 
 
 def _shifting_log() -> Interactions:
