@@ -85,12 +85,23 @@ class ServingPriors(nn.Module):
         return standardized(out.scatter_add_(1, index, weight))
 
     def recent(self, times: torch.Tensor) -> torch.Tensor:
-        """(B, n_items): the standardized log count of each item's positives in the window before each time."""
-        times = times.to(torch.float64).contiguous()
-        end = torch.searchsorted(self.time_edges, times, right=True)
-        start = torch.searchsorted(self.time_edges, times - self.window_seconds, right=True)
-        counts = (self.time_counts[end] - self.time_counts[start]).clamp(min=0.0)
-        return standardized(torch.log1p(counts))
+        """(B, n_items): the standardized log count of each item's rows in the window before each time. A time
+        is rounded down to the last of the time edges (quantiles of the warm log's times) at or before it, so
+        that serving gathers one precomputed row per user (recent_table)."""
+        end = torch.searchsorted(self.time_edges, times.to(torch.float64).contiguous(), right=True)
+        return self.recent_table()[end]
+
+    def recent_table(self) -> torch.Tensor:
+        """(len(time_edges) + 1, n_items): row e is recent() for a time in [time_edges[e - 1], time_edges[e])
+        (row 0: before the log, all zeros); computed once per window and kept (not saved)."""
+        key = (float(self.window_seconds), self.time_counts.data_ptr(), self.time_counts._version)
+        if getattr(self, "_recent_key", None) != key:
+            ends = torch.arange(len(self.time_edges) + 1, device=self.time_edges.device)
+            edge_times = torch.cat([self.time_edges[:1] - 1.0, self.time_edges])  # row 0: before the first edge
+            starts = torch.searchsorted(self.time_edges, edge_times - self.window_seconds, right=True)
+            counts = (self.time_counts[ends] - self.time_counts[starts]).clamp_(min=0.0)
+            self._recent_rows, self._recent_key = standardized(torch.log1p_(counts)), key
+        return self._recent_rows
 
     def set_ease(self, index: np.ndarray, weight: np.ndarray, lam: float, threshold: float | None) -> None:
         """Install an ease_table (of this instance's shape) and the strength and threshold it was fitted with."""

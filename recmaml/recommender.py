@@ -344,9 +344,9 @@ class MetaRecommender:
             _seconds(at)  # a bad time is an error now, not at the first user
         return other
 
-    def _prior_weights(self, support: PaddedSet) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _prior_weights(self, support: PaddedSet) -> tuple[torch.Tensor | None, torch.Tensor | None] | None:
         """Per user, the weights of the serving priors (EASE, popularity) for its support size and the kind of
-        history served (serve.*_ease_weights, *_recent_weights), or None when every one is 0."""
+        history served (serve.*_ease_weights, *_recent_weights), each None when all 0; None when both are."""
         serve = self.config.serve
         if self.priors is None or not serve.priors:
             return None
@@ -357,9 +357,11 @@ class MetaRecommender:
         bucket = np.searchsorted(PRIOR_BUCKETS, support.mask.sum(dim=1).cpu().numpy(), side="right") - 1
         if not self.priors.has_time:
             recent = (0.0,) * len(PRIOR_BUCKETS)
-        per_user = [torch.as_tensor(np.asarray(w, np.float32)[bucket], device=support.items.device)
-                    for w in (ease, recent)]
-        return None if not any(bool(w.any()) for w in per_user) else tuple(per_user)
+        per_user = [np.asarray(w, np.float32)[bucket] for w in (ease, recent)]
+        if not any(w.any() for w in per_user):
+            return None
+        # None for a prior without weight in this batch: its scores are not computed
+        return tuple(torch.as_tensor(w, device=support.items.device) if w.any() else None for w in per_user)
 
     def _scores(self, support: PaddedSet, items: torch.Tensor | None = None) -> torch.Tensor:
         """Scores (B, n_items), or (B, C) of per-user `items`, after adapting each user on `support`: the
@@ -370,10 +372,10 @@ class MetaRecommender:
             return self._model_scores(support, items)
         ease_w, recent_w = weights
         scores = standardized(self._model_scores(support))
-        if bool(ease_w.any()):
-            scores += ease_w[:, None] * self.priors.ease(support.items, support.mask, support.ratings)
-        if bool(recent_w.any()):
-            scores += recent_w[:, None] * self.priors.recent(support.user_feats["time"])
+        if ease_w is not None:
+            scores.addcmul_(ease_w[:, None], self.priors.ease(support.items, support.mask, support.ratings))
+        if recent_w is not None:
+            scores.addcmul_(recent_w[:, None], self.priors.recent(support.user_feats["time"]))
         return scores if items is None else scores.gather(1, items)
 
     def _model_scores(self, support: PaddedSet, items: torch.Tensor | None = None) -> torch.Tensor:
