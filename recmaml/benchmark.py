@@ -113,9 +113,7 @@ class FittedMeta:
 
     def served(self, **serve) -> FittedMeta:
         """The same fitted weights served with other [serve] settings (a shallow copy shares the model)."""
-        other = copy.copy(self.rec)
-        other.config = self.rec.config.replace(serve=serve)
-        return FittedMeta(other, self.history_kind)
+        return FittedMeta(self.rec.with_serving(**serve), self.history_kind)
 
     def zero_steps(self) -> FittedMeta:
         """The same meta-learned weights served without adaptation."""

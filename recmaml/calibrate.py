@@ -37,6 +37,7 @@ MAX_USERS = 2000  # validation users per (kind, size) evaluation: bounds the cos
 MIN_USERS = 20  # fewer users with that many interactions: the bucket takes the previous bucket's choice
 DEFAULT_LAMBDA = 500.0  # EASE's strength when there are no validation users to choose it
 DEFAULT_WINDOW_DAYS = 365.0  # and the popularity window's
+RATING_STEPS = (1, 2, 3, 4)  # serving inner steps fit tries for a rating model (the MeLU protocol's MAE)
 FILTER_LAMBDA = 2000.0  # the EASE strength at which fit decides whether EASE reads every row or the liked ones
 
 
@@ -101,8 +102,20 @@ class _ValidationTasks:
 
 
 def choose_scales(rec, tasks: _ValidationTasks) -> dict:
-    """serve.first_scales and serve.sample_scales (see the module docstring)."""
-    chosen = {}
+    """serve.first_scales and serve.sample_scales (see the module docstring); for a rating model whose
+    serve.inner_steps is unset, also serve.inner_steps from RATING_STEPS (the count whose per-size scales
+    give the best sum of the buckets' values)."""
+    if rec.config.model.objective != "rating" or rec.config.serve.inner_steps is not None:
+        return _scales_for(rec, tasks)[0]
+    tried = {steps: _scales_for(rec.with_serving(inner_steps=steps), tasks) for steps in RATING_STEPS}
+    steps = max(tried, key=lambda s: tried[s][1])  # the first of equals: the fewest steps
+    log.debug("serving steps of the rating model: %s -> %d", {s: v[1] for s, v in tried.items()}, steps)
+    return {**tried[steps][0], "inner_steps": steps}
+
+
+def _scales_for(rec, tasks: _ValidationTasks) -> tuple[dict, float]:
+    """(the scale fields, the sum over kinds and sizes of the chosen scales' validation values)."""
+    chosen, total = {}, 0.0
     for kind in tasks.kinds:
         served = rec.with_history_kind(kind)
         scales = []
@@ -114,9 +127,10 @@ def choose_scales(rec, tasks: _ValidationTasks) -> dict:
             values = {scale: _served_value(served, batch, scale) for scale in SCALE_GRID}
             log.debug("serving scale, %s histories of %d items: %s", kind, size, values)
             scales.append(_best(values))
+            total += values[scales[-1]] if np.isfinite(values[scales[-1]]) else -np.inf
         chosen[kind] = tuple(scales)
     chosen.setdefault("first", chosen["sample"])
-    return {"first_scales": chosen["first"], "sample_scales": chosen["sample"]}
+    return {"first_scales": chosen["first"], "sample_scales": chosen["sample"]}, total
 
 
 def fit_calibrated_priors(rec, warm: Interactions, tasks: _ValidationTasks | None):
@@ -222,7 +236,7 @@ def calibrate(rec, warm: Interactions, user_feats: dict[str, torch.Tensor]) -> d
         fields.update(first_scales=(1.0,) * len(SIZE_BUCKETS), sample_scales=(1.0,) * len(SIZE_BUCKETS))
     else:
         fields.update(choose_scales(rec, tasks))
-    rec.config = cfg.replace(serve={k: v for k, v in fields.items() if getattr(cfg.serve, k) == "auto"})
+    rec.config = cfg.replace(serve={k: v for k, v in fields.items() if getattr(cfg.serve, k) in ("auto", None)})
     rec.priors = None
     if cfg.serve.priors and cfg.model.objective == "implicit":
         rec.priors = fit_calibrated_priors(rec, warm, tasks)
@@ -232,4 +246,4 @@ def calibrate(rec, warm: Interactions, user_feats: dict[str, torch.Tensor]) -> d
         if tasks is not None:
             weights = choose_prior_weights(rec, tasks)
         fields.update(weights)
-    return {k: v for k, v in fields.items() if getattr(cfg.serve, k) == "auto"}
+    return {k: v for k, v in fields.items() if getattr(cfg.serve, k) in ("auto", None)}

@@ -312,11 +312,15 @@ class MetaRecommender:
         other.config = self.config.replace(serve={"history_kind": history_kind})
         return other
 
+    def with_serving(self, **serve) -> MetaRecommender:
+        """This recommender with other [serve] settings (a shallow copy: the weights are shared)."""
+        other = copy.copy(self)
+        other.config = self.config.replace(serve=serve)
+        return other
+
     def with_scales(self, scales: tuple[float, ...]) -> MetaRecommender:
         """This recommender with every history kind's per-size scales set to `scales` (a shallow copy)."""
-        other = copy.copy(self)
-        other.config = self.config.replace(serve={"first_scales": scales, "sample_scales": scales})
-        return other
+        return self.with_serving(first_scales=scales, sample_scales=scales)
 
     def _lr_scales(self, support: PaddedSet) -> torch.Tensor:
         """Per user, the multiplier of the inner learning rate: serve.inner_lr_scale times the scale of its

@@ -77,6 +77,16 @@ def test_the_best_scale_is_no_step_unless_a_step_beats_it():
     assert _best(values) == 1.0
 
 
+def test_a_rating_model_gets_its_serving_steps_chosen_too(taste_log, tiny_config):
+    from recmaml.calibrate import RATING_STEPS
+
+    rec = MetaRecommender(tiny_config.replace(model={"objective": "rating"}, meta={"epochs": 2})).fit(taste_log)
+    assert rec.config.serve.inner_steps in RATING_STEPS and rec.priors is None  # no priors: it predicts ratings
+    fixed = MetaRecommender(tiny_config.replace(model={"objective": "rating"}, meta={"epochs": 2},
+                                                serve={"inner_steps": 7})).fit(taste_log)
+    assert fixed.config.serve.inner_steps == 7  # a count the config gives is kept
+
+
 def test_sample_histories_are_served_by_weights_trained_on_random_supports(fitted, taste_log, tiny_config, tmp_path):
     # model.sample_weights: a second set of weights, meta-trained on random supports alone, serves samples
     assert fitted.sample_model is not None and fitted.sample_history.epochs
