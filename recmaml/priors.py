@@ -57,6 +57,7 @@ class ServingPriors(nn.Module):
         self.register_buffer("ease_lambda", torch.zeros((), dtype=torch.float64))
         # the rating a support row needs to count in EASE's term; NaN: every row counts
         self.register_buffer("ease_threshold", torch.full((), float("nan"), dtype=torch.float64))
+        self.register_buffer("recent_threshold", torch.full((), float("nan"), dtype=torch.float64))  # the same
 
     @classmethod
     def shaped_like(cls, state: dict[str, torch.Tensor]) -> ServingPriors:
@@ -115,6 +116,7 @@ class ServingPriors(nn.Module):
         edges, cumulative = time_table(warm, threshold, self.time_edges.shape[0])
         self.time_edges.copy_(torch.from_numpy(edges))
         self.time_counts.copy_(torch.from_numpy(cumulative))
+        self.recent_threshold.fill_(float("nan") if threshold is None else threshold)
 
     def with_window(self, days: float) -> ServingPriors:
         """This instance with its window set to `days` (in place; returned for chaining)."""
@@ -135,6 +137,19 @@ def fit_priors(warm: Interactions, threshold: float | None, lam: float,
         priors.set_time(warm, recent_threshold)
         priors.with_window(WINDOWS_DAYS[-1])
     return priors
+
+
+def refit_priors(priors: ServingPriors, warm: Interactions) -> ServingPriors:
+    """Priors of the same settings (EASE's strength and rows, the popularity's rows and window) fitted on
+    `warm`: fit chooses the settings on priors that do not know its validation users' rows, then serves
+    priors that know the whole warm log."""
+    def rows(threshold: torch.Tensor) -> float | None:
+        return None if torch.isnan(threshold) else float(threshold)
+
+    out = fit_priors(warm, rows(priors.ease_threshold), float(priors.ease_lambda), rows(priors.recent_threshold))
+    if out.has_time:
+        out.with_window(float(priors.window_seconds) / 86400.0)
+    return out.to(priors.ease_index.device)
 
 
 def ease_table(warm: Interactions, threshold: float | None, lam: float,
