@@ -350,7 +350,8 @@ class MetaRecommender:
 
     def _prior_weights(self, support: PaddedSet) -> tuple[torch.Tensor | None, torch.Tensor | None] | None:
         """Per user, the weights of the serving priors (EASE, popularity) for its support size and the kind of
-        history served (serve.*_ease_weights, *_recent_weights), each None when all 0; None when both are."""
+        history served (serve.*_ease_weights, *_recent_weights), each None when all 0 in this batch; None
+        when the model serves without priors (none fitted, serve.priors off, or every weight 0)."""
         serve = self.config.serve
         if self.priors is None or not serve.priors:
             return None
@@ -362,9 +363,9 @@ class MetaRecommender:
         if not self.priors.has_time:
             recent = (0.0,) * len(PRIOR_BUCKETS)
         per_user = [np.asarray(w, np.float32)[bucket] for w in (ease, recent)]
-        if not any(w.any() for w in per_user):
-            return None
-        # None for a prior without weight in this batch: its scores are not computed
+        # never None for a batch whose users all have weight 0: every user's scores are standardized, so that a
+        # user's scores do not depend on the batch it is served in. None for a prior without weight in this
+        # batch: its scores are not computed
         return tuple(torch.as_tensor(w, device=support.items.device) if w.any() else None for w in per_user)
 
     def _scores(self, support: PaddedSet, items: torch.Tensor | None = None) -> torch.Tensor:
