@@ -89,7 +89,8 @@ def read_interactions(
 
     def convert(full_inference: bool) -> Interactions:
         with _library_errors(name, kind, encoding):
-            frame = _open(source, kind, delimiter, table, query, encoding, full_inference)
+            frame = _open(source, kind, delimiter, table, query, encoding, full_inference,
+                          id_columns=(columns.user, columns.item))
             return frame_to_interactions(
                 frame, name, columns,
                 rating_range=rating_range, user_features=user_features, item_features=item_features,
@@ -146,7 +147,8 @@ def read_pairs(
 
     def convert(full_inference: bool):
         with _library_errors(name, kind, encoding):
-            frame = _open(source, kind, delimiter, table, None, encoding, full_inference)
+            frame = _open(source, kind, delimiter, table, None, encoding, full_inference,
+                          id_columns=(user_col, item_col))
             found = frame.collect_schema().names() if isinstance(frame, pl.LazyFrame) else frame.columns
             missing = missing_columns(Columns(user=user_col, item=item_col), found)
             if missing:
@@ -262,10 +264,11 @@ def _check_exists(path: Path) -> None:
 # --- opening each kind of source -----------------------------------------------------------------------
 
 
-def _open(source, kind, delimiter, table, query, encoding, full_inference, streaming: bool = False
-          ) -> pl.LazyFrame | pl.DataFrame:
+def _open(source, kind, delimiter, table, query, encoding, full_inference, streaming: bool = False,
+          id_columns: tuple[str, ...] = ()) -> pl.LazyFrame | pl.DataFrame:
     """The source as a frame; `streaming`: it will be read in a streaming pass (sink_parquet), so a
-    Parquet file is decoded batch by batch rather than whole."""
+    Parquet file is decoded batch by batch rather than whole. `id_columns` of a CSV/TSV file are read as
+    text unless their first rows are canonical integers ('7', not '007', '+7' or '7.0')."""
     if kind == "frame":
         return frame_of(source)
     if kind == "sql":
@@ -289,9 +292,29 @@ def _open(source, kind, delimiter, table, query, encoding, full_inference, strea
     separator = delimiter or ("\t" if kind == "tsv" else _detect_delimiter(path))
     if _is_utf8(encoding):
         lossy = "lossy" in encoding.lower()  # utf8-lossy: undecodable bytes become U+FFFD
-        return pl.scan_csv(path, separator=separator, infer_schema_length=infer,
+        text = _text_columns(pl.read_csv(path, separator=separator, infer_schema=False, n_rows=infer,
+                                         encoding="utf8-lossy" if lossy else "utf8"), id_columns)
+        return pl.scan_csv(path, separator=separator, infer_schema_length=infer, schema_overrides=text,
                            encoding="utf8-lossy" if lossy else "utf8")
-    return pl.read_csv(_recoded(path, encoding), separator=separator, infer_schema_length=infer).lazy()
+    recoded = _recoded(path, encoding)
+    text = _text_columns(pl.read_csv(recoded, separator=separator, infer_schema=False, n_rows=infer), id_columns)
+    recoded.seek(0)
+    return pl.read_csv(recoded, separator=separator, infer_schema_length=infer, schema_overrides=text).lazy()
+
+
+def _text_columns(head: pl.DataFrame, id_columns: tuple[str, ...]) -> dict:
+    """{column: pl.String} for the id columns of `head` (a file's first rows, as text) that are not all
+    canonical integers: inference would make the ids '007' and '0.' the numbers 7 and 0, and merge them
+    with '7' and '0', so they stay text."""
+    text = {}
+    for name in (c for c in id_columns if c in head.columns):
+        values = head[name].drop_nulls()
+        as_int = values.cast(pl.Int64, strict=False)
+        if (as_int.is_null() & values.str.contains(r"^[+-]?\d+$")).any():
+            continue  # integers past 64 bits: inference's error names the value and says to read them as text
+        if not (as_int.is_not_null().all() and (as_int.cast(pl.String) == values).all()):
+            text[name] = pl.String
+    return text
 
 
 def _check_readable(path: Path) -> None:

@@ -290,3 +290,14 @@ def test_utf8_lossy_replaces_bad_bytes(tmp_path):
     path.write_bytes(b"user_id,item_id\nz\xe9,1\n")
     got = read_interactions(path, encoding="utf8-lossy")
     assert list(got.users.ids) == ["z\ufffd"]
+
+
+def test_csv_ids_that_are_not_canonical_integers_stay_text(tmp_path):
+    # '007' and '7' are two items, '0.' is not the number 0: inference alone would merge them
+    path = tmp_path / "log.csv"
+    path.write_text("user_id,item_id,rating\nu,007,5\nu,7,4\nv,0.,3\nv,8,2\n")
+    log = read_interactions(path)
+    assert sorted(str(i) for i in log.items.ids) == ["0.", "007", "7", "8"]
+    canonical = tmp_path / "plain.csv"
+    canonical.write_text("user_id,item_id\n1,7\n1,8\n")
+    assert read_interactions(canonical).items.ids.dtype.kind == "i"  # canonical integers stay integers
