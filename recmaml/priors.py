@@ -32,16 +32,40 @@ EASE_LAMBDAS = (100.0, 500.0, 2000.0, 10000.0, 50000.0)  # EASE's L2 strengths f
 WINDOWS_DAYS = (30.0, 91.0, 182.0, 365.0, 730.0, 1095.0)  # windows fit tries (as the benchmark's baseline)
 
 
+BLOCK_ROWS = 256  # users blended at a time: the temporaries stay small (a multiple of model.SERVING_ROWS)
+
+
 def standardized(x: torch.Tensor) -> torch.Tensor:
-    """Each row (B, n) minus its mean, over its standard deviation (a constant row becomes zeros). The row
-    sums are products with a ones vector through model.rows_mm, whose order is the same in every batch and
-    with any thread count (torch's row reductions split a long row between threads when B is small)."""
-    x = x.float()
+    """Each row (B, n) minus its mean, over its standard deviation (a constant row becomes zeros), as a new
+    tensor; see standardize_."""
+    return standardize_(x.float().clone())
+
+
+def standardize_(x: torch.Tensor) -> torch.Tensor:
+    """standardized, in place. The row sums are products with a ones vector through model.rows_mm, whose
+    order is the same in every batch and with any thread count (torch's row reductions split a long row
+    between threads when B is small)."""
     n = x.shape[1]
     ones = x.new_ones(n, 1)
-    centred = x - rows_mm(x, ones) / n
-    spread = (rows_mm(centred * centred, ones) / max(n - 1, 1)).sqrt_()
-    return centred.div_(spread.add_(1e-6))
+    x.sub_(rows_mm(x, ones) / n)
+    spread = (rows_mm(x * x, ones) / max(n - 1, 1)).sqrt_()
+    return x.div_(spread.add_(1e-6))
+
+
+def blend_(scores: torch.Tensor, priors: ServingPriors, support, ease_w: torch.Tensor | None,
+           recent_w: torch.Tensor | None) -> torch.Tensor:
+    """The served scores, in place: each user's scorer scores standardized, plus its weighted standardized
+    priors (a weight None: that prior is left out). Done BLOCK_ROWS users at a time, which gives every row
+    the same values as the whole batch at once and keeps serving's (B, n_items) temporaries to one block."""
+    for lo in range(0, scores.shape[0], BLOCK_ROWS):
+        hi = min(lo + BLOCK_ROWS, scores.shape[0])
+        block = standardize_(scores[lo:hi])
+        if ease_w is not None:
+            block.addcmul_(ease_w[lo:hi, None], priors.ease(support.items[lo:hi], support.mask[lo:hi],
+                                                            support.ratings[lo:hi]))
+        if recent_w is not None:
+            block.addcmul_(recent_w[lo:hi, None], priors.recent(support.user_feats["time"][lo:hi]))
+    return scores
 
 
 class ServingPriors(nn.Module):

@@ -24,7 +24,7 @@ from recmaml.item_match import ItemTally
 from recmaml.meta import TrainHistory, enable_meta_sgd, meta_train, training_length
 from recmaml.model import (META_LR_PREFIX, TIME_EDGES, FeatureSpec, Scorer, fast_path_applies, fast_user_vectors, feature_tensors,
                             item_dots, rows_mm)
-from recmaml.priors import ServingPriors, standardized
+from recmaml.priors import ServingPriors, blend_
 from recmaml.rank import exclude_items_, rank_candidates, top_k, valid_entries
 from recmaml import resume as resume_files
 from recmaml.resume import EpochCheckpoint
@@ -375,12 +375,7 @@ class MetaRecommender:
         weights = None if self.config.model.objective == "rating" else self._prior_weights(support)
         if weights is None:
             return self._model_scores(support, items)
-        ease_w, recent_w = weights
-        scores = standardized(self._model_scores(support))
-        if ease_w is not None:
-            scores.addcmul_(ease_w[:, None], self.priors.ease(support.items, support.mask, support.ratings))
-        if recent_w is not None:
-            scores.addcmul_(recent_w[:, None], self.priors.recent(support.user_feats["time"]))
+        scores = blend_(self._model_scores(support).float(), self.priors, support, *weights)
         return scores if items is None else scores.gather(1, items)
 
     def _model_scores(self, support: PaddedSet, items: torch.Tensor | None = None) -> torch.Tensor:
