@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The serving priors' probe (issue 19): the code's defaults, recmaml_maml and recmaml_0_steps, on every
+# shared log, seeds 0-2, random and temporal protocols (FilmTrust: random; it has no timestamps).
+#     bash benchmarks/recipes/priors/run.sh OUT
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
+DATA="${RECMAML_SHARED_DATA:-$ROOT/../shared/data}"
+OUT="$1"
+export OPENBLAS_NUM_THREADS=1
+run() {  # name, folder, seed, protocols
+  "$ROOT/.venv/bin/recmaml" benchmark --data "$2" --name "$1" --protocol "$4" --k 0,1,3,5,10,20 --seeds "$3" \
+      --systems recmaml_maml,recmaml_0_steps --budget-seconds 900 --threads 1 --out "$OUT" --quiet \
+      || echo "failed: $1 seed $3" >&2
+}
+for seed in 0 1 2; do
+  run ml-100k "$DATA/movielens/ml-100k" "$seed" random,temporal
+  run ciaodvd "$DATA/ciaodvd" "$seed" random,temporal
+  run filmtrust "$DATA/filmtrust" "$seed" random
+  run ml-latest-small "$DATA/movielens/ml-latest-small" "$seed" random,temporal
+done
