@@ -263,6 +263,6 @@ def calibrate(rec, warm: Interactions, user_feats: dict[str, torch.Tensor]) -> d
             rec.priors = fit_calibrated_priors(rec, warm.take(np.flatnonzero(~unseen)), tasks)
             weights = choose_prior_weights(rec, tasks)
             rec.priors = refit_priors(rec.priors, warm)  # served: the same settings, the whole warm log
-        log.info("serving priors: %s", describe(rec.priors))
+        log.debug("serving priors: %s", describe(rec.priors))  # the CLI's fit says it once the bars are closed
         fields.update(weights)
     return {k: v for k, v in fields.items() if getattr(cfg.serve, k) in ("auto", None)}

@@ -361,6 +361,10 @@ def cmd_fit(args) -> None:
             log.info("the last epoch's checkpoint is kept in %s: rerun with --resume to continue", args.out)
         raise
     log.info("meta-training %s", rec.history.summary())
+    if rec.priors is not None:
+        from recmaml.calibrate import describe
+
+        log.info("serving priors: %s", describe(rec.priors))
     rec.columns = {"user": args.user_col, "item": args.item_col, "rating": args.rating_col or None,
                    "timestamp": args.timestamp_col or None}  # the defaults of recommend, predict and evaluate
     if rank == 0:

@@ -116,6 +116,10 @@ def run(out_dir: Path, data: DataChoice, config=None, seed: int = 0, progress=No
     start = time.perf_counter()
     rec = MetaRecommender(cfg).fit(split.warm, progress=progress)
     fit_seconds = time.perf_counter() - start
+    if rec.priors is not None:
+        from recmaml.calibrate import describe
+
+        log.info("serving priors: %s", describe(rec.priors))
     # these cold users show 5 random ratings: a 'sample' history, served as such (the saved model keeps its
     # default kind, a real new user's first interactions)
     served = rec.with_history_kind("sample")
