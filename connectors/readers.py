@@ -292,20 +292,24 @@ def _open(source, kind, delimiter, table, query, encoding, full_inference, strea
     separator = delimiter or ("\t" if kind == "tsv" else _detect_delimiter(path))
     if _is_utf8(encoding):
         lossy = "lossy" in encoding.lower()  # utf8-lossy: undecodable bytes become U+FFFD
-        text = _text_columns(pl.read_csv(path, separator=separator, infer_schema=False, n_rows=infer,
-                                         encoding="utf8-lossy" if lossy else "utf8"), id_columns)
+        text = _text_columns(lambda: pl.read_csv(path, separator=separator, infer_schema=False, n_rows=_INFER_ROWS,
+                                                 encoding="utf8-lossy" if lossy else "utf8"), id_columns)
         return pl.scan_csv(path, separator=separator, infer_schema_length=infer, schema_overrides=text,
                            encoding="utf8-lossy" if lossy else "utf8")
     recoded = _recoded(path, encoding)
-    text = _text_columns(pl.read_csv(recoded, separator=separator, infer_schema=False, n_rows=infer), id_columns)
+    text = _text_columns(lambda: pl.read_csv(recoded, separator=separator, infer_schema=False, n_rows=_INFER_ROWS),
+                         id_columns)
     recoded.seek(0)
     return pl.read_csv(recoded, separator=separator, infer_schema_length=infer, schema_overrides=text).lazy()
 
 
-def _text_columns(head: pl.DataFrame, id_columns: tuple[str, ...]) -> dict:
-    """{column: pl.String} for the id columns of `head` (a file's first rows, as text) that are not all
-    canonical integers: inference would make the ids '007' and '0.' the numbers 7 and 0, and merge them
-    with '7' and '0', so they stay text."""
+def _text_columns(read_head, id_columns: tuple[str, ...]) -> dict:
+    """{column: pl.String} for the id columns whose first rows (read_head(): the file's first _INFER_ROWS
+    rows, as text; read only when there are id columns) are not all canonical integers: inference would
+    make the ids '007' and '0.' the numbers 7 and 0, and merge them with '7' and '0', so they stay text."""
+    if not id_columns:
+        return {}
+    head = read_head()
     text = {}
     for name in (c for c in id_columns if c in head.columns):
         values = head[name].drop_nulls()

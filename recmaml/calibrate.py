@@ -27,7 +27,7 @@ import torch
 from recmaml.config import PRIOR_BUCKETS, PRIOR_GRID, SCALE_GRID, SIZE_BUCKETS
 from recmaml.data import Interactions
 from recmaml.metrics import mean_metrics, ranking_metrics
-from recmaml.priors import EASE_LAMBDAS, WINDOWS_DAYS, ease_table, fit_priors, refit_priors, standardized
+from recmaml.priors import EASE_LAMBDAS, WINDOWS_DAYS, ease_table, fit_priors, refit_priors, standardize_
 from recmaml.rank import exclude_items, top_k
 from recmaml.tasks import TaskBatch, TaskSampler, split_users
 
@@ -63,9 +63,10 @@ def _served_value(rec, batch: TaskBatch, scale: float) -> float:
         return ndcg(served._model_scores(support), batch)
 
 
-def _best(values: dict) -> float:
-    """The key with the highest finite value; ties go to the smallest key (0: nothing added)."""
-    return max(values, key=lambda key: (values[key] if np.isfinite(values[key]) else -np.inf, -key))
+def _best(values: dict):
+    """The key with the highest finite value; ties go to the first key in the dict's order (the grids are
+    ascending, so to the smallest: 0, nothing added)."""
+    return max(values, key=lambda key: values[key] if np.isfinite(values[key]) else -np.inf)
 
 
 class _ValidationTasks:
@@ -148,15 +149,15 @@ def fit_calibrated_priors(rec, warm: Interactions, tasks: _ValidationTasks | Non
         support = batch.support()
 
         def ease_value(lam: float, rows: float | None) -> float:
-            if (float(priors.ease_lambda), _nan_none(priors.ease_threshold)) != (lam, rows):
+            if (float(priors.ease_lambda), priors.ease_rows()) != (lam, rows):
                 priors.set_ease(*ease_table(warm, rows, lam), lam, rows)
             return ndcg(priors.ease(support.items, support.mask, support.ratings), batch)
 
         # which rows EASE reads, at a middle strength, then its strength with those rows
         values = {(FILTER_LAMBDA, rows): ease_value(FILTER_LAMBDA, rows) for rows in filters}
-        rows = _best_key(values)[1]
+        rows = _best(values)[1]
         values.update({(lam, rows): ease_value(lam, rows) for lam in EASE_LAMBDAS if lam != FILTER_LAMBDA})
-        lam, rows = _best_key(values)
+        lam, rows = _best(values)
         log.debug("serving priors, EASE (strength, rows rated at least): %s -> %s", values, (lam, rows))
         ease_value(lam, rows)
     if priors.has_time:
@@ -166,7 +167,7 @@ def fit_calibrated_priors(rec, warm: Interactions, tasks: _ValidationTasks | Non
             priors.set_time(warm, rows)
             times = batch.support().user_feats["time"]
             values.update({(days, rows): ndcg(priors.with_window(days).recent(times), batch) for days in WINDOWS_DAYS})
-        days, rows = _best_key(values) if values else (DEFAULT_WINDOW_DAYS, threshold)
+        days, rows = _best(values) if values else (DEFAULT_WINDOW_DAYS, threshold)
         log.debug("serving priors, popularity (window, rows rated at least): %s -> %s", values, (days, rows))
         priors.set_time(warm, rows)
         priors.with_window(days)
@@ -175,23 +176,14 @@ def fit_calibrated_priors(rec, warm: Interactions, tasks: _ValidationTasks | Non
 
 def describe(priors) -> str:
     """The priors' settings in words, for fit's log."""
-    def rows(threshold: torch.Tensor) -> str:
-        return "every row" if torch.isnan(threshold) else f"rows rated >= {float(threshold):g}"
+    def rows(threshold: float | None) -> str:
+        return "every row" if threshold is None else f"rows rated >= {threshold:g}"
 
-    text = f"EASE strength {float(priors.ease_lambda):g} on {rows(priors.ease_threshold)}"
+    text = f"EASE strength {float(priors.ease_lambda):g} on {rows(priors.ease_rows())}"
     if priors.has_time:
         text += (f"; popularity over the {float(priors.window_seconds) / 86400:g} days before a user's time, "
-                 f"on {rows(priors.recent_threshold)}")
+                 f"on {rows(priors.recent_rows())}")
     return text
-
-
-def _best_key(values: dict):
-    """The key with the highest finite value, the first such in the dict's order on ties."""
-    return max(values, key=lambda key: values[key] if np.isfinite(values[key]) else -np.inf)
-
-
-def _nan_none(value: torch.Tensor) -> float | None:
-    return None if torch.isnan(value) else float(value)
 
 
 def choose_prior_weights(rec, tasks: _ValidationTasks) -> dict:
@@ -220,16 +212,15 @@ def _best_weights(served, batch: TaskBatch) -> tuple[float, float]:
     support = batch.support()
     priors = served.priors
     with torch.no_grad():
-        base = standardized(served._model_scores(support))
-        ease = priors.ease(support.items, support.mask, support.ratings)
-        values = {w: ndcg(base + w * ease, batch) for w in PRIOR_GRID} if len(support) else {0.0: 0.0}
-        ease_w = _best(values) if bool(support.mask.any()) else 0.0  # no history: EASE has nothing to say
-        base = base + ease_w * ease
-        recent_w = 0.0
+        base = standardize_(served._model_scores(support))
+        ease_w = recent_w = 0.0
+        if bool(support.mask.any()):  # with no history EASE has nothing to say
+            ease = priors.ease(support.items, support.mask, support.ratings)
+            ease_w = _best({w: ndcg(base + w * ease, batch) for w in PRIOR_GRID})
+            base.add_(ease, alpha=ease_w)
         if priors.has_time:
             recent = priors.recent(support.user_feats["time"])
-            values = {w: ndcg(base + w * recent, batch) for w in PRIOR_GRID}
-            recent_w = _best(values)
+            recent_w = _best({w: ndcg(base + w * recent, batch) for w in PRIOR_GRID})
     log.debug("serving priors, %d-item histories: EASE %s, popularity %s", int(support.mask.sum(1).max()),
               ease_w, recent_w)
     return ease_w, recent_w

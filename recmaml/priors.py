@@ -35,14 +35,9 @@ WINDOWS_DAYS = (30.0, 91.0, 182.0, 365.0, 730.0, 1095.0)  # windows fit tries (a
 BLOCK_ROWS = 256  # users blended at a time: the temporaries stay small (a multiple of model.SERVING_ROWS)
 
 
-def standardized(x: torch.Tensor) -> torch.Tensor:
-    """Each row (B, n) minus its mean, over its standard deviation (a constant row becomes zeros), as a new
-    tensor; see standardize_."""
-    return standardize_(x.float().clone())
-
-
 def standardize_(x: torch.Tensor) -> torch.Tensor:
-    """standardized, in place. The row sums are products with a ones vector through model.rows_mm, whose
+    """Each row (B, n) minus its mean, over its standard deviation (a constant row becomes zeros), in place
+    (callers pass tensors of their own). The row sums are products with a ones vector through model.rows_mm, whose
     order is the same in every batch and with any thread count (torch's row reductions split a long row
     between threads when B is small)."""
     n = x.shape[1]
@@ -93,6 +88,14 @@ class ServingPriors(nn.Module):
     def has_time(self) -> bool:
         return self.time_edges.numel() > 0
 
+    def ease_rows(self) -> float | None:
+        """The rating a row needs to count in EASE (warm log and support alike); None: every row counts."""
+        return _none_if_nan(self.ease_threshold)
+
+    def recent_rows(self) -> float | None:
+        """The rating a row needs to count in the popularity; None: every row counts."""
+        return _none_if_nan(self.recent_threshold)
+
     def latest_time(self) -> float:
         """The end of the warm log: the time of a user with no timestamp and no `at`."""
         return float(self.time_edges[-1]) if self.has_time else 0.0
@@ -107,7 +110,7 @@ class ServingPriors(nn.Module):
         weight = (self.ease_weight[items] * mask.unsqueeze(-1)).flatten(1)
         out = torch.zeros(items.shape[0], self.ease_index.shape[0], device=items.device)
         # scatter_add adds a row's entries in their order: the padding (weight 0) comes last and changes nothing
-        return standardized(out.scatter_add_(1, index, weight))
+        return standardize_(out.scatter_add_(1, index, weight))
 
     def recent(self, times: torch.Tensor) -> torch.Tensor:
         """(B, n_items): the standardized log count of each item's rows in the window before each time. A time
@@ -125,7 +128,7 @@ class ServingPriors(nn.Module):
             edge_times = torch.cat([self.time_edges[:1] - 1.0, self.time_edges])  # row 0: before the first edge
             starts = torch.searchsorted(self.time_edges, edge_times - self.window_seconds, right=True)
             counts = (self.time_counts[ends] - self.time_counts[starts]).clamp_(min=0.0)
-            self._recent_rows, self._recent_key = standardized(torch.log1p_(counts)), key
+            self._recent_rows, self._recent_key = standardize_(torch.log1p_(counts)), key
         return self._recent_rows
 
     def set_ease(self, index: np.ndarray, weight: np.ndarray, lam: float, threshold: float | None) -> None:
@@ -167,13 +170,14 @@ def refit_priors(priors: ServingPriors, warm: Interactions) -> ServingPriors:
     """Priors of the same settings (EASE's strength and rows, the popularity's rows and window) fitted on
     `warm`: fit chooses the settings on priors that do not know its validation users' rows, then serves
     priors that know the whole warm log."""
-    def rows(threshold: torch.Tensor) -> float | None:
-        return None if torch.isnan(threshold) else float(threshold)
-
-    out = fit_priors(warm, rows(priors.ease_threshold), float(priors.ease_lambda), rows(priors.recent_threshold))
+    out = fit_priors(warm, priors.ease_rows(), float(priors.ease_lambda), priors.recent_rows())
     if out.has_time:
         out.with_window(float(priors.window_seconds) / 86400.0)
     return out.to(priors.ease_index.device)
+
+
+def _none_if_nan(value: torch.Tensor) -> float | None:
+    return None if torch.isnan(value) else float(value)
 
 
 def ease_table(warm: Interactions, threshold: float | None, lam: float,

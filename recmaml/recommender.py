@@ -343,9 +343,7 @@ class MetaRecommender:
         if at is None and self.arrival is None:
             return self
         other = copy.copy(self)
-        other.arrival = at
-        if at is not None and not (hasattr(at, "items") and callable(at.items)):
-            _seconds(at)  # a bad time is an error now, not at the first user
+        other.arrival = _arrivals(at)  # converted once (a bad time is an error now), read by every chunk
         return other
 
     def _prior_weights(self, support: PaddedSet) -> tuple[torch.Tensor | None, torch.Tensor | None] | None:
@@ -740,19 +738,31 @@ def _user_times(history: Interactions, known: np.ndarray, users: Vocabulary, use
     return np.where(np.isfinite(times), times, default)
 
 
-def _arrival_times(at, users: Vocabulary, latest: float) -> np.ndarray:
-    """Per user, the time `at` gives it (see MetaRecommender.arriving_at), else `latest`."""
+def _arrival_times(arrival, users: Vocabulary, latest: float) -> np.ndarray:
+    """Per user, the time `arrival` (see _arrivals) gives it, else `latest`."""
+    if arrival is None:
+        return np.full(len(users), latest, np.float64)
+    if not isinstance(arrival, tuple):
+        return np.full(len(users), arrival, np.float64)
+    ids, times = arrival
     out = np.full(len(users), latest, np.float64)
+    index = users.index(ids) if len(ids) else np.zeros(0, np.int64)
+    out[index[index != UNKNOWN]] = times[index != UNKNOWN]
+    return out
+
+
+def _arrivals(at):
+    """`at` (see MetaRecommender.arriving_at) in the form serving reads chunk after chunk: None, Unix seconds,
+    or for a mapping, (user ids, their seconds) as arrays."""
     if at is None:
-        return out
-    if hasattr(at, "items") and callable(at.items):  # a dict or a pandas Series: user id -> time
-        pairs = dict(at.items())
-        if pairs:
-            index = users.index(np.asarray(list(pairs)))
-            times = np.asarray([_seconds(t) for t in pairs.values()], np.float64)
-            out[index[index != UNKNOWN]] = times[index != UNKNOWN]
-        return out
-    return np.full(len(users), _seconds(at), np.float64)
+        return None
+    if not (hasattr(at, "items") and callable(at.items)):
+        return _seconds(at)
+    pairs = dict(at.items())  # a dict or a pandas Series: user id -> time
+    values = list(pairs.values())
+    seconds = all(isinstance(t, (int, float, np.number)) and not isinstance(t, bool) for t in values)
+    times = np.asarray(values if seconds else [_seconds(t) for t in values], np.float64)  # seconds: one conversion
+    return np.asarray(list(pairs)), times
 
 
 def _seconds(t) -> float:
