@@ -24,7 +24,7 @@ from recmaml.item_match import ItemTally
 from recmaml.meta import TrainHistory, enable_meta_sgd, meta_train, training_length
 from recmaml.model import (META_LR_PREFIX, TIME_EDGES, FeatureSpec, Scorer, fast_path_applies, fast_user_vectors, feature_tensors,
                             item_dots, rows_mm)
-from recmaml.priors import ServingPriors, blend_
+from recmaml.priors import ServingPriors, blend_, blended_scores
 from recmaml.rank import exclude_items_, rank_candidates, top_k, valid_entries
 from recmaml import resume as resume_files
 from recmaml.resume import EpochCheckpoint
@@ -373,22 +373,24 @@ class MetaRecommender:
         weights = None if self.config.model.objective == "rating" else self._prior_weights(support)
         if weights is None:
             return self._model_scores(support, items)
-        scores = blend_(self._model_scores(support).float(), self.priors, support, *weights)
+        fast = self._fast_users(support)
+        if fast is None:
+            scores = blend_(self._model_scores(support).float(), self.priors, support, *weights)
+        else:
+            with torch.no_grad():
+                catalog = self._scorer().standardizing_catalog(self.history_kind_index)
+                scores = blended_scores(fast[0], catalog, self.priors, support, *weights)
         return scores if items is None else scores.gather(1, items)
 
     def _model_scores(self, support: PaddedSet, items: torch.Tensor | None = None) -> torch.Tensor:
         """The scorer's scores (B, n_items), or (B, C) of per-user `items`, after adapting each user."""
         model = self._scorer()
-        m = self.config.meta
-        steps = m.inner_steps if self.config.serve.inner_steps is None else self.config.serve.inner_steps
-        names = adapted_names(model, m.adapt)
-        lr_scale = self._lr_scales(support)
-        kind = self.history_kind_index
-        if fast_path_applies(model, names):
-            vectors = model.catalog_vectors()
-            users, user_bias = fast_user_vectors(model, support, names=names, steps=steps, inner_lr=m.inner_lr * lr_scale,
-                                                 reduction=m.support_reduction, item_vectors=vectors, kind=kind)
+        fast = self._fast_users(support)
+        if fast is not None:
+            users, user_bias = fast
+            kind = self.history_kind_index
             with torch.no_grad():
+                vectors = model.catalog_vectors()
                 item_bias = model.item_biases(kind=kind)
                 if items is None:  # products of one fixed shape: a user's scores do not depend on its batch
                     scores = rows_mm(users, vectors.T, item_bias)
@@ -397,10 +399,28 @@ class MetaRecommender:
                 if model.cfg.objective == "rating":
                     scores = scores + user_bias[:, None] + model.global_bias
                 return scores
+        m = self.config.meta
         with torch.no_grad():  # torch.func.grad still differentiates inside; no graph to the meta-weights
-            fast = adapt(model, support, names=names, steps=steps, inner_lr=m.inner_lr, first_order=True,
-                         reduction=m.support_reduction, lr_scale=lr_scale)
+            fast = adapt(model, support, names=adapted_names(model, m.adapt), steps=self._serving_steps(),
+                         inner_lr=m.inner_lr, first_order=True, reduction=m.support_reduction,
+                         lr_scale=self._lr_scales(support))
             return batched_scores(model, fast, support.user_feats, items)
+
+    def _fast_users(self, support: PaddedSet) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Each user's adapted vector (B, d) and bias (B,) by serving's fast path (model.fast_user_vectors);
+        None when the model adapts more than the user side (serving then adapts with recmaml.adapt)."""
+        model = self._scorer()
+        m = self.config.meta
+        names = adapted_names(model, m.adapt)
+        if not fast_path_applies(model, names):
+            return None
+        return fast_user_vectors(model, support, names=names, steps=self._serving_steps(),
+                                 inner_lr=m.inner_lr * self._lr_scales(support), reduction=m.support_reduction,
+                                 item_vectors=model.catalog_vectors(), kind=self.history_kind_index)
+
+    def _serving_steps(self) -> int:
+        steps = self.config.serve.inner_steps
+        return self.config.meta.inner_steps if steps is None else steps
 
     # ---- serving ------------------------------------------------------------------------------------
     def recommend(self, history, k: int = 20, exclude_seen: bool = True, candidates=None,
@@ -702,8 +722,7 @@ PRIORS_PREFIX = "priors."  # the serving priors' tables
 def _loaded_priors(path, state: dict, n_items: int, device: str) -> ServingPriors:
     """The saved serving priors, checked against the catalog."""
     try:
-        priors = ServingPriors.shaped_like(state)
-        priors.load_state_dict(state, strict=True)
+        priors = ServingPriors.from_state(state)
     except (KeyError, ValueError, RuntimeError) as err:
         raise checkpoint.CheckpointError(f"{path}: the serving priors' tables do not fit ({str(err)[:200]}); "
                                          "the model directory is corrupt or mixed") from err

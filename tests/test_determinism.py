@@ -11,6 +11,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from recmaml import Interactions, MetaRecommender
+from recmaml.config import PRIOR_BUCKETS, PRIOR_WEIGHT_FIELDS
 from recmaml.connectors import iter_user_chunks
 
 RELATIVE = 1e-6  # the promise: scores agree to 1e-6 of the user's largest score (bit-identical here)
@@ -34,12 +35,15 @@ def _relative_gap(scores, reference):
     return float((np.abs(scores - reference) / scale).max())
 
 
-def test_scores_do_not_depend_on_the_batch_or_the_threads(tiny_model_dir, uneven_history):
+@pytest.mark.parametrize("priors", ["as fitted", "every prior weighted"])
+def test_scores_do_not_depend_on_the_batch_or_the_threads(tiny_model_dir, uneven_history, priors):
     history = Interactions.from_ids(uneven_history["user_id"].to_numpy(), uneven_history["item_id"].to_numpy())
     reference = None
+    weighted = {} if priors == "as fitted" else {
+        name: (2.0,) * len(PRIOR_BUCKETS) for name in PRIOR_WEIGHT_FIELDS}  # EASE's and popularity's terms
     for threads in (1, 2):
         rec = MetaRecommender.load(tiny_model_dir)
-        rec.config = rec.config.replace(serve={"threads": threads})
+        rec.config = rec.config.replace(serve={"threads": threads, **weighted})
         for batch_size in (4096, 1, 7):
             scores = rec.score(history, batch_size=batch_size)
             lists = rec.recommend(history, k=10, batch_size=batch_size)
