@@ -241,19 +241,6 @@ class Scorer(nn.Module):
             self._catalog_cache = cached
         return cached[1]
 
-    def standardizing_catalog(self, kind: int | None = None) -> CatalogMoments:
-        """The catalog's item vectors and biases (for a batch of one history `kind`) as standardized_scores
-        reads them, cached like catalog_vectors (and keyed on kind_bias too)."""
-        vectors = self.catalog_vectors()
-        kind_bias = None if self.kind_bias is None else (self.kind_bias.data_ptr(), self.kind_bias._version)
-        key = (self._catalog_cache[0], kind, kind_bias)  # the item side's versions, as catalog_vectors keys
-        cached = getattr(self, "_moments_cache", None)
-        if cached is None or cached[0] != key:
-            with torch.no_grad():
-                cached = (key, CatalogMoments.of(vectors, self.item_biases(kind=kind).detach()))
-            self._moments_cache = cached
-        return cached[1]
-
     def set_time_prior(self, edges: np.ndarray, cumulative: np.ndarray) -> None:
         """The time prior's table: TIME_EDGES sorted times (Unix seconds) and, per edge, each item's count of
         positives up to it ((TIME_EDGES + 1, n_items), row 0 all zeros); see recent_popularity."""
@@ -451,50 +438,6 @@ def _catalog_logsumexp(users, item_vectors, item_bias, same_start: bool) -> torc
     if same_start:
         return _SameStartLogSumExp.apply(users, item_vectors, item_bias)
     return _CatalogLogSumExp.apply(users, item_vectors, item_bias)
-
-
-class CatalogMoments:
-    """What standardized_scores needs of a catalog's vectors V (n, d) and biases b (n,): the product's right
-    side [V | b | 1]^T (d + 2, n), and in float64 the sums that give every user's mean and spread of
-    s = V u + b over the catalog without the scores: sum(s) = (sum_i V_i) . u + sum(b), and
-    sum(s^2) = u^T (V^T V) u + 2 (V^T b) . u + b . b."""
-
-    def __init__(self, right: torch.Tensor, item_sum: torch.Tensor, gram: torch.Tensor, cross: torch.Tensor,
-                 bias_sum: float, bias_square: float):
-        self.right, self.item_sum, self.gram, self.cross = right, item_sum, gram, cross
-        self.bias_sum, self.bias_square = bias_sum, bias_square
-        self.n = right.shape[1]
-
-    @classmethod
-    def of(cls, vectors: torch.Tensor, bias: torch.Tensor) -> CatalogMoments:
-        v, b = vectors.double(), bias.double()
-        right = torch.cat([vectors, bias[:, None], torch.ones_like(bias)[:, None]], dim=1).T.contiguous()
-        return cls(right, v.sum(dim=0), v.T @ v, v.T @ b, float(b.sum()), float(b @ b))
-
-    def mean_and_spread(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,) float64 mean and standard deviation (n - 1 in the denominator) of each user's catalog scores.
-        Through rows_mm and ordered sums, so a user's values do not depend on its batch or the thread count."""
-        u = users.double()
-        n = self.n
-        total = rows_mm(u, self.item_sum[:, None]).squeeze(1) + self.bias_sum
-        squares = (ordered_sum(rows_mm(u, self.gram) * u, dim=1)
-                   + 2.0 * rows_mm(u, self.cross[:, None]).squeeze(1) + self.bias_square)
-        mean = total / n
-        variance = (squares - n * mean * mean).clamp_(min=0.0) / max(n - 1, 1)
-        return mean, variance.sqrt_()
-
-
-def standardized_scores(users: torch.Tensor, catalog: CatalogMoments, shift: torch.Tensor | None = None
-                        ) -> torch.Tensor:
-    """(B, n) float32: each user's catalog scores V u + b minus their mean, over their standard deviation
-    (+ 1e-6, as priors.standardize_), plus a per-user `shift` (B,), made by ONE product
-    [u / sd, 1 / sd, shift - mean / sd] @ [V | b | 1]^T: serving's blend with the priors then costs no
-    pass over the (B, n) scores to standardize them (on ML-100K those passes cost a quarter of serving)."""
-    mean, spread = catalog.mean_and_spread(users)
-    inverse = 1.0 / (spread + 1e-6)
-    offset = -mean * inverse + (0.0 if shift is None else shift.double())
-    left = torch.cat([users.double() * inverse[:, None], inverse[:, None], offset[:, None]], dim=1)
-    return rows_mm(left.to(users.dtype), catalog.right)
 
 
 def ordered_sum(x: torch.Tensor, dim: int) -> torch.Tensor:

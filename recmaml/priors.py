@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from recmaml.data import Interactions
-from recmaml.model import CatalogMoments, ordered_sum, rows_mm, standardized_scores
+from recmaml.model import rows_mm
 
 NEIGHBORS = 256  # EASE weights kept per item row
 TIME_EDGES = 2048  # at most this many times at which the popularity is kept (quantiles of the warm log's times)
@@ -54,8 +54,7 @@ def blend_(scores: torch.Tensor, priors: ServingPriors, support, ease_w: torch.T
            recent_w: torch.Tensor | None) -> torch.Tensor:
     """The served scores, in place: each user's scorer scores standardized, plus its weighted standardized
     priors (a weight None: that prior is left out). Done BLOCK_ROWS users at a time, which gives every row
-    the same values as the whole batch at once and keeps serving's (B, n_items) temporaries to one block.
-    Serving's fast path makes the same scores from the user vectors with blended_scores."""
+    the same values as the whole batch at once and keeps serving's (B, n_items) temporaries to one block."""
     for lo in range(0, scores.shape[0], BLOCK_ROWS):
         hi = min(lo + BLOCK_ROWS, scores.shape[0])
         block = standardize_(scores[lo:hi])
@@ -65,29 +64,6 @@ def blend_(scores: torch.Tensor, priors: ServingPriors, support, ease_w: torch.T
         if recent_w is not None:
             block.addcmul_(recent_w[lo:hi, None], priors.recent(support.user_feats["time"][lo:hi]))
     return scores
-
-
-def blended_scores(users: torch.Tensor, catalog: CatalogMoments, priors: ServingPriors, support,
-                   ease_w: torch.Tensor | None, recent_w: torch.Tensor | None) -> torch.Tensor:
-    """blend_'s scores (up to rounding) from the adapted user vectors (B, d) of a model whose scores are
-    V u + b: the standardization of the scores and the constant of EASE's are folded into one product
-    (model.standardized_scores), and EASE's sums are read off its scattered entries, so no pass over a
-    (B, n_items) array is spent standardizing. BLOCK_ROWS users at a time."""
-    blocks = []
-    for lo in range(0, users.shape[0], BLOCK_ROWS):
-        rows = slice(lo, min(lo + BLOCK_ROWS, users.shape[0]))
-        ease = shift = None
-        if ease_w is not None:
-            ease, mean, spread = priors.ease_moments(support.items[rows], support.mask[rows], support.ratings[rows])
-            scale = ease_w[rows].double() / (spread + 1e-6)
-            shift = -scale * mean
-        block = standardized_scores(users[rows], catalog, shift)
-        if ease is not None:
-            block.addcmul_(scale.to(block.dtype)[:, None], ease)
-        if recent_w is not None:
-            block.addcmul_(recent_w[rows, None], priors.recent(support.user_feats["time"][rows]))
-        blocks.append(block)
-    return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
 
 class ServingPriors(nn.Module):
@@ -144,20 +120,6 @@ class ServingPriors(nn.Module):
         rated below ease_threshold left out (a missing rating, NaN, is no dislike)."""
         return standardize_(self._ease_sums(*self._ease_entries(items, mask, ratings)))
 
-    def ease_moments(self, items: torch.Tensor, mask: torch.Tensor, ratings: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The unstandardized ease sums e (B, n_items) and, in float64, each row's mean and standard deviation,
-        from the scattered entries rather than passes over e: sum(e) is the sum of the entries' weights
-        w_k, and sum(e^2) = sum_k w_k e[index_k] (each e_i is the sum of the w_k scattered to i)."""
-        index, weight = self._ease_entries(items, mask, ratings)
-        sums = self._ease_sums(index, weight)
-        n = sums.shape[1]
-        total = self._support_sum(weight)
-        squares = self._support_sum(weight * sums.gather(1, index))
-        mean = total / n
-        variance = (squares - n * mean * mean).clamp_(min=0.0) / max(n - 1, 1)
-        return sums, mean, variance.sqrt_()
-
     def _ease_entries(self, items: torch.Tensor, mask: torch.Tensor, ratings: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """(index, weight), each (B, S * NEIGHBORS): the EASE rows of each user's support items, a row that does
@@ -168,13 +130,6 @@ class ServingPriors(nn.Module):
         index = self._long_index()[items].flatten(1)
         weight = (self.ease_weight[items] * mask.unsqueeze(-1)).flatten(1)
         return index, weight
-
-    def _support_sum(self, entries: torch.Tensor) -> torch.Tensor:
-        """(B,) float64 sums of (B, S * width) entries: over each support item's fixed-width row (a reduction of
-        one length, which torch never splits between threads), then in support order (ordered_sum), so the
-        padding at the end changes no bit."""
-        per_item = entries.view(entries.shape[0], -1, self.ease_index.shape[1]).sum(dim=2, dtype=torch.float64)
-        return ordered_sum(per_item, dim=1)
 
     def _ease_sums(self, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(index.shape[0], self.ease_index.shape[0], device=index.device)

@@ -24,7 +24,7 @@ from recmaml.item_match import ItemTally
 from recmaml.meta import TrainHistory, enable_meta_sgd, meta_train, training_length
 from recmaml.model import (META_LR_PREFIX, TIME_EDGES, FeatureSpec, Scorer, fast_path_applies, fast_user_vectors, feature_tensors,
                             item_dots, rows_mm)
-from recmaml.priors import ServingPriors, blend_, blended_scores
+from recmaml.priors import ServingPriors, blend_
 from recmaml.rank import exclude_items_, rank_candidates, top_k, valid_entries
 from recmaml import resume as resume_files
 from recmaml.resume import EpochCheckpoint
@@ -373,13 +373,7 @@ class MetaRecommender:
         weights = None if self.config.model.objective == "rating" else self._prior_weights(support)
         if weights is None:
             return self._model_scores(support, items)
-        fast = self._fast_users(support)
-        if fast is None:
-            scores = blend_(self._model_scores(support).float(), self.priors, support, *weights)
-        else:
-            with torch.no_grad():
-                catalog = self._scorer().standardizing_catalog(self.history_kind_index)
-                scores = blended_scores(fast[0], catalog, self.priors, support, *weights)
+        scores = blend_(self._model_scores(support).float(), self.priors, support, *weights)
         return scores if items is None else scores.gather(1, items)
 
     def _model_scores(self, support: PaddedSet, items: torch.Tensor | None = None) -> torch.Tensor:

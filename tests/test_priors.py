@@ -127,28 +127,6 @@ def test_a_time_that_is_no_time_is_an_error_naming_at(fitted):
         fitted.recommend(history, at="yesterday")
 
 
-def test_the_fast_paths_one_product_serves_the_same_scores_as_standardizing_each_part(fitted, taste_log):
-    """Serving's fast path folds the standardization of the scorer's scores and EASE's constant into one
-    product and reads EASE's mean and spread off its scattered entries: the scores are those of z(scorer)
-    + w_ease z(ease) + w_recent z(recent), each part standardized over the catalog (priors.blend_)."""
-    from recmaml.priors import blend_
-
-    rec = _with_weights(fitted, 2.0, 1.0)
-    rng = np.random.default_rng(5)
-    users = np.repeat(np.arange(300), rng.integers(0, 30, 300))  # 0 to 29 rows, some users none
-    history = Interactions.from_ids(users.astype(str), rng.choice(taste_log.n_items, len(users)),
-                                    rating=rng.choice([1.0, 3.0, 5.0], len(users)),
-                                    timestamp=rng.integers(0, 10**6, len(users)))
-    _, support = next(rec._chunks(rec._cold_users(history), None))
-    assert rec._fast_users(support) is not None
-    weights = rec._prior_weights(support)
-    assert all(w is not None for w in weights)
-    with torch.no_grad():
-        dense = blend_(rec._model_scores(support).float(), rec.priors, support, *weights)
-        fused = rec._scores(support)
-    torch.testing.assert_close(fused, dense, rtol=0, atol=1e-4)
-
-
 def test_a_model_saved_with_a_dense_table_of_counts_serves_the_same_popularity():
     """Priors saved before the time bins kept a dense (edges + 1, n_items) table of cumulative counts: they
     load as bins and serve the same popularity rows."""
