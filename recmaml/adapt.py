@@ -3,8 +3,8 @@ grad + vmap over padded tasks). A pure function: it returns fast weights and nev
 
 Fast weights are a dict {parameter name: tensor of shape (B, *parameter shape)}, one slice per user, for
 the adapted parameters only; every other parameter is shared by all users. Which parameters adapt is the
-scorer's to name (Scorer.PARAMETER_GROUPS). Serving's closed-form shortcut for user-side adaptation lives
-beside the towers it depends on (recmaml.model.fast_user_vectors).
+scorer's to name (Scorer.PARAMETER_GROUPS). Serving's closed-form shortcut for user-side adaptation is
+recmaml.fast_adapt.fast_user_vectors.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from recmaml.data import Interactions
-from recmaml.model import rows_mm
+from recmaml.ordered import rows_mm
 
 NEIGHBORS = 256  # EASE weights kept per item row
 TIME_EDGES = 2048  # at most this many times at which the popularity is kept (quantiles of the warm log's times)
@@ -35,12 +35,12 @@ EASE_LAMBDAS = (100.0, 500.0, 2000.0, 10000.0, 50000.0)  # EASE's L2 strengths f
 WINDOWS_DAYS = (30.0, 91.0, 182.0, 365.0, 730.0, 1095.0)  # windows fit tries (as the benchmark's baseline)
 
 
-BLOCK_ROWS = 256  # users blended at a time: the temporaries stay small (a multiple of model.SERVING_ROWS)
+BLOCK_ROWS = 256  # users blended at a time: the temporaries stay small (a multiple of ordered.SERVING_ROWS)
 
 
 def standardize_(x: torch.Tensor) -> torch.Tensor:
     """Each row (B, n) minus its mean, over its standard deviation (a constant row becomes zeros), in place
-    (callers pass tensors of their own). The row sums are products with a ones vector through model.rows_mm, whose
+    (callers pass tensors of their own). The row sums are products with a ones vector through ordered.rows_mm, whose
     order is the same in every batch and with any thread count (torch's row reductions split a long row
     between threads when B is small)."""
     n = x.shape[1]

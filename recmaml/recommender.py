@@ -22,8 +22,9 @@ from recmaml.frames import (Columns, as_interactions, frame_of, is_frame, missin
                             same_kind)
 from recmaml.item_match import ItemTally
 from recmaml.meta import TrainHistory, enable_meta_sgd, meta_train, training_length
-from recmaml.model import (META_LR_PREFIX, TIME_EDGES, FeatureSpec, Scorer, fast_path_applies, fast_user_vectors, feature_tensors,
-                            item_dots, rows_mm)
+from recmaml.fast_adapt import fast_path_applies, fast_user_vectors
+from recmaml.model import META_LR_PREFIX, TIME_EDGES, FeatureSpec, Scorer, feature_tensors
+from recmaml.ordered import item_dots, rows_mm
 from recmaml.priors import ServingPriors, blend_
 from recmaml.rank import exclude_items_, rank_candidates, top_k, valid_entries
 from recmaml import resume as resume_files
@@ -401,7 +402,7 @@ class MetaRecommender:
             return batched_scores(model, fast, support.user_feats, items)
 
     def _fast_users(self, support: PaddedSet) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Each user's adapted vector (B, d) and bias (B,) by serving's fast path (model.fast_user_vectors);
+        """Each user's adapted vector (B, d) and bias (B,) by serving's fast path (fast_adapt.fast_user_vectors);
         None when the model adapts more than the user side (serving then adapts with recmaml.adapt)."""
         model = self._scorer()
         m = self.config.meta

@@ -131,7 +131,7 @@ def test_serving_fast_path_equals_the_vmap_reference(taste_log, tiny_config, obj
     # no user features and no set encoder: every user starts from one vector (the fast path shares its
     # softmax), and from the second step on each has its own; a set encoder gives each its own start
     from recmaml.adapt import batched_scores
-    from recmaml.model import fast_path_applies, fast_user_vectors
+    from recmaml.fast_adapt import fast_path_applies, fast_user_vectors
 
     model, cfg, batch = build(taste_log, tiny_config, model={"objective": objective, "user_hidden": [16, 8],
                                                              "support_encoder": encoder, "time_prior": False})
@@ -159,7 +159,7 @@ def test_serving_fast_path_equals_the_vmap_reference(taste_log, tiny_config, obj
 
 @pytest.mark.parametrize("same_start", [True, False])
 def test_catalog_logsumexp_has_the_value_and_gradient_of_logsumexp(same_start):
-    from recmaml.model import _catalog_logsumexp
+    from recmaml.fast_adapt import catalog_logsumexp
 
     gen = torch.Generator().manual_seed(0)
     rows = torch.randn(1 if same_start else 6, 8, generator=gen, dtype=torch.float64)
@@ -167,7 +167,7 @@ def test_catalog_logsumexp_has_the_value_and_gradient_of_logsumexp(same_start):
     vectors = torch.randn(50, 8, generator=gen, dtype=torch.float64)
     bias = torch.randn(50, generator=gen, dtype=torch.float64)
     weights = torch.arange(1.0, 7.0, dtype=torch.float64)  # a different upstream gradient per user
-    fast = _catalog_logsumexp(users, vectors, bias, same_start)
+    fast = catalog_logsumexp(users, vectors, bias, same_start)
     (grad_fast,) = torch.autograd.grad((weights * fast).sum(), users)
     plain = torch.logsumexp(users @ vectors.T + bias, dim=1)
     (grad_plain,) = torch.autograd.grad((weights * plain).sum(), users)
@@ -176,7 +176,7 @@ def test_catalog_logsumexp_has_the_value_and_gradient_of_logsumexp(same_start):
 
 
 def test_fast_path_does_not_apply_beyond_the_user_side(taste_log, tiny_config):
-    from recmaml.model import fast_path_applies
+    from recmaml.fast_adapt import fast_path_applies
 
     model, _, _ = build(taste_log, tiny_config)
     assert not fast_path_applies(model, adapted_names(model, "all"))

@@ -1,0 +1,77 @@
+"""Arithmetic whose result does not depend on the batch a row is served in or on the thread count: matrix
+products of a fixed shape (rows_mm), sums in index order (ordered_sum) and per-item dot products
+(item_dots). Serving promises a user the same scores in any batch, chunk size or load (tests/test_determinism.py);
+torch's own kernels choose their summation order by shape and threads.
+"""
+
+from __future__ import annotations
+
+import torch
+
+SERVING_ROWS = 64  # serving's matrix products have a multiple of this many rows (see rows_mm)
+
+SERVING_DEPTH = 256  # and sum over at most this many terms; longer ones are cut and added in order
+
+
+def rows_mm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, padded: bool = False) -> torch.Tensor:
+    """a @ b (+ bias) with a's rows padded to a multiple of SERVING_ROWS (at least one block) and the
+    inner dimension cut into pieces of at most SERVING_DEPTH terms, whose products are added in order.
+
+    Why: MKL's float32 products choose their kernel, and so their summation order, by shape and by thread
+    count: a user's row differs in its last bits between a batch of 7 and one of 4096 (a few rows take
+    another kernel), and a long inner dimension is split between threads. Serving would then give other
+    bits for a user in another batch, with another --chunk-rows or on a busier machine (serve.threads =
+    'auto'). With at least SERVING_ROWS rows and short inner products, every row comes out the same in
+    any batch and with any thread count (tests/test_determinism.py checks both). Its cost, measured on
+    100,000 cold users of benchmarks/scale.py's catalog on one thread: adaptation 4% slower (12.7 s
+    against 12.3 s with plain products). padded=True returns the product with its padding rows (a's rows
+    rounded up): a caller that feeds it to another rows_mm saves the copy that padding it again would make."""
+    rows, depth = a.shape
+    pad = (-rows) % SERVING_ROWS if rows else SERVING_ROWS
+    if pad:
+        a = torch.cat([a, a.new_zeros(pad, depth)])
+    out = None
+    for lo in range(0, max(depth, 1), SERVING_DEPTH):
+        part, weights = a[:, lo:lo + SERVING_DEPTH], b[lo:lo + SERVING_DEPTH]
+        if out is not None:
+            out.addmm_(part, weights)
+        elif bias is None:
+            out = torch.mm(part, weights)
+        else:
+            out = torch.addmm(bias, part, weights)
+    return out if padded else out[:rows]
+
+
+def ordered_sum(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """x summed over `dim` in index order, so that zeros padded at the end leave the result's bits alone.
+    torch's sum reduces in an order that follows the length (vectorized and pairwise), so a user's padded
+    support would round with the longest support of its batch; CPU cumsum runs each row in order (with a
+    float64 accumulator), and its last element is the sum. Works under torch.func.vmap."""
+    if x.shape[dim] == 0:
+        return x.sum(dim=dim)
+    return x.cumsum(dim=dim).select(dim, -1)
+
+
+class _ItemDots(torch.autograd.Function):
+    """(B, S) products u_b . v_i, differentiable wrt the users only (serving never differentiates the item
+    side). The backward's sum over the S items is an ordered_sum, so the gradient (and the adapted user)
+    does not change in its last bits with the batch's padded length."""
+
+    @staticmethod
+    def forward(ctx, picked, users):
+        ctx.save_for_backward(picked)
+        return (picked * users.unsqueeze(1)).sum(dim=2)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (picked,) = ctx.saved_tensors
+        return None, ordered_sum(grad_out.unsqueeze(2) * picked, dim=1)
+
+
+def item_dots(item_vectors: torch.Tensor, items: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+    """(B, S) products u_b . v_i of each user's items (B, S), in float32. A product and a sum over the
+    embedding dimension rather than a bmm: that sum has the same length and order in every batch, where the
+    bmm's kernel (and so the last bits of its result and of the gradient it passes back) follows the
+    batch's padded shape. Sums over S of these values are taken in float64 by the callers, for the same
+    reason; the gradient's sum over S is ordered (_ItemDots)."""
+    return _ItemDots.apply(item_vectors[items].detach(), users)
