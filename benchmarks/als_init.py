@@ -28,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from recmaml.connectors.movielens import read_movielens  # noqa: E402
-from recmaml.connectors.writers import write_json  # noqa: E402
+from recmaml.files import write_json  # noqa: E402
 from recmaml import MetaRecommender, load_config  # noqa: E402
 from recmaml.protocol import cold_split, evaluate_ranking, metarec_scores  # noqa: E402
 

@@ -213,7 +213,7 @@ def main(argv=None) -> None:
         print_table(results)
     if args.json:
         sys.path.insert(0, str(REPO_ROOT))
-        from recmaml.connectors.writers import write_json
+        from recmaml.files import write_json
 
         write_json(args.json, {"args": {k: str(v) for k, v in vars(args).items()}, "results": results})
 

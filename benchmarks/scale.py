@@ -39,7 +39,7 @@ import pyarrow.parquet as pq  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from recmaml.connectors.writers import write_json  # noqa: E402
+from recmaml.files import write_json  # noqa: E402
 from recmaml import Interactions, MetaRecommender, load_config  # noqa: E402
 from recmaml.synthetic import clustered_log  # noqa: E402
 

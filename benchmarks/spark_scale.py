@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 import polars as pl  # noqa: E402
 
-from recmaml.connectors.writers import write_json  # noqa: E402
+from recmaml.files import write_json  # noqa: E402
 from scale import fit_model, write_history  # noqa: E402
 
 STARTUP = """

@@ -43,7 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from recmaml.connectors.movielens import read_movielens  # noqa: E402
-from recmaml.connectors.writers import write_json  # noqa: E402
+from recmaml.files import write_json  # noqa: E402
 from recmaml import MetaRecommender, load_config  # noqa: E402
 from recmaml.baselines import ALSFoldIn  # noqa: E402
 from recmaml.data import Interactions, SideFeatures, Vocabulary  # noqa: E402

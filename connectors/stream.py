@@ -28,7 +28,7 @@ from pathlib import Path
 import polars as pl
 
 from recmaml.connectors.readers import _library_errors, _open, _resolve_format, _source_name, read_frame, read_interactions
-from recmaml.checkpoint import sweep_debris
+from recmaml.files import sweep_debris
 from recmaml.data import Interactions
 from recmaml.errors import DataError, spelled
 from recmaml.frames import Columns, DuplicateInteractionsWarning, frame_to_interactions

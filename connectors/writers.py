@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from recmaml.connectors.sql import SqlTableSink, display_uri, is_sql_uri, read_sql_frame, write_sql_table
-from recmaml.checkpoint import default_file_mode, temporary_file
+from recmaml.files import atomic_path
 from recmaml.data import RankedLists
 from recmaml.errors import DataError, shown, spelled
 
@@ -64,17 +64,9 @@ def write_frame(frame: pl.DataFrame, dest=None, *, format=None, table=None, if_e
     if kind == "sql":
         write_sql_table(frame, dest, table or DEFAULT_TABLE, if_exists=if_exists)
         return None
-    with _atomic_path(Path(dest)) as tmp:
+    with atomic_path(Path(dest)) as tmp:
         _write_file(frame, tmp, kind)
     return None
-
-
-def write_json(path, obj) -> None:
-    """A JSON report (metrics, benchmark results), written atomically like every other output."""
-    import json
-
-    with _atomic_path(Path(path)) as tmp:
-        Path(tmp).write_text(json.dumps(obj, indent=2, default=str))
 
 
 def check_output(dest, *, format=None) -> str:
@@ -118,7 +110,7 @@ class RankedListsWriter:
         if self.kind == "sql":
             self._sql = SqlTableSink(self.dest, self.table, empty=self._empty).__enter__()
         else:
-            tmp = self._files.enter_context(_atomic_path(Path(self.dest)))
+            tmp = self._files.enter_context(atomic_path(Path(self.dest)))
             self._handle = self._files.enter_context(open(tmp, "wb"))
         return self
 
@@ -250,27 +242,6 @@ def _int_if_canonical(text: pl.Series) -> pl.Series:
     if as_int.is_not_null().all() and (as_int.cast(pl.String) == text).all():
         return as_int
     return text
-
-
-# --- atomic files --------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _atomic_path(path: Path):
-    """A temporary file next to `path` to write; moved into place when the block ends without an error,
-    removed otherwise, so that `path` is never half-written and a failure leaves it untouched."""
-    folder = path.parent
-    if not folder.is_dir():
-        raise DataError(f"{path}: folder {str(folder)!r} does not exist; create it first")
-    tmp = str(temporary_file(path))
-    try:
-        yield tmp
-        # mkstemp creates the file private (0600); give it the permissions a plain open() would have.
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 # --- validation ----------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from recmaml import baselines
-from recmaml.checkpoint import _atomic_write
+from recmaml.files import write_json
 from recmaml.config import Config
 from recmaml.data import Interactions, relevant_rating
 from recmaml.errors import DataError
@@ -561,18 +561,12 @@ def run_benchmark(log: Interactions, spec: BenchmarkSpec, out: Path, progress=No
                               warm_users=splits.warm.n_users, log=repr(log), command=spec.command,
                               config=spec.config.to_dict() if SYSTEMS[name].family == "recmaml" else None,
                               environment=env, finished=time.strftime("%Y-%m-%d %H:%M:%S"))
-                write_json(cell_path(out, spec.name, protocol, seed, name), record)
+                path = cell_path(out, spec.name, protocol, seed, name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_json(path, record, compact=True)
                 if progress is not None:
                     progress.update(1)
     return paths
-
-
-def write_json(path: Path, obj) -> None:
-    """A JSON file written atomically (a temporary file moved into place), its folders made first."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(obj, separators=(",", ":"), default=str)  # NaN (no value, e.g. no user evaluated) reads back as NaN
-    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def read_cells(out: Path) -> list[dict]:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from recmaml.errors import CheckpointError
+from recmaml.files import atomic_write
 
 FORMAT_VERSION = 1
 WEIGHTS = "weights.safetensors"
@@ -28,69 +28,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def default_file_mode() -> int:
-    """The permissions a plain open() gives a new file under the user's umask (mkstemp's are 0600)."""
-    mask = os.umask(0)  # the only portable way to read the umask is to set it and put it back
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive, and not ours to clean
-        return True
-    return True
-
-
-def sweep_debris(folder: Path, prefix: str) -> int:
-    """Remove what killed recmaml processes left in `folder`: entries named `{prefix}{pid}.*` (temporary
-    outputs, partition folders) whose process no longer runs. A SIGKILL runs no cleanup, so the next
-    run does it. Returns how many were removed."""
-    import glob
-    import shutil
-
-    removed = 0
-    try:
-        entries = list(Path(folder).glob(f"{glob.escape(prefix)}*"))
-    except OSError:
-        return 0
-    for entry in entries:
-        pid = entry.name[len(prefix):].split(".", 1)[0].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
-            continue
-        try:
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-            removed += 1
-        except OSError:
-            continue
-    return removed
-
-
-def temporary_file(dest: Path) -> Path:
-    """A new empty temporary file beside `dest`, named after it and this process (.NAME.PID.XXXX.tmp), after
-    sweeping the ones that killed processes left for the same destination."""
-    sweep_debris(dest.parent, f".{dest.name}.")
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.{os.getpid()}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
-
-
-def _atomic_write(dest: Path, write) -> None:
-    """Write through `write(tmp_path)` to a temporary file beside `dest`, then move it into place, with
-    the permissions of a plain open() (so that a serving account can read a model another one trained)."""
-    tmp = temporary_file(dest)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path: str | Path, state: dict[str, torch.Tensor], metadata: dict) -> None:
     """Weights first, metadata (holding the weights' hash) last: a crash in between leaves a directory
     whose hash check fails loudly instead of a silently mixed model."""
@@ -99,14 +36,14 @@ def save_checkpoint(path: str | Path, state: dict[str, torch.Tensor], metadata: 
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    _atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
+    atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
     meta = {
         "format_version": FORMAT_VERSION,
         "recmaml_version": __version__,
         "weights_sha256": _sha256(folder / WEIGHTS),
         **metadata,
     }
-    _atomic_write(folder / METADATA, lambda tmp: tmp.write_text(json.dumps(meta), encoding="utf-8"))
+    atomic_write(folder / METADATA, lambda tmp: tmp.write_text(json.dumps(meta), encoding="utf-8"))
 
 
 def _not_a_model(folder: Path) -> str:

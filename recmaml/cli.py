@@ -432,7 +432,7 @@ def cmd_recommend(args) -> None:
     unknown.report()
     log.info("wrote %d ranked rows to %s (%s)", out.rows, args.out, _served(summary))
     if times is not None:
-        from recmaml.connectors.writers import write_json
+        from recmaml.files import write_json
 
         write_json(args.timings, {"users": served, "rows": out.rows, "seconds": time.perf_counter() - start,
                                   "stages": times.seconds, "torch_threads": times.threads})
@@ -537,7 +537,7 @@ def cmd_evaluate(args) -> None:
     for name, value in metrics.items():
         print(f"{name:<14}{value:.4f}" if isinstance(value, float) else f"{name:<14}{value}")
     if args.out:
-        from recmaml.connectors.writers import write_json
+        from recmaml.files import write_json
 
         write_json(args.out, metrics)
 
@@ -579,7 +579,7 @@ def cmd_quickstart(args) -> None:
     log.info("meta-training %s", summary["results"]["recmaml"]["training"])
     print(quickstart.format_table(summary))
     print(f"model: {summary['model']}\nranked lists of {summary['cold_users']} cold users: {summary['ranked']}")
-    from recmaml.connectors.writers import write_json
+    from recmaml.files import write_json
 
     write_json(Path(args.out) / "metrics.json", summary)
 
@@ -674,10 +674,10 @@ def cmd_tune(args) -> None:
     write_frame(board, out / "leaderboard.csv")
     header = (f"written by: recmaml {shlex.join(args.argv)}\nvalidation nDCG@20 {result.best.score:.4f} at K={args.k} "
               f"({args.protocol} supports), trial {result.best.number} of {args.trials}")
-    from recmaml.checkpoint import _atomic_write
+    from recmaml.files import atomic_write
 
     text = tune.config_toml(result.best_config, header=header)
-    _atomic_write(out / "best.toml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(out / "best.toml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     print(tune.leaderboard_table(result.trials, base))
     print(f"best: validation nDCG@20 {result.best.score:.4f}; config written to {out / 'best.toml'} "
           f"(recmaml fit --config {out / 'best.toml'}); leaderboard {out / 'leaderboard.csv'}; {result.seconds:.0f} s")

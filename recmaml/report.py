@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recmaml.benchmark import MELU_K, SYSTEMS, read_cells, write_json
-from recmaml.checkpoint import _atomic_write
+from recmaml.benchmark import MELU_K, SYSTEMS, read_cells
+from recmaml.files import atomic_write, write_json
 
 HEADLINE = "ndcg@20"
 RANKING_METRICS = ("ndcg@10", "ndcg@20", "recall@20", "hit@20", "mrr")
@@ -337,14 +337,16 @@ def write_report(out: Path, page: Path | None = None) -> dict:
     write the markdown there (e.g. benchmarks/RESULTS.md), its plot links relative to the page."""
     out = Path(out)
     cells = read_cells(out)
+    if not cells:
+        return {}  # nothing to report: no page is written (the CLI says so)
     summary = summarize(cells)
     plots = plot(summary, out / "plots") if summary else []
-    write_json(out / "results.json", summary)
+    write_json(out / "results.json", summary, compact=True)
     header = environment_lines(cells)
     for target in [out / "results.md"] + ([Path(page)] if page else []):
         links = [os.path.relpath(p, target.parent) for p in plots]
         text = markdown(summary, links, header)
-        _atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return summary
 
 

@@ -25,7 +25,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from recmaml.checkpoint import _atomic_write, sweep_debris
+from recmaml.files import atomic_write, sweep_debris
 from recmaml.config import Config
 from recmaml.data import Interactions
 from recmaml.errors import CheckpointError, spelled
@@ -157,7 +157,7 @@ def save(ckpt: EpochCheckpoint, *, model, optimizer, ema, best_state, sampler, h
     }
     metadata = {_HEADER_KEY: json.dumps(state, default=float)}
     ckpt.path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(ckpt.path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    atomic_write(ckpt.path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:

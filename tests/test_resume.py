@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from conftest import REPO_ROOT
 from recmaml import MetaRecommender, resume
-from recmaml.checkpoint import default_file_mode
+from recmaml.files import default_file_mode
 from recmaml.cli import main
 
 TINY = REPO_ROOT / "configs" / "tiny.toml"
