@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import polars as pl
 
-from recmaml.connectors.movielens import _codes, _multi_hot
+from recmaml.connectors.movielens import level_codes, multi_hot
 from recmaml.connectors.readers import read_frame
 from recmaml.data import SideFeatures, Vocabulary
 from recmaml.errors import DataError, spelled
-from recmaml.frames import _ids_to_numpy
+from recmaml.frames import ids_to_numpy
 
 MULTI_SEPARATOR = "|"
 
@@ -40,7 +40,7 @@ def read_side_features(source, *, id_col: str, format: str | None = None, delimi
         raise DataError(f"{name}: id {frame[id_col][row - 1]!r} appears more than once (data row {row}); "
                         "give one row per id")
     frame = frame.sort(id_col)
-    features = dict(ids=Vocabulary(_ids_to_numpy(frame[id_col])), categorical={}, categorical_levels={},
+    features = dict(ids=Vocabulary(ids_to_numpy(frame[id_col])), categorical={}, categorical_levels={},
                     multi_hot={}, multi_hot_levels={}, numeric={})
     for col in frame.columns:
         if col != id_col:
@@ -58,12 +58,12 @@ def _add_column(features: dict, series: pl.Series, source: str) -> None:
     if isinstance(series.dtype, pl.List):
         series = series.cast(pl.List(pl.String))
         levels = sorted(series.explode().drop_nulls().unique().to_list())
-        features["multi_hot"][col], features["multi_hot_levels"][col] = _multi_hot(series, levels), levels
+        features["multi_hot"][col], features["multi_hot_levels"][col] = multi_hot(series, levels), levels
         return
     if series.dtype in (pl.String, pl.Boolean, pl.Categorical, pl.Enum):
         text = series.cast(pl.String)
         levels = sorted(text.drop_nulls().unique().to_list())
-        features["categorical"][col], features["categorical_levels"][col] = _codes(text, levels), levels
+        features["categorical"][col], features["categorical_levels"][col] = level_codes(text, levels), levels
         return
     raise DataError(f"{source}: column {col!r} has type {series.dtype}, which is not a feature type; use text "
                     "(categorical), text with '|' (multi-hot) or numbers")

@@ -301,16 +301,16 @@ def _entity_ids(frame: pl.DataFrame, col: str, file_hint: str) -> Vocabulary:
     return Vocabulary(frame[col].to_numpy())
 
 
-def _codes(values: pl.Series, levels: list) -> np.ndarray:
+def level_codes(values: pl.Series, levels: list) -> np.ndarray:
     """1-based position of each value in `levels`; 0 for missing or unknown values."""
     mapping = {level: i + 1 for i, level in enumerate(levels)}
     return values.replace_strict(mapping, default=0, return_dtype=pl.Int32).fill_null(0).to_numpy()
 
 
-def _multi_hot(lists: pl.Series, levels: list[str]) -> np.ndarray:
+def multi_hot(lists: pl.Series, levels: list[str]) -> np.ndarray:
     """(rows x levels) float32 0/1 matrix from a List[String] column."""
     long = pl.DataFrame({"v": lists}).with_row_index("row").explode("v")
-    col = _codes(long["v"], levels) - 1
+    col = level_codes(long["v"], levels) - 1
     row = long["row"].to_numpy()
     matrix = np.zeros((len(lists), len(levels)), dtype=np.float32)
     matrix[row[col >= 0], col[col >= 0]] = 1.0
@@ -326,7 +326,7 @@ def _user_features(users: pl.DataFrame, variant: str) -> SideFeatures:
     levels = {"age": list(AGE_GROUPS), "gender": ["F", "M"], "occupation": occupations}
     return SideFeatures(
         ids=_entity_ids(users, "user_id", f"MovieLens {variant} users"),
-        categorical={name: _codes(users[name], lv) for name, lv in levels.items()},
+        categorical={name: level_codes(users[name], lv) for name, lv in levels.items()},
         categorical_levels=levels,
     )
 
@@ -345,9 +345,9 @@ def _item_features(items: pl.DataFrame, variant: str) -> SideFeatures:
     decades = sorted(decade.drop_nulls().unique().to_list())
     return SideFeatures(
         ids=_entity_ids(items, "item_id", f"MovieLens {variant} movies"),
-        categorical={"decade": _codes(decade, decades)},
+        categorical={"decade": level_codes(decade, decades)},
         categorical_levels={"decade": decades},
-        multi_hot={"genres": _multi_hot(items["genres"], genres)},
+        multi_hot={"genres": multi_hot(items["genres"], genres)},
         multi_hot_levels={"genres": genres},
         numeric={"release_year": scaled.fill_null(np.nan).cast(pl.Float32).to_numpy()},
     )

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from recmaml.frames import (
-    Columns, _check_ids, _ids_to_numpy, frame_of, frame_to_interactions, is_frame, missing_columns,
+    Columns, check_ids, ids_to_numpy, frame_of, frame_to_interactions, is_frame, missing_columns,
     missing_columns_error,
 )
 from recmaml.data import Interactions, SideFeatures
@@ -81,15 +81,15 @@ def read_interactions(
     default rating/timestamp columns are optional; columns named explicitly must exist. decimal="," reads
     ratings written with a decimal comma (3,5), as European spreadsheets export them.
     """
-    name = _source_name(source)
-    kind, variant = _resolve_format(source, format)
+    name = source_name(source)
+    kind, variant = resolve_source_format(source, format)
     if kind in _DATASET_KINDS:
         return _read_dataset(source, kind, variant, rating_range, user_features, item_features)
     columns = Columns.named(user_col, item_col, rating_col, timestamp_col, decimal=_checked_decimal(decimal))
 
     def convert(full_inference: bool) -> Interactions:
-        with _library_errors(name, kind, encoding):
-            frame = _open(source, kind, delimiter, table, query, encoding, full_inference,
+        with library_errors(name, kind, encoding):
+            frame = open_source(source, kind, delimiter, table, query, encoding, full_inference,
                           id_columns=(columns.user, columns.item))
             return frame_to_interactions(
                 frame, name, columns,
@@ -139,15 +139,15 @@ def read_pairs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(user ids, item ids) of a table of (user, item) pairs, e.g. the pairs to predict, in the source's
     row order with repeats kept. Any source read_interactions accepts except MovieLens/LibRec data sets."""
-    name = _source_name(source)
-    kind, variant = _resolve_format(source, format)
+    name = source_name(source)
+    kind, variant = resolve_source_format(source, format)
     if kind in _DATASET_KINDS:
         raise DataError(f"{name}: a {_dataset_name(kind, variant)} folder is a log, not a table of pairs; pass a "
                         "CSV/Parquet/... file")
 
     def convert(full_inference: bool):
-        with _library_errors(name, kind, encoding):
-            frame = _open(source, kind, delimiter, table, None, encoding, full_inference,
+        with library_errors(name, kind, encoding):
+            frame = open_source(source, kind, delimiter, table, None, encoding, full_inference,
                           id_columns=(user_col, item_col))
             found = frame.collect_schema().names() if isinstance(frame, pl.LazyFrame) else frame.columns
             missing = missing_columns(Columns(user=user_col, item=item_col), found)
@@ -156,8 +156,8 @@ def read_pairs(
             frame = frame.select(user_col, item_col)
             frame = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
             for col in (user_col, item_col):
-                _check_ids(frame, name, col)
-            return _ids_to_numpy(frame[user_col]), _ids_to_numpy(frame[item_col])
+                check_ids(frame, name, col)
+            return ids_to_numpy(frame[user_col]), ids_to_numpy(frame[item_col])
 
     return _with_type_retry(kind, convert)
 
@@ -173,13 +173,13 @@ def read_frame(
 ) -> pl.LazyFrame | pl.DataFrame:
     """The raw frame of any source read_interactions accepts, except MovieLens/LibRec data sets (e.g.
     candidate or pair files). Files come back lazy: select the columns you need before collecting."""
-    name = _source_name(source)
-    kind, variant = _resolve_format(source, format)
+    name = source_name(source)
+    kind, variant = resolve_source_format(source, format)
     if kind in _DATASET_KINDS:
         raise DataError(f"{name}: {_dataset_name(kind, variant)} data is read with read_interactions, not "
                         "read_frame")
-    with _library_errors(name, kind, encoding):
-        frame = _open(source, kind, delimiter, table, query, encoding, full_inference=False)
+    with library_errors(name, kind, encoding):
+        frame = open_source(source, kind, delimiter, table, query, encoding, full_inference=False)
         frame.collect_schema()  # cheap, and a broken file (truncated, wrong encoding) fails here, named
     return frame
 
@@ -187,7 +187,7 @@ def read_frame(
 # --- picking the format -------------------------------------------------------------------------------
 
 
-def _source_name(source) -> str:
+def source_name(source) -> str:
     if isinstance(source, pl.LazyFrame):
         return "polars LazyFrame"
     if isinstance(source, pl.DataFrame):
@@ -202,14 +202,14 @@ def _is_sql_uri(source) -> bool:
     return isinstance(source, str) and source.lower().startswith(_SQL_PREFIXES)
 
 
-def _resolve_format(source, format: str | None) -> tuple[str, str | None]:
+def resolve_source_format(source, format: str | None) -> tuple[str, str | None]:
     """(reader kind, MovieLens/LibRec variant) from format= or, failing that, from the source itself."""
     if is_frame(source):
         return "frame", None
     if format is not None:
         key = format.strip().lower().replace("_", "-")
         if key not in _FORMATS:
-            raise DataError(f"{_source_name(source)}: unknown format {format!r}; use {_format_flag()} "
+            raise DataError(f"{source_name(source)}: unknown format {format!r}; use {_format_flag()} "
                             f"with one of: {_ACCEPTED}")
         return _FORMATS[key]
     if _is_sql_uri(source):
@@ -264,7 +264,7 @@ def _check_exists(path: Path) -> None:
 # --- opening each kind of source -----------------------------------------------------------------------
 
 
-def _open(source, kind, delimiter, table, query, encoding, full_inference, streaming: bool = False,
+def open_source(source, kind, delimiter, table, query, encoding, full_inference, streaming: bool = False,
           id_columns: tuple[str, ...] = ()) -> pl.LazyFrame | pl.DataFrame:
     """The source as a frame; `streaming`: it will be read in a streaming pass (sink_parquet), so a
     Parquet file is decoded batch by batch rather than whole. `id_columns` of a CSV/TSV file are read as
@@ -380,7 +380,7 @@ def _read_dataset(source, kind, variant, rating_range, user_features, item_featu
 
 
 @contextmanager
-def _library_errors(name: str, kind: str, encoding: str):
+def library_errors(name: str, kind: str, encoding: str):
     """Re-raise errors of polars/pyarrow/the OS while reading `name` as DataErrors that say what to do."""
     try:
         yield

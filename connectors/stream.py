@@ -27,7 +27,7 @@ from pathlib import Path
 
 import polars as pl
 
-from recmaml.connectors.readers import _library_errors, _open, _resolve_format, _source_name, read_frame, read_interactions
+from recmaml.connectors.readers import library_errors, open_source, resolve_source_format, source_name, read_frame, read_interactions
 from recmaml.files import sweep_debris
 from recmaml.data import Interactions
 from recmaml.errors import DataError, spelled
@@ -60,7 +60,7 @@ def iter_user_chunks(
     progress bar's total; an SQL source or frame is counted once read)."""
     if chunk_rows < 1:
         raise DataError(f"{spelled('chunk_rows', '--chunk-rows')} must be at least 1, got {chunk_rows}")
-    kind, _ = _resolve_format(source, format)
+    kind, _ = resolve_source_format(source, format)
     read_kwargs = dict(format=format, user_col=user_col, item_col=item_col, rating_col=rating_col,
                        timestamp_col=timestamp_col, delimiter=delimiter, table=table, encoding=encoding,
                        decimal=decimal)
@@ -70,8 +70,8 @@ def iter_user_chunks(
             on_rows(len(log_))
         yield log_
         return
-    name = _source_name(source)
-    with _library_errors(name, kind, encoding):
+    name = source_name(source)
+    with library_errors(name, kind, encoding):
         frame = read_frame(source, format=format, delimiter=delimiter, encoding=encoding)  # checks the file
         # a Parquet footer has the count (reading it from the pages would decode a whole column)
         n_rows = _parquet_rows(source) if kind == "parquet" else frame.select(pl.len()).collect().item()
@@ -108,8 +108,8 @@ def _partition(source, kind, name, columns: Columns, n_rows: int, n_parts: int, 
     as read_interactions does."""
     for full_inference in (False, True):
         try:
-            with _library_errors(name, kind, encoding):
-                frame = _open(source, kind, delimiter, None, None, encoding, full_inference, streaming=True)
+            with library_errors(name, kind, encoding):
+                frame = open_source(source, kind, delimiter, None, None, encoding, full_inference, streaming=True)
                 # the first rows through the full validation: a missing column fails before the long pass
                 # (their duplicates are reported when their part is read, not twice)
                 with warnings.catch_warnings():

@@ -33,7 +33,7 @@ def _support_csr(user_idx, item_idx, n_users: int, n_items: int, values=None) ->
     return sp.csr_matrix((data, (user_idx, item_idx)), shape=(n_users, n_items), dtype=np.float32)
 
 
-def _liked(log: Interactions, threshold: float | None) -> Interactions:
+def liked_rows(log: Interactions, threshold: float | None) -> Interactions:
     """The rows rated at least `threshold` when it is set and the log has ratings; else the whole log."""
     if threshold is None or log.rating is None:
         return log
@@ -102,7 +102,7 @@ class RecentPopularity:
     def fit(self, warm: Interactions) -> RecentPopularity:
         if warm.timestamp is None:
             raise DataError("time-aware popularity needs timestamps; this log has none")
-        liked = _liked(warm, self.threshold)
+        liked = liked_rows(warm, self.threshold)
         times = liked.timestamp.astype(np.float64)
         self.edges = np.unique(np.quantile(times, np.linspace(0.0, 1.0, self.EDGES)))
         edge_of_row = np.searchsorted(self.edges, times, side="left")  # first edge at or after the row
@@ -260,7 +260,7 @@ class EASE:
         self.dropped_bonus: np.ndarray | None = None
 
     def fit(self, warm: Interactions) -> EASE:
-        X = _binary_csr(_liked(warm, self.threshold))
+        X = _binary_csr(liked_rows(warm, self.threshold))
         self.n_items = X.shape[1]
         self.items, self.dropped_bonus = None, None
         if self.max_items is not None and self.n_items > self.max_items:
@@ -330,7 +330,7 @@ class ItemKNN:
         self.W: sp.csr_matrix | None = None
 
     def fit(self, warm: Interactions) -> ItemKNN:
-        X = _binary_csr(_liked(warm, self.threshold))
+        X = _binary_csr(liked_rows(warm, self.threshold))
         n_items = X.shape[1]
         Xt = X.T.tocsr()  # items x users
         norms = np.sqrt(np.diff(Xt.indptr).astype(np.float32))
@@ -493,7 +493,7 @@ class MultVAE:
         self.train_seconds = 0.0
 
     def fit(self, warm: Interactions) -> MultVAE:
-        X = _binary_csr(_liked(warm, self.threshold))
+        X = _binary_csr(liked_rows(warm, self.threshold))
         X = X[np.flatnonzero(np.diff(X.indptr) > 0)]  # users left with no interaction teach nothing
         self.n_items = n_items = X.shape[1]
         n_train = X.shape[0]

@@ -35,7 +35,7 @@ from recmaml.data import Interactions, relevant_rating
 from recmaml.errors import DataError
 from recmaml.metrics import reciprocal_ranks
 from recmaml.protocol import (
-    ColdSplit, _padded, kshot_split, melu_split, query_ndcg_per_user, ranking_metrics, scores_at, support_arrays,
+    ColdSplit, padded_by_user, kshot_split, melu_split, query_ndcg_per_user, ranking_metrics, scores_at, support_arrays,
     top_k_items,
 )
 
@@ -313,7 +313,7 @@ def ranking_cell(scores: np.ndarray, split: ColdSplit, relevant_min: float | Non
     if relevant_min is not None and query.rating is not None:
         relevant = query.rating >= relevant_min
     rel_user, rel_item = query.user_idx[relevant], query.item_idx[relevant]
-    rel_items, rel_mask = _padded(rel_user, scores.shape[0], rel_item)
+    rel_items, rel_mask = padded_by_user(rel_user, scores.shape[0], rel_item)
     top = top_k_items(scores, 20)
     per_user = ranking_metrics(top, rel_items, rel_mask, 20)
     evaluated = np.isfinite(per_user["ndcg@20"])

@@ -111,7 +111,7 @@ MAX_ID_CHARS = 1_000
 _INT64_MAX = 2**63 - 1
 
 
-def _check_ids(df: pl.DataFrame, source: str, col: str) -> None:
+def check_ids(df: pl.DataFrame, source: str, col: str) -> None:
     if df[col].dtype == pl.Boolean:  # JSON true/false: two "ids" that are surely a wrong column
         raise DataError(f"{source}: column {col!r} holds true/false values, not ids; name the id column with "
                         + spelled("user_col=/item_col=", "--user-col/--item-col"))
@@ -176,7 +176,7 @@ def _to_numpy(series: pl.Series, dtype, keep: np.ndarray | None = None) -> np.nd
     return out
 
 
-def _ids_to_numpy(series: pl.Series) -> np.ndarray:
+def ids_to_numpy(series: pl.Series) -> np.ndarray:
     if series.dtype.is_integer() or series.dtype.is_float():
         return _to_numpy(series.cast(pl.Int64), np.int64)
     return series.cast(pl.String).to_numpy().astype(str)
@@ -336,12 +336,12 @@ def frame_to_interactions(
     if df.height == 0:
         raise DataError(f"{source}: no interactions (the source is empty); expected columns {wanted}")
 
-    _check_ids(df, source, columns.user)
-    _check_ids(df, source, columns.item)
+    check_ids(df, source, columns.user)
+    check_ids(df, source, columns.item)
     rating = _rating_column(df, source, rating_col, rating_range, columns.decimal) if rating_col else None
     timestamp = _timestamp_column(df, source, ts_col) if ts_col else None
-    users, user_idx = Vocabulary.fit_transform(_ids_to_numpy(df[columns.user]))
-    items, item_idx = Vocabulary.fit_transform(_ids_to_numpy(df[columns.item]))
+    users, user_idx = Vocabulary.fit_transform(ids_to_numpy(df[columns.user]))
+    items, item_idx = Vocabulary.fit_transform(ids_to_numpy(df[columns.item]))
     del df
 
     # Ratings and timestamps become numpy arrays last, and only for the rows kept: the peak memory is then

@@ -270,9 +270,9 @@ def time_bins(warm: Interactions, threshold: float | None, n_edges: int
     """(edges float64, starts int64, items int32, counts float32): up to n_edges quantiles of the timestamps
     of the rows rated >= `threshold` (None: every row), and those rows counted per (time bin, item), a row
     in bin b + 1 where edges[b] is the first edge at or after its time (as baselines.RecentPopularity)."""
-    from recmaml.baselines import _liked
+    from recmaml.baselines import liked_rows
 
-    liked = _liked(warm, threshold)
+    liked = liked_rows(warm, threshold)
     times = liked.timestamp.astype(np.float64)
     edges = np.unique(np.quantile(times, np.linspace(0.0, 1.0, n_edges))) if len(times) else np.zeros(1)
     bins = np.searchsorted(edges, times, side="left") + 1

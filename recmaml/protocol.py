@@ -186,7 +186,7 @@ def support_arrays(support: Interactions) -> tuple[np.ndarray, np.ndarray, int, 
 # --------------------------------------------------------------------------------------- evaluation
 
 
-def _padded(user_idx: np.ndarray, n_users: int, *columns: np.ndarray, fill=-1):
+def padded_by_user(user_idx: np.ndarray, n_users: int, *columns: np.ndarray, fill=-1):
     """Group rows by user into (n_users, max rows) matrices (one per column) and a 0/1 mask."""
     order, pos = group_positions(user_idx)
     users = user_idx[order]
@@ -221,7 +221,7 @@ def evaluate_ranking(scores: np.ndarray, support: Interactions, query: Interacti
     relevant = np.ones(len(query), bool)
     if relevance_threshold is not None and query.rating is not None:
         relevant = query.rating >= relevance_threshold
-    rel_items, rel_mask = _padded(query.user_idx[relevant], scores.shape[0], query.item_idx[relevant])
+    rel_items, rel_mask = padded_by_user(query.user_idx[relevant], scores.shape[0], query.item_idx[relevant])
     per_user = ranking_metrics(top_k_items(scores, k), rel_items, rel_mask, k)
     out = mean_metrics(per_user)
     out["users"] = int(np.isfinite(per_user[f"ndcg@{k}"]).sum())
@@ -242,7 +242,7 @@ def query_ndcg_per_user(pred: np.ndarray, query: Interactions, k: int = 3, rando
     """Per-user nDCG@k of MeLU's metric (NaN for users without query rows); random=True gives instead the
     expectation of a uniformly random order of the same query items (what a model must beat)."""
     pred = np.asarray(pred, np.float64)
-    items, pred_m, gain_m, mask = _padded(query.user_idx, query.n_users, query.item_idx, pred,
+    items, pred_m, gain_m, mask = padded_by_user(query.user_idx, query.n_users, query.item_idx, pred,
                                           2.0 ** query.rating.astype(np.float64) - 1.0, fill=-1)
     if random:
         return random_ndcg(gain_m, mask, k)
@@ -314,7 +314,7 @@ def evaluate_recommender(rec, history: Interactions, heldout: Interactions, k: i
         relevant &= heldout.rating >= relevance_threshold
     held_item = rec.items.index(heldout.item_ids())
     held_item = np.where(held_item == -1, -2, held_item)  # unknown: relevant, never equal to a ranked item
-    rel_items, rel_mask = _padded(held_user[relevant], len(users), held_item[relevant])
+    rel_items, rel_mask = padded_by_user(held_user[relevant], len(users), held_item[relevant])
     per_user = ranking_metrics(top, rel_items, rel_mask, k)
     out = mean_metrics(per_user)
     out["users"] = int(np.isfinite(per_user[f"ndcg@{k}"]).sum())

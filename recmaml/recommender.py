@@ -528,9 +528,9 @@ class MetaRecommender:
         Returns (ids, scores), each (n_users, N): item indices (columns of user_items) best first and their
         scores. items: optional item indices; only those are ranked. Where fewer than N items remain, the
         row ends with id -1 and score -inf."""
-        from recmaml.serve import _check_k
+        from recmaml.serve import check_k
 
-        _check_k(N, "N")
+        check_k(N, "N")
         self._require_model()
         if history_kind is not None:
             return self.with_history_kind(history_kind).recommend_arrays(user_items, N, filter_already_liked_items,

@@ -92,7 +92,7 @@ def serve_chunks(rec, chunks: Iterable[Interactions], write: Callable[[RankedLis
     of whose rows names a model item is a DataError, and one whose rows mostly do not is a warning
     (recmaml.item_match), unless allow_unknown_items; history users without candidate rows get no list,
     with one warning that counts them. summary: an optional ServeSummary filled with those counts."""
-    _check_k(k)
+    check_k(k)
     summary = ServeSummary() if summary is None else summary
     summary.items = ItemTally(rec.items)
     if candidates is None and k > len(rec.items):
@@ -201,7 +201,7 @@ def torch_threads(n: int):
             torch.set_num_threads(before)
 
 
-def _check_k(k, name: str = "k") -> None:
+def check_k(k, name: str = "k") -> None:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise DataError(f"{spelled(name, '--k') if name == 'k' else name} must be a whole number >= 1, got {k!r}")
 

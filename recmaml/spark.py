@@ -150,9 +150,9 @@ def recommend(histories, model_dir, k: int = 20, candidates=None, *, user_col: s
     of each worker printing its own."""
     from pyspark.sql import functions as F
 
-    from recmaml.serve import _check_k
+    from recmaml.serve import check_k
 
-    _check_k(k)
+    check_k(k)
     _check_columns(histories, "histories", [user_col, item_col])
     key = _model_key(model_dir)
     spark = histories.sparkSession
