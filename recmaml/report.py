@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -222,13 +223,21 @@ def _comparison_lines(block: dict) -> list[str]:
     return lines
 
 
-def markdown(summary: dict, plots: list[str], header: list[str] = ()) -> str:
+def _portable(command: str) -> str:
+    """A recorded command with its absolute paths relative to the folder the report is written from (the
+    repository root, as benchmarks/full_run.sh runs it), so the page's commands work on another machine."""
+    return re.sub(r"(?<![\w.~-])/[^\s`;'\"]+", lambda m: os.path.relpath(os.path.normpath(m.group())), command)
+
+
+def markdown(summary: dict, plots: dict[str, str], header: list[str] = ()) -> str:
     lines = ["# Benchmark results", "", *header,
              "Every number below is computed from the cells of this folder (`cells/`). Means over seeds with "
              "the half-width of a 95% t-interval; **bold** marks the best system of a column. The paired "
              "comparison pools per-user differences over seeds (the same cold users for both systems).", ""]
     for data, by_protocol in summary.items():
         lines += [f"## {data}", ""]
+        if data in plots:
+            lines += [f"![{data}]({plots[data]})", ""]
         for protocol, block in by_protocol.items():
             lines += [f"### {data}, {protocol} protocol (seeds {', '.join(map(str, block['seeds']))})", ""]
             if protocol == "melu":
@@ -247,9 +256,7 @@ def markdown(summary: dict, plots: list[str], header: list[str] = ()) -> str:
             if edges:
                 lines += ["", "Where the validation optimum landed in each grid: " + "; ".join(
                     f"{n}: {', '.join(e)}" for n, e in edges.items()), ""]
-            lines += ["", "Reproduce: " + "; ".join(f"`{c}`" for c in block["commands"] if c), ""]
-    if plots:
-        lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
+            lines += ["", "Reproduce: " + "; ".join(f"`{_portable(c)}`" for c in block["commands"] if c), ""]
     return "\n".join(lines)
 
 
@@ -267,69 +274,103 @@ def _mae_bins_table(block: dict) -> list[str]:
 # ---------------------------------------------------------------------------------------------- plots
 
 
-def plot(summary: dict, folder: Path) -> list[str]:
-    """PNG plots: nDCG@20 against K per ranking protocol (one panel per data set, the 95% interval as a
-    band), and MAE against support size for rating models on the MeLU protocol. Returns relative paths."""
+HIGHLIGHT = "recmaml_maml"  # the shipped model: drawn thick and dark on every plot
+ALWAYS_DRAWN = ("recmaml_maml", "recmaml_0_steps", "blend", "popularity", "recent_popularity")
+NO_HISTORY_NO_SCORE = ("als", "ease", "item_knn")  # score from the history alone: at K = 0 every item ties
+BASELINE_COLORS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#bcbd22", "#e377c2", "#7f7f7f")  # no reds
+
+
+def _drawn_systems(block: dict) -> list[str]:
+    """What a plot shows of a protocol's systems: recmaml (served, and with zero steps), the blend reference,
+    the two popularities, and the two best other baselines at the headline K (5, or the middle K)."""
+    rows = block["systems"]
+    k = "5" if "5" in block["ks"] else block["ks"][len(block["ks"]) // 2]
+    others = sorted((n for n in rows if n not in ALWAYS_DRAWN and SYSTEMS.get(n) and SYSTEMS[n].family == "baseline"
+                     and HEADLINE in rows[n].get(k, {})), key=lambda n: -rows[n][k][HEADLINE][0])
+    return [n for n in rows if n in ALWAYS_DRAWN or n in others[:2]]
+
+
+def _style(name: str) -> dict:
+    family = SYSTEMS[name].family if name in SYSTEMS else "baseline"
+    if name == HIGHLIGHT:
+        return {"linestyle": "-", "linewidth": 2.6, "color": "#b2182b", "zorder": 5}
+    if family == "recmaml":
+        return {"linestyle": "-", "linewidth": 1.4, "color": "#ef8a62", "zorder": 4}
+    if family == "reference":
+        return {"linestyle": ":", "linewidth": 1.6, "color": "#404040", "zorder": 3}
+    baselines = [n for n, system in SYSTEMS.items() if system.family == "baseline"]
+    return {"linestyle": "--", "linewidth": 1.2, "color": BASELINE_COLORS[baselines.index(name) % len(BASELINE_COLORS)]
+            if name in baselines else "#7f7f7f"}
+
+
+def plot(summary: dict, folder: Path) -> dict[str, Path]:
+    """One PNG per data set: nDCG@20 against K for each ranking protocol (recmaml highlighted beside the
+    systems _drawn_systems picks, its 95% interval as a band clipped to what can occur; no K = 0 point for a
+    system that needs a history), and for the MeLU protocol the MAE against the revealed ratings. Returns
+    {data set: path}."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
-    names = list(SYSTEMS)
-    color = {n: plt.cm.tab20(i % 20) for i, n in enumerate(names)}  # one colour per system on every plot
-    written = []
-    for protocol in ("random", "temporal"):
-        datasets = [d for d in summary if protocol in summary[d]]
-        if not datasets:
-            continue
-        fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
-        for ax, data in zip(axes[0], datasets):
-            block = summary[data][protocol]
-            ks = [int(k) for k in block["ks"]]
-            for name, row in block["systems"].items():
-                mine = [k for k in ks if HEADLINE in row.get(str(k), {})]  # a system's cells may lack some Ks
-                if not mine:
-                    continue
-                mean = np.array([row[str(k)][HEADLINE][0] for k in mine])
-                half = np.nan_to_num(np.array([row[str(k)][HEADLINE][1] for k in mine]))
-                style = "-" if SYSTEMS.get(name) and SYSTEMS[name].family == "recmaml" else "--"
-                (line,) = ax.plot(mine, mean, style, marker="o", ms=3, label=name, color=color.get(name))
-                ax.fill_between(mine, mean - half, mean + half, color=line.get_color(), alpha=0.15)
-            ax.set(title=f"{data} ({protocol})", xlabel="support size K", ylabel="nDCG@20")
-            ax.set_xscale("symlog", linthresh=1.0)  # logarithmic from 1 on, with room for K = 0
-            ax.set_xticks(ks, [str(k) for k in ks])
+    written = {}
+    for data, by_protocol in summary.items():
+        panels = [p for p in ("random", "temporal", "melu") if p in by_protocol]
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.6), squeeze=False)
+        for ax, protocol in zip(axes[0], panels):
+            block = by_protocol[protocol]
+            if protocol == "melu":
+                _mae_panel(ax, block)
+                ax.set_title(f"{data}, MeLU protocol")
+            else:
+                _ranking_panel(ax, block)
+                ax.set_title(f"{data}, {protocol} protocol")
             ax.grid(alpha=0.3)
-        axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+            ax.legend(fontsize=8, loc="best", framealpha=0.85)
+        fig.suptitle("solid: recmaml (thick: the shipped model, with its 95% interval over seeds); dashed: baselines; "
+                     "dotted: the blend of baselines",
+                     fontsize=9, y=0.995)
         fig.tight_layout()
-        path = folder / f"ndcg20_vs_k_{protocol}.png"
+        path = folder / f"{data}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
-        written.append(path)
-    datasets = [d for d in summary if "melu" in summary[d]]
-    if datasets:
-        fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
-        for ax, data in zip(axes[0], datasets):
-            for name, row in summary[data]["melu"]["systems"].items():
-                bins = row.get(MELU_K, {}).get("mae_by_support")
-                if not bins:
-                    continue
-                labels = sorted(bins, key=lambda b: int(b.split("-")[0]))
-                x = np.arange(len(labels))
-                mean = np.array([bins[b][0] for b in labels])
-                half = np.nan_to_num(np.array([bins[b][1] for b in labels]))
-                (line,) = ax.plot(x, mean, marker="o", ms=3, label=name, color=color.get(name))
-                ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.15)
-                ax.set_xticks(x, labels)
-            ax.set(title=f"{data} (MeLU protocol)", xlabel="revealed ratings", ylabel="MAE")
-            ax.grid(alpha=0.3)
-        axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-        fig.tight_layout()
-        path = folder / "mae_vs_support.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written[data] = path
     return written
+
+
+def _ranking_panel(ax, block: dict) -> None:
+    ks = [int(k) for k in block["ks"]]
+    for name in _drawn_systems(block):
+        row = block["systems"][name]
+        mine = [k for k in ks if HEADLINE in row.get(str(k), {}) and not (k == 0 and name in NO_HISTORY_NO_SCORE)]
+        if not mine:
+            continue
+        mean = np.array([row[str(k)][HEADLINE][0] for k in mine])
+        half = np.nan_to_num(np.array([row[str(k)][HEADLINE][1] for k in mine]))
+        (line,) = ax.plot(mine, mean, marker="o", ms=3, label=name, **_style(name))
+        if name == HIGHLIGHT:  # one band: nine overlapping three-seed bands hid every line
+            ax.fill_between(mine, np.clip(mean - half, 0, 1), np.clip(mean + half, 0, 1), color=line.get_color(),
+                            alpha=0.12)
+    ax.set(xlabel="support size K (revealed interactions)", ylabel="nDCG@20")
+    ax.set_xscale("symlog", linthresh=1.0)  # logarithmic from 1 on, with room for K = 0
+    ax.set_xticks(ks, [str(k) for k in ks])
+
+
+def _mae_panel(ax, block: dict) -> None:
+    for name, row in block["systems"].items():
+        bins = row.get(MELU_K, {}).get("mae_by_support")
+        if not bins:
+            continue
+        labels = sorted(bins, key=lambda b: int(b.split("-")[0]))
+        x = np.arange(len(labels))
+        mean = np.array([bins[b][0] for b in labels])
+        half = np.nan_to_num(np.array([bins[b][1] for b in labels]))
+        (line,) = ax.plot(x, mean, marker="o", ms=3, label=name, **_style(name))
+        if name == HIGHLIGHT:
+            ax.fill_between(x, np.clip(mean - half, 0, None), mean + half, color=line.get_color(), alpha=0.12)
+        ax.set_xticks(x, labels)
+    ax.set(xlabel="revealed ratings", ylabel="MAE (lower is better)")
 
 
 def write_report(out: Path, page: Path | None = None) -> dict:
@@ -340,11 +381,11 @@ def write_report(out: Path, page: Path | None = None) -> dict:
     if not cells:
         return {}  # nothing to report: no page is written (the CLI says so)
     summary = summarize(cells)
-    plots = plot(summary, out / "plots") if summary else []
+    plots = plot(summary, out / "plots")
     write_json(out / "results.json", summary, compact=True)
     header = environment_lines(cells)
     for target in [out / "results.md"] + ([Path(page)] if page else []):
-        links = [os.path.relpath(p, target.parent) for p in plots]
+        links = {data: os.path.relpath(path.resolve(), target.resolve().parent) for data, path in plots.items()}
         text = markdown(summary, links, header)
         atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return summary

@@ -238,8 +238,10 @@ def test_smoke_every_system_through_the_cli(tmp_path):
     assert "mae" in summary["tiny"]["melu"]["comparison"]["melu"]
     text = (out / "results.md").read_text()
     assert "### tiny, random protocol" in text and "recmaml_transfer" in text
-    assert (out / "plots/ndcg20_vs_k_random.png").stat().st_size > 1000
-    assert (out / "plots/mae_vs_support.png").is_file()
+    assert (out / "plots/tiny.png").stat().st_size > 1000  # one figure per data set, its MeLU panel included
+    assert "![tiny](plots/tiny.png)" in text  # linked relative to the page
+    reproduce = [line for line in text.splitlines() if line.startswith("Reproduce: ")]
+    assert reproduce and not any(" /" in line for line in reproduce), reproduce[:1]  # no machine's absolute paths
     assert json.loads((out / "results.json").read_text())["tiny"]["melu"]["cells"] == 2 * len(SYSTEMS)
 
 
