@@ -22,7 +22,7 @@ from recmaml.frames import (
     missing_columns_error,
 )
 from recmaml.data import Interactions, SideFeatures
-from recmaml.errors import DataError, spelled
+from recmaml.errors import DataError, cut, spelled
 
 # Accepted values of format= (and --format), mapped to (reader, MovieLens/LibRec variant or None).
 _FORMATS = {
@@ -495,7 +495,7 @@ def _first_bad_json_line(name: str) -> int | None:
 
 
 def _hint(kind: str, message: str, encoding: str, line: int | None = None) -> str:
-    first_line = message.strip().splitlines()[0] if message.strip() else message
+    first_line = cut(message.strip().splitlines()[0] if message.strip() else message, 300)  # polars quotes values whole
     if kind == "parquet":  # binary: an encoding never helps
         return f"not a valid Parquet file ({first_line}); is it truncated? re-export or re-download it"
     if "utf-8" in message.lower() or "utf8" in message.lower():

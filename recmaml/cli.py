@@ -17,7 +17,8 @@ import warnings
 from pathlib import Path
 
 from recmaml import __version__
-from recmaml.errors import RecMamlError, cli_surface
+from recmaml.errors import RecMamlError, cli_surface, cut
+from recmaml.progress import progress_bar
 
 log = logging.getLogger("recmaml")
 
@@ -147,9 +148,7 @@ def _check_sizes(args) -> None:
 
 
 def _progress(args, **kwargs):
-    from tqdm.auto import tqdm
-
-    return tqdm(disable=args.quiet, file=sys.stderr, dynamic_ncols=True, **kwargs)
+    return progress_bar(disable=args.quiet, **kwargs)
 
 
 class _LazyBar:
@@ -592,7 +591,6 @@ def _csv_list(text: str, flag: str, cast=str) -> tuple:
 
 
 def cmd_benchmark(args) -> None:
-    from tqdm.auto import tqdm
 
     from recmaml import benchmark, report
     from recmaml.config import load_config
@@ -627,7 +625,7 @@ def cmd_benchmark(args) -> None:
             config=_with_training_threads(load_config(args.config), args),
             command="recmaml " + shlex.join(args.argv))
         cells = len(spec.protocols) * len(spec.seeds) * len(spec.systems)
-        with tqdm(total=cells, unit="cell", desc=spec.name, disable=args.quiet, file=sys.stderr) as bar:
+        with progress_bar(total=cells, unit="cell", desc=spec.name, disable=args.quiet) as bar:
             benchmark.run_benchmark(log_, spec, out, progress=bar)
     summary = report.write_report(out, page=args.page)
     if not summary:
@@ -643,8 +641,6 @@ def cmd_benchmark(args) -> None:
 
 
 def cmd_tune(args) -> None:
-    from tqdm.auto import tqdm
-
     from recmaml import tune
     from recmaml.config import load_config
     from recmaml.connectors.writers import write_frame
@@ -664,7 +660,7 @@ def cmd_tune(args) -> None:
     log.info("%d trials over %d fields; successive halving in %d rungs of %s s of meta-training each", args.trials,
              len(space), len(budgets), "/".join(f"{b:.0f}" for b in budgets))
     out.mkdir(parents=True, exist_ok=True)
-    with tqdm(total=total, unit="fit", desc="tuning", disable=args.quiet, file=sys.stderr) as bar:
+    with progress_bar(total=total, unit="fit", desc="tuning", disable=args.quiet) as bar:
         result = tune.tune(log_, space, trials=args.trials, budget_minutes=args.budget_minutes, base=base,
                            protocol=args.protocol, k=args.k, seed=args.seed, progress=bar)
     import polars as pl
@@ -921,17 +917,14 @@ def _main(argv: list[str] | None) -> int:
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr, force=True)
     # a warning is one line, like the errors (the library's warnings carry their own explanation)
-    warnings.showwarning = lambda message, category, *_rest, **_kw: log.warning("warning: %s", message)
+    warnings.showwarning = lambda message, category, *_rest, **_kw: log.warning("warning: %s", cut(str(message)))
     try:
         with cli_surface():  # the library's messages give flags, not Python keywords
             if args.command not in _MODEL_COLUMNS:
                 _resolve_columns(args)
             args.func(args)
-    except RecMamlError as err:
-        print(f"recmaml {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # a folder that cannot be written, a full disk: the user's to fix
-        print(f"recmaml {args.command}: error: {err}", file=sys.stderr)
+    except (RecMamlError, OSError) as err:  # OSError: a folder that cannot be written, a full disk: the user's to fix
+        print(f"recmaml {args.command}: error: {cut(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"recmaml {args.command}: interrupted", file=sys.stderr)

@@ -49,6 +49,14 @@ def cli_surface():
         _surface = before
 
 
+MESSAGE_LIMIT = 1000  # characters of a message the CLI prints: a library may quote a 1 MB field whole
+
+
+def cut(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """`text` cut to `limit` characters, saying how many were left out."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit:,} more characters cut)"
+
+
 def shown(value, limit: int = 60) -> str:
     """A value from the user's data as an error message quotes it: its repr, cut to `limit` characters
     (a 5 MB field must not make a 5 MB message)."""

@@ -26,6 +26,7 @@ from recmaml.fast_adapt import fast_path_applies, fast_user_vectors
 from recmaml.model import META_LR_PREFIX, TIME_EDGES, FeatureSpec, Scorer, feature_tensors
 from recmaml.ordered import item_dots, rows_mm
 from recmaml.priors import ServingPriors, blend_
+from recmaml.progress import progress_bar
 from recmaml.rank import exclude_items_, rank_candidates, top_k, valid_entries
 from recmaml import resume as resume_files
 from recmaml.resume import EpochCheckpoint
@@ -59,13 +60,10 @@ def _bar(progress, total: int, unit: str, desc: str):
     """progress=True in the Python API: a tqdm bar on stderr, as a context manager that closes it;
     otherwise a context that yields None (no bar: a callable `progress`, or none)."""
     import contextlib
-    import sys
-
-    from tqdm.auto import tqdm
 
     if progress is not True:
         return contextlib.nullcontext()
-    return tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True)
+    return progress_bar(total=total, unit=unit, desc=desc)
 
 
 def epoch_progress(bar):

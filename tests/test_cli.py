@@ -492,3 +492,25 @@ def test_the_sample_weights_get_a_bar_of_their_own_after_the_main_weights_bar_en
     err = capsys.readouterr().err.replace("\r", "\n")
     assert "meta-training ended at epoch 3" in err and "3/3" in err
     assert "sample weights stopped (early stopping) at epoch 2 of 300" in err and "2/2" in err
+
+
+def test_progress_on_a_file_is_a_line_at_a_time(tmp_path):
+    """stderr that is not a terminal (a CI log, a file) gets whole lines, not a pile of redrawn frames."""
+    import io
+    import sys as _sys
+
+    from recmaml import progress
+
+    captured = io.StringIO()
+    before = _sys.stderr
+    _sys.stderr = captured
+    try:
+        with progress.progress_bar(total=3, unit="user", desc="serving") as bar:
+            for _ in range(3):
+                bar.update(1)
+    finally:
+        _sys.stderr = before
+    text = captured.getvalue()
+    assert "\r" not in text and text.endswith("\n")
+    assert text.splitlines()[-1].startswith("serving: 100%"), text
+    assert len(text.splitlines()) <= 3  # the first frame and the last, not one per update

@@ -667,3 +667,12 @@ def test_the_likely_cause_of_mismatched_ids_is_named(history, model, needle):
     from recmaml.item_match import likely_cause
 
     assert needle in likely_cause(history, model)
+
+
+@pytest.mark.parametrize("row", ['"b' + "y" * 1_000_000 + ",2", "b,2," + "y" * 1_000_000, "b,2\x00" + "y" * 1_000_000])
+def test_a_library_error_quoting_a_huge_field_is_cut(row, tmp_path, capsys, model_dir):
+    """polars' parse errors may quote the offending field whole: the message recmaml prints stays short."""
+    history = tmp_path / "h.csv"
+    history.write_text("user_id,item_id\na,1\n" + row + "\n")
+    fails_cleanly(["recommend", "--model", str(model_dir), "--history", str(history), "--out", str(tmp_path / "r.csv")],
+                  capsys, "h.csv")

@@ -1,0 +1,41 @@
+"""Progress bars on stderr: tqdm's redrawn line on a terminal; on a file or a CI log, where every redraw
+would pile up on one line, a plain line every LOG_INTERVAL_SECONDS at most."""
+
+from __future__ import annotations
+
+import sys
+
+LOG_INTERVAL_SECONDS = 10.0
+
+
+class _Lines:
+    """A stream for tqdm that writes each frame as its own line (tqdm starts a frame with a carriage return,
+    which only a terminal turns into a redraw)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        text = text.replace("\r", "").rstrip("\n")
+        if text.strip():
+            self.stream.write(text + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def progress_bar(*, disable: bool = False, **kwargs):
+    """A tqdm bar on stderr (kwargs: total, unit, desc, ...)."""
+    from tqdm.auto import tqdm
+
+    stream = sys.stderr
+    if disable or _is_terminal(stream):
+        return tqdm(file=stream, dynamic_ncols=True, disable=disable, **kwargs)
+    return tqdm(file=_Lines(stream), ncols=100, mininterval=LOG_INTERVAL_SECONDS, **kwargs)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
