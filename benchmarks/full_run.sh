@@ -14,7 +14,7 @@ export OPENBLAS_NUM_THREADS=1
 # RECMAML_BUDGET_SECONDS caps each iterative fit (600: the defaults' own stopping decides on every log).
 SYSTEMS="${RECMAML_SYSTEMS:-all}"
 BUDGET="${RECMAML_BUDGET_SECONDS:-600}"
-run() { "$VENV/bin/recmaml" benchmark --data "$1" --name "$2" --k 0,1,3,5,10,20 --seeds 0,1,2 \
+run() { "$VENV/bin/recmaml" benchmark --data "$1" --name "$2" --support-sizes 0,1,3,5,10,20 --seeds 0,1,2 \
         --systems "$SYSTEMS" --budget-seconds "$BUDGET" --threads 1 --out "$OUT"; }
 # CiaoDVD (17,615 users x 16,121 items) takes about as long as the other three together
 lane1() { run "$DATA/movielens/ml-100k" ml-100k; run "$DATA/filmtrust" filmtrust;

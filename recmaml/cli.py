@@ -591,7 +591,6 @@ def _csv_list(text: str, flag: str, cast=str) -> tuple:
 
 
 def cmd_benchmark(args) -> None:
-
     from recmaml import benchmark, report
     from recmaml.config import load_config
 
@@ -619,7 +618,7 @@ def cmd_benchmark(args) -> None:
             log.info("note: the log has no ratings; the MeLU protocol and the item-mean baselines are left out")
         spec = benchmark.BenchmarkSpec(
             name=args.name or Path(args.data.rstrip("/")).stem, protocols=protocols,
-            ks=_csv_list(args.k, "--k", int), seeds=_csv_list(args.seeds, "--seeds", int),
+            ks=_csv_list(args.support_sizes, "--support-sizes", int), seeds=_csv_list(args.seeds, "--seeds", int),
             systems=benchmark.resolve_systems(args.systems), relevant_min=args.relevant_min,
             cold_fraction=args.cold_fraction, budget_seconds=args.budget_seconds, grid=args.grid,
             config=_with_training_threads(load_config(args.config), args),
@@ -662,13 +661,13 @@ def cmd_tune(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with progress_bar(total=total, unit="fit", desc="tuning", disable=args.quiet) as bar:
         result = tune.tune(log_, space, trials=args.trials, budget_minutes=args.budget_minutes, base=base,
-                           protocol=args.protocol, k=args.k, seed=args.seed, progress=bar)
+                           protocol=args.protocol, k=args.support_size, seed=args.seed, progress=bar)
     import polars as pl
 
     rows = tune.leaderboard_rows(result.trials)
     board = pl.DataFrame([{k: (str(v) if isinstance(v, list) else v) for k, v in r.items()} for r in rows])
     write_frame(board, out / "leaderboard.csv")
-    header = (f"written by: recmaml {shlex.join(args.argv)}\nvalidation nDCG@20 {result.best.score:.4f} at K={args.k} "
+    header = (f"written by: recmaml {shlex.join(args.argv)}\nvalidation nDCG@20 {result.best.score:.4f} at K={args.support_size} "
               f"({args.protocol} supports), trial {result.best.number} of {args.trials}")
     from recmaml.files import atomic_write
 
@@ -837,7 +836,8 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--out", required=True, help="folder for leaderboard.csv and best.toml")
     tn.add_argument("--config", help="the config the space's fields override (path or shipped name)")
     tn.add_argument("--protocol", default="random", help="random (default) or temporal supports of the validation users")
-    tn.add_argument("--k", type=int, default=5, help="support size the validation users reveal (default 5)")
+    tn.add_argument("--support-size", "--k", dest="support_size", type=int, default=5,
+                    help="support size the validation users reveal (default 5; --k: its former spelling)")
     tn.add_argument("--seed", type=int, default=0, help="the split seed: tuning never sees the test users of "
                     "`recmaml benchmark --seeds` with this seed")
     _add_training_threads(tn)
@@ -846,13 +846,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = command("benchmark", "the cold-start benchmark suite: protocols x support sizes x seeds x systems",
                     "recmaml benchmark --data ../shared/data/movielens/ml-100k --protocol random,temporal,melu "
-                    "--k 1,3,5,10,20 --seeds 0,1,2 --systems all --out bench", uses_model=False, device=False)
+                    "--support-sizes 1,3,5,10,20 --seeds 0,1,2 --systems all --out bench", uses_model=False, device=False)
     bench.add_argument("--data", help="interaction log (file, folder, SQL URI): MovieLens, FilmTrust, CiaoDVD, CSV...")
     bench.add_argument("--name", help="the data set's name in the tables (default: the file or folder name)")
     bench.add_argument("--protocol", help="comma-separated: random, temporal, melu (default: all the log allows)")
     default_ks = ",".join(map(str, DEFAULT_KS))
-    bench.add_argument("--k", default=default_ks, help=f"support sizes K (default {default_ks}; 0: users with no "
-                       "usable history, ranked from the meta-learned start alone)")
+    bench.add_argument("--support-sizes", "--k", dest="support_sizes", default=default_ks,
+                       help=f"support sizes K (default {default_ks}; 0: users with no usable history, ranked from "
+                       "the meta-learned start alone; --k: its former spelling)")
     bench.add_argument("--seeds", default="0,1,2", help="split seeds (default 0,1,2; at least 3 for intervals)")
     bench.add_argument("--systems", default="all", help=f"comma-separated systems or 'all': {', '.join(SYSTEMS)}")
     bench.add_argument("--config", help="TOML config of recmaml's systems: a path or a shipped config by name; defaults in code when omitted")
@@ -911,6 +912,16 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+FORMER_SPELLINGS = {("benchmark", "--k"): "--support-sizes", ("tune", "--k"): "--support-size"}  # --k: a list length
+
+
+def _note_former_spellings(args) -> None:
+    for (command, old), new in FORMER_SPELLINGS.items():
+        if args.command == command and any(a == old or a.startswith(old + "=") for a in args.argv):
+            log.warning("note: `recmaml %s %s` is spelled %s now (%s still works); elsewhere --k is a list "
+                        "length", command, old, new, old)
+
+
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by `benchmark` to reproduce a run
@@ -918,6 +929,7 @@ def _main(argv: list[str] | None) -> int:
                         stream=sys.stderr, force=True)
     # a warning is one line, like the errors (the library's warnings carry their own explanation)
     warnings.showwarning = lambda message, category, *_rest, **_kw: log.warning("warning: %s", cut(str(message)))
+    _note_former_spellings(args)
     try:
         with cli_surface():  # the library's messages give flags, not Python keywords
             if args.command not in _MODEL_COLUMNS:

@@ -218,7 +218,7 @@ def test_smoke_every_system_through_the_cli(tmp_path):
     path = tmp_path / "tiny.csv"
     frame.to_csv(path, index=False)
     out = tmp_path / "bench"
-    code = main(["--quiet", "benchmark", "--data", str(path), "--protocol", "random,melu", "--k", "0,1,5",
+    code = main(["--quiet", "benchmark", "--data", str(path), "--protocol", "random,melu", "--support-sizes", "0,1,5",
                  "--seeds", "0,1", "--systems", "all", "--config", "configs/tiny.toml", "--budget-seconds", "1", "--grid", "minimal",
                  "--out", str(out)])
     assert code == 0
@@ -253,7 +253,12 @@ def test_cli_errors_are_one_line(tmp_path, capsys, log):
     assert main(["benchmark", "--out", str(tmp_path / "b"), "--report-only"]) == 2
     assert "no finished benchmark cells" in capsys.readouterr().err
     assert main(["benchmark", "--data", "../shared/nope.csv", "--out", str(tmp_path / "b")]) == 2
+    capsys.readouterr()
+    assert main(["benchmark", "--data", "x.csv", "--support-sizes", "a,b", "--out", str(tmp_path / "b")]) == 2
+    assert "spelled" not in capsys.readouterr().err
+    # the former spelling still works, with a note (--k is a list length everywhere else)
     assert main(["benchmark", "--data", "x.csv", "--k", "a,b", "--out", str(tmp_path / "b")]) == 2
+    assert "is spelled --support-sizes now" in capsys.readouterr().err
 
 
 def test_tuning_picks_the_best_validation_point_and_never_sees_test_users(log):

@@ -11,6 +11,6 @@ probe() {
   local out=$1 cand=$2 data=$3 seed=$4 protocols=$5 budget=$6 config=()
   [ "$cand" = defaults ] || config=(--config "$RECIPES/$cand.toml")
   "$ROOT/.venv/bin/recmaml" benchmark --data "$(data_path "$data")" --name "$data" --protocol "$protocols" \
-      --k 0,1,3,5,10,20 --seeds "$seed" --systems recmaml_maml --budget-seconds "$budget" --threads 1 \
+      --support-sizes 0,1,3,5,10,20 --seeds "$seed" --systems recmaml_maml --budget-seconds "$budget" --threads 1 \
       "${config[@]}" --out "$out/$cand" --quiet || echo "failed: $data $cand seed $seed" >&2
 }

@@ -10,5 +10,5 @@ V=$1; NAME=$2; DATA=$3; SEEDS=${4:-0}; PROTO=${5:-random,temporal}; OUT=${6:-$RO
 CONFIG=()
 if [ "$V" != v0 ]; then CONFIG=(--config "$ROOT/benchmarks/recipes/$V.toml"); fi
 OPENBLAS_NUM_THREADS=1 "$ROOT/.venv/bin/recmaml" --quiet benchmark --data "$DATA" --name "$NAME" --protocol "$PROTO" \
-    --k 0,5 --seeds "$SEEDS" --systems recmaml_maml,popularity "${CONFIG[@]}" --budget-seconds 60 --threads 1 \
+    --support-sizes 0,5 --seeds "$SEEDS" --systems recmaml_maml,popularity "${CONFIG[@]}" --budget-seconds 60 --threads 1 \
     --out "$OUT/$V"

@@ -11,7 +11,7 @@ DATA="${RECMAML_SHARED_DATA:-$ROOT/../shared/data}"
 OUT="$1"
 export OPENBLAS_NUM_THREADS=1
 run() {  # name, folder, seed, protocols
-  "$VENV/bin/python" -m recmaml benchmark --data "$2" --name "$1" --protocol "$4" --k 0,1,3,5,10,20 \
+  "$VENV/bin/python" -m recmaml benchmark --data "$2" --name "$1" --protocol "$4" --support-sizes 0,1,3,5,10,20 \
       --seeds "$3" --systems recmaml_maml,recmaml_0_steps --budget-seconds 900 --threads 1 --out "$OUT" --quiet \
       || echo "failed: $1 seed $3" >&2
   echo "$(date +%H:%M:%S) done $1 seed $3" >&2
