@@ -5,7 +5,7 @@
 
 from recmaml.connectors.download import download_movielens
 from recmaml.connectors.librec import detect_librec, read_ciaodvd, read_filmtrust
-from recmaml.connectors.movielens import detect_movielens, read_movielens
+from recmaml.connectors.movielens import detect_movielens, read_movielens, read_movielens_items
 from recmaml.connectors.readers import read_frame, read_interactions, read_pairs
 from recmaml.connectors.sql import read_sql_frame, write_sql_table
 from recmaml.connectors.stream import iter_user_chunks
@@ -14,6 +14,7 @@ from recmaml.connectors.writers import RankedListsWriter, check_output, read_ran
 
 __all__ = [
     "RankedListsWriter", "check_output", "detect_librec", "detect_movielens", "download_movielens", "iter_user_chunks",
-    "read_ciaodvd", "read_filmtrust", "read_frame", "read_interactions", "read_movielens", "read_pairs",
+    "read_ciaodvd", "read_filmtrust", "read_frame", "read_interactions", "read_movielens", "read_movielens_items",
+    "read_pairs",
     "read_ranked_lists", "read_side_features", "read_sql_frame", "write_frame", "write_ranked_lists", "write_sql_table",
 ]

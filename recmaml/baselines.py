@@ -547,7 +547,3 @@ class MultVAE:
                 mean, _ = self.net.encode(*_bags(X[b0:b1]))
                 scores[b0:b1] = self.net.decode(mean).numpy()
         return scores
-
-
-BASELINES = {"popularity": Popularity, "item_mean": ItemMean, "als": ALSFoldIn, "ease": EASE, "item_knn": ItemKNN,
-             "mult_vae": MultVAE}

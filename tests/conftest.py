@@ -12,7 +12,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from recmaml.synthetic import taste_groups as make_taste_groups  # noqa: E402  (planted data for tests)
+from planted import taste_groups as make_taste_groups  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MOVIELENS_DIR = Path(os.environ.get("RECMAML_MOVIELENS", REPO_ROOT.parent / "shared" / "data" / "movielens"))

@@ -10,7 +10,7 @@ from recmaml import distributed
 from recmaml.config import load_config
 from recmaml.meta import meta_train
 from recmaml.model import Scorer, feature_tensors
-from recmaml.synthetic import taste_groups
+from planted import taste_groups
 
 
 def train(config_name: str, batch_size: int, epochs: int) -> dict:

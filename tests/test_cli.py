@@ -15,7 +15,7 @@ from recmaml.connectors import read_ranked_lists
 from recmaml import MetaRecommender, __version__
 from recmaml.cli import build_parser, main
 
-GROUP = 20  # items per taste group in recmaml.synthetic.taste_groups
+GROUP = 20  # items per taste group in tests/planted.taste_groups
 COMMANDS = ("fit", "recommend", "spark-recommend", "predict", "evaluate", "quickstart", "benchmark", "tune")
 
 

@@ -12,7 +12,7 @@ from recmaml import MetaRecommender, RankedLists
 from recmaml.cli import main
 from recmaml.connectors import read_ranked_lists
 
-GROUP = 20  # items per taste group in recmaml.synthetic.taste_groups
+GROUP = 20  # items per taste group in tests/planted.taste_groups
 
 
 @pytest.fixture(scope="module")
