@@ -7,6 +7,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${RECMAML_VENV:-$ROOT/.venv}"  # e.g. another checkout's venv, with PYTHONPATH=$ROOT
+# a copy of the code run with another checkout's venv: the editable install maps recmaml.connectors to that
+# checkout's connectors/, so the copy gets its own (the package path is searched first)
+if [ -n "${RECMAML_VENV:-}" ] && [ ! -e "$ROOT/recmaml/connectors" ]; then ln -s ../connectors "$ROOT/recmaml/connectors"; fi
 OUT="${1:-$ROOT/benchmarks/full-run}"
 DATA="${RECMAML_SHARED_DATA:-$ROOT/../shared/data}"  # e.g. when running a copy of the code kept elsewhere
 export OPENBLAS_NUM_THREADS=1

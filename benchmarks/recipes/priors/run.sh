@@ -7,6 +7,9 @@
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
 VENV="${RECMAML_VENV:-$ROOT/.venv}"
+# a copy of the code run with another checkout's venv: the editable install maps recmaml.connectors to that
+# checkout's connectors/, so the copy gets its own (the package path is searched first)
+if [ -n "${RECMAML_VENV:-}" ] && [ ! -e "$ROOT/recmaml/connectors" ]; then ln -s ../connectors "$ROOT/recmaml/connectors"; fi
 DATA="${RECMAML_SHARED_DATA:-$ROOT/../shared/data}"
 OUT="$1"
 export OPENBLAS_NUM_THREADS=1
