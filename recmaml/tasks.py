@@ -54,12 +54,22 @@ class PaddedSet:
         return {k: v for k, v in out.items() if v is not None}
 
     def rows(self, index) -> PaddedSet:
-        return PaddedSet(**{k: ({n: t[index] for n, t in v.items()} if isinstance(v, dict) else v[index])
-                            for k, v in self.tree().items()})
+        """The sets of some users (a slice or index tensor over the first dimension)."""
+        return _each_tensor(self, lambda t: t[index])
 
     def to(self, device) -> PaddedSet:
-        return PaddedSet(**{k: ({n: t.to(device) for n, t in v.items()} if isinstance(v, dict) else v.to(device))
-                            for k, v in self.tree().items()})
+        return _each_tensor(self, lambda t: t.to(device))
+
+
+def _each_tensor(batch, fn):
+    """A copy of a dataclass of tensors (PaddedSet, TaskBatch) with `fn` applied to each tensor field and to
+    each tensor of its dict fields (None fields stay None)."""
+    def apply(value):
+        if value is None:
+            return None
+        return {n: fn(t) for n, t in value.items()} if isinstance(value, dict) else fn(value)
+
+    return replace(batch, **{f.name: apply(getattr(batch, f.name)) for f in fields(batch)})
 
 
 @dataclass
@@ -82,19 +92,11 @@ class TaskBatch:
 
     def rows(self, index) -> TaskBatch:
         """The tasks of some users (a slice or index tensor over the batch's first dimension)."""
-        picked = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, dict):
-                picked[f.name] = {n: t[index] for n, t in value.items()}
-            else:  # an unset (0, 0) field stays unset
-                picked[f.name] = value[index] if value.shape[0] == len(self) else value
-        return replace(self, **picked)
+        batch = len(self)
+        return _each_tensor(self, lambda t: t[index] if t.shape[0] == batch else t)  # an unset (0, 0) field stays
 
     def to(self, device) -> TaskBatch:
-        moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        moved = {k: ({n: t.to(device) for n, t in v.items()} if isinstance(v, dict) else v.to(device)) for k, v in moved.items()}
-        return replace(self, **moved)
+        return _each_tensor(self, lambda t: t.to(device))
 
     def support(self) -> PaddedSet:
         """The inputs of the inner loop."""
