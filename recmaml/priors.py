@@ -192,6 +192,7 @@ class ServingPriors(nn.Module):
         self.time_starts = torch.from_numpy(starts).to(self.time_edges.device)
         self.time_items = torch.from_numpy(items).to(self.time_edges.device)
         self.time_counts = torch.from_numpy(counts).to(self.time_edges.device)
+        self._recent_key = None  # new buffers: a freed one's address may come back, so the table is rebuilt
         self.recent_threshold.fill_(float("nan") if threshold is None else threshold)
 
     def with_window(self, days: float) -> ServingPriors:
