@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from recmaml import DataError, Interactions, MetaRecommender, RankedLists
 from recmaml.protocol import evaluate_recommender
 
-GROUP = 20  # items per taste group in recmaml.synthetic.taste_groups
+GROUP = 20  # items per taste group in tests/planted.taste_groups
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from recmaml import MetaRecommender
 
 pytestmark = pytest.mark.distributed
 HERE = Path(__file__).resolve().parent
-GROUP = 20  # items per taste group in recmaml.synthetic.taste_groups
+GROUP = 20  # items per taste group in tests/planted.taste_groups
 
 
 def _torchrun(*args, nproc: int = 2, cwd=None) -> subprocess.CompletedProcess:

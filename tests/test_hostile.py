@@ -19,7 +19,7 @@ import pytest
 from recmaml import CheckpointError, DataError, Interactions, MetaRecommender
 from recmaml.cli import main
 
-GROUP = 20  # items per taste group in recmaml.synthetic.taste_groups
+GROUP = 20  # items per taste group in tests/planted.taste_groups
 
 
 @pytest.fixture(scope="module")

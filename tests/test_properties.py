@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from recmaml import Interactions, MetaRecommender, RankedLists, Vocabulary
 from recmaml.data import UNKNOWN
 
-N_ITEMS = 60  # the planted log's catalog (recmaml.synthetic.taste_groups)
+N_ITEMS = 60  # the planted log's catalog (tests/planted.taste_groups)
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 histories = st.lists(st.tuples(st.integers(0, 6), st.integers(0, N_ITEMS - 1)), min_size=1, max_size=40)

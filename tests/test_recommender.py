@@ -10,7 +10,7 @@ from recmaml import CheckpointError, DataError, Interactions, MetaRecommender, R
 from recmaml.config import SIZE_BUCKETS
 from recmaml.recommender import UnknownItemsWarning
 
-GROUP = 20  # items per taste group in recmaml.synthetic.taste_groups
+GROUP = 20  # items per taste group in tests/planted.taste_groups
 
 
 @pytest.fixture(scope="module")

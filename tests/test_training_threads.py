@@ -13,7 +13,7 @@ from recmaml.baselines import MultVAE
 from recmaml.cli import build_parser, main
 from recmaml.config import config_from_dict
 from recmaml.errors import ConfigError
-from recmaml.synthetic import taste_groups
+from planted import taste_groups
 
 
 def _threads_per_epoch(config, log_) -> list[int]:
