@@ -3,6 +3,7 @@ would pile up on one line, a plain line every LOG_INTERVAL_SECONDS at most."""
 
 from __future__ import annotations
 
+import functools
 import sys
 
 LOG_INTERVAL_SECONDS = 10.0
@@ -31,7 +32,11 @@ def progress_bar(*, disable: bool = False, **kwargs):
     stream = sys.stderr
     if disable or _is_terminal(stream):
         return tqdm(file=stream, dynamic_ncols=True, disable=disable, **kwargs)
-    return tqdm(file=_Lines(stream), ncols=100, mininterval=LOG_INTERVAL_SECONDS, **kwargs)
+    bar = tqdm(file=_Lines(stream), ncols=100, mininterval=LOG_INTERVAL_SECONDS, **kwargs)
+    # a new postfix or description redraws at once by default: in a log, a line per epoch
+    bar.set_postfix = functools.partial(bar.set_postfix, refresh=False)
+    bar.set_description = functools.partial(bar.set_description, refresh=False)
+    return bar
 
 
 def _is_terminal(stream) -> bool:

@@ -506,11 +506,13 @@ def test_progress_on_a_file_is_a_line_at_a_time(tmp_path):
     _sys.stderr = captured
     try:
         with progress.progress_bar(total=3, unit="user", desc="serving") as bar:
-            for _ in range(3):
+            for step in range(3):
+                bar.set_postfix(loss=f"{step:.4f}")  # a postfix per epoch, as meta-training sets it
+                bar.set_description(f"serving {step}")
                 bar.update(1)
     finally:
         _sys.stderr = before
     text = captured.getvalue()
     assert "\r" not in text and text.endswith("\n")
-    assert text.splitlines()[-1].startswith("serving: 100%"), text
+    assert text.splitlines()[-1].startswith("serving 2: 100%"), text
     assert len(text.splitlines()) <= 3  # the first frame and the last, not one per update
