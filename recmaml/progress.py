@@ -32,7 +32,7 @@ def progress_bar(*, disable: bool = False, **kwargs):
     stream = sys.stderr
     if disable or _is_terminal(stream):
         return tqdm(file=stream, dynamic_ncols=True, disable=disable, **kwargs)
-    bar = tqdm(file=_Lines(stream), ncols=100, mininterval=LOG_INTERVAL_SECONDS, **kwargs)
+    bar = tqdm(file=_Lines(stream), mininterval=LOG_INTERVAL_SECONDS, **kwargs)  # no width: nothing is cut
     # a new postfix or description redraws at once by default: in a log, a line per epoch
     bar.set_postfix = functools.partial(bar.set_postfix, refresh=False)
     bar.set_description = functools.partial(bar.set_description, refresh=False)
