@@ -223,14 +223,14 @@ class _UserTotal:
         return round(self.seen_users / self.seen_rows * self.total_rows)
 
 
-class _UnknownItems:
+class _RunWarnings:
     """Collects the warnings that repeat per chunk or call (UnknownItemsWarning per input, history or
     candidates; DuplicateInteractionsWarning) into one summary line each for the whole run:
 
-        unknown = _UnknownItems()
-        with unknown.collecting():
+        run_warnings = _RunWarnings()
+        with run_warnings.collecting():
             rec.recommend(...)
-        unknown.report()
+        run_warnings.report()
     """
 
     def __init__(self):
@@ -411,7 +411,7 @@ def cmd_recommend(args) -> None:
     if args.candidates:
         candidates = _read(args.candidates, args, format=args.candidates_format, table=args.candidates_table,
                            ratings=False)
-    unknown = _UnknownItems()
+    run_warnings = _RunWarnings()
     total = _UserTotal()
     chunks = iter_user_chunks(args.history, chunk_rows=args.chunk_rows, format=args.format, user_col=args.user_col,
                               item_col=args.item_col, rating_col=args.rating_col or None,
@@ -422,13 +422,13 @@ def cmd_recommend(args) -> None:
     times = StageTimes() if args.timings else None
     summary = ServeSummary()
     start = time.perf_counter()
-    with (unknown.collecting(), RankedListsWriter(args.out, table=args.table) as out,
+    with (run_warnings.collecting(), RankedListsWriter(args.out, table=args.table) as out,
           _LazyBar(args, unit="users", desc="scoring") as bar):
         served = serve_chunks(rec, chunks, out.write, k=args.k, exclude_seen=not args.include_seen,
                               candidates=candidates, batch_size=args.batch_size, progress=bar.update, times=times,
                               on_chunk=lambda chunk, users: bar.set_total(total.chunk(len(chunk), len(users))),
                               allow_unknown_items=args.allow_unknown_items, summary=summary)
-    unknown.report()
+    run_warnings.report()
     log.info("wrote %d ranked rows to %s (%s)", out.rows, args.out, _served(summary))
     if times is not None:
         from recmaml.files import write_json
@@ -475,10 +475,10 @@ def cmd_spark_recommend(args) -> None:
                                          rating_col=args.rating_col or None, exclude_seen=not args.include_seen,
                                          buckets=args.buckets, batch_size=args.batch_size, dropped=dropped)
         recmaml_spark.write_table(ranked, args.out, args.out_format)
-        unknown = _UnknownItems()  # the workers' warnings, one summary line each as `recommend` gives
+        run_warnings = _RunWarnings()  # the workers' warnings, one summary line each as `recommend` gives
         for message in dropped.value:
-            unknown.add(message)
-        unknown.report()
+            run_warnings.add(message)
+        run_warnings.report()
         log.info("wrote the ranked lists to %s", args.out)
     finally:
         if ours:
@@ -498,11 +498,11 @@ def cmd_predict(args) -> None:
         history = _with_features(history, _user_features(args), what="--history")
     user_ids, item_ids = read_pairs(args.pairs, user_col=args.user_col, item_col=args.item_col,
                                     format=args.pairs_format, table=args.pairs_table)
-    unknown = _UnknownItems()
-    with unknown.collecting():
+    run_warnings = _RunWarnings()
+    with run_warnings.collecting():
         pred = rec.predict(history, user_ids, item_ids, batch_size=args.batch_size,
                            allow_unknown_items=args.allow_unknown_items)
-    unknown.report()
+    run_warnings.report()
     out = pl.DataFrame({"user_id": user_ids, "item_id": item_ids, "prediction": pred})
     n_unknown = int(out["prediction"].is_nan().sum())
     if n_unknown:
@@ -528,11 +528,11 @@ def cmd_evaluate(args) -> None:
     if args.threshold is not None and not math.isfinite(args.threshold):
         raise RecMamlError(f"--threshold {args.threshold}: give a rating (e.g. 4), or -1 to count every held-out row")
     threshold = _relevance_threshold(args.threshold, history, heldout)
-    unknown = _UnknownItems()
-    with unknown.collecting():
+    run_warnings = _RunWarnings()
+    with run_warnings.collecting():
         metrics = evaluate_recommender(rec, history, heldout, k=args.k, relevance_threshold=threshold,
                                        allow_unknown_items=args.allow_unknown_items)
-    unknown.report()
+    run_warnings.report()
     for name, value in metrics.items():
         print(f"{name:<14}{value:.4f}" if isinstance(value, float) else f"{name:<14}{value}")
     if args.out:
