@@ -166,9 +166,9 @@ class ServingPriors(nn.Module):
         minus the row where its window starts (which is at or before it, so still cumulative), in place."""
         edges = self.time_edges
         rows = len(edges) + 1
-        table = torch.zeros(rows, self.ease_index.shape[0], device=edges.device)
-        bins = torch.repeat_interleave(torch.arange(rows, device=edges.device), self.time_starts.diff())
-        table.index_put_((bins, self.time_items.long()), self.time_counts, accumulate=True).cumsum_(dim=0)
+        table = torch.from_numpy(cumulative_counts(self.time_starts.cpu().numpy(), self.time_items.cpu().numpy(),
+                                                   self.time_counts.cpu().numpy(), self.ease_index.shape[0]))
+        table = table.to(edges.device)
         edge_times = torch.cat([edges[:1] - 1.0, edges])  # row 0: before the first edge
         starts = torch.searchsorted(edges, edge_times - self.window_seconds, right=True)
         for hi in range(rows, 0, -chunk):
@@ -283,14 +283,19 @@ def time_bins(warm: Interactions, threshold: float | None, n_edges: int
 
 
 def time_table(warm: Interactions, threshold: float | None, n_edges: int = TIME_EDGES) -> tuple[np.ndarray, np.ndarray]:
-    """n_edges quantiles of the positives' timestamps and each item's cumulative count up to each edge
-    ((n_edges + 1, n_items), row 0 zeros), padded by repeating the last edge."""
-    from recmaml.baselines import RecentPopularity
+    """time_bins as a dense table (model.time_prior's): up to n_edges edges and each item's cumulative count up
+    to each edge ((n_edges + 1, n_items), row 0 zeros), padded to n_edges by repeating the last edge."""
+    edges, starts, items, counts = time_bins(warm, threshold, n_edges)
+    cumulative = cumulative_counts(starts, items, counts, warm.n_items)
+    pad = n_edges - len(edges)
+    edges = np.concatenate([edges, np.repeat(edges[-1:], pad)])
+    cumulative = np.concatenate([cumulative, np.repeat(cumulative[-1:], pad, axis=0)])
+    return edges, cumulative
 
-    recent = RecentPopularity(threshold=threshold)
-    recent.EDGES = n_edges
-    recent.fit(warm)
-    pad = n_edges - len(recent.edges)
-    edges = np.concatenate([recent.edges, np.repeat(recent.edges[-1:], pad)])
-    cumulative = np.concatenate([recent.cumulative, np.repeat(recent.cumulative[-1:], pad, axis=0)])
-    return edges.astype(np.float64), cumulative.astype(np.float32)
+
+def cumulative_counts(starts: np.ndarray, items: np.ndarray, counts: np.ndarray, n_items: int) -> np.ndarray:
+    """(len(starts) - 1, n_items) float32: each item's count of rows in the time bins up to each (time_bins'
+    entries; row 0, before the log, zeros)."""
+    table = np.zeros((len(starts) - 1, n_items), np.float32)
+    table[np.repeat(np.arange(len(starts) - 1), np.diff(starts)), items] = counts  # one entry per (bin, item)
+    return np.cumsum(table, axis=0, out=table)
