@@ -35,8 +35,7 @@ from recmaml.data import Interactions, relevant_rating
 from recmaml.errors import DataError
 from recmaml.metrics import reciprocal_ranks
 from recmaml.protocol import (
-    ColdSplit, padded_by_user, kshot_split, melu_split, query_ndcg_per_user, ranking_metrics, scores_at, support_arrays,
-    top_k_items,
+    ColdSplit, RankedCatalog, kshot_split, melu_split, query_ndcg_per_user, scores_at, support_arrays,
 )
 
 PROTOCOLS = ("random", "temporal", "melu")
@@ -120,13 +119,30 @@ class FittedMeta:
         return self.served(inner_steps=0)
 
 
+@dataclass
+class CellContext:
+    """What a system's fit and grid read of the cell they run in (one data set, protocol and seed)."""
+
+    protocol: str
+    relevant_min: float | None  # the relevant rating of the metrics (None: every hidden row)
+    has_ratings: bool = True
+    has_timestamps: bool = True
+    budget_seconds: float = 0  # a fit's time budget (0: none)
+    config: Config = field(default_factory=Config)  # recmaml's config, as shipped unless the run names one
+    grid: str = "full"  # "minimal": each system's first grid point, no tuning (smoke runs)
+    threads: int = 0  # implicit's ALS threads (0: its own choice)
+    shared_fits: dict = field(default_factory=dict)  # recmaml fits shared by cells that differ only in K
+    chosen: dict = field(default_factory=dict)  # system name -> the params its finished cell chose (the blend's parts)
+    blend_fits: dict = field(default_factory=dict)  # the blend's parts, fitted once per warm log
+
+
 @dataclass(frozen=True)
 class System:
     name: str
     family: str  # "baseline", "recmaml", or "reference" (the blend: a reference line, not a single baseline)
     rating: bool  # predicts ratings: MAE/RMSE are reported
     fit: Callable[..., object]  # fit(warm, ctx, **params) -> an object with .scores(support)
-    grid: Callable[[dict], dict[str, list]] = lambda ctx: {}  # ctx -> {param: values}
+    grid: Callable[[CellContext], dict[str, list]] = lambda ctx: {}  # ctx -> {param: values}
     derived_from: str | None = None  # served from another system's fit (zero inner steps)
     doc: str = ""
     needs_ratings: bool = False  # left out on logs without ratings
@@ -137,11 +153,11 @@ def _baseline(factory):
     return lambda warm, ctx, **params: _Baseline(factory(**params).fit(warm))
 
 
-def _meta_config(ctx: dict, **sections) -> Config:
-    cfg: Config = ctx["config"]
-    if ctx["protocol"] == "melu":
+def _meta_config(ctx: CellContext, **sections) -> Config:
+    cfg: Config = ctx.config
+    if ctx.protocol == "melu":
         sections.setdefault("model", {})["objective"] = "rating"
-    budget = ctx["budget_seconds"]
+    budget = ctx.budget_seconds
     meta = dict(sections.pop("meta", {}))
     if budget > 0:
         meta["max_seconds"] = budget if cfg.meta.max_seconds <= 0 else min(budget, cfg.meta.max_seconds)
@@ -153,7 +169,7 @@ def _meta(**sections):
         from recmaml.recommender import MetaRecommender
 
         rec = MetaRecommender(_meta_config(ctx, **copy.deepcopy(sections))).fit(warm)
-        return FittedMeta(rec).for_protocol(ctx["protocol"])
+        return FittedMeta(rec).for_protocol(ctx.protocol)
     return fit
 
 
@@ -163,13 +179,13 @@ def _transfer(warm, ctx, **params):
     cold user's support with the config's inner steps."""
     from recmaml.recommender import MetaRecommender
 
-    steps = ctx["config"].meta.inner_steps
+    steps = ctx.config.meta.inner_steps
     cfg = _meta_config(ctx, meta={"inner_steps": 0}, serve={"inner_steps": max(steps, 1)})
-    return FittedMeta(MetaRecommender(cfg).fit(warm)).for_protocol(ctx["protocol"])
+    return FittedMeta(MetaRecommender(cfg).fit(warm)).for_protocol(ctx.protocol)
 
 
 def _rated(ctx) -> list:
-    return [None, ctx["relevant_min"]] if ctx["relevant_min"] is not None and ctx["has_ratings"] else [None]
+    return [None, ctx.relevant_min] if ctx.relevant_min is not None and ctx.has_ratings else [None]
 
 
 BLEND_PARTS = ("ease", "mult_vae", "recent_popularity")
@@ -210,21 +226,21 @@ class _Blend:
 
 def _blend_fit(warm, ctx, **weights):
     """The blend reference line: EASE, Mult-VAE and time-aware popularity (where the log has timestamps),
-    each with the hyperparameters its own cell chose on the validation users (ctx['chosen']), fitted once
+    each with the hyperparameters its own cell chose on the validation users (ctx.chosen), fitted once
     per warm log and shared by every point of the weight grid."""
-    fits = ctx.setdefault("blend_fits", {})
+    fits = ctx.blend_fits
     key = _fingerprint(warm)
     if key not in fits:
         parts = {}
         for name in _blend_parts(ctx):
-            parts[name] = SYSTEMS[name].fit(warm, ctx, **ctx.get("chosen", {}).get(name, _first_point(name, ctx)))
+            parts[name] = SYSTEMS[name].fit(warm, ctx, **ctx.chosen.get(name, _first_point(name, ctx)))
         fits[key] = (parts, {})
     parts, memo = fits[key]
     return _Blend(parts, weights, memo)
 
 
 def _blend_parts(ctx) -> tuple[str, ...]:
-    return tuple(n for n in BLEND_PARTS if ctx.get("has_timestamps", True) or not SYSTEMS[n].needs_timestamps)
+    return tuple(n for n in BLEND_PARTS if ctx.has_timestamps or not SYSTEMS[n].needs_timestamps)
 
 
 def _first_point(name: str, ctx) -> dict:
@@ -248,7 +264,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in [
            lambda ctx: {"damping": [0.0, 5.0, 20.0, 50.0], "user_damping": [0.0, 2.0, 5.0, 20.0]},
            doc="damped item mean + the user's damped mean offset on its support", needs_ratings=True),
     System("als", "baseline", False,
-           lambda warm, ctx, **p: _Baseline(baselines.ALSFoldIn(num_threads=ctx.get("threads", 0), **p).fit(warm)),
+           lambda warm, ctx, **p: _Baseline(baselines.ALSFoldIn(num_threads=ctx.threads, **p).fit(warm)),
            lambda ctx: {"factors": [32, 128, 256], "regularization": [10.0, 100.0, 1000.0], "alpha": [1.0, 10.0]},
            doc="implicit ALS, cold users folded in with recalculate_user"),
     System("ease", "baseline", False, _baseline(baselines.EASE),
@@ -256,7 +272,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in [
     System("item_knn", "baseline", False, _baseline(baselines.ItemKNN),
            lambda ctx: {"neighbors": [50, 200, 1000, 5000], "shrink": [1.0, 10.0, 100.0, 500.0]}, doc="item-kNN, cosine"),
     System("mult_vae", "baseline", False,
-           lambda warm, ctx, **p: _Baseline(baselines.MultVAE(max_seconds=ctx["budget_seconds"] or None,
+           lambda warm, ctx, **p: _Baseline(baselines.MultVAE(max_seconds=ctx.budget_seconds or None,
                                                               **p).fit(warm)),
            lambda ctx: {"input_items": [(1, 5), (1, 20), (1, 50)], "anneal_steps": [500]},
            doc="Mult-VAE (Liang et al. 2018), trained on few-item inputs, encoder fold-in"),
@@ -306,21 +322,13 @@ def ranking_cell(scores: np.ndarray, split: ColdSplit, relevant_min: float | Non
     hidden rows rated >= relevant_min (every hidden row when None or the log has no ratings). Users
     without a relevant hidden item are left out. Per-user nDCG@20 is kept for paired comparisons.
     full=False computes nDCG@20 alone (what tuning needs), skipping the whole-list MRR."""
-    support, query = split.cold_support, split.cold_query
-    scores = np.array(scores, dtype=np.float32)  # a copy: support items are set to -inf
-    scores[support.user_idx, support.item_idx] = -np.inf
-    relevant = np.ones(len(query), bool)
-    if relevant_min is not None and query.rating is not None:
-        relevant = query.rating >= relevant_min
-    rel_user, rel_item = query.user_idx[relevant], query.item_idx[relevant]
-    rel_items, rel_mask = padded_by_user(rel_user, scores.shape[0], rel_item)
-    top = top_k_items(scores, 20)
-    per_user = ranking_metrics(top, rel_items, rel_mask, 20)
+    ranked = RankedCatalog(scores, split.cold_support, split.cold_query, relevant_min, np.float32)
+    per_user = ranked.metrics(20)
     evaluated = np.isfinite(per_user["ndcg@20"])
     if not full:
         return {"ndcg@20": float(np.mean(per_user["ndcg@20"][evaluated])) if evaluated.any() else float("nan")}
-    per_user.update(ranking_metrics(top, rel_items, rel_mask, 10))
-    per_user["mrr"] = reciprocal_ranks(scores, rel_user, rel_item, scores.shape[0])
+    per_user.update(ranked.metrics(10))
+    per_user["mrr"] = reciprocal_ranks(ranked.scores, ranked.rel_user, ranked.rel_item, ranked.scores.shape[0])
     out = {name: float(np.mean(per_user[name][evaluated])) if evaluated.any() else float("nan")
            for name in ("ndcg@10", "ndcg@20", "recall@20", "hit@20", "mrr")}
     out["users"] = int(evaluated.sum())
@@ -421,17 +429,17 @@ def _grid_points(grid: dict) -> list[dict]:
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
 
 
-def run_system(system: System, log: Interactions, splits: _Splits, ctx: dict, fitted_cache: dict) -> dict:
+def run_system(system: System, log: Interactions, splits: _Splits, ctx: CellContext, fitted_cache: dict) -> dict:
     """Tune `system` on the validation users, refit on all warm users, score every K; one cell's record."""
-    protocol, relevant_min = ctx["protocol"], ctx["relevant_min"]
+    protocol, relevant_min = ctx.protocol, ctx.relevant_min
     # recmaml's systems predict ratings only where they are fitted with the rating objective (MeLU)
-    rating = system.rating and ctx["has_ratings"] and (system.family == "baseline" or protocol == "melu")
+    rating = system.rating and ctx.has_ratings and (system.family == "baseline" or protocol == "melu")
     record: dict = {"system": system.name, "family": system.family, "rating": rating}
     if system.derived_from is not None:
         fitted = fitted_cache[system.derived_from].zero_steps()
         record.update(params={}, fit_s=0.0, tune_s=0.0, grid=[])
     else:
-        points = _grid_points(system.grid(ctx))[: 1 if ctx["grid"] == "minimal" else None]
+        points = _grid_points(system.grid(ctx))[: 1 if ctx.grid == "minimal" else None]
         start = time.perf_counter()
         tried = []
         if len(points) > 1:
@@ -445,11 +453,11 @@ def run_system(system: System, log: Interactions, splits: _Splits, ctx: dict, fi
         record["tune_s"] = time.perf_counter() - start
         record["grid"] = tried
         record["params"] = best
-        ctx.setdefault("chosen", {})[system.name] = best  # the blend reuses its parts' choices
+        ctx.chosen[system.name] = best  # the blend reuses its parts' choices
         start = time.perf_counter()
         # recmaml's fits depend on the warm users alone (nothing tuned on the protocol's validation users):
         # the random and temporal splits of one seed hold out the same users, so one fit serves both
-        shared = ctx.get("shared_fits", {}) if system.family == "recmaml" and protocol != "melu" else {}
+        shared = ctx.shared_fits if system.family == "recmaml" and protocol != "melu" else {}
         key = (system.name, _fingerprint(splits.warm))
         if key in shared:
             fitted = shared[key].for_protocol(protocol)
@@ -457,7 +465,7 @@ def run_system(system: System, log: Interactions, splits: _Splits, ctx: dict, fi
         else:
             fitted = system.fit(splits.warm, ctx, **best)
             if system.family == "recmaml" and protocol != "melu":
-                ctx.setdefault("shared_fits", {})[key] = fitted
+                ctx.shared_fits[key] = fitted
         record["fit_s"] = time.perf_counter() - start
         fitted_cache[system.name] = fitted
         if isinstance(fitted, FittedMeta) and fitted.rec.history is not None:
@@ -537,16 +545,16 @@ def run_benchmark(log: Interactions, spec: BenchmarkSpec, out: Path, progress=No
             if not todo:
                 continue
             splits = make_splits(log, protocol, seed, spec.ks, spec.cold_fraction)
-            ctx = {"protocol": protocol, "relevant_min": relevant_min, "has_ratings": log.rating is not None,
-                   "has_timestamps": log.timestamp is not None,
-                   "budget_seconds": spec.budget_seconds, "config": spec.config, "grid": spec.grid,
-                   "threads": torch.get_num_threads(),  # implicit's ALS: as many threads as torch
-                   "shared_fits": shared_fits}
+            ctx = CellContext(protocol, relevant_min, has_ratings=log.rating is not None,
+                              has_timestamps=log.timestamp is not None, budget_seconds=spec.budget_seconds,
+                              config=spec.config, grid=spec.grid,
+                              threads=torch.get_num_threads(),  # implicit's ALS: as many threads as torch
+                              shared_fits=shared_fits)
             fitted_cache: dict = {}
             for name in SYSTEMS:  # finished cells' choices, for the blend (its parts may be another run's cells)
                 path = cell_path(out, spec.name, protocol, seed, name)
                 if name not in todo and path.is_file():
-                    ctx.setdefault("chosen", {})[name] = json.loads(path.read_text(encoding="utf-8")).get("params") or {}
+                    ctx.chosen[name] = json.loads(path.read_text(encoding="utf-8")).get("params") or {}
             # a derived system needs its source's fit: refit the source when only the derived cell is missing
             needed = [s for s in systems if s in todo or any(SYSTEMS[t].derived_from == s for t in todo)]
             for name in needed:

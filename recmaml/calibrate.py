@@ -29,6 +29,7 @@ from recmaml.data import Interactions
 from recmaml.metrics import mean_metrics, ranking_metrics
 from recmaml.priors import EASE_LAMBDAS, WINDOWS_DAYS, ease_table, fit_priors, refit_priors, standardize_
 from recmaml.rank import exclude_items, top_k
+from recmaml.scoring import adapted_users
 from recmaml.tasks import TaskBatch, TaskSampler, split_users
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,10 @@ def _served_value(rec, batch: TaskBatch, scale: float) -> float:
     served = rec.with_scales((scale,) * len(SIZE_BUCKETS))
     with torch.no_grad():
         if rec.config.model.objective == "rating":
-            predicted = served._scores(support, batch.query_items)
+            predicted = adapted_users(served, support).scores(batch.query_items)
             keep = batch.query_mask > 0
             return -float((predicted[keep] - batch.query_ratings[keep]).abs().mean())
-        return ndcg(served._model_scores(support), batch)
+        return ndcg(adapted_users(served, support).model_scores(), batch)
 
 
 def _best(values: dict):
@@ -212,7 +213,7 @@ def _best_weights(served, batch: TaskBatch) -> tuple[float, float]:
     support = batch.support()
     priors = served.priors
     with torch.no_grad():
-        base = standardize_(served._model_scores(support))
+        base = standardize_(adapted_users(served, support).model_scores())
         ease_w = recent_w = 0.0
         if bool(support.mask.any()):  # with no history EASE has nothing to say
             ease = priors.ease(support.items, support.mask, support.ratings)
@@ -226,13 +227,15 @@ def _best_weights(served, batch: TaskBatch) -> tuple[float, float]:
     return ease_w, recent_w
 
 
-def calibrate(rec, warm: Interactions, user_feats: dict[str, torch.Tensor]) -> dict:
+def calibrate(rec, warm: Interactions, user_feats: dict[str, torch.Tensor], val_users: np.ndarray | None = None) -> dict:
     """Every serving choice of fit for the fitted `rec` (the module docstring), measured on the validation
     users that meta-training held out (the same users, split with the same seed): sets rec.priors and
-    returns the [serve] fields left 'auto' to set. Without validation users the scales stay one rate for
+    returns the [serve] fields left 'auto' to set. val_users: those users, as recmaml.build.prepare split
+    them (None: split here). Without validation users the scales stay one rate for
     every size (1.0) and the priors' weights 0."""
     cfg = rec.config
-    _, val_users = split_users(warm, cfg.tasks.validation_users, cfg.meta.seed)
+    if val_users is None:
+        _, val_users = split_users(warm, cfg.tasks.validation_users, cfg.meta.seed)
     tasks = _ValidationTasks(rec, warm, val_users, user_feats) if len(val_users) else None
     fields = {}
     if tasks is None:

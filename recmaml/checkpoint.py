@@ -1,6 +1,7 @@
 """Model directories: `weights.safetensors` plus `model.json` (resolved config, vocabularies, feature
 specs, package and format versions, and the sha256 of the weights). Written atomically; checked on load.
-No pickle is ever loaded."""
+No pickle is ever loaded. save_recommender and load_recommender lay a MetaRecommender out in one: its
+main weights, the sample weights and the serving priors' tables in one weights file, under prefixes."""
 
 from __future__ import annotations
 
@@ -12,8 +13,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from recmaml.errors import CheckpointError
+from recmaml.adapt import adapted_names
+from recmaml.config import config_from_dict, device_problem
+from recmaml.data import Vocabulary
+from recmaml.errors import CheckpointError, RecMamlError
 from recmaml.files import atomic_write
+from recmaml.meta import enable_meta_sgd
+from recmaml.model import META_LR_PREFIX, FeatureSpec, Scorer
+from recmaml.priors import ServingPriors
 
 FORMAT_VERSION = 1
 WEIGHTS = "weights.safetensors"
@@ -97,3 +104,98 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise CheckpointError(f"{weights_path}: not a readable safetensors file ({first}); the model "
                               "directory is corrupt: retrain it or restore it") from err
+
+
+# ---- a MetaRecommender's directory ------------------------------------------------------------
+
+def save_recommender(rec, path) -> None:
+    """Write the fitted MetaRecommender `rec` to the model directory `path` (save_checkpoint)."""
+    model = rec.model
+    state = model.state_dict()
+    if rec.sample_model is not None:
+        state.update({f"{SAMPLE_PREFIX}{k}": v for k, v in rec.sample_model.state_dict().items()})
+    if rec.priors is not None:
+        state.update({f"{PRIORS_PREFIX}{k}": v for k, v in rec.priors.state_dict().items()})
+    save_checkpoint(path, state, {
+        "config": rec.config.to_dict(),
+        "items": rec.items.to_json(),
+        "user_spec": model.user_spec.to_json(),
+        "item_spec": model.item_spec.to_json(),
+        "user_layout": rec.user_layout,
+        "history": None if rec.history is None else rec.history.epochs,
+        "sample_history": None if rec.sample_history is None else rec.sample_history.epochs,
+        "rating_range": rec.rating_range,
+        "columns": rec.columns,
+    })
+
+
+def load_recommender(make, path, device: str = "cpu"):
+    """The MetaRecommender saved in `path`, made by `make(config)` and filled, ready to serve on `device`."""
+    state, meta = load_checkpoint(path)
+    missing = [k for k in ("config", "items", "user_spec", "item_spec", "user_layout") if k not in meta]
+    if missing:
+        raise CheckpointError(f"{path}/{METADATA}: missing {missing}; the model "
+                              "directory is incomplete or was not written by MetaRecommender.save")
+    problem = device_problem(device)
+    if problem:
+        raise RecMamlError(f"MetaRecommender.load(device={device!r}): {problem}")
+    config = meta["config"]
+    if isinstance(config, dict) and isinstance(config.get("meta"), dict):  # served where it is loaded, not
+        config = {**config, "meta": {**config["meta"], "device": device}}  # where it was trained
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}/{METADATA}: 'config' is not a table of sections; "
+                              "the model directory is corrupt")
+    if isinstance(config.get("model"), dict) and "history_kind" not in config["model"]:
+        config = {**config, "model": {**config["model"], "history_kind": False}}  # saved before it existed
+    rec = make(config_from_dict(config, f"{path}/{METADATA}"))
+    try:
+        rec.items = Vocabulary.from_json(meta["items"])
+        rec.user_layout = meta["user_layout"]
+        rec.columns = meta.get("columns")  # absent in models saved before it was recorded
+        rating_range = meta.get("rating_range")  # absent in models saved before it was recorded: no clipping
+        rec.rating_range = None if rating_range is None else (float(rating_range[0]), float(rating_range[1]))
+        user_spec, item_spec = FeatureSpec.from_json(meta["user_spec"]), FeatureSpec.from_json(meta["item_spec"])
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as err:
+        raise CheckpointError(f"{path}/{METADATA}: malformed metadata ({type(err).__name__}: "
+                              f"{str(err)[:200]}); the model directory is corrupt") from err
+    sample_state = {k[len(SAMPLE_PREFIX):]: v for k, v in state.items() if k.startswith(SAMPLE_PREFIX)}
+    priors_state = {k[len(PRIORS_PREFIX):]: v for k, v in state.items() if k.startswith(PRIORS_PREFIX)}
+    main_state = {k: v for k, v in state.items() if not k.startswith((SAMPLE_PREFIX, PRIORS_PREFIX))}
+    if priors_state:
+        rec.priors = _loaded_priors(path, priors_state, len(rec.items), device)
+    rec.model = _loaded_scorer(path, rec, main_state, user_spec, item_spec, device)
+    if sample_state:
+        rec.sample_model = _loaded_scorer(path, rec, sample_state, user_spec, item_spec, device)
+    return rec
+
+
+SAMPLE_PREFIX = "sample_weights."  # the sample weights' entries in a saved model's weights
+PRIORS_PREFIX = "priors."  # the serving priors' tables
+
+
+def _loaded_priors(path, state: dict, n_items: int, device: str) -> ServingPriors:
+    """The saved serving priors, checked against the catalog."""
+    try:
+        priors = ServingPriors.from_state(state)
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: the serving priors' tables do not fit ({str(err)[:200]}); "
+                              "the model directory is corrupt or mixed") from err
+    if priors.ease_index.shape[0] != n_items:
+        raise CheckpointError(f"{path}: the serving priors cover {priors.ease_index.shape[0]} items, "
+                              f"the model {n_items}; the model directory is corrupt or mixed")
+    return priors.to(device)
+
+
+def _loaded_scorer(path, rec, state: dict, user_spec, item_spec, device: str) -> Scorer:
+    """A scorer of the saved config's shape holding `state`, on `device` in eval mode."""
+    model = Scorer(len(rec.items), rec.config.model, user_spec=user_spec, item_spec=item_spec)
+    if any(k.startswith(f"{META_LR_PREFIX}.") for k in state):
+        enable_meta_sgd(model, adapted_names(model, rec.config.meta.adapt), rec.config.meta.inner_lr)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # torch lists every mismatch over many lines: name the first and count
+        lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+        first = lines[0][:200] if lines else str(err)[:200]
+        raise CheckpointError(f"{path}: weights do not fit the saved config ({len(lines)} problem(s); "
+                              f"first: {first}); the model directory is corrupt or mixed") from err
+    return model.to(device).eval()

@@ -175,7 +175,7 @@ class _LazyBar:
 
     def epoch(self, epoch: int, record: dict) -> None:
         """MetaRecommender.fit's progress callback: the meta-loss and the validation figure by name."""
-        from recmaml.recommender import epoch_progress
+        from recmaml.build import epoch_progress
 
         if self.bar is not None and epoch <= self.bar.n - self.kwargs.get("initial", 0) and epoch == 1:
             # the next set of weights starts (model.sample_weights): the first bar ends where it stopped

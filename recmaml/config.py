@@ -14,7 +14,7 @@ were kept because they serve users who show their first interactions without los
 ALS item factors, a set encoder of the support and zero-shot tasks were each kept for what they measured.
 Settings that depend on the log (the positive threshold; the epochs and patience, from its number of users;
 the history kind served by default; whether the time prior applies) are derived at fit by
-`recmaml.recommender.resolve_for_log`, and the serving scales per support size are chosen at the end of
+`recmaml.build.resolve_for_log`, and the serving scales per support size are chosen at the end of
 fit on its validation users (`recmaml.calibrate`); all are saved in the model's resolved config.
 """
 
@@ -155,7 +155,7 @@ class MetaConfig:
     """Wall-clock budget for meta-training (0: none)."""
     threads: int | str = "auto"
     """torch threads while meta-training; 'auto' takes the cores no other process is running on when
-    training starts (recmaml.serve.serving_threads, as serve.threads does for serving), at least 1: torch's
+    training starts (recmaml.threads.serving_threads, as serve.threads does for serving), at least 1: torch's
     threads spin on a busy machine (a 300-user fit beside one busy loop on 2 cores: 98.6 s with torch's
     default threads, 54.4 s with one, 27.6 s idle). A number fixes the count, which reruns that must
     repeat the same arithmetic bit for bit want (CLI: --threads)."""
@@ -174,7 +174,7 @@ class ServeConfig:
     """Inner steps at serving time (None: as in training)."""
     threads: int | str = "auto"
     """torch threads while serving (recommend, score, predict); 'auto' takes the cores no other process
-    is running on when a call starts (recmaml.serve.serving_threads), at least 1: torch's threads spin on a
+    is running on when a call starts (recmaml.threads.serving_threads), at least 1: torch's threads spin on a
     busy machine, so a serving call beside a CPU-bound job is several times slower with them all."""
     inner_lr_scale: float = 1.0
     """Multiplies the inner learning rate (Meta-SGD: its learned rates) at serving time, on top of the

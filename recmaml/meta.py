@@ -5,6 +5,7 @@ batched computation) and moves the shared initial weights to lower the loss on t
 from __future__ import annotations
 
 import copy
+import enum
 import math
 import logging
 import time
@@ -22,10 +23,18 @@ from recmaml.errors import RecMamlError
 from recmaml.model import META_LR_PREFIX
 from recmaml.metrics import mean_metrics, ranking_metrics, rmse
 from recmaml.rank import exclude_items, top_k
-from recmaml.serve import serving_threads, torch_threads
+from recmaml.threads import serving_threads, torch_threads
 from recmaml.tasks import TaskBatch, TaskSampler, split_users
 
 log = logging.getLogger(__name__)
+
+
+class Stop(enum.StrEnum):
+    """Why meta-training ended; each value is also how it is said and saved ('early stopping')."""
+
+    EPOCHS = "epochs"  # ran all meta.epochs
+    EARLY = "early stopping"  # validation had not improved for meta.patience epochs
+    TIME = "time budget"  # meta.max_seconds ran out
 
 
 @dataclass
@@ -33,12 +42,18 @@ class TrainHistory:
     epochs: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     best_score: float = float("-inf")  # higher is better: nDCG@20, or minus the RMSE of a rating model
-    stopped: str = "epochs"  # 'epochs', 'early stopping' or 'time budget'
+    stopped: Stop = Stop.EPOCHS
     seconds: float = 0.0
     max_epochs: int = 0  # meta.epochs
     patience: int = 0  # meta.patience
     max_seconds: float = 0.0  # meta.max_seconds
     metric: str = "nDCG@20"  # what the validation figures measure: 'nDCG@20' or 'RMSE'
+
+    def restore(self, saved: dict) -> None:
+        """Continue from a checkpoint's record of this history (recmaml.resume saves it)."""
+        self.epochs = list(saved["epochs"])
+        self.best_epoch, self.best_score = int(saved["best_epoch"]), float(saved["best_score"])
+        self.stopped = Stop(saved["stopped"])
 
     def validation(self, score: float) -> float:
         """A validation score as the metric reads (an RMSE is kept negated so that higher is better)."""
@@ -47,10 +62,10 @@ class TrainHistory:
     def stop_reason(self) -> str:
         """Why training ended, in words: 'ran all 60 epochs', 'stopped early at epoch 53 of 60: ...'."""
         done = len(self.epochs)
-        if self.stopped == "early stopping":
+        if self.stopped == Stop.EARLY:
             return (f"stopped early at epoch {done} of {self.max_epochs}: validation {self.metric} had not improved "
                     f"for {self.patience} epochs (meta.patience)")
-        if self.stopped == "time budget":
+        if self.stopped == Stop.TIME:
             return f"stopped at epoch {done} of {self.max_epochs}: the time budget of {self.max_seconds:g} s (meta.max_seconds) ran out"
         return f"ran all {done} epochs (meta.epochs)"
 
@@ -131,14 +146,16 @@ def training_length(meta: MetaConfig, n_train_users: int) -> MetaConfig:
 
 
 def meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: dict[str, torch.Tensor],
-               progress=None, checkpoint: resume.EpochCheckpoint | None = None) -> TrainHistory:
+               progress=None, checkpoint: resume.EpochCheckpoint | None = None,
+               split: tuple[np.ndarray, np.ndarray] | None = None) -> TrainHistory:
     """Meta-train `model` in place on the warm users of `log_`; the best validation state is kept.
 
     progress: an optional callable(epoch, metrics) for progress bars (the library never prints).
     checkpoint: where to write a checkpoint after every epoch and, with its `resume`, to continue from one
     (recmaml.resume); None writes none. A resumed run ends with the weights of an uninterrupted one;
     meta.max_seconds counts the training time recorded in the checkpoint, not the time lost to the
-    interruption.
+    interruption. split: (training users, validation users), as recmaml.build.prepare splits them once;
+    None splits them here (tasks.validation_users, meta.seed).
 
     Training runs on meta.threads torch threads ('auto': the cores free when it starts), then torch's
     setting is restored."""
@@ -147,11 +164,11 @@ def meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: di
         log.info("meta-training on %d torch thread%s: other processes are running on the other cores "
                  "(meta.threads = 'auto'; a number or --threads sets it)", threads, "" if threads == 1 else "s")
     with torch_threads(threads):
-        return _meta_train(model, log_, cfg, user_feats, progress, checkpoint)
+        return _meta_train(model, log_, cfg, user_feats, progress, checkpoint, split)
 
 
 def _meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: dict[str, torch.Tensor],
-                progress, checkpoint: resume.EpochCheckpoint | None) -> TrainHistory:
+                progress, checkpoint: resume.EpochCheckpoint | None, split) -> TrainHistory:
     m = cfg.meta
     # taken before Meta-SGD adds its rates: only the data-derived buffers and the config matter
     fingerprint = resume.fingerprint(cfg, log_, user_feats, model) if checkpoint is not None else None
@@ -163,8 +180,8 @@ def _meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: d
     rank, size = distributed.rank_and_size()  # several ranks: each adapts its share of every meta-batch
     if size > 1:
         distributed.broadcast_parameters(model)
-    train_users, val_users = split_users(log_, cfg.tasks.validation_users, m.seed)
-    m = training_length(m, len(train_users))
+    train_users, val_users = split if split is not None else split_users(log_, cfg.tasks.validation_users, m.seed)
+    m = training_length(m, len(train_users))  # a no-op for a config that recmaml.build resolved
     sampler = TaskSampler(log_, train_users, cfg.tasks, user_feats, seed=m.seed)
     val_batch = None
     if len(val_users):
@@ -225,14 +242,14 @@ def _meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: d
         if progress is not None:
             progress(epoch + 1, record)
         if val_batch is not None and m.patience and epoch + 1 - history.best_epoch >= m.patience:
-            history.stopped = "early stopping"
+            history.stopped = Stop.EARLY
         else:
             out_of_time = bool(m.max_seconds) and time.perf_counter() - start >= m.max_seconds
             if size > 1:  # clocks differ between ranks: rank 0's decides
                 out_of_time = bool(distributed.from_rank_zero(float(out_of_time), m.device))
             if out_of_time:
-                history.stopped = "time budget"
-        stop = history.stopped != "epochs"
+                history.stopped = Stop.TIME
+        stop = history.stopped != Stop.EPOCHS
         if checkpoint is not None and rank == 0:  # the ranks hold the same state: one writes it
             resume.save(checkpoint, model=model, optimizer=optimizer, ema=ema, best_state=best_state,
                         sampler=sampler, history=history, elapsed=time.perf_counter() - start,

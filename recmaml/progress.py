@@ -3,6 +3,7 @@ would pile up on one line, a plain line every LOG_INTERVAL_SECONDS at most."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 
@@ -44,3 +45,11 @@ def _is_terminal(stream) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # a replaced or closed stream
         return False
+
+
+def optional_bar(progress, total: int, unit: str, desc: str):
+    """The Python API's `progress` argument as a context: True gives a progress_bar that is closed at the
+    end; anything else (False, None, the caller's own callable) yields None."""
+    if progress is not True:
+        return contextlib.nullcontext()
+    return progress_bar(total=total, unit=unit, desc=desc)

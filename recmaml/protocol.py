@@ -216,16 +216,34 @@ def evaluate_ranking(scores: np.ndarray, support: Interactions, query: Interacti
     at least `relevance_threshold` (all query rows for implicit logs or threshold None). Users without a
     relevant query item are left out of the means; `users` counts those evaluated.
     """
-    scores = np.array(scores, dtype=np.float64)  # a copy: support items are set to -inf below
-    scores[support.user_idx, support.item_idx] = -np.inf
-    relevant = np.ones(len(query), bool)
-    if relevance_threshold is not None and query.rating is not None:
-        relevant = query.rating >= relevance_threshold
-    rel_items, rel_mask = padded_by_user(query.user_idx[relevant], scores.shape[0], query.item_idx[relevant])
-    per_user = ranking_metrics(top_k_items(scores, k), rel_items, rel_mask, k)
+    ranked = RankedCatalog(scores, support, query, relevance_threshold, np.float64)
+    per_user = ranked.metrics(k)
     out = mean_metrics(per_user)
     out["users"] = int(np.isfinite(per_user[f"ndcg@{k}"]).sum())
     return out
+
+
+class RankedCatalog:
+    """A score matrix (n_cold x n_items) made ready for full-catalog metrics, the one core of
+    evaluate_ranking and the benchmark's cells: a copy in `dtype` with each user's support items set to
+    -inf, and the relevant query rows (rated >= relevance_threshold; all of them when None or unrated)."""
+
+    def __init__(self, scores: np.ndarray, support: Interactions, query: Interactions,
+                 relevance_threshold: float | None, dtype=np.float64):
+        self.scores = np.array(scores, dtype=dtype)  # a copy: support items are set to -inf
+        self.scores[support.user_idx, support.item_idx] = -np.inf
+        relevant = np.ones(len(query), bool)
+        if relevance_threshold is not None and query.rating is not None:
+            relevant = query.rating >= relevance_threshold
+        self.rel_user, self.rel_item = query.user_idx[relevant], query.item_idx[relevant]
+        self.rel_items, self.rel_mask = padded_by_user(self.rel_user, self.scores.shape[0], self.rel_item)
+        self._top = None
+
+    def metrics(self, k: int) -> dict[str, np.ndarray]:
+        """Per-user ndcg/recall/hit/mrr@k (NaN for users without a relevant item)."""
+        if self._top is None or self._top.shape[1] < k:
+            self._top = top_k_items(self.scores, k)
+        return ranking_metrics(self._top[:, :k], self.rel_items, self.rel_mask, k)
 
 
 def evaluate_ratings(pred, truth) -> dict[str, float]:
@@ -301,7 +319,7 @@ def evaluate_recommender(rec, history: Interactions, heldout: Interactions, k: i
     least `relevance_threshold` (all held-out rows for implicit logs or threshold None). A held-out item
     the model does not know counts as relevant and never ranked. Rating models also get MAE and RMSE on
     the held-out ratings. Held-out users without history rows are not evaluated; `skipped_users` counts them."""
-    from recmaml.recommender import UnknownItemsWarning
+    from recmaml.cold import UnknownItemsWarning
     users = Vocabulary(history.users.ids[np.unique(history.user_idx)])
     ranked = rec.recommend(history, k=k, exclude_seen=True, allow_unknown_items=allow_unknown_items)
     top = np.full((len(users), k), -1, dtype=np.int64)

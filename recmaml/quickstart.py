@@ -19,7 +19,7 @@ from recmaml.config import load_config
 from recmaml.errors import DataError
 from recmaml.protocol import cold_split, evaluate_ranking, metarec_scores, support_arrays, tune_baseline
 from recmaml.recommender import MetaRecommender
-from recmaml.serve import serving_threads, torch_threads
+from recmaml.threads import serving_threads, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ THRESHOLD = 4.0
 # on validation users here too but the quickstart stays quick
 BASELINE_GRIDS = {
     "popularity": (Popularity, {"threshold": [None, THRESHOLD]}),
-    "als_fold_in": (ALSFoldIn, {"factors": [16, 32, 64], "regularization": [1.0, 10.0, 30.0], "alpha": [1.0, 10.0]}),
+    "als": (ALSFoldIn, {"factors": [16, 32, 64], "regularization": [1.0, 10.0, 30.0], "alpha": [1.0, 10.0]}),
     "ease": (EASE, {"lam": [100.0, 500.0, 2000.0]}),
     # one point, not a grid: these are the benchmark's validation optima on ML-100K (benchmarks/RESULTS.md),
     # trained on 1-20-item inputs like the cold users'. Bounded by epochs with a fixed seed, not by the

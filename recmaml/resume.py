@@ -203,9 +203,7 @@ def restore(ckpt: EpochCheckpoint, current: dict, *, model, optimizer, ema, samp
             torch.cuda.set_rng_state(tensors["rng.cuda"], device)
         sampler.rng.bit_generator.state = state["sampler_rng"]
         saved = state["history"]
-        history.epochs = list(saved["epochs"])
-        history.best_epoch, history.best_score = int(saved["best_epoch"]), float(saved["best_score"])
-        history.stopped = saved["stopped"]
+        history.restore(saved)
         best_state = _part(tensors, "best") if state["has_best"] else None
         elapsed, finished = float(state["elapsed_seconds"]), bool(state["finished"])
     except (KeyError, ValueError, TypeError, RuntimeError) as err:  # RuntimeError: torch's shape mismatches

@@ -1,7 +1,12 @@
-"""Batch serving: a stream of cold users' history chunks to ranked lists.
+"""Serving, one pipeline: cold users' histories to ranked lists (or score rows), batch by batch.
 
-The one path behind `MetaRecommender.recommend` (one chunk), `recmaml recommend` (chunks of a file of any
-size, `recmaml.connectors.iter_user_chunks`) and `recmaml.spark.recommend` (one chunk per Spark group):
+    map ids (recmaml.cold.cold_users) -> user batches (recmaml.cold.user_batches)
+        -> adapt (recmaml.scoring.AdaptedUsers) -> score -> exclude seen / restrict to candidates
+        -> top-k (recmaml.rank) -> ranked lists
+
+`rank_chunk` runs it on one log; `serve_chunks` on a stream of logs, which is what
+`MetaRecommender.recommend` (one chunk), `recmaml recommend` (chunks of a file of any size,
+`recmaml.connectors.iter_user_chunks`) and `recmaml.spark.recommend` (one chunk per Spark group) call:
 
     with RankedListsWriter("recs.parquet") as out:
         serve_chunks(rec, iter_user_chunks("history.parquet"), out.write, k=20)
@@ -9,13 +14,13 @@ size, `recmaml.connectors.iter_user_chunks`) and `recmaml.spark.recommend` (one 
 Each chunk must hold every row of its users (what iter_user_chunks and a Spark group by user give).
 Candidates, when given, are one table of (user, item) rows: each chunk ranks its own users' candidates,
 and users who have candidates but no history rows are ranked last, from the meta-learned start.
+`score_rows`, `pair_scores` and `ranked_arrays` are the same steps for MetaRecommender.score, .predict
+and .recommend_arrays. `rec` is always a fitted MetaRecommender.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -24,9 +29,14 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from recmaml.cold import ColdUsers, candidates_for, cold_users, user_batches
 from recmaml.data import Interactions, RankedLists, Vocabulary
 from recmaml.errors import DataError, spelled
 from recmaml.item_match import ItemTally
+from recmaml.rank import exclude_items_, rank_candidates, top_k, valid_entries
+from recmaml.scoring import adapted_users
+from recmaml.tasks import group_positions, padded_sets
+from recmaml.threads import serving_threads, torch_threads
 
 
 class StageTimes:
@@ -109,7 +119,7 @@ def serve_chunks(rec, chunks: Iterable[Interactions], write: Callable[[RankedLis
         mine = None if candidates is None else _rows_of_users(candidates, chunk_users)
         if mine is not None:
             _count_without_candidates(summary, chunk_users, mine)
-        ranked = rec.rank_chunk(chunk, k=k, exclude_seen=exclude_seen, candidates=mine, batch_size=batch_size,
+        ranked = rank_chunk(rec, chunk, k=k, exclude_seen=exclude_seen, candidates=mine, batch_size=batch_size,
                                 progress=progress, times=times)
         n_served += len(chunk_users)
         with stage(times, "write"):
@@ -121,7 +131,7 @@ def serve_chunks(rec, chunks: Iterable[Interactions], write: Callable[[RankedLis
             no_history = replace(rest.take(np.zeros(0, np.int64)), rating=np.zeros(0, np.float32))
             if on_chunk is not None:
                 on_chunk(no_history, rest.users.ids[np.unique(rest.user_idx)])
-            ranked = rec.rank_chunk(no_history, k=k, exclude_seen=exclude_seen, candidates=rest,
+            ranked = rank_chunk(rec, no_history, k=k, exclude_seen=exclude_seen, candidates=rest,
                                     batch_size=batch_size, progress=progress, times=times)
             n_served += len(np.unique(rest.user_idx))
             with stage(times, "write"):
@@ -141,64 +151,114 @@ def _count_without_candidates(summary: ServeSummary, users: np.ndarray, candidat
     summary.no_candidates += int((~have).sum())
     summary.no_candidate_examples += users[~have][:3 - len(summary.no_candidate_examples)].tolist()
 
-
-def _own_running_threads() -> int:
-    """This process's threads that are running now (torch's and polars' pools spin for a while after
-    their work, and would otherwise count as someone else's load)."""
-    running = 0
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/stat", encoding="ascii") as f:
-                running += f.read().rsplit(")", 1)[1].split()[0] == "R"
-        except (OSError, IndexError):
-            continue  # a thread that ended while we looked
-    return max(running, 1)
-
-
-def _busy_cores() -> int:
-    """Threads of OTHER processes running right now (Linux: /proc/loadavg's running count, which counts
-    every thread, less this process's own), else the one-minute load average."""
-    try:
-        with open("/proc/loadavg", encoding="ascii") as f:
-            running = int(f.read().split()[3].split("/")[0])
-        return max(0, running - _own_running_threads())
-    except (OSError, ValueError, IndexError):
-        return int(round(os.getloadavg()[0])) if hasattr(os, "getloadavg") else 0
+def rank_chunk(rec, history: Interactions, k: int = 20, exclude_seen: bool = True,
+               candidates: Interactions | None = None, batch_size: int | None = None, progress=None,
+               times: StageTimes | None = None) -> RankedLists:
+    """The top k of every user of `history` (Interactions holding all rows of its users), or of each
+    user's `candidates`; users present only in `candidates` start from the meta-learned start.
+    progress: callable(n_users) or None."""
+    with stage(times, "map"):
+        cand = None if candidates is None else cold_users(rec, candidates, what="candidate")
+        cold = cold_users(rec, history, extra_users=None if cand is None else cand.users.ids[np.unique(cand.user_idx)])
+    parts = []
+    with threads_of(rec):
+        if times is not None:
+            times.count_threads()
+        for users, items, values in rank_batches(rec, cold, k, exclude_seen, cand, batch_size, progress,
+                                                 times=times):
+            with stage(times, "lists"):
+                parts.append(ranked_lists(cold.users.ids[users], items, values, rec.items))
+    with stage(times, "lists"):
+        return RankedLists.concat(parts)
 
 
-def serving_threads(setting: int | str = "auto") -> int:
-    """The torch threads a serving call (serve.threads) or a fit (meta.threads) uses: `setting`, or for
-    'auto' the cores that no other process is running on now (at least 1, at most torch's default)."""
-    if setting != "auto":
-        return int(setting)
-    now = time.monotonic()
-    if now - _auto_threads[0] > AUTO_THREADS_SECONDS:
-        # reading /proc costs about 0.5 ms, 5% of a 189-user call: calls that come in a stream share a look
-        _auto_threads[:] = [now, max(1, min(_default_threads(), (os.cpu_count() or 1) - _busy_cores()))]
-    return _auto_threads[1]
+def rank_batches(rec, cold: ColdUsers, k: int, exclude_seen: bool, cand: ColdUsers | None = None,
+                 batch_size: int | None = None, progress=None, allowed: torch.Tensor | None = None,
+                 times: StageTimes | None = None):
+    """Yield (cold user indices, top items (B, k'), their scores) batch by batch, on the CPU: the catalog
+    ranked, or each user's candidates (`cand`). allowed: optional (n_items,) mask; other items are never ranked."""
+    for users, support in user_batches(rec, cold, batch_size):
+        with torch.no_grad():
+            if cand is None:
+                with stage(times, "adapt"):
+                    scores = adapted_users(rec, support).scores()
+                with stage(times, "top-k"):
+                    if exclude_seen:
+                        scores = exclude_items_(scores, support.items, support.mask)  # scores is ours
+                    if allowed is not None:
+                        scores = scores.masked_fill(~allowed, float("-inf"))
+                    items, values = top_k(scores, k)
+            else:
+                c_items, c_mask = (t.to(rec.device) for t in candidates_for(cold.users.ids[users], cand))
+                scores = adapted_users(rec, support).scores(c_items)
+                if exclude_seen:
+                    seen = (c_items[:, :, None] == support.items[:, None, :]) & (support.mask[:, None, :] > 0)
+                    c_mask = c_mask * (~seen.any(dim=2)).float()
+                items, values = rank_candidates(scores, c_items, c_mask, k)
+        if progress is not None:
+            progress(len(users))
+        yield users, items.cpu(), values.cpu()
 
 
-AUTO_THREADS_SECONDS = 1.0  # how long serving_threads('auto') keeps its count of free cores
-_auto_threads = [-float("inf"), 1]  # [when measured (time.monotonic), the count]
+def ranked_lists(user_ids: np.ndarray, items: torch.Tensor, values: torch.Tensor, vocab: Vocabulary) -> RankedLists:
+    """One batch's top items as RankedLists rows, excluded and padding entries left out."""
+    valid = valid_entries(values).numpy()
+    rank = np.broadcast_to(np.arange(1, items.shape[1] + 1), items.shape)
+    users = np.broadcast_to(user_ids[:, None], items.shape)
+    return RankedLists(users[valid], vocab.lookup(items.numpy()[valid]), values.numpy()[valid], rank[valid])
 
 
-@functools.cache
-def _default_threads() -> int:
-    return torch.get_num_threads()  # torch's own choice, read once before any call changes it
+def ranked_arrays(rec, cold: ColdUsers, n: int, exclude_seen: bool, allowed: torch.Tensor | None = None,
+                  batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, scores), each (n_users, n): item indices best first and their scores, -1 and -inf where fewer
+    than n items remain (implicit's recommend)."""
+    ids = np.full((len(cold.users), n), -1, dtype=np.int64)
+    scores = np.full((len(cold.users), n), -np.inf, dtype=np.float32)
+    with threads_of(rec):
+        for users, ranked_items, values in rank_batches(rec, cold, n, exclude_seen, batch_size=batch_size,
+                                                        allowed=allowed):
+            valid = valid_entries(values).numpy()
+            width = ranked_items.shape[1]
+            ids[users, :width] = np.where(valid, ranked_items.numpy(), -1)
+            scores[users, :width] = np.where(valid, values.numpy(), -np.inf)
+    return ids, scores
 
 
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """torch's intra-op threads set to `n` for the duration of a block, then restored."""
-    _default_threads()
-    before = torch.get_num_threads()
-    if n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
+def score_rows(rec, cold: ColdUsers, batch_size: int | None = None) -> np.ndarray:
+    """Every cold user's scores of the whole catalog (n_users, n_items), nothing excluded."""
+    out = np.empty((len(cold.users), len(rec.items)), dtype=np.float32)
+    with threads_of(rec):
+        for rows, support in user_batches(rec, cold, batch_size):
+            with torch.no_grad():
+                out[rows] = adapted_users(rec, support).scores().cpu().numpy()
+    return out
+
+
+def pair_scores(rec, cold: ColdUsers, pair_user: np.ndarray, pair_item: np.ndarray,
+                batch_size: int | None = None) -> np.ndarray:
+    """The scores of (cold user index, model item index) pairs; NaN where the item is unknown (-1)."""
+    out = np.full(len(pair_user), np.nan, dtype=np.float32)
+    valid = pair_item != -1
+    order, pos = group_positions(pair_user[valid])
+    pair_rows = np.flatnonzero(valid)[order]
+    sorted_users = pair_user[pair_rows]
+    with threads_of(rec):
+        for users, support in user_batches(rec, cold, batch_size):
+            lo, hi = np.searchsorted(sorted_users, [users[0], users[-1] + 1])
+            if lo == hi:
+                continue
+            rows = pair_rows[lo:hi]
+            items, _, _ = padded_sets(pair_user[rows] - users[0], pos[lo:hi], pair_item[rows],
+                                      np.zeros(hi - lo, np.float32), len(users))
+            with torch.no_grad():
+                scores = adapted_users(rec, support).scores(items.to(rec.device)).cpu()
+            out[rows] = scores[torch.as_tensor(pair_user[rows] - users[0]), torch.as_tensor(pos[lo:hi])].numpy()
+    return out
+
+
+def threads_of(rec):
+    """torch's threads for one serving call (serve.threads; 'auto': the cores free when it starts)."""
+    return torch_threads(serving_threads(rec.config.serve.threads))
 
 
 def check_k(k, name: str = "k") -> None:
@@ -216,4 +276,4 @@ def _rows_not_of_users(log: Interactions, user_ids: np.ndarray) -> Interactions:
     return log.take(np.flatnonzero(Vocabulary.fit(user_ids).index(log.user_ids()) == -1))
 
 
-__all__ = ["ServeSummary", "StageTimes", "serve_chunks", "serving_threads", "torch_threads"]
+__all__ = ["ServeSummary", "StageTimes", "pair_scores", "rank_chunk", "ranked_arrays", "score_rows", "serve_chunks"]

@@ -64,7 +64,7 @@ def _dropped_rows_to(accumulator):
         yield
         return
     from recmaml.frames import DuplicateInteractionsWarning
-    from recmaml.recommender import UnknownItemsWarning
+    from recmaml.cold import UnknownItemsWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

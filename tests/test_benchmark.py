@@ -262,7 +262,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys, log):
 
 
 def test_tuning_picks_the_best_validation_point_and_never_sees_test_users(log):
-    from recmaml.benchmark import System, _Baseline, run_system
+    from recmaml.benchmark import CellContext, System, _Baseline, run_system
     from recmaml.baselines import Popularity
 
     splits = make_splits(log, "random", 0, (5,), 0.2)
@@ -276,7 +276,7 @@ def test_tuning_picks_the_best_validation_point_and_never_sees_test_users(log):
         return _Baseline(model)
 
     system = System("fake", "baseline", False, fit, lambda ctx: {"good": [False, True]})
-    ctx = {"protocol": "random", "relevant_min": 4.0, "has_ratings": True, "budget_seconds": 0, "grid": "full"}
+    ctx = CellContext("random", 4.0, has_ratings=True, budget_seconds=0, grid="full")
     record = run_system(system, log, splits, ctx, {})
     assert record["params"] == {"good": True}
     assert [g["params"]["good"] for g in record["grid"]] == [False, True]
@@ -291,12 +291,11 @@ def test_recmaml_cells_are_the_fitted_product_served_with_the_protocols_history_
     # the benchmark tunes nothing of recmaml's: one fit on the warm users, as `recmaml fit` ships it (the
     # serving scales its own validation users chose), served as `recommend` serves a temporal split's
     # users ('first' histories) and a random split's ('sample')
-    from recmaml.benchmark import SYSTEMS, run_system
+    from recmaml.benchmark import SYSTEMS, CellContext, run_system
 
     for protocol, kind in (("random", "sample"), ("temporal", "first")):
         splits = make_splits(log, protocol, 0, (3,), 0.2)
-        ctx = {"protocol": protocol, "relevant_min": 4.0, "has_ratings": True, "budget_seconds": 0, "grid": "full",
-               "config": tiny_config}
+        ctx = CellContext(protocol, 4.0, has_ratings=True, budget_seconds=0, grid="full", config=tiny_config)
         cache = {}
         record = run_system(SYSTEMS["recmaml_maml"], log, splits, ctx, cache)
         assert record["params"] == {} and record["grid"] == []

@@ -47,7 +47,7 @@ def test_quickstart_writes_model_lists_and_metrics(no_local_copies, tmp_path, ca
     # the real quickstart path (configs/ml-100k.toml) on its synthetic stand-in: about 15 s
     assert main(["quickstart", "--out", str(tmp_path / "qs"), "--no-download", "--quiet"]) == 0
     table = capsys.readouterr().out
-    assert all(name in table for name in ("popularity", "als_fold_in", "ease", "mult_vae", "recmaml", "nDCG@20"))
+    assert all(name in table for name in ("popularity", "als", "ease", "mult_vae", "recmaml", "nDCG@20"))
     assert "recmaml / " in table and "not tuned here" in table  # the ratio against the best of all four
     metrics = json.loads((tmp_path / "qs" / "metrics.json").read_text())
     ranked = read_ranked_lists(tmp_path / "qs" / "cold_users_top20.csv")

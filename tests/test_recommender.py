@@ -220,7 +220,7 @@ def test_item_embeddings_start_from_given_factors(taste_log, tiny_config):
     import torch
 
     from recmaml.model import Scorer
-    from recmaml.recommender import _init_item_embeddings
+    from recmaml.build import _init_item_embeddings
 
     model = Scorer(taste_log.n_items, tiny_config.model)
     d = tiny_config.model.embedding_dim

@@ -5,38 +5,38 @@ import pytest
 import torch
 
 from recmaml import ConfigError, Interactions, MetaRecommender
-from recmaml import serve
+from recmaml import threads as thread_counts
 from recmaml.config import config_from_dict
 
 
 def test_auto_threads_take_the_cores_no_other_process_runs_on(monkeypatch):
-    monkeypatch.setattr(serve, "AUTO_THREADS_SECONDS", -1.0)  # look at every call
-    monkeypatch.setattr(serve.os, "cpu_count", lambda: 8)
-    monkeypatch.setattr(serve, "_default_threads", lambda: 8)
+    monkeypatch.setattr(thread_counts, "AUTO_THREADS_SECONDS", -1.0)  # look at every call
+    monkeypatch.setattr(thread_counts.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(thread_counts, "_default_threads", lambda: 8)
     for busy, threads in ((0, 8), (3, 5), (7, 1), (20, 1)):
-        monkeypatch.setattr(serve, "_busy_cores", lambda busy=busy: busy)
-        assert serve.serving_threads("auto") == threads
-    assert serve.serving_threads(3) == 3
-    monkeypatch.setattr(serve, "_default_threads", lambda: 2)
-    monkeypatch.setattr(serve, "_busy_cores", lambda: 0)
-    assert serve.serving_threads("auto") == 2  # never more than torch's own default
+        monkeypatch.setattr(thread_counts, "_busy_cores", lambda busy=busy: busy)
+        assert thread_counts.serving_threads("auto") == threads
+    assert thread_counts.serving_threads(3) == 3
+    monkeypatch.setattr(thread_counts, "_default_threads", lambda: 2)
+    monkeypatch.setattr(thread_counts, "_busy_cores", lambda: 0)
+    assert thread_counts.serving_threads("auto") == 2  # never more than torch's own default
 
 
 def test_auto_threads_look_at_the_machine_at_most_once_a_second(monkeypatch):
-    monkeypatch.setattr(serve, "_auto_threads", [-float("inf"), 1])
-    monkeypatch.setattr(serve.os, "cpu_count", lambda: 8)
-    monkeypatch.setattr(serve, "_default_threads", lambda: 8)
+    monkeypatch.setattr(thread_counts, "_auto_threads", [-float("inf"), 1])
+    monkeypatch.setattr(thread_counts.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(thread_counts, "_default_threads", lambda: 8)
     looks = []
-    monkeypatch.setattr(serve, "_busy_cores", lambda: looks.append(1) or 3)
-    assert [serve.serving_threads("auto") for _ in range(50)] == [5] * 50
+    monkeypatch.setattr(thread_counts, "_busy_cores", lambda: looks.append(1) or 3)
+    assert [thread_counts.serving_threads("auto") for _ in range(50)] == [5] * 50
     assert len(looks) == 1  # a stream of calls shares one look at /proc
-    monkeypatch.setattr(serve, "_busy_cores", lambda: looks.append(1) or 6)
-    serve._auto_threads[0] -= serve.AUTO_THREADS_SECONDS + 0.1  # a second later
-    assert serve.serving_threads("auto") == 2 and len(looks) == 2
+    monkeypatch.setattr(thread_counts, "_busy_cores", lambda: looks.append(1) or 6)
+    thread_counts._auto_threads[0] -= thread_counts.AUTO_THREADS_SECONDS + 0.1  # a second later
+    assert thread_counts.serving_threads("auto") == 2 and len(looks) == 2
 
 
 def test_busy_cores_reads_the_running_count():
-    assert 0 <= serve._busy_cores() <= 10_000
+    assert 0 <= thread_counts._busy_cores() <= 10_000
 
 
 def test_a_serving_call_runs_on_the_configured_threads_and_restores_them(taste_log, tiny_config, monkeypatch):

@@ -8,7 +8,8 @@ import time
 import pytest
 import torch
 
-from recmaml import MetaRecommender, quickstart, resume, serve
+from recmaml import MetaRecommender, quickstart, resume
+from recmaml import threads as thread_counts
 from recmaml.baselines import MultVAE
 from recmaml.cli import build_parser, main
 from recmaml.config import config_from_dict
@@ -30,10 +31,10 @@ def test_a_fit_trains_on_the_configured_threads_and_restores_torchs(taste_log, t
 
 
 def test_auto_training_threads_leave_the_busy_cores_and_say_so(taste_log, tiny_config, monkeypatch, caplog):
-    monkeypatch.setattr(serve, "_default_threads", lambda: 4)
-    monkeypatch.setattr(serve.os, "cpu_count", lambda: 4)
-    monkeypatch.setattr(serve, "_busy_cores", lambda: 3)  # three cores taken by other processes
-    monkeypatch.setattr(serve, "AUTO_THREADS_SECONDS", -1.0)  # look at every call
+    monkeypatch.setattr(thread_counts, "_default_threads", lambda: 4)
+    monkeypatch.setattr(thread_counts.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(thread_counts, "_busy_cores", lambda: 3)  # three cores taken by other processes
+    monkeypatch.setattr(thread_counts, "AUTO_THREADS_SECONDS", -1.0)  # look at every call
     before = torch.get_num_threads()
     torch.set_num_threads(4)
     try:

@@ -6,7 +6,7 @@ from recmaml.connectors import read_ciaodvd
 from recmaml.benchmark import make_splits
 from recmaml import MetaRecommender
 from recmaml.config import Config
-from recmaml.recommender import resolve_for_log
+from recmaml.build import resolve_for_log
 from recmaml.calibrate import _ValidationTasks, fit_calibrated_priors
 from recmaml.tasks import split_users
 from recmaml.model import feature_tensors, FeatureSpec

@@ -1,0 +1,215 @@
+"""Serving's first two steps: cold users' histories mapped into the model's item space (ColdUsers), then
+cut into batches of padded supports, the input of adaptation (recmaml.scoring).
+
+`rec` below is a fitted MetaRecommender: its items, the scorer's user inputs, the serving settings and
+the time users arrive at are read from it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from recmaml.data import UNKNOWN, Interactions, Vocabulary
+from recmaml.errors import DataError, spelled
+from recmaml.model import feature_tensors
+from recmaml.tasks import PaddedSet, group_positions, padded_sets
+
+
+class UnknownItemsWarning(UserWarning):
+    """A cold user's history named items the model does not know; those rows were dropped.
+    `rows` counts the dropped rows, `item_ids` holds the distinct unknown ids and `what` names the input
+    ("history", "candidate"), for summaries."""
+
+    def __init__(self, message: str, rows: int = 0, item_ids=(), what: str = "history"):
+        super().__init__(message)
+        self.rows, self.item_ids, self.what = rows, np.asarray(item_ids), what
+
+
+@dataclass
+class ColdUsers:
+    """Cold users' histories in the model's item space: one chunk-able view of a history log."""
+
+    users: Vocabulary  # the cold users' external ids
+    user_idx: np.ndarray  # rows: which cold user
+    item_idx: np.ndarray  # rows: model item index
+    rating: np.ndarray
+    user_feats: dict[str, torch.Tensor]  # one row per cold user
+
+
+def cold_users(rec, history: Interactions, extra_users=None, what: str = "history") -> ColdUsers:
+    """Map a log into the model's item space (unknown items dropped with one warning naming `what`).
+    The users are those with rows in `history` (a vocabulary may hold more) and `extra_users`."""
+    if what == "history" and rec.config.model.objective == "rating" and history.rating is None:
+        raise DataError("the history has no ratings, but this model predicts ratings (objective 'rating') and "
+                        f"adapts on them; give the history a rating column ({spelled('rating_col=', '--rating-col')})")
+    item_idx = map_ids(rec.items, history.items, history.item_idx)
+    known = item_idx != UNKNOWN
+    if not known.all():
+        unknown_ids = np.unique(history.items.ids[history.item_idx[~known]])
+        warnings.warn(UnknownItemsWarning(
+            f"{int((~known).sum())} {what} rows name {len(unknown_ids)} items unknown to the model; "
+            "those rows were dropped", rows=int((~known).sum()), item_ids=unknown_ids, what=what), stacklevel=4)
+    # a user whose items are all unknown is still served: it starts from the meta-learned initialization
+    present = history.users.ids[np.unique(history.user_idx)]
+    if extra_users is not None:
+        present = np.union1d(present, Vocabulary.fit(extra_users).ids)
+    users = Vocabulary(present)
+    user_idx = map_ids(users, history.users, history.user_idx[known])
+    feats = None
+    if history.user_features is not None and rec.user_layout is not None:
+        feats = history.user_features.conformed(rec.user_layout).aligned_to(users)
+    user_feats = feature_tensors(feats, rec.model.user_spec, len(users))
+    arrival = arrival_times(rec, users)
+    if arrival is not None:
+        user_feats["time"] = torch.from_numpy(_user_times(history, known, users, user_idx, arrival))
+    # without a rating column: 1 for a rating model's loss (it needs ratings and says so above), NaN (no
+    # rating, so no dislike) for the priors' EASE term of an implicit model, which uses ratings for nothing else
+    no_rating = 1.0 if rec.config.model.objective == "rating" else np.nan
+    return ColdUsers(
+        users=users,
+        user_idx=user_idx.astype(np.int64),
+        item_idx=item_idx[known].astype(np.int64),
+        rating=(history.rating[known] if history.rating is not None else np.full(known.sum(), no_rating, np.float32)),
+        user_feats=user_feats,
+    )
+
+
+def matrix_cold_users(rec, csr) -> ColdUsers:
+    """The rows of a CSR matrix (cold users x the model's items) as cold users 0..n-1; its values are
+    ratings for the rating objective, and ignored otherwise (every row a like)."""
+    n_users = csr.shape[0]
+    users = Vocabulary(np.arange(n_users))
+    user_feats = feature_tensors(None, rec.model.user_spec, n_users)
+    arrival = arrival_times(rec, users)
+    if arrival is not None:
+        user_feats["time"] = torch.from_numpy(arrival)
+    implicit = rec.config.model.objective == "implicit"
+    return ColdUsers(
+        users=users,
+        user_idx=np.repeat(np.arange(n_users), np.diff(csr.indptr)).astype(np.int64),
+        item_idx=csr.indices.astype(np.int64),
+        rating=np.full(csr.nnz, np.nan, np.float32) if implicit else csr.data.astype(np.float32),
+        user_feats=user_feats,
+    )
+
+
+def user_batches(rec, cold: ColdUsers, batch_size: int | None):
+    """Yield (user indices, their supports as a PaddedSet on rec's device) for batches of cold users
+    (serve.batch_size unless `batch_size`); rows sorted by user once."""
+    order, pos = group_positions(cold.user_idx)
+    sorted_users = cold.user_idx[order]
+    bounds = np.searchsorted(sorted_users, np.arange(0, len(cold.users) + 1))
+    size = rec.config.serve.batch_size if batch_size is None else batch_size
+    if size < 1:
+        raise DataError(f"{spelled('batch_size', '--batch-size')} must be at least 1, got {size}")
+    for start in range(0, len(cold.users), size):
+        stop = min(start + size, len(cold.users))
+        rows = order[bounds[start]:bounds[stop]]
+        items, ratings, mask = padded_sets(cold.user_idx[rows] - start, pos[bounds[start]:bounds[stop]],
+                                           cold.item_idx[rows], cold.rating[rows], stop - start)
+        # the support is also an input of the user tower's set encoder (model.support_encoder)
+        user_feats = {**{k: v[start:stop] for k, v in cold.user_feats.items()},
+                      "support_items": items, "support_mask": mask,
+                      "history_kind": torch.full((stop - start,), rec.history_kind_index)}
+        yield np.arange(start, stop), PaddedSet(user_feats, items, ratings, mask).to(rec.device)
+
+
+def candidates_for(user_ids: np.ndarray, cand: ColdUsers) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded candidate items (B, C) and mask for the given users (by external id)."""
+    batch_row = Vocabulary(np.sort(user_ids)).index(cand.users.lookup(cand.user_idx))
+    keep = batch_row != UNKNOWN
+    # map sorted position back to the order of user_ids
+    position_of_sorted = np.argsort(user_ids, kind="stable")
+    rows = position_of_sorted[batch_row[keep]]
+    # a candidate named twice for a user is ranked once
+    pairs = np.unique(np.stack([rows, cand.item_idx[keep]], axis=1), axis=0)
+    rows, cand_items = pairs[:, 0], pairs[:, 1]
+    order, pos = group_positions(rows)
+    items, _, mask = padded_sets(rows[order], pos, cand_items[order], np.zeros(len(order), np.float32), len(user_ids))
+    return items, mask
+
+
+def map_ids(target: Vocabulary, source: Vocabulary, idx: np.ndarray) -> np.ndarray:
+    """`target`'s indices of the ids `source.ids[idx]`, looked up once per distinct id when `source` is the
+    smaller (the usual history: many rows per id; string lookups are the costly part), else once per row."""
+    if len(source) < len(idx):
+        return target.index(source.ids)[idx]
+    return target.index(source.lookup(idx))
+
+
+# ---- the time a user is served at (the time-aware popularity prior and model.time_prior read it) ------------
+
+def arrival_times(rec, users: Vocabulary) -> np.ndarray | None:
+    """Per user, the time it is served at when its history has no timestamp (rec.arrival, else the end of
+    the warm log), or None when nothing the model serves with reads a time."""
+    if rec.model.time_scale is not None:
+        return _arrival_times(rec.arrival, users, rec.model.latest_time())
+    if rec.priors is not None and rec.priors.has_time:
+        return _arrival_times(rec.arrival, users, rec.priors.latest_time())
+    return None
+
+
+def _user_times(history: Interactions, known: np.ndarray, users: Vocabulary, user_idx: np.ndarray,
+                default: np.ndarray) -> np.ndarray:
+    """Each cold user's time for the time prior: its latest interaction of a known item, or its `default`
+    (the caller's `at`, else the end of the warm log) for a user without one or a history without timestamps."""
+    times = np.full(len(users), -np.inf)
+    if history.timestamp is not None:
+        np.maximum.at(times, user_idx, history.timestamp[known].astype(np.float64))
+    return np.where(np.isfinite(times), times, default)
+
+
+def _arrival_times(arrival, users: Vocabulary, latest: float) -> np.ndarray:
+    """Per user, the time `arrival` (see arrivals) gives it, else `latest`."""
+    if arrival is None:
+        return np.full(len(users), latest, np.float64)
+    if not isinstance(arrival, tuple):
+        return np.full(len(users), arrival, np.float64)
+    ids, times = arrival
+    out = np.full(len(users), latest, np.float64)
+    index = users.index(ids) if len(ids) else np.zeros(0, np.int64)
+    out[index[index != UNKNOWN]] = times[index != UNKNOWN]
+    return out
+
+
+def arrivals(at):
+    """`at` (see MetaRecommender.arriving_at) in the form serving reads chunk after chunk: None, Unix seconds,
+    or for a mapping, (user ids, their seconds) as arrays."""
+    if at is None:
+        return None
+    if not (hasattr(at, "items") and callable(at.items)):
+        return _seconds(at)
+    pairs = dict(at.items())  # a dict or a pandas Series: user id -> time
+    values = list(pairs.values())
+    seconds = all(isinstance(t, (int, float, np.number)) and not isinstance(t, bool) for t in values)
+    times = np.asarray(values if seconds else [_seconds(t) for t in values], np.float64)  # seconds: one conversion
+    return np.asarray(list(pairs)), times
+
+
+def _seconds(t) -> float:
+    """A time as Unix seconds: a number is taken as seconds; a datetime, date or ISO text is converted (UTC
+    unless it says otherwise)."""
+    if isinstance(t, (int, float, np.integer, np.floating)) and not isinstance(t, bool):
+        return float(t)
+    if isinstance(t, str):
+        try:
+            return float(t)  # seconds, as the CLI's --at 1700000000 gives them
+        except ValueError:
+            pass
+        try:
+            t = dt.datetime.fromisoformat(t)
+        except ValueError as err:
+            raise DataError(f"{spelled('at=', '--at')} {t!r} is not a time; give Unix seconds or an ISO date "
+                            "such as 2024-03-01 or 2024-03-01T12:00") from err
+    if isinstance(t, dt.date) and not isinstance(t, dt.datetime):
+        t = dt.datetime(t.year, t.month, t.day)
+    if hasattr(t, "to_pydatetime"):  # pandas Timestamp
+        t = t.to_pydatetime()
+    if isinstance(t, dt.datetime):
+        return (t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)).timestamp()
+    raise DataError(f"{spelled('at=', '--at')} {t!r} is not a time; give Unix seconds, a datetime or an ISO date")

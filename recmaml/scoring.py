@@ -1,0 +1,116 @@
+"""Serving's adapt and score steps: AdaptedUsers, a batch of cold users each adapted on its support (the
+shape of implicit's `recalculate_user`), which then scores the catalog or given items.
+
+A user is adapted by serving's fast path when the model adapts only the user side
+(recmaml.fast_adapt), else by recmaml.adapt's inner loop. Its scores are the scorer's, or, where the
+serving priors have weight for its support size, the standardized scorer's plus the weighted
+standardized priors (recmaml.priors).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from recmaml.adapt import adapt, adapted_names, batched_scores
+from recmaml.config import PRIOR_BUCKETS, SIZE_BUCKETS, Config
+from recmaml.fast_adapt import fast_path_applies, fast_user_vectors
+from recmaml.model import Scorer
+from recmaml.ordered import item_dots, rows_mm
+from recmaml.priors import ServingPriors, blend_
+from recmaml.tasks import PaddedSet
+
+
+class AdaptedUsers:
+    """B users adapted on `support` (a PaddedSet) by `scorer` under `config`'s [meta] and [serve] settings;
+    `kind` is the history kind served as the scorer's code (0 first, 1 sample). Adapting happens once,
+    here; `scores` and `model_scores` may then be called for any items."""
+
+    def __init__(self, scorer: Scorer, config: Config, priors: ServingPriors | None, support: PaddedSet, kind: int):
+        self.scorer, self.config, self.priors, self.support, self.kind = scorer, config, priors, support, kind
+        m = config.meta
+        names = adapted_names(scorer, m.adapt)
+        lr_scale = lr_scales(config, support)
+        with torch.no_grad():  # torch.func.grad still differentiates inside; no graph to the meta-weights
+            if fast_path_applies(scorer, names):
+                self.vectors, self.bias = fast_user_vectors(
+                    scorer, support, names=names, steps=serving_steps(config), inner_lr=m.inner_lr * lr_scale,
+                    reduction=m.support_reduction, item_vectors=scorer.catalog_vectors(), kind=kind)
+                self.weights = None
+            else:
+                self.weights = adapt(scorer, support, names=names, steps=serving_steps(config), inner_lr=m.inner_lr,
+                                     first_order=True, reduction=m.support_reduction, lr_scale=lr_scale)
+
+    def scores(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Served scores (B, n_items), or (B, C) of per-user `items`: the scorer's blended with the serving
+        priors where they have weight."""
+        weights = None if self.config.model.objective == "rating" else prior_weights(self.config, self.priors,
+                                                                                     self.support)
+        if weights is None:
+            return self.model_scores(items)
+        scores = blend_(self.model_scores().float(), self.priors, self.support, *weights)
+        return scores if items is None else scores.gather(1, items)
+
+    def model_scores(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """The adapted scorer's scores alone (B, n_items), or (B, C) of per-user `items`."""
+        model = self.scorer
+        with torch.no_grad():
+            if self.weights is not None:
+                return batched_scores(model, self.weights, self.support.user_feats, items)
+            vectors = model.catalog_vectors()
+            item_bias = model.item_biases(kind=self.kind)
+            if items is None:  # products of one fixed shape: a user's scores do not depend on its batch
+                scores = rows_mm(self.vectors, vectors.T, item_bias)
+            else:
+                scores = item_dots(vectors, items, self.vectors) + item_bias[items]
+            if model.cfg.objective == "rating":
+                scores = scores + self.bias[:, None] + model.global_bias
+            return scores
+
+
+def adapted_users(rec, support: PaddedSet) -> AdaptedUsers:
+    """The users of `support` adapted by the fitted MetaRecommender `rec` as it serves now (its history
+    kind, serving settings and priors)."""
+    return AdaptedUsers(rec.serving_scorer, rec.config, rec.priors, support, rec.history_kind_index)
+
+
+def serving_steps(config: Config) -> int:
+    """Inner steps at serving: serve.inner_steps, else meta.inner_steps."""
+    steps = config.serve.inner_steps
+    return config.meta.inner_steps if steps is None else steps
+
+
+def lr_scales(config: Config, support: PaddedSet) -> torch.Tensor:
+    """Per user, the multiplier of the inner learning rate: serve.inner_lr_scale times the scale of its
+    support size for the kind of history served (serve.first_scales / sample_scales, chosen by fit)."""
+    serve = config.serve
+    scales = serve.first_scales if serve.history_kind == "first" else serve.sample_scales
+    sizes = support.mask.sum(dim=1).cpu().numpy()
+    if isinstance(scales, str):  # 'auto' never resolved (a model saved before fit chose them): one rate
+        per_user = np.where(sizes > 0, 1.0, 0.0)
+    else:
+        bucket = np.searchsorted(SIZE_BUCKETS, sizes, side="right") - 1
+        per_user = np.where(bucket >= 0, np.asarray(scales, np.float64)[np.maximum(bucket, 0)], 0.0)
+    return torch.as_tensor(per_user * serve.inner_lr_scale, dtype=torch.float32, device=support.items.device)
+
+
+def prior_weights(config: Config, priors: ServingPriors | None,
+                  support: PaddedSet) -> tuple[torch.Tensor | None, torch.Tensor | None] | None:
+    """Per user, the weights of the serving priors (EASE, popularity) for its support size and the kind of
+    history served (serve.*_ease_weights, *_recent_weights), each None when all 0 in this batch; None
+    when the model serves without priors (none fitted, serve.priors off, or every weight 0)."""
+    serve = config.serve
+    if priors is None or not serve.priors:
+        return None
+    prefix = "first" if serve.history_kind == "first" else "sample"
+    ease, recent = getattr(serve, f"{prefix}_ease_weights"), getattr(serve, f"{prefix}_recent_weights")
+    if isinstance(ease, str) or isinstance(recent, str) or not any(ease) and not any(recent):
+        return None  # 'auto' never resolved (a model saved before fit chose them): the scorer alone
+    bucket = np.searchsorted(PRIOR_BUCKETS, support.mask.sum(dim=1).cpu().numpy(), side="right") - 1
+    if not priors.has_time:
+        recent = (0.0,) * len(PRIOR_BUCKETS)
+    per_user = [np.asarray(w, np.float32)[bucket] for w in (ease, recent)]
+    # never None for a batch whose users all have weight 0: every user's scores are standardized, so that a
+    # user's scores do not depend on the batch it is served in. None for a prior without weight in this
+    # batch: its scores are not computed
+    return tuple(torch.as_tensor(w, device=support.items.device) if w.any() else None for w in per_user)
