@@ -11,7 +11,7 @@ Launch with `recmaml fit --nproc N ...` (which runs torchrun), or torchrun direc
 
     torchrun --standalone --nproc-per-node 2 -m recmaml fit --data log.parquet --out model
 
-or from Spark with pyspark.ml.torch.distributor.TorchDistributor (README). Inside a process started by
+or from Spark with pyspark.ml.torch.distributor.TorchDistributor (docs/distributed.md). Inside a process started by
 torchrun, `MetaRecommender.fit` joins the process group on its own (init_from_env); rank 0 saves.
 """
 

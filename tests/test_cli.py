@@ -472,10 +472,10 @@ def test_a_model_saved_before_column_names_were_recorded_still_loads(model_dir, 
     assert MetaRecommender.load(old).columns is None
 
 
-def test_the_benchmarks_default_support_sizes_include_0_as_the_readme_says():
+def test_the_benchmarks_default_support_sizes_include_0_as_the_docs_say():
     default = build_parser().parse_args(["benchmark", "--out", "bench"]).support_sizes
     assert default == "0,1,3,5,10,20"
-    assert f"the default `--support-sizes` is {default}" in (REPO_ROOT / "README.md").read_text()
+    assert f"the default `--support-sizes` is {default}" in (REPO_ROOT / "docs" / "benchmarks.md").read_text()
 
 
 def test_the_sample_weights_get_a_bar_of_their_own_after_the_main_weights_bar_ends(capsys):

@@ -1,5 +1,6 @@
-"""Every ```python block of README.md runs, in order, as a reader would paste them into one session: the
-test provides the files they name (tiny new-user histories, candidates, a ratings.csv, ...) in a folder
+"""Every ```python block of README.md and of docs/*.md runs, page by page (README first, then docs/ in name
+order), each page's blocks in order as a reader would paste that page into one session: the test
+provides the files they name (tiny new-user histories, candidates, a ratings.csv, ...) in a folder
 beside which ../shared is the real shared data, and shortens meta-training to 2 epochs (load_config is
 patched, the blocks' text is not)."""
 
@@ -17,9 +18,19 @@ BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 SPARK_BLOCKS = ("pyspark", "from recmaml.spark")  # run by tests/test_spark.py (marker spark: Java, pyspark)
 
 
-def readme_blocks() -> list[tuple[int, str]]:
-    text = (REPO_ROOT / "README.md").read_text()
-    return [(text[:m.start()].count("\n") + 1, m.group(1)) for m in BLOCK.finditer(text)]
+def doc_pages() -> list:
+    """README.md, then every docs/*.md: the pages whose code blocks a reader pastes."""
+    return [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+
+
+def readme_blocks() -> list[tuple[str, int, str]]:
+    """(page, line, code) of every python block of README.md and docs/*.md."""
+    blocks = []
+    for page in doc_pages():
+        text = page.read_text()
+        name = page.relative_to(REPO_ROOT).as_posix()
+        blocks += [(name, text[:m.start()].count("\n") + 1, m.group(1)) for m in BLOCK.finditer(text)]
+    return blocks
 
 
 def _plant_files(folder, ml100k) -> None:
@@ -65,15 +76,16 @@ def test_every_python_block_of_the_readme_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(work)
     recmaml.MetaRecommender(recmaml.load_config("ml-100k")).fit(ml100k).save("runs/ml100k")  # the first block loads it
 
-    namespace: dict = {}
-    ran = 0
-    for line, code in readme_blocks():
+    namespaces: dict[str, dict] = {}  # one session per page: a page's blocks may use its earlier blocks only
+    ran: dict[str, int] = {}
+    for page, line, code in readme_blocks():
         if any(marker in code for marker in SPARK_BLOCKS):
             continue
         try:
-            exec(compile(code, f"README.md:{line}", "exec"), namespace)
+            exec(compile(code, f"{page}:{line}", "exec"), namespaces.setdefault(page, {}))
         except Exception as err:
-            pytest.fail(f"the README's python block at line {line} fails: {type(err).__name__}: {err}")
-        ran += 1
-    assert ran >= 6
+            pytest.fail(f"the python block at {page}:{line} fails: {type(err).__name__}: {err}")
+        ran[page] = ran.get(page, 0) + 1
+    assert sum(ran.values()) >= 6
+    assert ran.get("README.md", 0) >= 1  # the front page's five-line API
     assert os.path.isfile("recs.parquet")  # the last block wrote its ranked lists

@@ -112,7 +112,7 @@ def test_a_worker_keeps_one_model_per_path_and_weights(model_dir, tmp_path):
     assert _cached_model(*_model_key(copy)) is not first and len(_MODELS) == 1  # another model replaces it
 
 
-def _train_on_ranks(data, out):  # what the README's TorchDistributor recipe runs on each rank
+def _train_on_ranks(data, out):  # what docs/distributed.md's TorchDistributor recipe runs on each rank
     from recmaml import MetaRecommender, distributed, load_config
     from recmaml.connectors import read_interactions
 
@@ -124,7 +124,7 @@ def _train_on_ranks(data, out):  # what the README's TorchDistributor recipe run
 
 
 @pytest.mark.spark
-def test_the_readmes_torch_distributor_recipe_trains_on_two_ranks(spark, taste_log, tmp_path, monkeypatch):
+def test_the_docs_torch_distributor_recipe_trains_on_two_ranks(spark, taste_log, tmp_path, monkeypatch):
     import os
     import sys
     from pathlib import Path
