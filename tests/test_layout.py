@@ -5,7 +5,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE_FILES = sorted([*ROOT.glob("recmaml/*.py"), *ROOT.glob("connectors/*.py")])
+PACKAGE_FILES = sorted([*ROOT.glob("recmaml/*.py"), *ROOT.glob("recmaml/cli/*.py"), *ROOT.glob("connectors/*.py")])
 
 
 def _imports(path: Path):
@@ -26,3 +26,4 @@ def test_no_module_imports_another_modules_private_names():
 def test_the_package_files_are_found():
     names = {path.name for path in PACKAGE_FILES}
     assert {"recommender.py", "serve.py", "readers.py", "files.py"} <= names
+    assert {"training.py", "flags.py", "common.py"} <= names  # recmaml/cli/
