@@ -308,7 +308,7 @@ def test_a_resumed_fits_bar_counts_only_its_own_epochs_in_the_rate():
 
     from tqdm import tqdm
 
-    from recmaml.cli import _LazyBar
+    from recmaml.cli.common import LazyBar as _LazyBar
 
     bar = _LazyBar(argparse.Namespace(quiet=False), total=300, unit="epoch", desc="meta-training")
     bar.epoch(97, {"train_loss": 1.0, "of": 300})  # the first epoch after a checkpoint of 96
@@ -319,13 +319,13 @@ def test_a_resumed_fits_bar_counts_only_its_own_epochs_in_the_rate():
 def test_nproc_help_says_what_is_true_and_more_ranks_than_cores_is_a_warning(files, tmp_path, monkeypatch, capsys):
     import os
 
-    from recmaml import cli
+    from recmaml.cli import training
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["fit", "--help"])
     help_ = " ".join(capsys.readouterr().out.split())
     assert "the weights differ slightly" in help_ and "1.44 x slower" in help_ and "It pays on" in help_
-    monkeypatch.setattr(cli, "_fit_on_ranks", lambda args: None)  # the warning comes before any rank starts
+    monkeypatch.setattr(training, "_fit_on_ranks", lambda args: None)  # the warning comes before any rank starts
     cores = os.cpu_count() or 1
     argv = ["fit", "--data", str(files / "warm.csv"), *COLS, "--out", str(tmp_path / "m")]
     assert main([*argv, "--nproc", str(cores + 1)]) == 0
@@ -481,7 +481,7 @@ def test_the_benchmarks_default_support_sizes_include_0_as_the_docs_say():
 def test_the_sample_weights_get_a_bar_of_their_own_after_the_main_weights_bar_ends(capsys):
     import argparse
 
-    from recmaml.cli import _LazyBar
+    from recmaml.cli.common import LazyBar as _LazyBar
 
     with _LazyBar(argparse.Namespace(quiet=False), total=300, unit="epoch", desc="meta-training") as bar:
         for epoch in (1, 2, 3):  # the main weights stop after 3 epochs...

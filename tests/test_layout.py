@@ -38,6 +38,7 @@ def test_no_module_imports_another_modules_private_names():
 def test_the_package_files_are_found():
     names = {path.name for path in PACKAGE_FILES}
     assert {"recommender.py", "serve.py", "readers.py", "files.py"} <= names
+    assert {"training.py", "flags.py", "common.py"} <= names  # recmaml/cli/
 
 
 def test_serving_does_not_bounce_between_the_facade_and_the_pipeline():

@@ -29,6 +29,7 @@ def test_the_wheel_holds_the_configs_and_no_top_level_connectors(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "recmaml/configs/ml-100k.toml" in names and "recmaml/connectors/readers.py" in names
     assert "recmaml/configs/spaces/default.toml" in names  # `recmaml tune --space default`
+    assert "recmaml/cli/__init__.py" in names and "recmaml/cli/training.py" in names  # the entry point's package
     assert not [n for n in names if n.startswith("connectors/")]
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from recmaml.cli import main
+
+sys.exit(main())

@@ -1,0 +1,172 @@
+"""`recmaml evaluate` and `recmaml benchmark`: the metrics of one fitted model on held-out rows, and the
+cold-start benchmark suite (protocols x support sizes x seeds x systems) with its report."""
+
+from __future__ import annotations
+
+import math
+import shlex
+from pathlib import Path
+
+from recmaml.cli.common import (RunWarnings, check_file, check_sizes, load_model, log, read_log, read_user_features,
+                                with_features, with_training_threads)
+from recmaml.cli.flags import (add_allow_unknown_items, add_command, add_config, add_data_flags, add_history,
+                               add_history_kind, add_list_length, add_out, add_training_threads, add_user_features)
+from recmaml.errors import RecMamlError
+from recmaml.progress import progress_bar
+
+
+def add_evaluate(sub) -> None:
+    ev = add_command(sub, "evaluate", "metrics of a model on held-out interactions of users it adapts to",
+                     "recmaml evaluate --model runs/ml100k --history cold_support.csv --heldout cold_query.csv")
+    add_history(ev, "what each evaluated user reveals (adapted on)")
+    ev.add_argument("--heldout", required=True, help="the same users' hidden interactions")
+    # --k is the list length here too: evaluate_recommender ranks each user's top-k list, as `recommend --k`
+    # writes it, and its metrics score that list, so their cut-off is the list's length (recmaml.cli.flags)
+    add_list_length(ev, ": the ranking metrics score each user's top-k list, so k is also their cut-off")
+    add_history_kind(ev)
+    ev.add_argument("--threshold", type=float, default=None,
+                    help="held-out ratings at least this are relevant (default: from the log's scale, as fit and "
+                    "benchmark derive it: 4 on 1-5, 3.5 on 0.5-4; -1: every held-out row)")
+    add_out(ev, "also write the metrics to this JSON file", required=False)
+    add_user_features(ev, "the users'")
+    add_allow_unknown_items(ev)
+    add_data_flags(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args) -> None:
+    from recmaml.protocol import evaluate_recommender
+
+    check_sizes(args)
+    if args.out:
+        check_file(args.out, "--out")
+    rec = load_model(args)
+    history, heldout = read_log(args.history, args), read_log(args.heldout, args)
+    if args.user_features:
+        history = with_features(history, read_user_features(args), what="--history")
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        raise RecMamlError(f"--threshold {args.threshold}: give a rating (e.g. 4), or -1 to count every held-out row")
+    threshold = _relevance_threshold(args.threshold, history, heldout)
+    run_warnings = RunWarnings()
+    with run_warnings.collecting():
+        metrics = evaluate_recommender(rec, history, heldout, k=args.k, relevance_threshold=threshold,
+                                       allow_unknown_items=args.allow_unknown_items)
+    run_warnings.report()
+    for name, value in metrics.items():
+        print(f"{name:<14}{value:.4f}" if isinstance(value, float) else f"{name:<14}{value}")
+    if args.out:
+        from recmaml.files import write_json
+
+        write_json(args.out, metrics)
+
+
+def _relevance_threshold(flag, history, heldout) -> float | None:
+    """--threshold, or by default the relevant rating of the log's own scale (recmaml.data.relevant_rating
+    of the history and held-out ratings together), as fit and benchmark derive it; None: every row counts."""
+    import numpy as np
+
+    from recmaml.data import relevant_rating
+
+    if flag is not None:
+        return None if flag < 0 else flag
+    ratings = [log_.rating for log_ in (history, heldout) if log_.rating is not None]
+    threshold = relevant_rating(np.concatenate(ratings)) if ratings else None
+    if threshold is None:
+        log.info("relevant: every held-out row (the log has no rating scale; --threshold sets one)")
+    else:
+        log.info("relevant: held-out ratings of at least %g, from the log's scale (--threshold sets another)", threshold)
+    return threshold
+
+
+def add_benchmark(sub) -> None:
+    from recmaml.benchmark import DEFAULT_KS, SYSTEMS
+
+    bench = add_command(sub, "benchmark",
+                        "the cold-start benchmark suite: protocols x support sizes x seeds x systems",
+                        "recmaml benchmark --data ../shared/data/movielens/ml-100k --protocol random,temporal,melu "
+                        "--support-sizes 1,3,5,10,20 --seeds 0,1,2 --systems all --out bench", uses_model=False,
+                        device=False)
+    bench.add_argument("--data", help="interaction log (file, folder, SQL URI): MovieLens, FilmTrust, CiaoDVD, CSV...")
+    bench.add_argument("--name", help="the data set's name in the tables (default: the file or folder name)")
+    bench.add_argument("--protocol", help="comma-separated: random, temporal, melu (default: all the log allows)")
+    default_ks = ",".join(map(str, DEFAULT_KS))
+    bench.add_argument("--support-sizes", "--k", dest="support_sizes", default=default_ks,
+                       help=f"support sizes K (default {default_ks}; 0: users with no usable history, ranked from "
+                       "the meta-learned start alone; --k: its former spelling)")
+    bench.add_argument("--seeds", default="0,1,2", help="split seeds (default 0,1,2; at least 3 for intervals)")
+    bench.add_argument("--systems", default="all", help=f"comma-separated systems or 'all': {', '.join(SYSTEMS)}")
+    add_config(bench, "TOML config of recmaml's systems: a path or a shipped config by name; defaults in code when "
+               "omitted")
+    bench.add_argument("--budget-seconds", type=float, default=300.0,
+                       help="training budget of each iterative system per fit (default 300; 0: none)")
+    bench.add_argument("--relevant-min", type=float, default=None,
+                       help="hidden ratings at least this are relevant (default: 4 on 1-5, 3.5 on 0.5-4: the "
+                            "smallest rating at 75%% of the log's range; every hidden row without ratings)")
+    bench.add_argument("--cold-fraction", type=float, default=0.2, help="share of users held out as cold (0.2)")
+    add_out(bench, "folder for cells, results.md/.json and plots; finished cells found there are kept (a stopped "
+            "run resumes)")
+    add_training_threads(bench, " A number also sets the other systems' torch threads (1 per run is "
+                         "fastest when runs share the cores); without it they use torch's default.")
+    bench.add_argument("--grid", choices=["full", "minimal"], default="full",
+                       help="full: tune every baseline on validation users (default); minimal: the first grid "
+                            "value of each, untuned (a quick smoke run)")
+    bench.add_argument("--page", help="also write the results page here (e.g. benchmarks/RESULTS.md)")
+    bench.add_argument("--report-only", action="store_true", help="only rebuild the report from --out's cells")
+    add_data_flags(bench)
+    bench.set_defaults(func=cmd_benchmark)
+
+
+def _csv_list(text: str, flag: str, cast=str) -> tuple:
+    try:
+        return tuple(cast(v.strip()) for v in text.split(",") if v.strip())
+    except ValueError as err:
+        raise RecMamlError(f"{flag} {text!r}: expected comma-separated values ({err})") from err
+
+
+def cmd_benchmark(args) -> None:
+    from recmaml import benchmark, report
+    from recmaml.config import load_config
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise RecMamlError(f"--out {out}: exists and is not a folder; pass a folder for the benchmark's cells")
+    try:  # checked first: the plots come at the end of what can be hours of work
+        import matplotlib  # noqa: F401
+    except ImportError as err:
+        raise RecMamlError("the benchmark's plots need matplotlib: pip install 'recmaml[bench]'") from err
+    if isinstance(args.threads, int):  # every system's torch threads; 'auto' is each recmaml fit's own choice
+        import torch
+
+        torch.set_num_threads(args.threads)  # torch's threads spin when the machine is busy: fewer can be faster
+    if not args.report_only:
+        if not args.data:
+            raise RecMamlError("--data is required (or pass --report-only to rebuild the report of --out)")
+        log_ = read_log(args.data, args)
+        protocols = _csv_list(args.protocol, "--protocol") if args.protocol else tuple(
+            p for p in benchmark.PROTOCOLS if (p != "temporal" or log_.timestamp is not None)
+            and (p != "melu" or log_.rating is not None))
+        if not args.protocol and log_.timestamp is None:
+            log.info("note: the log has no timestamps; the temporal protocol is left out")
+        if not args.protocol and log_.rating is None:
+            log.info("note: the log has no ratings; the MeLU protocol and the item-mean baselines are left out")
+        spec = benchmark.BenchmarkSpec(
+            name=args.name or Path(args.data.rstrip("/")).stem, protocols=protocols,
+            ks=_csv_list(args.support_sizes, "--support-sizes", int), seeds=_csv_list(args.seeds, "--seeds", int),
+            systems=benchmark.resolve_systems(args.systems), relevant_min=args.relevant_min,
+            cold_fraction=args.cold_fraction, budget_seconds=args.budget_seconds, grid=args.grid,
+            config=with_training_threads(load_config(args.config), args),
+            command="recmaml " + shlex.join(args.argv))
+        cells = len(spec.protocols) * len(spec.seeds) * len(spec.systems)
+        with progress_bar(total=cells, unit="cell", desc=spec.name, disable=args.quiet) as bar:
+            benchmark.run_benchmark(log_, spec, out, progress=bar)
+    summary = report.write_report(out, page=args.page)
+    if not summary:
+        raise RecMamlError(f"--out {out}: holds no finished benchmark cells to report")
+    print(f"wrote {out / 'results.md'}, {out / 'results.json'} and {out / 'plots'}")
+    for data, by_protocol in summary.items():
+        for protocol, block in by_protocol.items():
+            for k, comp in block["comparison"].items():
+                for metric, c in comp.items():
+                    print(f"{data} {protocol} K={k} {metric}: {c['recmaml']} {c['recmaml_mean']:.4f} vs "
+                          f"{c['baseline']} {c['baseline_mean']:.4f} (ratio {c['ratio']:.3f}, paired "
+                          f"{c['paired']['mean']:+.4f} ± {c['paired']['half']:.4f})")
