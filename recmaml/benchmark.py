@@ -52,7 +52,7 @@ class BenchmarkSpec:
     ks: tuple[int, ...] = DEFAULT_KS
     seeds: tuple[int, ...] = (0, 1, 2)
     systems: tuple[str, ...] = ()  # () = every system
-    relevant_min: float | None = None  # None: derived from the log (relevance_threshold)
+    relevance_threshold: float | None = None  # None: derived from the log (log_relevance_threshold)
     cold_fraction: float = 0.2
     budget_seconds: float = 300.0  # training budget of each iterative system (meta-training, Mult-VAE)
     grid: str = "full"  # "minimal": the first value of every grid, no tuning (smoke runs)
@@ -60,7 +60,7 @@ class BenchmarkSpec:
     command: str = ""  # the command line that reproduces the run, recorded in every cell
 
 
-def relevance_threshold(log: Interactions) -> float | None:
+def log_relevance_threshold(log: Interactions) -> float | None:
     """The rating a hidden interaction needs to count as relevant: see data.relevant_rating."""
     return relevant_rating(log.rating)
 
@@ -124,7 +124,7 @@ class CellContext:
     """What a system's fit and grid read of the cell they run in (one data set, protocol and seed)."""
 
     protocol: str
-    relevant_min: float | None  # the relevant rating of the metrics (None: every hidden row)
+    relevance_threshold: float | None  # the relevant rating of the metrics (None: every hidden row)
     has_ratings: bool = True
     has_timestamps: bool = True
     budget_seconds: float = 0  # a fit's time budget (0: none)
@@ -185,7 +185,7 @@ def _transfer(warm, ctx, **params):
 
 
 def _rated(ctx) -> list:
-    return [None, ctx.relevant_min] if ctx.relevant_min is not None and ctx.has_ratings else [None]
+    return [None, ctx.relevance_threshold] if ctx.relevance_threshold is not None and ctx.has_ratings else [None]
 
 
 BLEND_PARTS = ("ease", "mult_vae", "recent_popularity")
@@ -316,13 +316,13 @@ def _round(values: np.ndarray) -> list:
     return [None if not np.isfinite(v) else round(float(v), 4) for v in np.asarray(values, np.float64)]
 
 
-def ranking_cell(scores: np.ndarray, split: ColdSplit, relevant_min: float | None, full: bool = True) -> dict:
+def ranking_cell(scores: np.ndarray, split: ColdSplit, relevance_threshold: float | None, full: bool = True) -> dict:
     """Full-catalog metrics of one score matrix (rows: split's cold users, columns: the log's items):
     nDCG@10, nDCG@20, Recall@20, HR@20 and MRR over the whole list, support items excluded; relevant =
-    hidden rows rated >= relevant_min (every hidden row when None or the log has no ratings). Users
+    hidden rows rated >= relevance_threshold (every hidden row when None or the log has no ratings). Users
     without a relevant hidden item are left out. Per-user nDCG@20 is kept for paired comparisons.
     full=False computes nDCG@20 alone (what tuning needs), skipping the whole-list MRR."""
-    ranked = RankedCatalog(scores, split.cold_support, split.cold_query, relevant_min, np.float32)
+    ranked = RankedCatalog(scores, split.cold_support, split.cold_query, relevance_threshold, np.float32)
     per_user = ranked.metrics(20)
     evaluated = np.isfinite(per_user["ndcg@20"])
     if not full:
@@ -371,8 +371,8 @@ def melu_cell(scores: np.ndarray, split: ColdSplit, rating: bool) -> dict:
     return out
 
 
-def _cell_metrics(scores, split: ColdSplit, protocol: str, rating: bool, relevant_min) -> dict:
-    out = ranking_cell(scores, split, relevant_min)
+def _cell_metrics(scores, split: ColdSplit, protocol: str, rating: bool, relevance_threshold) -> dict:
+    out = ranking_cell(scores, split, relevance_threshold)
     if protocol == "melu":
         out.update(melu_cell(scores, split, rating))
     elif rating and split.cold_query.rating is not None:
@@ -407,7 +407,7 @@ def make_splits(log: Interactions, protocol: str, seed: int, ks, cold_fraction: 
 # ------------------------------------------------------------------------------------------- running
 
 
-def validation_value(fitted, splits: dict, protocol: str, rating: bool, relevant_min) -> float:
+def validation_value(fitted, splits: dict, protocol: str, rating: bool, relevance_threshold) -> float:
     """What tuning maximizes, averaged over the Ks: -MAE for rating models (whose ranking by predicted
     rating is the same with or without a user offset), else validation nDCG@20, or on the MeLU protocol
     the hidden items' nDCG@3."""
@@ -419,7 +419,7 @@ def validation_value(fitted, splits: dict, protocol: str, rating: bool, relevant
         elif protocol == "melu":
             values.append(melu_cell(scores, split, False)["query_ndcg@3"])
         else:
-            values.append(ranking_cell(scores, split, relevant_min, full=False)["ndcg@20"])
+            values.append(ranking_cell(scores, split, relevance_threshold, full=False)["ndcg@20"])
     return float(np.mean(values))
 
 
@@ -431,7 +431,7 @@ def _grid_points(grid: dict) -> list[dict]:
 
 def run_system(system: System, log: Interactions, splits: _Splits, ctx: CellContext, fitted_cache: dict) -> dict:
     """Tune `system` on the validation users, refit on all warm users, score every K; one cell's record."""
-    protocol, relevant_min = ctx.protocol, ctx.relevant_min
+    protocol, relevance_threshold = ctx.protocol, ctx.relevance_threshold
     # recmaml's systems predict ratings only where they are fitted with the rating objective (MeLU)
     rating = system.rating and ctx.has_ratings and (system.family == "baseline" or protocol == "melu")
     record: dict = {"system": system.name, "family": system.family, "rating": rating}
@@ -445,7 +445,7 @@ def run_system(system: System, log: Interactions, splits: _Splits, ctx: CellCont
         if len(points) > 1:
             for params in points:
                 value = validation_value(system.fit(splits.val_warm, ctx, **params), splits.val, protocol, rating,
-                                          relevant_min)
+                                          relevance_threshold)
                 tried.append({"params": params, "validation": value})
             best = max(tried, key=lambda t: t["validation"] if np.isfinite(t["validation"]) else -np.inf)["params"]
         else:
@@ -473,7 +473,7 @@ def run_system(system: System, log: Interactions, splits: _Splits, ctx: CellCont
             record["stopped"] = fitted.rec.history.summary()
             record["resolved_config"] = fitted.rec.config.to_dict()  # with the log-derived values fit chose
     start = time.perf_counter()
-    record["per_k"] = {str(k): _cell_metrics(fitted.scores(split), split, protocol, rating, relevant_min)
+    record["per_k"] = {str(k): _cell_metrics(fitted.scores(split), split, protocol, rating, relevance_threshold)
                        for k, split in splits.test.items()}
     record["serve_s"] = time.perf_counter() - start
     return record
@@ -528,7 +528,7 @@ def run_benchmark(log: Interactions, spec: BenchmarkSpec, out: Path, progress=No
         raise DataError(f"grid must be 'full' or 'minimal', got {spec.grid!r} (--grid)")
     if len(spec.seeds) < 1:
         raise DataError("give at least one seed (--seeds); 3 or more for confidence intervals")
-    relevant_min = spec.relevant_min if spec.relevant_min is not None else relevance_threshold(log)
+    relevance_threshold = spec.relevance_threshold if spec.relevance_threshold is not None else log_relevance_threshold(log)
     import torch
 
     env = _environment()
@@ -545,7 +545,7 @@ def run_benchmark(log: Interactions, spec: BenchmarkSpec, out: Path, progress=No
             if not todo:
                 continue
             splits = make_splits(log, protocol, seed, spec.ks, spec.cold_fraction)
-            ctx = CellContext(protocol, relevant_min, has_ratings=log.rating is not None,
+            ctx = CellContext(protocol, relevance_threshold, has_ratings=log.rating is not None,
                               has_timestamps=log.timestamp is not None, budget_seconds=spec.budget_seconds,
                               config=spec.config, grid=spec.grid,
                               threads=torch.get_num_threads(),  # implicit's ALS: as many threads as torch
@@ -564,7 +564,7 @@ def run_benchmark(log: Interactions, spec: BenchmarkSpec, out: Path, progress=No
                 if name not in todo:
                     continue
                 record.update(format=CELL_FORMAT, data=spec.name, protocol=protocol, seed=seed, grid_mode=spec.grid,
-                              relevant_min=relevant_min, budget_seconds=spec.budget_seconds,
+                              relevance_threshold=relevance_threshold, budget_seconds=spec.budget_seconds,
                               cold_users={str(k): s.n_cold for k, s in splits.test.items()},
                               warm_users=splits.warm.n_users, log=repr(log), command=spec.command,
                               config=spec.config.to_dict() if SYSTEMS[name].family == "recmaml" else None,

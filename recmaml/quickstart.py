@@ -26,11 +26,11 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ML100K = "ml-100k"
 K = 20
-THRESHOLD = 4.0
+RELEVANCE_THRESHOLD = 4.0
 # small grids around the validation optima of benchmarks/quick_quality.py, so the baselines are tuned
 # on validation users here too but the quickstart stays quick
 BASELINE_GRIDS = {
-    "popularity": (Popularity, {"threshold": [None, THRESHOLD]}),
+    "popularity": (Popularity, {"threshold": [None, RELEVANCE_THRESHOLD]}),
     "als": (ALSFoldIn, {"factors": [16, 32, 64], "regularization": [1.0, 10.0, 30.0], "alpha": [1.0, 10.0]}),
     "ease": (EASE, {"lam": [100.0, 500.0, 2000.0]}),
     # one point, not a grid: these are the benchmark's validation optima on ML-100K (benchmarks/RESULTS.md),
@@ -108,9 +108,9 @@ def run(out_dir: Path, data: DataChoice, config=None, seed: int = 0, progress=No
     results = {}
     with torch_threads(serving_threads(cfg.meta.threads)):  # the baselines train on meta-training's threads
         for name, (factory, grid) in BASELINE_GRIDS.items():
-            best, _, _ = tune_baseline(factory, grid, validation, K, THRESHOLD)
+            best, _, _ = tune_baseline(factory, grid, validation, K, RELEVANCE_THRESHOLD)
             scores = factory(**best).fit(split.warm).score(*support_arrays(split.cold_support))
-            results[name] = {**evaluate_ranking(scores, split.cold_support, split.cold_query, K, THRESHOLD),
+            results[name] = {**evaluate_ranking(scores, split.cold_support, split.cold_query, K, RELEVANCE_THRESHOLD),
                              "params": best}
 
     start = time.perf_counter()
@@ -124,7 +124,7 @@ def run(out_dir: Path, data: DataChoice, config=None, seed: int = 0, progress=No
     # default kind, a real new user's first interactions)
     served = rec.with_history_kind("sample")
     results["recmaml"] = {**evaluate_ranking(metarec_scores(served, split.cold_support), split.cold_support,
-                                             split.cold_query, K, THRESHOLD), "fit_s": fit_seconds,
+                                             split.cold_query, K, RELEVANCE_THRESHOLD), "fit_s": fit_seconds,
                           "training": rec.history.summary(), "stopped": (rec.sample_history or rec.history).stopped}  # the last weights trained
 
     out_dir.mkdir(parents=True, exist_ok=True)

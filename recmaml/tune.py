@@ -174,7 +174,7 @@ def tune(log: Interactions, space: list[Dimension], *, trials: int = 24, budget_
          min_seconds: float = 2.0, progress=None) -> TuneResult:
     """Random search over `space` with successive halving; see the module docstring. progress: optional
     tqdm-like object (update, set_postfix), advanced once per trial fit."""
-    from recmaml.benchmark import FittedMeta, validation_value, make_splits, relevance_threshold
+    from recmaml.benchmark import FittedMeta, validation_value, make_splits, log_relevance_threshold
     from recmaml.recommender import MetaRecommender
 
     if trials < 1:
@@ -183,7 +183,7 @@ def tune(log: Interactions, space: list[Dimension], *, trials: int = 24, budget_
         raise ConfigError(f"the budget must be > 0 minutes, got {budget_minutes} (--budget-minutes)")
     base = base or Config()
     splits = make_splits(log, protocol, seed, (k,), 0.2)
-    relevant_min = relevance_threshold(log)
+    relevance_threshold = log_relevance_threshold(log)
     rng = np.random.default_rng(seed)
     pool = [Trial(i, {d.name: d.sample(rng) for d in space}) for i in range(trials)]
     budgets = rung_budgets(budget_minutes * 60.0, trials, eta, min_seconds)
@@ -194,7 +194,7 @@ def tune(log: Interactions, space: list[Dimension], *, trials: int = 24, budget_
             cfg = trial_config(base, trial.params).replace(meta={"max_seconds": seconds})
             began = time.perf_counter()
             rec = MetaRecommender(cfg).fit(splits.val_warm)
-            trial.scores[seconds] = validation_value(FittedMeta(rec), splits.val, protocol, False, relevant_min)
+            trial.scores[seconds] = validation_value(FittedMeta(rec), splits.val, protocol, False, relevance_threshold)
             trial.seconds += time.perf_counter() - began
             if progress is not None:
                 progress.set_postfix(rung=f"{rung + 1}/{len(budgets)}", best=f"{max(t.score for t in pool if t.scores):.4f}")

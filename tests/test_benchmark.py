@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from recmaml.benchmark import (
-    SYSTEMS, BenchmarkSpec, _cell_metrics, make_splits, ranking_cell, read_cells, relevance_threshold,
+    SYSTEMS, BenchmarkSpec, _cell_metrics, make_splits, ranking_cell, read_cells, log_relevance_threshold,
     resolve_systems, run_benchmark,
 )
 from recmaml.data import Interactions
@@ -120,10 +120,10 @@ def test_ranking_cell_ndcg_by_hand():
     support = Interactions(np.array([0]), np.array([0]), users, items)
     query = Interactions(np.array([0, 0]), np.array([1, 3]), users, items, rating=np.array([5.0, 2.0], np.float32))
     scores = np.array([[10.0, 1.0, 3.0, 2.0]], np.float32)  # ranking (support 0 excluded): 2, 3, 1
-    cell = ranking_cell(scores, ColdSplit(support, support, query), relevant_min=4.0)  # relevant: item 1 only
+    cell = ranking_cell(scores, ColdSplit(support, support, query), relevance_threshold=4.0)  # relevant: item 1 only
     assert cell["ndcg@20"] == pytest.approx(1 / math.log2(4))  # rank 3
     assert cell["recall@20"] == 1.0 and cell["mrr"] == pytest.approx(1 / 3)
-    every = ranking_cell(scores, ColdSplit(support, support, query), relevant_min=None)  # items 1 and 3
+    every = ranking_cell(scores, ColdSplit(support, support, query), relevance_threshold=None)  # items 1 and 3
     ideal = 1 + 1 / math.log2(3)
     assert every["ndcg@20"] == pytest.approx((1 / math.log2(3) + 1 / math.log2(4)) / ideal)
 
@@ -151,10 +151,10 @@ def test_relevance_threshold_follows_the_scale():
         n = len(ratings)
         return Interactions.from_ids(np.arange(n), np.arange(n), rating=np.array(ratings, np.float32))
 
-    assert relevance_threshold(log_with([1, 2, 3, 4, 5])) == 4.0
-    assert relevance_threshold(log_with(np.arange(1, 9) / 2)) == 3.5  # FilmTrust: 0.5..4
-    assert relevance_threshold(log_with(np.arange(1, 11))) == 8.0
-    assert relevance_threshold(Interactions.from_ids([0], [0])) is None
+    assert log_relevance_threshold(log_with([1, 2, 3, 4, 5])) == 4.0
+    assert log_relevance_threshold(log_with(np.arange(1, 9) / 2)) == 3.5  # FilmTrust: 0.5..4
+    assert log_relevance_threshold(log_with(np.arange(1, 11))) == 8.0
+    assert log_relevance_threshold(Interactions.from_ids([0], [0])) is None
 
 
 # -------------------------------------------------------------------------------- intervals, paired

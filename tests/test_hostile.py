@@ -329,7 +329,7 @@ def test_evaluate_refuses_a_nan_threshold(model_dir, tmp_path, capsys):
     history.write_text("user_id,item_id\na,1\n")
     heldout.write_text("user_id,item_id,rating\na,2,5\n")
     fails_cleanly(["evaluate", "--model", str(model_dir), "--history", str(history), "--heldout", str(heldout),
-                   "--threshold", "nan"], capsys, "--threshold")
+                   "--relevance-threshold", "nan"], capsys, "--relevance-threshold")
 
 
 # ---- the Python API -----------------------------------------------------------------------------------

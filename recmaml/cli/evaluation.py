@@ -24,7 +24,7 @@ def add_evaluate(sub) -> None:
     # writes it, and its metrics score that list, so their cut-off is the list's length (recmaml.cli.flags)
     add_list_length(ev, ": the ranking metrics score each user's top-k list, so k is also their cut-off")
     add_history_kind(ev)
-    ev.add_argument("--threshold", type=float, default=None,
+    ev.add_argument("--relevance-threshold", "--threshold", dest="relevance_threshold", type=float, default=None,
                     help="held-out ratings at least this are relevant (default: from the log's scale, as fit and "
                     "benchmark derive it: 4 on 1-5, 3.5 on 0.5-4; -1: every held-out row)")
     add_out(ev, "also write the metrics to this JSON file", required=False)
@@ -44,9 +44,10 @@ def cmd_evaluate(args) -> None:
     history, heldout = read_log(args.history, args), read_log(args.heldout, args)
     if args.user_features:
         history = with_features(history, read_user_features(args), what="--history")
-    if args.threshold is not None and not math.isfinite(args.threshold):
-        raise RecMamlError(f"--threshold {args.threshold}: give a rating (e.g. 4), or -1 to count every held-out row")
-    threshold = _relevance_threshold(args.threshold, history, heldout)
+    if args.relevance_threshold is not None and not math.isfinite(args.relevance_threshold):
+        raise RecMamlError(f"--relevance-threshold {args.relevance_threshold}: give a rating (e.g. 4), or -1 to count "
+                           "every held-out row")
+    threshold = _relevance_threshold(args.relevance_threshold, history, heldout)
     run_warnings = RunWarnings()
     with run_warnings.collecting():
         metrics = evaluate_recommender(rec, history, heldout, k=args.k, relevance_threshold=threshold,
@@ -61,7 +62,7 @@ def cmd_evaluate(args) -> None:
 
 
 def _relevance_threshold(flag, history, heldout) -> float | None:
-    """--threshold, or by default the relevant rating of the log's own scale (recmaml.data.relevant_rating
+    """--relevance-threshold, or by default the relevant rating of the log's scale (recmaml.data.relevant_rating
     of the history and held-out ratings together), as fit and benchmark derive it; None: every row counts."""
     import numpy as np
 
@@ -72,9 +73,10 @@ def _relevance_threshold(flag, history, heldout) -> float | None:
     ratings = [log_.rating for log_ in (history, heldout) if log_.rating is not None]
     threshold = relevant_rating(np.concatenate(ratings)) if ratings else None
     if threshold is None:
-        log.info("relevant: every held-out row (the log has no rating scale; --threshold sets one)")
+        log.info("relevant: every held-out row (the log has no rating scale; --relevance-threshold sets one)")
     else:
-        log.info("relevant: held-out ratings of at least %g, from the log's scale (--threshold sets another)", threshold)
+        log.info("relevant: held-out ratings of at least %g, from the log's scale (--relevance-threshold sets "
+                 "another)", threshold)
     return threshold
 
 
@@ -99,7 +101,7 @@ def add_benchmark(sub) -> None:
                "omitted")
     bench.add_argument("--budget-seconds", type=float, default=300.0,
                        help="training budget of each iterative system per fit (default 300; 0: none)")
-    bench.add_argument("--relevant-min", type=float, default=None,
+    bench.add_argument("--relevance-threshold", "--relevant-min", dest="relevance_threshold", type=float, default=None,
                        help="hidden ratings at least this are relevant (default: 4 on 1-5, 3.5 on 0.5-4: the "
                             "smallest rating at 75%% of the log's range; every hidden row without ratings)")
     bench.add_argument("--cold-fraction", type=float, default=0.2, help="share of users held out as cold (0.2)")
@@ -152,7 +154,7 @@ def cmd_benchmark(args) -> None:
         spec = benchmark.BenchmarkSpec(
             name=args.name or Path(args.data.rstrip("/")).stem, protocols=protocols,
             ks=_csv_list(args.support_sizes, "--support-sizes", int), seeds=_csv_list(args.seeds, "--seeds", int),
-            systems=benchmark.resolve_systems(args.systems), relevant_min=args.relevant_min,
+            systems=benchmark.resolve_systems(args.systems), relevance_threshold=args.relevance_threshold,
             cold_fraction=args.cold_fraction, budget_seconds=args.budget_seconds, grid=args.grid,
             config=with_training_threads(load_config(args.config), args),
             command="recmaml " + shlex.join(args.argv))

@@ -20,7 +20,9 @@ LIST_LENGTH = 20  # --k's default
 
 # (command, former spelling): its spelling now. Each alias is declared with its flag (recmaml.cli.training,
 # recmaml.cli.evaluation); recmaml.cli.main notes a former spelling used.
-FORMER_SPELLINGS = {("benchmark", "--k"): "--support-sizes", ("tune", "--k"): "--support-size"}  # --k: a list length
+FORMER_SPELLINGS = {("benchmark", "--k"): "--support-sizes", ("tune", "--k"): "--support-size",  # --k: a list length
+                    ("evaluate", "--threshold"): "--relevance-threshold",  # one name for one threshold
+                    ("benchmark", "--relevant-min"): "--relevance-threshold"}
 
 HISTORY_KIND_HELP = ("what the users' rows are: 'first' (their earliest interactions, as a new user shows them) "
                      "or 'sample' (a random sample of them); default: the model's serve.history_kind, 'first' "
