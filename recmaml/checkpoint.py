@@ -148,6 +148,7 @@ def load_recommender(make, path, device: str = "cpu"):
     if isinstance(config.get("model"), dict) and "history_kind" not in config["model"]:
         config = {**config, "model": {**config["model"], "history_kind": False}}  # saved before it existed
     rec = make(config_from_dict(config, f"{path}/{METADATA}"))
+    rec.weights_sha256 = meta.get("weights_sha256")  # checked against the file by load_checkpoint
     try:
         rec.items = Vocabulary.from_json(meta["items"])
         rec.user_layout = meta["user_layout"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,6 +97,82 @@ def matrix_cold_users(rec, csr) -> ColdUsers:
         rating=np.full(csr.nnz, np.nan, np.float32) if implicit else csr.data.astype(np.float32),
         user_feats=user_feats,
     )
+
+
+@dataclass
+class UserHistory:
+    """One cold user's history as a request gives it, without a frame: item ids in the order shown,
+    optional ratings and Unix-second times (one per item), optional candidate item ids (only those are
+    ranked or scored)."""
+
+    items: Sequence
+    ratings: Sequence | None = None
+    timestamps: Sequence | None = None
+    candidates: Sequence | None = None
+
+
+def history_cold_users(rec, histories: Sequence[UserHistory]) -> tuple[ColdUsers, ColdUsers | None, np.ndarray]:
+    """Users 0..n-1 from request histories, mapped as cold_users maps a log (unknown items dropped, a user's
+    time its latest known item's, else its arrival), their candidates (None when no history has any), and
+    each user's count of unknown history items."""
+    n = len(histories)
+    for user, h in enumerate(histories):
+        if h.timestamps is not None and len(h.timestamps) != len(h.items):
+            raise DataError(f"users[{user}].timestamps: {len(h.timestamps)} times for {len(h.items)} items; give one "
+                            "per item (Unix seconds)")
+    users = Vocabulary(np.arange(n))
+    user_of_row, item_idx = _rows_of(rec, [h.items for h in histories])
+    known = item_idx != UNKNOWN
+    unknown = np.bincount(user_of_row[~known], minlength=n)
+    user_idx = user_of_row[known]
+    rating = _request_ratings(rec, histories, len(item_idx))[known]
+    user_feats = feature_tensors(None, rec.model.user_spec, n)
+    arrival = arrival_times(rec, users)
+    if arrival is not None:
+        times = np.full(n, -np.inf)
+        if any(h.timestamps is not None for h in histories):
+            stamps = np.concatenate([np.full(len(h.items), np.nan) if h.timestamps is None else
+                                     np.asarray(h.timestamps, np.float64) for h in histories])[known]
+            np.fmax.at(times, user_idx, stamps)
+        user_feats["time"] = torch.from_numpy(np.where(np.isfinite(times), times, arrival))
+    cold = ColdUsers(users, user_idx.astype(np.int64), item_idx[known].astype(np.int64), rating, user_feats)
+    cand = None
+    if any(h.candidates is not None for h in histories):
+        cand_user, cand_item = _rows_of(rec, [() if h.candidates is None else h.candidates for h in histories])
+        keep = cand_item != UNKNOWN
+        cand = ColdUsers(users, cand_user[keep], cand_item[keep].astype(np.int64), np.zeros(int(keep.sum()), np.float32),
+                         {})
+    return cold, cand, unknown
+
+
+def _rows_of(rec, lists: Sequence[Sequence]) -> tuple[np.ndarray, np.ndarray]:
+    """(user of each row, model item index of each row, -1 when unknown) for per-user lists of item ids."""
+    lengths = np.fromiter((len(ids) for ids in lists), np.int64, len(lists))
+    user_of_row = np.repeat(np.arange(len(lists)), lengths)
+    if not lengths.sum():
+        return user_of_row, np.zeros(0, np.int64)
+    ids = np.concatenate([np.asarray(ids) for ids in lists if len(ids)])
+    return user_of_row, rec.items.index(ids).astype(np.int64)
+
+
+def _request_ratings(rec, histories: Sequence[UserHistory], n_rows: int) -> np.ndarray:
+    """Every history row's rating: given ones, else NaN (a like) for an implicit model; a rating model
+    adapts on ratings, so a history without them is a DataError."""
+    rating_model = rec.config.model.objective == "rating"
+    if not any(h.ratings is not None for h in histories):
+        if rating_model and n_rows:
+            raise DataError("ratings: this model predicts ratings (objective 'rating') and adapts on them; give "
+                            "each history item its rating")
+        return np.full(n_rows, np.nan, np.float32)
+    parts = []
+    for user, h in enumerate(histories):
+        if h.ratings is None and rating_model and len(h.items):
+            raise DataError(f"users[{user}].ratings: missing; this model adapts on ratings, give one per item")
+        if h.ratings is not None and len(h.ratings) != len(h.items):
+            raise DataError(f"users[{user}].ratings: {len(h.ratings)} ratings for {len(h.items)} items; give one "
+                            "per item")
+        parts.append(np.full(len(h.items), np.nan, np.float32) if h.ratings is None else np.asarray(h.ratings, np.float32))
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 def user_batches(rec, cold: ColdUsers, batch_size: int | None):

@@ -12,7 +12,7 @@ import torch
 
 from recmaml import build, checkpoint, serve
 from recmaml.calibrate import calibrate
-from recmaml.cold import UnknownItemsWarning, arrivals, cold_users, matrix_cold_users
+from recmaml.cold import UnknownItemsWarning, UserHistory, arrivals, cold_users, matrix_cold_users
 from recmaml.config import HISTORY_KINDS, Config
 from recmaml.data import UNKNOWN, Interactions, RankedLists, Vocabulary
 from recmaml.errors import DataError, RecMamlError
@@ -47,6 +47,7 @@ class MetaRecommender:
         self.sample_history: TrainHistory | None = None
         self.rating_range: tuple[float, float] | None = None  # the warm log's ratings: predict clips to it
         self.columns: dict | None = None  # the warm log's column names, when known: the CLI's later defaults
+        self.weights_sha256: str | None = None  # of the saved weights it was loaded from (recmaml serve's /model)
 
     # ---- training -------------------------------------------------------------------------------
     def fit(self, warm, progress=False, item_factors=None, checkpoint_dir=None, resume: bool = False,
@@ -193,6 +194,20 @@ class MetaRecommender:
                          batch_size=batch_size, progress=callback, allow_unknown_items=allow_unknown_items)
         ranked = RankedLists.concat(parts)
         return ranked if isinstance(history, Interactions) else same_kind(ranked, history)
+
+    def recommend_user(self, items, ratings=None, timestamps=None, *, k: int = 20, exclude_seen: bool = True,
+                       candidates=None, history_kind: str | None = None, at=None) -> serve.UserRanking:
+        """One new user's top k, from its history given as arrays: the in-process fast path for one user
+        (no frame, no id vocabulary built), with the lists and scores `recommend` gives that user.
+
+        items: the model's item ids the user interacted with; ratings and timestamps (Unix seconds):
+        optional, one per item (ratings required by a rating model). candidates: optional item ids; only
+        those are ranked. Unknown item ids are ignored and counted (`unknown_items` of the answer).
+        Returns a recmaml.serve.UserRanking: `items` (ids, best first), `scores`, `unknown_items`.
+        history_kind and at as in recommend."""
+        self._require_model()
+        rec = self.with_history_kind(history_kind).arriving_at(at)
+        return serve.rank_histories(rec, [UserHistory(items, ratings, timestamps, candidates)], k, exclude_seen)[0]
 
     def score(self, history, users=None, items=None, batch_size: int | None = None,
               allow_unknown_items: bool = False, history_kind: str | None = None, at=None, **columns) -> np.ndarray:

@@ -9,6 +9,8 @@ standardized priors (recmaml.priors).
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
 
@@ -29,13 +31,14 @@ class AdaptedUsers:
     def __init__(self, scorer: Scorer, config: Config, priors: ServingPriors | None, support: PaddedSet, kind: int):
         self.scorer, self.config, self.priors, self.support, self.kind = scorer, config, priors, support, kind
         m = config.meta
-        names = adapted_names(scorer, m.adapt)
+        names = _adapted_names(scorer, m.adapt)
         lr_scale = lr_scales(config, support)
         with torch.no_grad():  # torch.func.grad still differentiates inside; no graph to the meta-weights
             if fast_path_applies(scorer, names):
+                self.item_vectors = scorer.catalog_vectors()
                 self.vectors, self.bias = fast_user_vectors(
                     scorer, support, names=names, steps=serving_steps(config), inner_lr=m.inner_lr * lr_scale,
-                    reduction=m.support_reduction, item_vectors=scorer.catalog_vectors(), kind=kind)
+                    reduction=m.support_reduction, item_vectors=self.item_vectors, kind=kind)
                 self.weights = None
             else:
                 self.weights = adapt(scorer, support, names=names, steps=serving_steps(config), inner_lr=m.inner_lr,
@@ -57,7 +60,7 @@ class AdaptedUsers:
         with torch.no_grad():
             if self.weights is not None:
                 return batched_scores(model, self.weights, self.support.user_feats, items)
-            vectors = model.catalog_vectors()
+            vectors = self.item_vectors
             item_bias = model.item_biases(kind=self.kind)
             if items is None:  # products of one fixed shape: a user's scores do not depend on its batch
                 scores = rows_mm(self.vectors, vectors.T, item_bias)
@@ -66,6 +69,17 @@ class AdaptedUsers:
             if model.cfg.objective == "rating":
                 scores = scores + self.bias[:, None] + model.global_bias
             return scores
+
+
+_NAMES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # scorer -> {meta.adapt: its names}
+
+
+def _adapted_names(scorer: Scorer, adapt: str) -> list[str]:
+    """adapted_names, looked up once per scorer (a one-user call would spend a tenth of its time there)."""
+    per_setting = _NAMES.setdefault(scorer, {})
+    if adapt not in per_setting:
+        per_setting[adapt] = adapted_names(scorer, adapt)
+    return per_setting[adapt]
 
 
 def adapted_users(rec, support: PaddedSet) -> AdaptedUsers:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from recmaml.cold import ColdUsers, candidates_for, cold_users, user_batches
+from recmaml.cold import ColdUsers, UserHistory, candidates_for, cold_users, history_cold_users, user_batches
 from recmaml.data import Interactions, RankedLists, Vocabulary
 from recmaml.errors import DataError, spelled
 from recmaml.item_match import ItemTally
@@ -256,6 +256,51 @@ def pair_scores(rec, cold: ColdUsers, pair_user: np.ndarray, pair_item: np.ndarr
     return out
 
 
+@dataclass
+class UserRanking:
+    """One request user's ranked list: model item ids best first, their scores, and how many of the
+    user's history items the model did not know (ignored)."""
+
+    items: np.ndarray
+    scores: np.ndarray
+    unknown_items: int = 0
+
+
+def rank_histories(rec, histories: list[UserHistory], k: int = 20, exclude_seen: bool = True) -> list[UserRanking]:
+    """The top k of each request history (recmaml.cold.UserHistory), in order: the same steps and the same
+    lists as the batch path, without frames. Users with candidates rank theirs alone."""
+    check_k(k)
+    out: list[UserRanking | None] = [None] * len(histories)
+    with_candidates = [i for i, h in enumerate(histories) if h.candidates is not None]
+    groups = [[i for i, h in enumerate(histories) if h.candidates is None], with_candidates]
+    with threads_of(rec):
+        for group in groups:
+            if not group:
+                continue
+            cold, cand, unknown = history_cold_users(rec, [histories[i] for i in group])
+            for users, items, values in rank_batches(rec, cold, k, exclude_seen, cand):
+                valid = valid_entries(values).numpy()
+                for row, user in enumerate(users):
+                    keep = valid[row]
+                    out[group[user]] = UserRanking(rec.items.ids[items[row].numpy()[keep]], values[row].numpy()[keep],
+                                                   int(unknown[user]))
+    return out
+
+
+def score_histories(rec, histories: list[UserHistory]) -> list[np.ndarray]:
+    """Each request history's scores of its `candidates` (in their order; NaN for an unknown item): the
+    scores MetaRecommender.predict gives those pairs, without frames."""
+    cold, cand, _ = history_cold_users(rec, histories)
+    lengths = [0 if h.candidates is None else len(h.candidates) for h in histories]
+    pair_user = np.repeat(np.arange(len(histories)), lengths)
+    pair_item = np.concatenate([rec.items.index(np.asarray(h.candidates)) for h in histories if lengths and
+                                h.candidates is not None and len(h.candidates)] or [np.zeros(0, np.int64)])
+    scores = pair_scores(rec, cold, pair_user, pair_item.astype(np.int64))
+    if rec.config.model.objective == "rating" and rec.rating_range is not None:
+        np.clip(scores, *rec.rating_range, out=scores)  # as predict clips
+    return np.split(scores, np.cumsum(lengths)[:-1]) if histories else []
+
+
 def threads_of(rec):
     """torch's threads for one serving call (serve.threads; 'auto': the cores free when it starts)."""
     return torch_threads(serving_threads(rec.config.serve.threads))
@@ -276,4 +321,5 @@ def _rows_not_of_users(log: Interactions, user_ids: np.ndarray) -> Interactions:
     return log.take(np.flatnonzero(Vocabulary.fit(user_ids).index(log.user_ids()) == -1))
 
 
-__all__ = ["ServeSummary", "StageTimes", "pair_scores", "rank_chunk", "ranked_arrays", "score_rows", "serve_chunks"]
+__all__ = ["ServeSummary", "StageTimes", "UserRanking", "pair_scores", "rank_chunk", "rank_histories", "ranked_arrays",
+           "score_histories", "score_rows", "serve_chunks"]

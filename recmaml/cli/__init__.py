@@ -18,13 +18,13 @@ import sys
 import warnings
 
 from recmaml import __version__
-from recmaml.cli import evaluation, quickstart, serving, training
+from recmaml.cli import evaluation, quickstart, service, serving, training
 from recmaml.cli.common import MODEL_COLUMNS, Terminated, log, resolve_columns
 from recmaml.cli.flags import FORMER_SPELLINGS, add_quiet
 from recmaml.errors import RecMamlError, cli_surface, cut
 
 # the commands in the order `recmaml --help` lists them
-COMMANDS = (training.add_fit, serving.add_recommend, serving.add_spark_recommend, serving.add_predict,
+COMMANDS = (training.add_fit, serving.add_recommend, serving.add_spark_recommend, serving.add_predict, service.add_serve,
             evaluation.add_evaluate, training.add_tune, evaluation.add_benchmark, quickstart.add_quickstart)
 
 
@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 def _note_former_spellings(args) -> None:
     for (command, old), new in FORMER_SPELLINGS.items():
         if args.command == command and any(a == old or a.startswith(old + "=") for a in args.argv):
-            log.warning("note: `recmaml %s %s` is spelled %s now (%s still works); elsewhere --k is a list "
-                        "length", command, old, new, old)
+            log.warning("note: `recmaml %s %s` is spelled %s now (%s still works)%s", command, old, new, old,
+                        "; elsewhere --k is a list length" if old == "--k" else "")
 
 
 def _main(argv: list[str] | None) -> int:

@@ -1,0 +1,462 @@
+"""`recmaml serve`: ranked lists for new users' first clicks, over HTTP (FastAPI on uvicorn; the `serve` extra).
+
+    POST /recommend   {"users": [{"items": [...], "ratings"?, "timestamps"?, "candidates"?}], "k"?, "exclude_seen"?}
+    POST /predict     {"users": [{"items": [...], ..., "score_items": [...]}]}: scores of (user, item) pairs
+    GET  /health      GET /model (what is loaded)      POST /reload {"path"?}: take up a new model directory
+    GET  /docs, /openapi.json: the schema the framework generates
+
+Concurrent requests are gathered (at most `max_wait_ms`, at most `max_users` users; no wait when no other
+request is in flight) and adapted in one batched computation on one worker thread, through the batch
+path's steps (recmaml.serve.rank_histories): the lists equal those of `recommend`. A reload (POST /reload
+or SIGHUP) loads and checks the new model beside the old one, which answers until the swap; a damaged
+model is refused and the old one stays. Bad requests get a 4xx with a JSON body naming the field and the
+fix; no traceback reaches a client. uvicorn finishes the requests in flight on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from recmaml.cold import UserHistory
+from recmaml.errors import RecMamlError, cut
+from recmaml.recommender import MetaRecommender
+from recmaml.serve import UserRanking, rank_histories, score_histories
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1 << 20  # 1 MiB: about 10,000 users of 5 items
+MAX_USERS = 1000  # users per request
+MAX_HISTORY = 1000  # items per user's history, and candidates or items to score per user
+MAX_K = 1000
+
+Id = int | str
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserIn(_Strict):
+    """One new user: the item ids it interacted with (in the order shown) and, optionally, one rating and
+    one time (Unix seconds) per item, and candidate item ids (only those are ranked)."""
+
+    user_id: Id | None = Field(None, description="echoed in the answer")
+    items: list[Id] = Field(default_factory=list, max_length=MAX_HISTORY)
+    ratings: list[float] | None = Field(None, max_length=MAX_HISTORY, description="required by a rating model")
+    timestamps: list[float] | None = Field(None, max_length=MAX_HISTORY, description="Unix seconds")
+    candidates: list[Id] | None = Field(None, max_length=MAX_HISTORY)
+
+
+class RecommendIn(_Strict):
+    users: list[UserIn] = Field(min_length=1, max_length=MAX_USERS)
+    k: int = Field(20, ge=1, le=MAX_K, description="list length")
+    exclude_seen: bool = Field(True, description="leave the user's own items out of its list")
+
+
+class RankedOut(BaseModel):
+    user_id: Id | None
+    items: list[Id] = Field(description="item ids, best first")
+    scores: list[float]
+    ranks: list[int]
+    unknown_items: int = Field(description="history items the model does not know (ignored)")
+
+
+class RecommendOut(BaseModel):
+    results: list[RankedOut]
+    model: str = Field(description="sha256 of the weights that answered")
+
+
+class PredictUserIn(UserIn):
+    score_items: list[Id] = Field(min_length=1, max_length=MAX_HISTORY, description="item ids to score")
+
+
+class PredictIn(_Strict):
+    users: list[PredictUserIn] = Field(min_length=1, max_length=MAX_USERS)
+
+
+class ScoresOut(BaseModel):
+    user_id: Id | None
+    items: list[Id]
+    scores: list[float | None] = Field(description="null for an item the model does not know")
+
+
+class PredictOut(BaseModel):
+    results: list[ScoresOut]
+    model: str
+
+
+class ReloadIn(_Strict):
+    path: str | None = Field(None, description="a model directory; default: the one being served")
+
+
+class ModelOut(BaseModel):
+    path: str
+    weights_sha256: str
+    items: int
+    objective: str
+    loaded_at: float = Field(description="Unix seconds")
+    config: dict
+
+
+class ErrorOut(BaseModel):
+    error: str
+    field: str
+    fix: str
+
+
+# ---- the model being served, and its replacement ------------------------------------------------------------
+
+@dataclass
+class Loaded:
+    rec: MetaRecommender
+    path: str
+    sha256: str
+    loaded_at: float = field(default_factory=time.time)
+
+
+def load_checked(path, threads: int | str | None = None) -> Loaded:
+    """A model directory loaded and checked by serving a user with no history (finite scores), before it
+    may replace the one being served; threads: serve.threads to serve it with (None: the model's)."""
+    rec = MetaRecommender.load(path)
+    if threads is not None:
+        rec = rec.with_serving(threads=threads)
+    probe = rec.recommend_user([], k=1)
+    if len(probe.scores) != 1 or not np.isfinite(probe.scores).all():
+        raise RecMamlError(f"{path}: the model loads but serves no finite score; it is damaged")
+    return Loaded(rec, str(path), rec.weights_sha256 or "")
+
+
+# ---- gathering concurrent requests ----------------------------------------------------------------------------
+
+@dataclass
+class _Job:
+    histories: list[UserHistory]
+    k: int
+    exclude_seen: bool
+    done: asyncio.Future
+
+
+class Batcher:
+    """Gathers the users of concurrent /recommend requests and ranks them in one batched computation on
+    the worker thread: the next batch forms while one is computed; a batch waits up to max_wait seconds
+    for more users only while other requests are in flight."""
+
+    def __init__(self, service: Service, max_users: int, max_wait: float):
+        self.service, self.max_users, self.max_wait = service, max_users, max_wait
+        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
+
+    async def rank(self, histories: list[UserHistory], k: int, exclude_seen: bool) -> tuple[list[UserRanking], str]:
+        done = asyncio.get_running_loop().create_future()
+        await self.queue.put(_Job(histories, k, exclude_seen, done))
+        return await done
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await self.queue.get()]
+            users = len(jobs[0].histories)
+            deadline = loop.time() + self.max_wait
+            while users < self.max_users:
+                if self.queue.empty():
+                    # wait only for requests already in the server (parsed or being parsed)
+                    if self.service.in_flight <= len(jobs) or loop.time() >= deadline:
+                        break
+                    await asyncio.sleep(0.0002)
+                    continue
+                job = self.queue.get_nowait()
+                jobs.append(job)
+                users += len(job.histories)
+            loaded = self.service.loaded  # a reload swaps it between batches, never within one
+            try:
+                answers = await loop.run_in_executor(self.service.worker, _rank_jobs, loaded.rec, jobs)
+            except Exception as err:  # noqa: BLE001 - every waiting request must get an answer
+                for job in jobs:
+                    if not job.done.done():
+                        job.done.set_exception(err)
+                continue
+            for job, answer in zip(jobs, answers):
+                if not job.done.done():  # a client that went away
+                    job.done.set_result((answer, loaded.sha256))
+
+
+def _rank_jobs(rec: MetaRecommender, jobs: list[_Job]) -> list:
+    """Every job's rankings, users of jobs alike in exclude_seen ranked together at the largest k; a
+    failing job (a bad history) gets its own error, the others their lists."""
+    answers: list = [None] * len(jobs)
+    for exclude_seen in (True, False):
+        group = [i for i, job in enumerate(jobs) if job.exclude_seen == exclude_seen]
+        if not group:
+            continue
+        histories = [h for i in group for h in jobs[i].histories]
+        try:
+            ranked = rank_histories(rec, histories, max(jobs[i].k for i in group), exclude_seen)
+        except RecMamlError:  # one bad history: rank each job alone, so that only its own fails
+            for i in group:
+                try:
+                    answers[i] = rank_histories(rec, jobs[i].histories, jobs[i].k, exclude_seen)
+                except RecMamlError as err:
+                    answers[i] = err
+            continue
+        start = 0
+        for i in group:
+            n, k = len(jobs[i].histories), jobs[i].k
+            answers[i] = [UserRanking(r.items[:k], r.scores[:k], r.unknown_items) for r in ranked[start:start + n]]
+            start += n
+    return answers
+
+
+# ---- the application ---------------------------------------------------------------------------------------------
+
+class Service:
+    """What the app holds: the loaded model, the worker thread, the batcher and the in-flight count."""
+
+    def __init__(self, loaded: Loaded, max_users: int, max_wait: float, threads: int | str | None = None):
+        self.loaded, self.threads = loaded, threads
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="recmaml-serve")  # torch work, one batch at a time
+        self.loader = ThreadPoolExecutor(1, thread_name_prefix="recmaml-reload")
+        self.batcher = Batcher(self, max_users, max_wait)
+        self.in_flight = 0
+        self.reload_lock = asyncio.Lock()
+
+    async def reload(self, path: str | None) -> Loaded:
+        async with self.reload_lock:
+            target = path or self.loaded.path
+            loaded = await asyncio.get_running_loop().run_in_executor(self.loader, load_checked, target,
+                                                                         self.threads)
+            self.loaded = loaded
+            log.info("serving %s (weights %s)", loaded.path, loaded.sha256[:12])
+            return loaded
+
+
+def create_app(model_dir, max_users: int = 256, max_wait_ms: float = 2.0, threads: int | str | None = None,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The HTTP service over the model directory `model_dir` (loaded and checked now: a bad one raises).
+    threads: serve.threads for scoring (None: the model's)."""
+    service = Service(load_checked(model_dir, threads), max_users, max_wait_ms / 1000, threads)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher = asyncio.create_task(service.batcher.run())
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # SIGHUP: POSIX, main thread
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload_logged(service)))
+        yield
+        batcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await batcher
+        service.worker.shutdown(wait=True)
+        service.loader.shutdown(wait=False)
+
+    app = FastAPI(title="recmaml", version=_version(), lifespan=lifespan,
+                  description="Ranked lists for new users from their first interactions (meta-learned cold start).")
+    app.state.service = service
+    app.add_middleware(_Gate, service=service, max_bytes=max_body_bytes)
+    _error_handlers(app)
+    bad = {422: {"model": ErrorOut, "description": "a field is wrong; the body names it and the fix"},
+           413: {"model": ErrorOut, "description": "the body is too large"}}
+
+    @app.post("/recommend", response_model=RecommendOut, responses=bad)
+    async def recommend(body: RecommendIn) -> RecommendOut:
+        """Each user's top k items, adapted on its history (with the requests that arrive with it)."""
+        histories = [_history(user) for user in body.users]
+        answer, sha = await service.batcher.rank(histories, body.k, body.exclude_seen)
+        if isinstance(answer, RecMamlError):
+            raise answer
+        return RecommendOut(results=[_ranked(user, r) for user, r in zip(body.users, answer)], model=sha)
+
+    @app.post("/predict", response_model=PredictOut, responses=bad)
+    async def predict(body: PredictIn) -> PredictOut:
+        """The scores (ratings, for a rating model) of each user's `score_items`, adapted on its history."""
+        loaded = service.loaded
+        histories = [_history(user, candidates=user.score_items) for user in body.users]
+        scores = await asyncio.get_running_loop().run_in_executor(service.worker, score_histories, loaded.rec,
+                                                                  histories)
+        results = [ScoresOut(user_id=u.user_id, items=u.score_items,
+                             scores=[None if math.isnan(s) else float(s) for s in row.tolist()])
+                   for u, row in zip(body.users, scores)]
+        return PredictOut(results=results, model=loaded.sha256)
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": service.loaded.sha256}
+
+    @app.get("/model", response_model=ModelOut)
+    async def model() -> ModelOut:
+        """The model being served: its directory, the sha256 of its weights, its catalog and its config."""
+        loaded = service.loaded
+        rec = loaded.rec
+        return ModelOut(path=loaded.path, weights_sha256=loaded.sha256, items=len(rec.items),
+                        objective=rec.config.model.objective, loaded_at=loaded.loaded_at, config=rec.config.to_dict())
+
+    @app.post("/reload", response_model=ModelOut, responses={409: {"model": ErrorOut}})
+    async def reload(body: ReloadIn | None = None) -> ModelOut:
+        """Take up a model directory (default: the served one, rewritten): loaded and checked beside the
+        served model, which answers until the swap; a damaged one is refused (409) and the old one stays."""
+        try:
+            await service.reload(body.path if body else None)
+        except RecMamlError as err:
+            return JSONResponse(status_code=409, content={
+                "error": cut(str(err), 500), "field": "path",
+                "fix": "give a model directory that `recmaml fit` or MetaRecommender.save wrote; the served "
+                       "model is unchanged"})
+        return await model()
+
+    return app
+
+
+async def _reload_logged(service: Service) -> None:
+    try:
+        await service.reload(None)
+    except RecMamlError as err:
+        log.error("reload refused, the served model is unchanged: %s", cut(str(err), 500))
+
+
+def _history(user: UserIn, candidates=None) -> UserHistory:
+    return UserHistory(user.items, user.ratings, user.timestamps, user.candidates if candidates is None else candidates)
+
+
+def _ranked(user: UserIn, ranking: UserRanking) -> RankedOut:
+    return RankedOut(user_id=user.user_id, items=ranking.items.tolist(), scores=ranking.scores.tolist(),
+                     ranks=list(range(1, len(ranking.items) + 1)), unknown_items=ranking.unknown_items)
+
+
+def _version() -> str:
+    from recmaml import __version__
+
+    return __version__
+
+
+# ---- errors: a JSON body that names the field and the fix, never a traceback --------------------------------------
+
+_FIXES = {
+    "missing": "add the field",
+    "extra_forbidden": "remove the field; the schema is at /openapi.json",
+    "too_long": "send fewer entries (split the request)",
+    "too_short": "send at least one entry",
+    "json_invalid": "send a JSON object (Content-Type: application/json)",
+    "model_attributes_type": "send a JSON object",
+    "dict_type": "send a JSON object",
+    "list_type": "send a JSON array",
+    "int_parsing": "send a whole number",
+    "int_from_float": "send a whole number",
+    "float_parsing": "send a number",
+    "bool_parsing": "send true or false",
+    "less_than_equal": "send a smaller number",
+    "greater_than_equal": "send a larger number",
+}
+
+
+def _field(loc) -> str:
+    """pydantic's location ('body', 'users', 0, 'items') as users[0].items."""
+    parts = [p for p in loc if p != "body"]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "body"
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": ""}
+        where = "body" if first.get("type") == "json_invalid" else _field(first.get("loc", ("body",)))
+        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+        return JSONResponse(status_code=422, content={
+            "error": cut(f"{where}: {first.get('msg', 'invalid')}{more}", 500), "field": where,
+            "fix": _FIXES.get(first.get("type", ""), "see the request schema at /docs or /openapi.json")})
+
+    @app.exception_handler(RecMamlError)
+    async def bad_data(request: Request, exc: RecMamlError):
+        message = cut(str(exc), 500)
+        where = message.split(":", 1)[0] if message.startswith("users[") else "body"
+        return JSONResponse(status_code=422, content={"error": message, "field": where,
+                                                      "fix": "correct the field as the error says"})
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception):
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return JSONResponse(status_code=500, content={"error": "internal error; the server's log has the details",
+                                                      "field": "", "fix": "retry; report it if it repeats"})
+
+
+class _Gate:
+    """Counts the requests in flight (the batcher waits for them) and refuses a request body over
+    max_bytes with 413 (by Content-Length, and while reading a body sent without one), before it is parsed."""
+
+    def __init__(self, app, service: Service, max_bytes: int):
+        self.app, self.service, self.max_bytes = app, service, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        self.service.in_flight += 1
+        try:
+            await self._limited(scope, receive, send)
+        finally:
+            self.service.in_flight -= 1
+
+    async def _limited(self, scope, receive, send):
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._refuse(send)
+        seen, refused = 0, False
+
+        async def counted():
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:  # answered here; the app is told the client left, and its answer dropped
+                refused = True
+                await self._refuse(send)
+                return {"type": "http.disconnect"}
+            return message
+
+        async def unless_refused(message):
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counted, unless_refused)
+
+    async def _refuse(self, send):
+        body = (b'{"error":"the request body is over %d bytes","field":"body",'
+                b'"fix":"split the users over several requests"}' % self.max_bytes)
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def run(model_dir, host: str = "127.0.0.1", port: int = 8000, max_users: int = 256, max_wait_ms: float = 2.0,
+        threads: int | str | None = None, log_level: str = "info") -> None:
+    """Serve until SIGTERM or Ctrl-C; the requests in flight are answered first, then it returns."""
+    import uvicorn
+
+    app = create_app(model_dir, max_users=max_users, max_wait_ms=max_wait_ms, threads=threads)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                                           timeout_graceful_shutdown=30))
+    # uvicorn replays the signal it stopped on once its graceful shutdown is done; for a service SIGTERM is
+    # the normal stop, so the replay ends nothing (a caller's own SIGTERM handling is restored afterwards)
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    log.info("stopped; every request in flight was answered")
+
+
+__all__ = ["Batcher", "Loaded", "MAX_BODY_BYTES", "create_app", "load_checked", "run"]

@@ -1,0 +1,275 @@
+"""`recmaml serve` over real HTTP: a server on a free port, an httpx client. Lists equal the library's
+(alone and under concurrent requests, which the service batches), reload under load, a damaged model
+refused, bad requests answered 4xx with the field and the fix, and SIGTERM finishing requests in flight."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+httpx = pytest.importorskip("httpx")
+uvicorn = pytest.importorskip("uvicorn")
+
+from recmaml import MetaRecommender  # noqa: E402
+from recmaml.service import MAX_BODY_BYTES, MAX_HISTORY, MAX_K, create_app  # noqa: E402
+
+
+class Server:
+    """uvicorn serving `app` on a free port of 127.0.0.1, in a thread (no signal handlers there)."""
+
+    def __init__(self, app):
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "the server did not start"
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        return self
+
+    def __exit__(self, *exc):
+        self.client.close()
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory, tiny_model_dir, taste_log, tiny_config):
+    """The session's tiny model and a second one (another seed), each in its own folder."""
+    root = tmp_path_factory.mktemp("served")
+    first = root / "first"
+    shutil.copytree(tiny_model_dir, first)
+    second = root / "second"
+    MetaRecommender(tiny_config.replace(meta={"seed": 7})).fit(taste_log).save(second)
+    return first, second
+
+
+@pytest.fixture(scope="module")
+def served(model_dirs):
+    with Server(create_app(model_dirs[0])) as server:
+        yield server
+
+
+def _users(taste_log, n: int, per_user: int = 5) -> list[dict]:
+    """n request users: the first `per_user` rows of taste_log's users 0..n-1, as JSON."""
+    out = []
+    for user in range(n):
+        rows = np.flatnonzero(taste_log.user_idx == user)[:per_user]
+        out.append({"user_id": f"u{user}", "items": taste_log.items.lookup(taste_log.item_idx[rows]).tolist(),
+                    "ratings": taste_log.rating[rows].tolist(), "timestamps": taste_log.timestamp[rows].tolist()})
+    return out
+
+
+def _library(rec: MetaRecommender, user: dict, k: int, **kw):
+    return rec.recommend_user(user["items"], user["ratings"], user["timestamps"], k=k, **kw)
+
+
+def test_lists_equal_the_librarys(served, model_dirs, taste_log):
+    rec = MetaRecommender.load(model_dirs[0])
+    users = _users(taste_log, 6)
+    answer = served.client.post("/recommend", json={"users": users, "k": 7})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model"] == json.loads((model_dirs[0] / "model.json").read_text())["weights_sha256"]
+    for user, result in zip(users, body["results"]):
+        expected = _library(rec, user, 7)
+        assert result["user_id"] == user["user_id"] and result["items"] == expected.items.tolist()
+        assert np.array_equal(np.float32(result["scores"]), expected.scores)
+        assert result["ranks"] == list(range(1, 8)) and result["unknown_items"] == 0
+    # the batch path on a frame gives the same lists
+    frame = {"user_id": np.repeat([u["user_id"] for u in users], 5), "item_id": np.concatenate([u["items"] for u in users]),
+             "rating": np.concatenate([u["ratings"] for u in users]), "timestamp": np.concatenate([u["timestamps"] for u in users])}
+    import pandas as pd
+
+    batch = rec.recommend(pd.DataFrame(frame), k=7)
+    for user, result in zip(users, body["results"]):
+        assert result["items"] == batch[batch.user_id == user["user_id"]].sort_values("rank").item_id.tolist()
+
+
+def test_concurrent_requests_are_batched_and_answered_as_alone(served, model_dirs, taste_log):
+    rec = MetaRecommender.load(model_dirs[0])
+    users = _users(taste_log, 48)
+    candidates = {3: [0, 1, 2, 40, 41], 7: [10, 11, 12]}
+    for i, items in candidates.items():
+        users[i] = {**users[i], "candidates": items}
+
+    def ask(i):
+        exclude = i % 5 != 0
+        k = 3 + i % 4
+        with httpx.Client(base_url=str(served.client.base_url), timeout=30) as client:
+            r = client.post("/recommend", json={"users": [users[i]], "k": k, "exclude_seen": exclude})
+        return i, k, exclude, r
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(ask, range(len(users))))
+    for i, k, exclude, r in answers:
+        assert r.status_code == 200, r.text
+        expected = _library(rec, users[i], k, exclude_seen=exclude, candidates=users[i].get("candidates"))
+        result = r.json()["results"][0]
+        assert result["items"] == expected.items.tolist(), i
+        assert np.array_equal(np.float32(result["scores"]), expected.scores), i
+
+
+def test_predict_equals_the_librarys(served, model_dirs, taste_log):
+    rec = MetaRecommender.load(model_dirs[0])
+    user = _users(taste_log, 1)[0]
+    items = [0, 5, 33, 999999]
+    r = served.client.post("/predict", json={"users": [{**user, "score_items": items}]})
+    assert r.status_code == 200, r.text
+    import pandas as pd
+
+    history = pd.DataFrame({"user_id": user["user_id"], "item_id": user["items"], "rating": user["ratings"],
+                            "timestamp": user["timestamps"]})
+    expected = rec.predict(history, np.full(len(items), user["user_id"]), np.array(items))
+    scores = r.json()["results"][0]["scores"]
+    assert scores[-1] is None  # an unknown item
+    assert np.array_equal(np.float32(scores[:-1]), expected[:-1])
+
+
+def test_health_and_model(served, model_dirs):
+    assert served.client.get("/health").json()["status"] == "ok"
+    info = served.client.get("/model").json()
+    saved = json.loads((model_dirs[0] / "model.json").read_text())
+    assert info["weights_sha256"] == saved["weights_sha256"] and info["path"] == str(model_dirs[0])
+    assert info["items"] == len(MetaRecommender.load(model_dirs[0]).items)
+    assert info["objective"] == "implicit" and info["config"]["model"]["objective"] == "implicit"
+    schema = served.client.get("/openapi.json").json()
+    assert {"/recommend", "/predict", "/health", "/model", "/reload"} <= set(schema["paths"])
+
+
+@pytest.mark.parametrize("body, status, field", [
+    ({}, 422, "users"),
+    ({"users": []}, 422, "users"),
+    ({"users": [{"items": [1]}], "k": 0}, 422, "k"),
+    ({"users": [{"items": [1]}], "k": MAX_K + 1}, 422, "k"),
+    ({"users": [{"items": 5}]}, 422, "users[0].items"),
+    ({"users": [{"items": [1, 2], "ratings": [5.0]}]}, 422, "users[0].ratings"),
+    ({"users": [{"items": [1, 2], "timestamps": [1]}]}, 422, "users[0].timestamps"),
+    ({"users": [{"items": [1], "colour": "red"}]}, 422, "users[0].colour"),
+    ({"users": [{"items": list(range(MAX_HISTORY + 1))}]}, 422, "users[0].items"),
+    ({"users": [{"items": [1]}], "exclude_seen": "maybe"}, 422, "exclude_seen"),
+])
+def test_bad_requests_name_the_field_and_the_fix(served, body, status, field):
+    r = served.client.post("/recommend", json=body)
+    assert r.status_code == status, r.text
+    answer = r.json()
+    assert answer["field"] == field and answer["fix"] and field.split(".")[-1].split("[")[0] in answer["error"]
+    assert "Traceback" not in r.text
+
+
+def test_unreadable_and_oversized_bodies(served):
+    r = served.client.post("/recommend", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["field"] == "body"
+    big = json.dumps({"users": [{"items": list(range(500))}] * 500}).encode()
+    assert len(big) > MAX_BODY_BYTES
+    r = served.client.post("/recommend", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["field"] == "body"
+    chunks = (big[i:i + 65536] for i in range(0, len(big), 65536))  # no Content-Length: counted as it arrives
+    r = served.client.post("/recommend", content=chunks, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["field"] == "body"
+    r = served.client.post("/recommend", json={"users": [{"items": [10**12, "nope"]}], "k": 2})
+    assert r.status_code == 200 and r.json()["results"][0]["unknown_items"] == 2  # ignored and counted, as the CLI
+
+
+def test_reload_under_load_and_a_damaged_model_refused(model_dirs, taste_log, tmp_path):
+    first, second = model_dirs
+    shas = {json.loads((d / "model.json").read_text())["weights_sha256"]: MetaRecommender.load(d) for d in model_dirs}
+    users = _users(taste_log, 8)
+    with Server(create_app(first)) as server:
+        stop = threading.Event()
+        answers = []
+
+        def hammer():
+            with httpx.Client(base_url=str(server.client.base_url), timeout=30) as client:
+                while not stop.is_set():
+                    answers.append(client.post("/recommend", json={"users": users[:3], "k": 5}))
+
+        threads = [threading.Thread(target=hammer) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        reloaded = server.client.post("/reload", json={"path": str(second)})
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert reloaded.status_code == 200, reloaded.text
+        assert server.client.get("/model").json()["path"] == str(second)
+        assert answers and all(a.status_code == 200 for a in answers)
+        seen = {a.json()["model"] for a in answers}
+        assert seen <= set(shas) and len(seen) == 2  # the old model answered until the swap, the new one after
+        for a in answers[-5:]:  # each answer is its model's
+            body = a.json()
+            rec = shas[body["model"]]
+            assert body["results"][0]["items"] == _library(rec, users[0], 5).items.tolist()
+
+        damaged = tmp_path / "damaged"
+        shutil.copytree(second, damaged)
+        weights = damaged / "weights.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-64] + b"\0" * 64)
+        refused = server.client.post("/reload", json={"path": str(damaged)})
+        assert refused.status_code == 409 and refused.json()["field"] == "path"
+        assert "sha256" in refused.json()["error"]
+        assert server.client.get("/model").json()["path"] == str(second)
+        assert server.client.post("/recommend", json={"users": users[:1]}).status_code == 200
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigterm_finishes_the_requests_in_flight(model_dirs, taste_log):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "recmaml", "serve", "--model", str(model_dirs[0]), "--port",
+                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read() if proc.poll() else ""
+            time.sleep(0.1)
+        users = _users(taste_log, 12)
+
+        def ask(user):
+            text = json.dumps({"users": [user], "k": 5}).encode()
+
+            def slowly():  # the body arrives over 0.8 s: the request is in flight when SIGTERM comes
+                yield text[:10]
+                time.sleep(0.8)
+                yield text[10:]
+
+            return httpx.post(f"{base}/recommend", content=slowly(), timeout=30,
+                              headers={"content-type": "application/json"})
+
+        with ThreadPoolExecutor(12) as pool:
+            pending = [pool.submit(ask, user) for user in users]
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            answers = [f.result() for f in pending]
+        assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
