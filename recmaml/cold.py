@@ -122,18 +122,18 @@ def history_cold_users(rec, histories: Sequence[UserHistory]) -> tuple[ColdUsers
                             "per item (Unix seconds)")
     users = Vocabulary(np.arange(n))
     user_of_row, item_idx = _rows_of(rec, [h.items for h in histories])
+    stamps = np.concatenate([np.full(len(h.items), np.nan) if h.timestamps is None else
+                             np.asarray(h.timestamps, np.float64) for h in histories] or [np.zeros(0)])
     known = item_idx != UNKNOWN
     unknown = np.bincount(user_of_row[~known], minlength=n)
+    known &= _latest_of_each_pair(user_of_row, item_idx, stamps)  # an item named twice: its latest row, as a log
     user_idx = user_of_row[known]
     rating = _request_ratings(rec, histories, len(item_idx))[known]
     user_feats = feature_tensors(None, rec.model.user_spec, n)
     arrival = arrival_times(rec, users)
     if arrival is not None:
         times = np.full(n, -np.inf)
-        if any(h.timestamps is not None for h in histories):
-            stamps = np.concatenate([np.full(len(h.items), np.nan) if h.timestamps is None else
-                                     np.asarray(h.timestamps, np.float64) for h in histories])[known]
-            np.fmax.at(times, user_idx, stamps)
+        np.fmax.at(times, user_idx, stamps[known])  # NaN (no timestamp) leaves -inf: the arrival time
         user_feats["time"] = torch.from_numpy(np.where(np.isfinite(times), times, arrival))
     cold = ColdUsers(users, user_idx.astype(np.int64), item_idx[known].astype(np.int64), rating, user_feats)
     cand = None
@@ -143,6 +143,18 @@ def history_cold_users(rec, histories: Sequence[UserHistory]) -> tuple[ColdUsers
         cand = ColdUsers(users, cand_user[keep], cand_item[keep].astype(np.int64), np.zeros(int(keep.sum()), np.float32),
                          {})
     return cold, cand, unknown
+
+
+def _latest_of_each_pair(user_of_row: np.ndarray, item_idx: np.ndarray, stamps: np.ndarray) -> np.ndarray:
+    """A mask keeping, of each (user, item) pair named more than once, its latest row (by time, then by
+    position), as reading a log keeps it (recmaml.frames)."""
+    keep = np.ones(len(item_idx), bool)
+    if len(item_idx) < 2:
+        return keep
+    key = user_of_row * (int(item_idx.max()) + 2) + item_idx + 1
+    rows = np.lexsort((np.arange(len(key)), np.nan_to_num(stamps, nan=-np.inf), key))
+    keep[rows[:-1][key[rows[:-1]] == key[rows[1:]]]] = False  # a later row of the same pair follows
+    return keep
 
 
 def _rows_of(rec, lists: Sequence[Sequence]) -> tuple[np.ndarray, np.ndarray]:

@@ -34,8 +34,11 @@ def rows_mm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, 
     pad = (-rows) % SERVING_ROWS if rows else SERVING_ROWS
     if pad:
         a = torch.cat([a, a.new_zeros(pad, depth)])
+    if depth <= SERVING_DEPTH:  # one piece (most of serving's products): no slicing
+        out = torch.mm(a, b) if bias is None else torch.addmm(bias, a, b)
+        return out if padded else out[:rows]
     out = None
-    for lo in range(0, max(depth, 1), SERVING_DEPTH):
+    for lo in range(0, depth, SERVING_DEPTH):
         part, weights = a[:, lo:lo + SERVING_DEPTH], b[lo:lo + SERVING_DEPTH]
         if out is not None:
             out.addmm_(part, weights)

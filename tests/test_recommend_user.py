@@ -87,3 +87,14 @@ def test_mismatched_lengths_name_the_field(fitted):
         fitted.recommend_user([1, 2], [5.0])
     with pytest.raises(DataError, match=r"users\[0\]\.timestamps"):
         fitted.recommend_user([1, 2], timestamps=[1])
+
+
+def test_an_item_named_twice_counts_once_as_in_a_log(fitted, cold_frame):
+    user, rows = next(iter(cold_frame.groupby("user_id")))
+    again = rows.iloc[[0]].assign(rating=1.0, timestamp=rows.timestamp.max() + 1)  # the later row: a dislike
+    twice = pd.concat([rows, again])
+    with pytest.warns(UserWarning, match="duplicated"):
+        batch = fitted.recommend(twice, k=10).sort_values("rank")
+    one = fitted.recommend_user(twice.item_id.to_numpy(), twice.rating.to_numpy(), twice.timestamp.to_numpy(), k=10)
+    assert one.items.tolist() == batch.item_id.tolist()
+    np.testing.assert_array_equal(one.scores, batch.score.to_numpy(np.float32))

@@ -180,6 +180,10 @@ def test_unreadable_and_oversized_bodies(served):
     chunks = (big[i:i + 65536] for i in range(0, len(big), 65536))  # no Content-Length: counted as it arrives
     r = served.client.post("/recommend", content=chunks, headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.json()["field"] == "body"
+    r = served.client.post("/recommend", content=b"users=1", headers={"content-type": "text/plain"})
+    assert r.status_code in (400, 422) and r.json()["field"] == "body" and r.json()["fix"]
+    r = served.client.get("/nowhere")
+    assert r.status_code == 404 and r.json()["field"] == "path"
     r = served.client.post("/recommend", json={"users": [{"items": [10**12, "nope"]}], "k": 2})
     assert r.status_code == 200 and r.json()["results"][0]["unknown_items"] == 2  # ignored and counted, as the CLI
 
