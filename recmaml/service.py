@@ -406,11 +406,7 @@ def _error_handlers(app: FastAPI) -> None:
         return JSONResponse(status_code=422, content={"error": message, "field": where,
                                                       "fix": "correct the field as the error says"})
 
-    @app.exception_handler(Exception)
-    async def internal(request: Request, exc: Exception):
-        log.exception("internal error on %s %s", request.method, request.url.path)
-        return JSONResponse(status_code=500, content={"error": "internal error; the server's log has the details",
-                                                      "field": "", "fix": "retry; report it if it repeats"})
+
 
 
 ARRIVING = "recmaml.arriving"  # set in a request's scope while it counts in Service.arriving
@@ -444,7 +440,7 @@ class _Gate:
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             return await self._refuse(send)
-        seen, refused = 0, False
+        seen, refused, started = 0, False, False
 
         async def counted():
             nonlocal seen, refused
@@ -459,17 +455,28 @@ class _Gate:
             return message
 
         async def unless_refused(message):
+            nonlocal started
             if not refused:
+                started = True
                 await send(message)
 
-        await self.app(scope, counted, unless_refused)
+        try:
+            await self.app(scope, counted, unless_refused)
+        except Exception:  # noqa: BLE001 - no traceback, nor any of its text, reaches a client
+            log.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
+            if not started and not refused:
+                await _send_json(send, 500, b'{"error":"internal error; the server\'s log has the details",'
+                                            b'"field":"","fix":"retry; report it if it repeats"}')
 
     async def _refuse(self, send):
-        body = (b'{"error":"the request body is over %d bytes","field":"body",'
-                b'"fix":"split the users over several requests"}' % self.max_bytes)
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await _send_json(send, 413, b'{"error":"the request body is over %d bytes","field":"body",'
+                                    b'"fix":"split the users over several requests"}' % self.max_bytes)
+
+
+async def _send_json(send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def run(model_dir, host: str = "127.0.0.1", port: int = 8000, max_users: int = 256, max_wait_ms: float = 2.0,

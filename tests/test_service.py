@@ -244,15 +244,7 @@ def test_sigterm_finishes_the_requests_in_flight(model_dirs, taste_log):
                             text=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read() if proc.poll() else ""
-            time.sleep(0.1)
+        _wait_healthy(base, proc)
         users = _users(taste_log, 12)
 
         def ask(user):
@@ -277,3 +269,53 @@ def test_sigterm_finishes_the_requests_in_flight(model_dirs, taste_log):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_an_unexpected_error_is_a_500_without_a_traceback(served, taste_log, monkeypatch):
+    from recmaml import service
+
+    def broken(rec, jobs):
+        raise RuntimeError("a bug deep inside, with a path /secret/place")
+
+    monkeypatch.setattr(service, "_rank_jobs", broken)
+    r = served.client.post("/recommend", json={"users": _users(taste_log, 1)})
+    assert r.status_code == 500 and r.json()["error"].startswith("internal error")
+    assert "Traceback" not in r.text and "/secret/place" not in r.text
+    monkeypatch.undo()
+    assert served.client.post("/recommend", json={"users": _users(taste_log, 1)}).status_code == 200
+
+
+def test_sighup_takes_up_the_model_rewritten_in_place(model_dirs, tmp_path):
+    served_dir = tmp_path / "model"
+    shutil.copytree(model_dirs[0], served_dir)
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "recmaml", "serve", "--model", str(served_dir), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_healthy(base, proc)
+        before = httpx.get(f"{base}/model").json()["weights_sha256"]
+        MetaRecommender.load(model_dirs[1]).save(served_dir)  # `recmaml fit --out` over the served folder
+        proc.send_signal(signal.SIGHUP)
+        expected = json.loads((model_dirs[1] / "model.json").read_text())["weights_sha256"]
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{base}/model").json()["weights_sha256"] != expected:
+            assert time.monotonic() < deadline, "SIGHUP did not reload the model"
+            time.sleep(0.1)
+        assert before != expected
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def _wait_healthy(base: str, proc) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read() if proc.poll() else ""
+        time.sleep(0.1)
