@@ -17,6 +17,7 @@ torchrun, `MetaRecommender.fit` joins the process group on its own (init_from_en
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -37,7 +38,15 @@ def init_from_env(device: str = "cpu") -> str:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if gpu else "gloo")
+        # left to the interpreter's exit, gloo's threads were sometimes still running when C++ tore them
+        # down: "terminate called without an active exception", SIGABRT, a failed rank in torchrun
+        atexit.register(_leave)
     return device
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def rank_and_size() -> tuple[int, int]:
