@@ -196,18 +196,35 @@ class MetaRecommender:
         return ranked if isinstance(history, Interactions) else same_kind(ranked, history)
 
     def recommend_user(self, items, ratings=None, timestamps=None, *, k: int = 20, exclude_seen: bool = True,
-                       candidates=None, history_kind: str | None = None, at=None) -> serve.UserRanking:
+                       candidates=None, by_index: bool = False, history_kind: str | None = None,
+                       at=None) -> serve.UserRanking:
         """One new user's top k, from its history given as arrays: the in-process fast path for one user
         (no frame, no id vocabulary built), with the lists and scores `recommend` gives that user.
 
-        items: the model's item ids the user interacted with; ratings and timestamps (Unix seconds):
-        optional, one per item (ratings required by a rating model). candidates: optional item ids; only
-        those are ranked. Unknown item ids are ignored and counted (`unknown_items` of the answer).
-        Returns a recmaml.serve.UserRanking: `items` (ids, best first), `scores`, `unknown_items`.
-        history_kind and at as in recommend."""
+        items: the model's item ids the user interacted with, or with by_index=True their positions in
+        `self.items` (implicit's indices; the answer's items are then positions too). ratings and
+        timestamps (Unix seconds): optional, one per item (ratings required by a rating model).
+        candidates: optional item ids (positions with by_index); only those are ranked. Unknown item ids
+        are ignored and counted (`unknown_items` of the answer). Returns a recmaml.serve.UserRanking:
+        `items` (best first), `scores`, `unknown_items`. history_kind and at as in recommend."""
         self._require_model()
         rec = self.with_history_kind(history_kind).arriving_at(at)
-        return serve.rank_histories(rec, [UserHistory(items, ratings, timestamps, candidates)], k, exclude_seen)[0]
+        if by_index:
+            items = self._ids_at(items, "items")
+            candidates = None if candidates is None else self._ids_at(candidates, "candidates")
+        ranking = serve.rank_histories(rec, [UserHistory(items, ratings, timestamps, candidates)], k, exclude_seen)[0]
+        if by_index:
+            ranking.items = self.items.index(ranking.items).astype(np.int64)
+        return ranking
+
+    def _ids_at(self, positions, what: str) -> np.ndarray:
+        """The item ids at `positions` of self.items, or a DataError naming `what`."""
+        positions = np.asarray(positions)
+        if positions.size and (positions.dtype.kind not in "iu" or positions.min() < 0
+                               or positions.max() >= len(self.items)):
+            raise DataError(f"{what}: with by_index=True, give whole numbers in [0, {len(self.items)}) "
+                            "(positions in rec.items)")
+        return self.items.ids[positions.astype(np.int64)]
 
     def score(self, history, users=None, items=None, batch_size: int | None = None,
               allow_unknown_items: bool = False, history_kind: str | None = None, at=None, **columns) -> np.ndarray:

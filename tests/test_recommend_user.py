@@ -98,3 +98,16 @@ def test_an_item_named_twice_counts_once_as_in_a_log(fitted, cold_frame):
     one = fitted.recommend_user(twice.item_id.to_numpy(), twice.rating.to_numpy(), twice.timestamp.to_numpy(), k=10)
     assert one.items.tolist() == batch.item_id.tolist()
     np.testing.assert_array_equal(one.scores, batch.score.to_numpy(np.float32))
+
+
+def test_indices_in_and_out_as_implicit(fitted, cold_frame):
+    _, rows = next(iter(cold_frame.groupby("user_id")))
+    by_id = fitted.recommend_user(rows.item_id.to_numpy(), rows.rating.to_numpy(), rows.timestamp.to_numpy(), k=6,
+                                  candidates=np.arange(20, 40))
+    positions = fitted.items.index(rows.item_id.to_numpy())
+    by_index = fitted.recommend_user(positions, rows.rating.to_numpy(), rows.timestamp.to_numpy(), k=6,
+                                     candidates=fitted.items.index(np.arange(20, 40)), by_index=True)
+    assert fitted.items.ids[by_index.items].tolist() == by_id.items.tolist()
+    np.testing.assert_array_equal(by_index.scores, by_id.scores)
+    with pytest.raises(DataError, match=r"items: with by_index=True"):
+        fitted.recommend_user([len(fitted.items)], by_index=True)
