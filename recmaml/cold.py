@@ -163,8 +163,12 @@ def _rows_of(rec, lists: Sequence[Sequence]) -> tuple[np.ndarray, np.ndarray]:
     user_of_row = np.repeat(np.arange(len(lists)), lengths)
     if not lengths.sum():
         return user_of_row, np.zeros(0, np.int64)
-    ids = np.concatenate([np.asarray(ids) for ids in lists if len(ids)])
-    return user_of_row, rec.items.index(ids).astype(np.int64)
+    try:
+        ids = np.concatenate([np.asarray(ids) for ids in lists if len(ids)])
+        return user_of_row, rec.items.index(ids).astype(np.int64)
+    except OverflowError as err:
+        raise DataError("items: an integer item id does not fit in 64 bits; give ids as the model's log has them "
+                        "(64-bit integers or strings)") from err
 
 
 def _request_ratings(rec, histories: Sequence[UserHistory], n_rows: int) -> np.ndarray:

@@ -24,6 +24,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -44,7 +45,7 @@ MAX_USERS = 1000  # users per request
 MAX_HISTORY = 1000  # items per user's history, and candidates or items to score per user
 MAX_K = 1000
 
-Id = int | str
+Id = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | str  # an item id: a 64-bit integer or a string
 
 
 class _Strict(BaseModel):
@@ -245,8 +246,18 @@ class Service:
             loaded = await asyncio.get_running_loop().run_in_executor(self.loader, load_checked, target,
                                                                          self.threads)
             self.loaded = loaded
+            _refreeze()  # the old model's objects are collected once no batch holds them; the new one's frozen
             log.info("serving %s (weights %s)", loaded.path, loaded.sha256[:12])
             return loaded
+
+
+def _refreeze() -> None:
+    """Everything loaded kept out of the cyclic collector's full passes (gc.freeze), which walked torch's
+    and the model's objects and stalled the loop for tens of ms (the p99 at 16 connections); after a
+    reload, unfrozen and collected first, so that the replaced model does not stay frozen in memory."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def create_app(model_dir, max_users: int = 256, max_wait_ms: float = 2.0, threads: int | str | None = None,
@@ -257,10 +268,7 @@ def create_app(model_dir, max_users: int = 256, max_wait_ms: float = 2.0, thread
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        # the model, torch and the libraries are loaded: keep their objects out of the cyclic collector's
-        # full passes, which walked them all and stalled the loop for tens of ms (the p99 at 16 connections)
-        gc.collect()
-        gc.freeze()
+        _refreeze()
         batcher = asyncio.create_task(service.batcher.run())
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # SIGHUP: POSIX, main thread
@@ -270,6 +278,7 @@ def create_app(model_dir, max_users: int = 256, max_wait_ms: float = 2.0, thread
         with contextlib.suppress(asyncio.CancelledError):
             await batcher
         service.loader.shutdown(wait=False)
+        gc.unfreeze()
 
     app = FastAPI(title="recmaml", version=_version(), lifespan=lifespan,
                   description="Ranked lists for new users from their first interactions (meta-learned cold start).")
@@ -371,9 +380,12 @@ _FIXES = {
 }
 
 
+_UNION_TAGS = {"int", "str", "float", "bool", "list", "dict"}  # pydantic names the member of a union it tried
+
+
 def _field(loc) -> str:
-    """pydantic's location ('body', 'users', 0, 'items') as users[0].items."""
-    parts = [p for p in loc if p != "body"]
+    """pydantic's location ('body', 'users', 0, 'items', 0, 'constrained-int') as users[0].items[0]."""
+    parts = [p for p in loc if p != "body" and not (isinstance(p, str) and (p in _UNION_TAGS or "-" in p or "[" in p))]
     text = ""
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))

@@ -87,6 +87,8 @@ def test_mismatched_lengths_name_the_field(fitted):
         fitted.recommend_user([1, 2], [5.0])
     with pytest.raises(DataError, match=r"users\[0\]\.timestamps"):
         fitted.recommend_user([1, 2], timestamps=[1])
+    with pytest.raises(DataError, match="does not fit in 64 bits"):
+        fitted.recommend_user([2**64, 5])
 
 
 def test_an_item_named_twice_counts_once_as_in_a_log(fitted, cold_frame):

@@ -161,6 +161,7 @@ def test_health_and_model(served, model_dirs):
     ({"users": [{"items": [1], "colour": "red"}]}, 422, "users[0].colour"),
     ({"users": [{"items": list(range(MAX_HISTORY + 1))}]}, 422, "users[0].items"),
     ({"users": [{"items": [1]}], "exclude_seen": "maybe"}, 422, "exclude_seen"),
+    ({"users": [{"items": [2**63]}]}, 422, "users[0].items[0]"),  # no 64-bit id (the fuzz found a 500 here)
 ])
 def test_bad_requests_name_the_field_and_the_fix(served, body, status, field):
     r = served.client.post("/recommend", json=body)
@@ -182,6 +183,9 @@ def test_unreadable_and_oversized_bodies(served):
     assert r.status_code == 413 and r.json()["field"] == "body"
     r = served.client.post("/recommend", content=b"users=1", headers={"content-type": "text/plain"})
     assert r.status_code in (400, 422) and r.json()["field"] == "body" and r.json()["fix"]
+    r = served.client.post("/recommend", content=b'{"users": [{"items": [1], "ratings": [1e400]}]}',
+                           headers={"content-type": "application/json"})  # 1e400 reads as infinity
+    assert r.status_code == 422 and r.json()["field"] == "users[0].ratings[0]", r.text
     r = served.client.get("/nowhere")
     assert r.status_code == 404 and r.json()["field"] == "path"
     r = served.client.post("/recommend", json={"users": [{"items": [10**12, "nope"]}], "k": 2})
