@@ -121,7 +121,7 @@ def history_cold_users(rec, histories: Sequence[UserHistory]) -> tuple[ColdUsers
             raise DataError(f"users[{user}].timestamps: {len(h.timestamps)} times for {len(h.items)} items; give one "
                             "per item (Unix seconds)")
     users = Vocabulary(np.arange(n))
-    user_of_row, item_idx = _rows_of(rec, [h.items for h in histories])
+    user_of_row, item_idx = request_rows(rec, [h.items for h in histories])
     stamps = np.concatenate([np.full(len(h.items), np.nan) if h.timestamps is None else
                              np.asarray(h.timestamps, np.float64) for h in histories] or [np.zeros(0)])
     known = item_idx != UNKNOWN
@@ -138,7 +138,7 @@ def history_cold_users(rec, histories: Sequence[UserHistory]) -> tuple[ColdUsers
     cold = ColdUsers(users, user_idx.astype(np.int64), item_idx[known].astype(np.int64), rating, user_feats)
     cand = None
     if any(h.candidates is not None for h in histories):
-        cand_user, cand_item = _rows_of(rec, [() if h.candidates is None else h.candidates for h in histories])
+        cand_user, cand_item = request_rows(rec, [h.candidates for h in histories])
         keep = cand_item != UNKNOWN
         cand = ColdUsers(users, cand_user[keep], cand_item[keep].astype(np.int64), np.zeros(int(keep.sum()), np.float32),
                          {})
@@ -157,8 +157,10 @@ def _latest_of_each_pair(user_of_row: np.ndarray, item_idx: np.ndarray, stamps: 
     return keep
 
 
-def _rows_of(rec, lists: Sequence[Sequence]) -> tuple[np.ndarray, np.ndarray]:
-    """(user of each row, model item index of each row, -1 when unknown) for per-user lists of item ids."""
+def request_rows(rec, lists: Sequence[Sequence | None]) -> tuple[np.ndarray, np.ndarray]:
+    """(user of each row, model item index of each row, UNKNOWN when unknown) for per-user lists of item ids
+    (None: no rows)."""
+    lists = [() if ids is None else ids for ids in lists]
     lengths = np.fromiter((len(ids) for ids in lists), np.int64, len(lists))
     user_of_row = np.repeat(np.arange(len(lists)), lengths)
     if not lengths.sum():

@@ -212,10 +212,8 @@ class MetaRecommender:
         if by_index:
             items = self._ids_at(items, "items")
             candidates = None if candidates is None else self._ids_at(candidates, "candidates")
-        ranking = serve.rank_histories(rec, [UserHistory(items, ratings, timestamps, candidates)], k, exclude_seen)[0]
-        if by_index:
-            ranking.items = self.items.index(ranking.items).astype(np.int64)
-        return ranking
+        return serve.rank_histories(rec, [UserHistory(items, ratings, timestamps, candidates)], k, exclude_seen,
+                                    positions=by_index)[0]
 
     def _ids_at(self, positions, what: str) -> np.ndarray:
         """The item ids at `positions` of self.items, or a DataError naming `what`."""

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from recmaml.cold import ColdUsers, UserHistory, candidates_for, cold_users, history_cold_users, user_batches
-from recmaml.data import Interactions, RankedLists, Vocabulary
+from recmaml.cold import (ColdUsers, UserHistory, candidates_for, cold_users, history_cold_users, request_rows,
+                          user_batches)
+from recmaml.data import UNKNOWN, Interactions, RankedLists, Vocabulary
 from recmaml.errors import DataError, spelled
 from recmaml.item_match import ItemTally
 from recmaml.rank import exclude_items_, rank_candidates, top_k, valid_entries
@@ -236,9 +237,9 @@ def score_rows(rec, cold: ColdUsers, batch_size: int | None = None) -> np.ndarra
 
 def pair_scores(rec, cold: ColdUsers, pair_user: np.ndarray, pair_item: np.ndarray,
                 batch_size: int | None = None) -> np.ndarray:
-    """The scores of (cold user index, model item index) pairs; NaN where the item is unknown (-1)."""
+    """The scores of (cold user index, model item index) pairs; NaN where the item is unknown (UNKNOWN)."""
     out = np.full(len(pair_user), np.nan, dtype=np.float32)
-    valid = pair_item != -1
+    valid = pair_item != UNKNOWN
     order, pos = group_positions(pair_user[valid])
     pair_rows = np.flatnonzero(valid)[order]
     sorted_users = pair_user[pair_rows]
@@ -266,9 +267,11 @@ class UserRanking:
     unknown_items: int = 0
 
 
-def rank_histories(rec, histories: list[UserHistory], k: int = 20, exclude_seen: bool = True) -> list[UserRanking]:
+def rank_histories(rec, histories: list[UserHistory], k: int = 20, exclude_seen: bool = True,
+                   positions: bool = False) -> list[UserRanking]:
     """The top k of each request history (recmaml.cold.UserHistory), in order: the same steps and the same
-    lists as the batch path, without frames. Users with candidates rank theirs alone."""
+    lists as the batch path, without frames. Users with candidates rank theirs alone. positions: the
+    answers' items as positions in rec.items rather than ids."""
     check_k(k)
     out: list[UserRanking | None] = [None] * len(histories)
     with_candidates = [i for i, h in enumerate(histories) if h.candidates is not None]
@@ -282,7 +285,8 @@ def rank_histories(rec, histories: list[UserHistory], k: int = 20, exclude_seen:
                 valid = valid_entries(values).numpy()
                 for row, user in enumerate(users):
                     keep = valid[row]
-                    out[group[user]] = UserRanking(rec.items.ids[items[row].numpy()[keep]], values[row].numpy()[keep],
+                    top = items[row].numpy()[keep]
+                    out[group[user]] = UserRanking(top if positions else rec.items.ids[top], values[row].numpy()[keep],
                                                    int(unknown[user]))
     return out
 
@@ -290,12 +294,10 @@ def rank_histories(rec, histories: list[UserHistory], k: int = 20, exclude_seen:
 def score_histories(rec, histories: list[UserHistory]) -> list[np.ndarray]:
     """Each request history's scores of its `candidates` (in their order; NaN for an unknown item): the
     scores MetaRecommender.predict gives those pairs, without frames."""
-    cold, cand, _ = history_cold_users(rec, histories)
-    lengths = [0 if h.candidates is None else len(h.candidates) for h in histories]
-    pair_user = np.repeat(np.arange(len(histories)), lengths)
-    pair_item = np.concatenate([rec.items.index(np.asarray(h.candidates)) for h in histories if lengths and
-                                h.candidates is not None and len(h.candidates)] or [np.zeros(0, np.int64)])
-    scores = pair_scores(rec, cold, pair_user, pair_item.astype(np.int64))
+    cold, _, _ = history_cold_users(rec, [replace(h, candidates=None) for h in histories])  # mapped below, once
+    pair_user, pair_item = request_rows(rec, [h.candidates for h in histories])
+    lengths = np.bincount(pair_user, minlength=len(histories))
+    scores = pair_scores(rec, cold, pair_user, pair_item)
     if rec.config.model.objective == "rating" and rec.rating_range is not None:
         np.clip(scores, *rec.rating_range, out=scores)  # as predict clips
     return np.split(scores, np.cumsum(lengths)[:-1]) if histories else []
