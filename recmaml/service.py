@@ -238,6 +238,7 @@ class Service:
         self.loader = ThreadPoolExecutor(1, thread_name_prefix="recmaml-reload")
         self.batcher = Batcher(self, max_users, max_wait)
         self.arriving = 0  # requests received but not yet queued or answered (the batcher waits for them)
+        self.in_flight = 0  # requests received and not yet answered (GET /health says how many)
         self.reload_lock = asyncio.Lock()
 
     async def reload(self, path: str | None) -> Loaded:
@@ -311,7 +312,9 @@ def create_app(model_dir, max_users: int = 256, max_wait_ms: float = 2.0, thread
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": service.loaded.sha256}
+        """ok, the served weights' sha256, and the requests received and not yet answered (this one too):
+        what a load balancer watches while it drains the service."""
+        return {"status": "ok", "model": service.loaded.sha256, "in_flight": service.in_flight}
 
     @app.get("/model", response_model=ModelOut)
     async def model() -> ModelOut:
@@ -441,10 +444,12 @@ class _Gate:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         self.service.arriving += 1
+        self.service.in_flight += 1
         scope[ARRIVING] = True
         try:
             await self._limited(scope, receive, send)
         finally:
+            self.service.in_flight -= 1
             if scope.pop(ARRIVING, False):  # not queued (another endpoint, or an error)
                 self.service.arriving -= 1
 

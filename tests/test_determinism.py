@@ -14,7 +14,7 @@ from recmaml import Interactions, MetaRecommender
 from recmaml.config import PRIOR_BUCKETS, PRIOR_WEIGHT_FIELDS
 from recmaml.connectors import iter_user_chunks
 
-RELATIVE = 1e-6  # the promise: scores agree to 1e-6 of the user's largest score (bit-identical here)
+from rankings import RELATIVE, assert_same_lists, assert_same_ranking  # the promise, which holds on any CPU (tests/rankings.py)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +51,7 @@ def test_scores_do_not_depend_on_the_batch_or_the_threads(tiny_model_dir, uneven
                 reference = scores, lists
                 continue
             assert _relative_gap(scores, reference[0]) <= RELATIVE, (threads, batch_size)
-            np.testing.assert_array_equal(lists.user_id, reference[1].user_id)
-            np.testing.assert_array_equal(lists.item_id, reference[1].item_id)
+            assert_same_lists(lists, reference[1])
 
 
 def test_candidate_scores_do_not_depend_on_the_batch(tiny_model_dir, uneven_history):
@@ -63,9 +62,7 @@ def test_candidate_scores_do_not_depend_on_the_batch(tiny_model_dir, uneven_hist
                                "item_id": rng.choice(rec.items.ids, 8 * len(users))}).unique()
     lists = [rec.recommend(uneven_history, k=5, candidates=candidates, batch_size=size) for size in (4096, 1, 7)]
     for other in lists[1:]:
-        assert other.select("user_id", "item_id", "rank").equals(lists[0].select("user_id", "item_id", "rank"))
-        gap = (other["score"] - lists[0]["score"]).abs().max()
-        assert gap <= RELATIVE * lists[0]["score"].abs().max()
+        assert_same_lists(other, lists[0])
 
 
 def _recommend(model_dir, history, out, *flags):
@@ -85,8 +82,7 @@ def test_chunk_rows_and_batch_size_change_neither_the_order_nor_the_lists(tiny_m
     served = runs[0]["user_id"].unique(maintain_order=True).to_list()
     assert served == sorted(set(uneven_history["user_id"].to_list()))  # ascending ids, every user once
     for other in runs[1:]:
-        assert other.select("user_id", "item_id", "rank").equals(runs[0].select("user_id", "item_id", "rank"))
-        assert (other["score"] - runs[0]["score"]).abs().max() <= RELATIVE * runs[0]["score"].abs().max()
+        assert_same_lists(other, runs[0])
 
 
 def test_chunks_come_in_ascending_id_order_with_each_user_in_one(tmp_path):
@@ -113,3 +109,15 @@ def test_two_fits_with_one_seed_give_the_same_weights_and_lists(taste_log, tiny_
     lists = [MetaRecommender.load(path).recommend(taste_log, k=5) for path in paths]
     np.testing.assert_array_equal(lists[0].item_id, lists[1].item_id)
     np.testing.assert_array_equal(lists[0].score, lists[1].score)
+
+
+def test_the_list_comparison_lets_near_ties_swap_and_nothing_else():
+    reference_items, reference_scores = np.array([5, 6, 7, 8]), np.array([3.0, 2.0, 2.0 - 1e-7, 1.0])
+    assert_same_ranking(reference_items, reference_scores, reference_items, reference_scores)
+    # 6 and 7 within the margin of each other: either order; 8 cut at k for 9, tied with it
+    assert_same_ranking([5, 7, 6, 8], [3.0, 2.0 - 1e-7, 2.0, 1.0], reference_items, reference_scores)
+    assert_same_ranking([5, 6, 7, 9], [3.0, 2.0, 2.0 - 1e-7, 1.0 + 1e-7], reference_items, reference_scores)
+    with pytest.raises(AssertionError, match="not a tie"):  # a real reorder
+        assert_same_ranking([6, 5, 7, 8], [3.0, 2.0, 2.0 - 1e-7, 1.0], reference_items, reference_scores)
+    with pytest.raises(AssertionError):  # a score off by more than the margin
+        assert_same_ranking(reference_items, [3.0, 2.0, 2.0 - 1e-7, 1.001], reference_items, reference_scores)
