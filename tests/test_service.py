@@ -391,13 +391,15 @@ def test_sigterm_finishes_the_requests_in_flight(model_dirs, taste_log):
         base = f"http://127.0.0.1:{port}"
         _wait_healthy(base, proc)
         users = _users(taste_log, 12)
+        sending = threading.Semaphore(0)
 
         def ask(user):
             text = json.dumps({"users": [user], "k": 5}).encode()
 
-            def slowly():  # the body arrives over 0.8 s: the request is in flight when SIGTERM comes
+            def slowly():  # the body arrives over 1.5 s: the request is in flight when SIGTERM comes
+                sending.release()  # connected, the headers sent (a loaded machine may take its time to get here)
                 yield text[:10]
-                time.sleep(0.8)
+                time.sleep(1.5)
                 yield text[10:]
 
             return httpx.post(f"{base}/recommend", content=slowly(), timeout=30,
@@ -405,6 +407,8 @@ def test_sigterm_finishes_the_requests_in_flight(model_dirs, taste_log):
 
         with ThreadPoolExecutor(12) as pool:
             pending = [pool.submit(ask, user) for user in users]
+            for _ in users:
+                assert sending.acquire(timeout=30)
             time.sleep(0.3)
             proc.send_signal(signal.SIGTERM)
             answers = [f.result() for f in pending]
