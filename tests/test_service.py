@@ -319,8 +319,19 @@ def test_refused_reloads_say_nothing_of_the_servers_folders(model_dirs, tmp_path
         assert taken.json()["name"] == "next"
 
 
-def test_the_reload_token_and_root_are_checked_at_start(model_dirs, monkeypatch, capsys):
+@pytest.fixture
+def cli_main():
+    """recmaml.cli.main, with the root logger's handlers put back afterwards: main points them at the
+    captured stderr, which is closed once the test ends (later tests' log records would fail there)."""
     from recmaml.cli import main
+
+    handlers, level = logging.root.handlers[:], logging.root.level
+    yield main
+    logging.root.handlers[:] = handlers
+    logging.root.setLevel(level)
+
+
+def test_the_reload_token_and_root_are_checked_at_start(model_dirs, monkeypatch, capsys, cli_main):
     from recmaml.cli.service import TOKEN_ENV
     from recmaml.service import RELOAD_TOKEN_ENV
 
@@ -333,7 +344,7 @@ def test_the_reload_token_and_root_are_checked_at_start(model_dirs, monkeypatch,
         monkeypatch.delenv("RECMAML_RELOAD_TOKEN", raising=False)
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        assert main([*serve, *flags]) == 2
+        assert cli_main([*serve, *flags]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("recmaml serve: error: ") and words in err[0], err
     with pytest.raises(Exception, match="at least 16"):
@@ -343,10 +354,8 @@ def test_the_reload_token_and_root_are_checked_at_start(model_dirs, monkeypatch,
 # ---- --device, and the access log ----------------------------------------------------------------------------
 
 @pytest.mark.skipif(_cuda_available(), reason="checks the refusal where no CUDA device is present")
-def test_serve_on_an_absent_cuda_device_fails_at_start(model_dirs, capsys):
-    from recmaml.cli import main
-
-    assert main(["serve", "--model", str(model_dirs[0]), "--device", "cuda"]) == 2
+def test_serve_on_an_absent_cuda_device_fails_at_start(model_dirs, capsys, cli_main):
+    assert cli_main(["serve", "--model", str(model_dirs[0]), "--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("recmaml serve: error: --device cuda: ") and "use cpu" in err[0], err
 
