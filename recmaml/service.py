@@ -5,6 +5,12 @@
     GET  /health      GET /model (what is loaded)      POST /reload {"path"?}: take up a new model directory
     GET  /docs, /openapi.json: the schema the framework generates
 
+POST /reload is off unless the operator gives a secret at start (ReloadPolicy): a client then sends it as
+`Authorization: Bearer <token>` (compared in constant time), and may name only folders under the reload
+root (the served directory unless named). No answer gives a client a filesystem path or says whether one
+exists: a refused reload is one generic message, and the server's log keeps the reason. SIGHUP reloads the
+served directory whatever the policy (only whoever may signal the process can).
+
 Concurrent requests are gathered (at most `max_wait_ms`, at most `max_users` users; no wait when no other
 request is in flight) and adapted in one batched computation on the event loop's thread, through the batch
 path's steps (recmaml.serve.rank_histories): the lists equal those of `recommend`. A reload (POST /reload
@@ -17,28 +23,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import gc
+import hmac
+import json
 import logging
 import math
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from recmaml.checkpoint import METADATA
 from recmaml.cold import UserHistory
 from recmaml.errors import RecMamlError, cut
 from recmaml.recommender import MetaRecommender
 from recmaml.serve import UserRanking, rank_histories, score_histories
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("recmaml.access")  # one line per request (AccessLog), off with --quiet
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: about 10,000 users of 5 items
 MAX_USERS = 1000  # users per request
@@ -102,12 +115,14 @@ class PredictOut(BaseModel):
 
 
 class ReloadIn(_Strict):
-    path: str | None = Field(None, description="a model directory; default: the one being served")
+    path: str | None = Field(None, description="a model directory under the server's reload root, relative to "
+                             "it; default: the one being served")
 
 
 class ModelOut(BaseModel):
-    path: str
+    name: str = Field(description="the model directory's own name (never a path: the server's folders are its own)")
     weights_sha256: str
+    recmaml_version: str | None = Field(description="the recmaml that saved the model")
     items: int
     objective: str
     loaded_at: float = Field(description="Unix seconds")
@@ -125,21 +140,75 @@ class ErrorOut(BaseModel):
 @dataclass
 class Loaded:
     rec: MetaRecommender
-    path: str
+    path: str  # the server's own: logged, never answered to a client
     sha256: str
+    saved_by: str | None = None  # the recmaml version that saved it
     loaded_at: float = field(default_factory=time.time)
 
 
-def load_checked(path, threads: int | str | None = None) -> Loaded:
-    """A model directory loaded and checked by serving a user with no history (finite scores), before it
-    may replace the one being served; threads: serve.threads to serve it with (None: the model's)."""
-    rec = MetaRecommender.load(path)
+def load_checked(path, threads: int | str | None = None, device: str = "cpu") -> Loaded:
+    """A model directory loaded on `device` and checked by serving a user with no history (finite scores),
+    before it may replace the one being served; threads: serve.threads to serve it with (None: the model's)."""
+    rec = MetaRecommender.load(path, device=device)
     if threads is not None:
         rec = rec.with_serving(threads=threads)
     probe = rec.recommend_user([], k=1)
     if len(probe.scores) != 1 or not np.isfinite(probe.scores).all():
         raise RecMamlError(f"{path}: the model loads but serves no finite score; it is damaged")
-    return Loaded(rec, str(path), rec.weights_sha256 or "")
+    return Loaded(rec, str(path), rec.weights_sha256 or "", _saved_by(path))
+
+
+def _saved_by(path) -> str | None:
+    """The recmaml version recorded in the model's metadata (MetaRecommender.load checked the file just now;
+    a rewrite since then only costs the answer this field)."""
+    try:
+        version = json.loads((Path(path) / METADATA).read_text(encoding="utf-8")).get("recmaml_version")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return version if isinstance(version, str) else None
+
+
+# ---- who may reload over HTTP, and what -----------------------------------------------------------------------
+
+RELOAD_TOKEN_ENV = "RECMAML_RELOAD_TOKEN"
+MIN_TOKEN_CHARS = 16
+
+
+def reload_token_problem(token: str) -> str | None:
+    """Why `token` cannot be the reload secret, or None: it travels in an HTTP header (printable ASCII, no
+    spaces), and a short one could be guessed over the network."""
+    if len(token) < MIN_TOKEN_CHARS:
+        return (f"the secret has {len(token)} characters, at least {MIN_TOKEN_CHARS} are needed; make one with "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    if not all(33 <= ord(c) <= 126 for c in token):
+        return "the secret travels in an HTTP header: use printable ASCII without spaces (e.g. secrets.token_urlsafe)"
+    return None
+
+
+@dataclass(frozen=True)
+class ReloadPolicy:
+    """Whether POST /reload is on (a token given at start) and the folder whose model directories it may
+    take up (root, resolved)."""
+
+    token: str | None
+    root: Path
+
+    def authorized(self, credentials: str | None) -> bool:
+        """`credentials` (the bearer token a client sent) is the token; compare_digest's time depends on the
+        lengths only, never on where a guess first differs."""
+        given = (credentials or "").encode("latin-1", "replace")  # as the header's bytes came (latin-1)
+        return hmac.compare_digest(given, self.token.encode("ascii"))
+
+    def target(self, path: str | None, served: str) -> Path | None:
+        """The folder a reload of `path` takes up (relative to the root; no path: the served one), symlinks
+        and '..' resolved; None when it lies outside the root, or is no path at all (a NUL byte)."""
+        if path is None:
+            return Path(served)
+        try:
+            folder = (self.root / path).resolve()
+        except (OSError, ValueError, RuntimeError):  # an embedded NUL, a name too long, a symlink loop
+            return None
+        return folder if folder.is_relative_to(self.root) else None
 
 
 # ---- gathering concurrent requests ----------------------------------------------------------------------------
@@ -162,6 +231,7 @@ class Batcher:
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
 
     async def rank(self, histories: list[UserHistory], k: int, exclude_seen: bool) -> tuple[list[UserRanking], str]:
+        _count_users(len(histories))
         done = asyncio.get_running_loop().create_future()
         await self.queue.put(_Job(histories, k, exclude_seen, done))
         return await done
@@ -233,8 +303,9 @@ class Service:
     """What the app holds: the loaded model, the reload thread, the batcher and the count of requests
     still arriving."""
 
-    def __init__(self, loaded: Loaded, max_users: int, max_wait: float, threads: int | str | None = None):
-        self.loaded, self.threads = loaded, threads
+    def __init__(self, loaded: Loaded, max_users: int, max_wait: float, threads: int | str | None = None,
+                 device: str = "cpu"):
+        self.loaded, self.threads, self.device = loaded, threads, device
         self.loader = ThreadPoolExecutor(1, thread_name_prefix="recmaml-reload")
         self.batcher = Batcher(self, max_users, max_wait)
         self.arriving = 0  # requests received but not yet queued or answered (the batcher waits for them)
@@ -245,7 +316,7 @@ class Service:
         async with self.reload_lock:
             target = path or self.loaded.path
             loaded = await asyncio.get_running_loop().run_in_executor(self.loader, load_checked, target,
-                                                                         self.threads)
+                                                                         self.threads, self.device)
             self.loaded = loaded
             _refreeze()  # the old model's objects are collected once no batch holds them; the new one's frozen
             log.info("serving %s (weights %s)", loaded.path, loaded.sha256[:12])
@@ -262,10 +333,16 @@ def _refreeze() -> None:
 
 
 def create_app(model_dir, max_users: int = 256, max_wait_ms: float = 2.0, threads: int | str | None = None,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    """The HTTP service over the model directory `model_dir` (loaded and checked now: a bad one raises).
-    threads: serve.threads for scoring (None: the model's)."""
-    service = Service(load_checked(model_dir, threads), max_users, max_wait_ms / 1000, threads)
+               max_body_bytes: int = MAX_BODY_BYTES, device: str = "cpu", reload_token: str | None = None,
+               reload_root=None, access: bool = True) -> FastAPI:
+    """The HTTP service over the model directory `model_dir` (loaded on `device` and checked now: a bad one
+    raises). threads: serve.threads for scoring (None: the model's). reload_token: the secret that turns POST
+    /reload on (None: off); reload_root: the folder whose model directories it may take up (None: model_dir
+    itself). access: one access_log line per request."""
+    if reload_token is not None and reload_token_problem(reload_token):
+        raise RecMamlError(f"reload_token: {reload_token_problem(reload_token)}")
+    policy = ReloadPolicy(reload_token, Path(model_dir if reload_root is None else reload_root).resolve())
+    service = Service(load_checked(model_dir, threads, device), max_users, max_wait_ms / 1000, threads, device)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -283,8 +360,10 @@ def create_app(model_dir, max_users: int = 256, max_wait_ms: float = 2.0, thread
 
     app = FastAPI(title="recmaml", version=_version(), lifespan=lifespan,
                   description="Ranked lists for new users from their first interactions (meta-learned cold start).")
-    app.state.service = service
+    app.state.service, app.state.policy = service, policy
     app.add_middleware(_Gate, service=service, max_bytes=max_body_bytes)
+    if access:  # outside _Gate: its 413s and 500s are logged too
+        app.add_middleware(AccessLog)
     _error_handlers(app)
     bad = {422: {"model": ErrorOut, "description": "a field is wrong; the body names it and the fix"},
            413: {"model": ErrorOut, "description": "the body is too large"}}
@@ -304,6 +383,7 @@ def create_app(model_dir, max_users: int = 256, max_wait_ms: float = 2.0, thread
         """The scores (ratings, for a rating model) of each user's `score_items`, adapted on its history."""
         loaded = service.loaded
         histories = [_history(user, candidates=user.score_items) for user in body.users]
+        _count_users(len(histories))
         scores = score_histories(loaded.rec, histories)  # on the loop's thread, as the batches (Batcher.run)
         results = [ScoresOut(user_id=u.user_id, items=u.score_items,
                              scores=[None if math.isnan(s) else float(s) for s in row.tolist()])
@@ -318,26 +398,74 @@ def create_app(model_dir, max_users: int = 256, max_wait_ms: float = 2.0, thread
 
     @app.get("/model", response_model=ModelOut)
     async def model() -> ModelOut:
-        """The model being served: its directory, the sha256 of its weights, its catalog and its config."""
+        """The model being served: its directory's name, the sha256 of its weights, the recmaml that saved
+        it, its catalog and its config."""
         loaded = service.loaded
         rec = loaded.rec
-        return ModelOut(path=loaded.path, weights_sha256=loaded.sha256, items=len(rec.items),
-                        objective=rec.config.model.objective, loaded_at=loaded.loaded_at, config=rec.config.to_dict())
+        return ModelOut(name=Path(loaded.path).name, weights_sha256=loaded.sha256, recmaml_version=loaded.saved_by,
+                        items=len(rec.items), objective=rec.config.model.objective, loaded_at=loaded.loaded_at,
+                        config=rec.config.to_dict())
 
-    @app.post("/reload", response_model=ModelOut, responses={409: {"model": ErrorOut}})
-    async def reload(body: ReloadIn | None = None) -> ModelOut:
-        """Take up a model directory (default: the served one, rewritten): loaded and checked beside the
-        served model, which answers until the swap; a damaged one is refused (409) and the old one stays."""
+    @app.post("/reload", response_model=ModelOut, openapi_extra=_RELOAD_BODY, responses={
+        401: {"model": ErrorOut, "description": "the reload token is missing or wrong"},
+        403: {"model": ErrorOut, "description": "reload over HTTP is off on this server"},
+        409: {"model": ErrorOut, "description": "refused; the served model is unchanged"},
+        422: {"model": ErrorOut, "description": "a field is wrong"}})
+    async def reload(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_BEARER)):
+        """Take up a model directory under the reload root (default: the served one, rewritten): loaded
+        and checked beside the served model, which answers until the swap; one refused (409) leaves the old
+        one. Off (403) unless the server was started with a reload token, sent as `Authorization: Bearer`."""
+        if policy.token is None:
+            return _error(403, "reload over HTTP is off on this server", "the operator turns it on by starting "
+                          f"recmaml serve with {RELOAD_TOKEN_ENV} set to a secret; SIGHUP to the server reloads its "
+                          "model directory meanwhile")
+        if not policy.authorized(credentials.credentials if credentials else None):
+            log.warning("POST /reload refused: a missing or wrong token, from %s",
+                        request.client.host if request.client else "an unknown client")
+            return _error(401, "not authorized", "send the reload token as Authorization: Bearer <token>",
+                          headers={"WWW-Authenticate": "Bearer"})
+        # the body only once the token is right: nobody else learns what it would have done
+        body = _reload_body(await request.body())
+        target = policy.target(body.path if body else None, service.loaded.path)
+        if target is None:
+            log.warning("POST /reload of %r refused: outside the reload root %s", body.path, policy.root)
+            return _not_taken_up()
         try:
-            await service.reload(body.path if body else None)
-        except RecMamlError as err:
-            return JSONResponse(status_code=409, content={
-                "error": cut(str(err), 500), "field": "path",
-                "fix": "give a model directory that `recmaml fit` or MetaRecommender.save wrote; the served "
-                       "model is unchanged"})
+            await service.reload(str(target))
+        except (RecMamlError, OSError) as err:
+            log.error("POST /reload of %s refused, the served model is unchanged: %s", target, cut(str(err), 500))
+            return _not_taken_up()
         return await model()
 
     return app
+
+
+_BEARER = HTTPBearer(auto_error=False, description=f"the secret the server was started with ({RELOAD_TOKEN_ENV})")
+# the body of POST /reload, read by the handler after the token is checked (a declared body is parsed before)
+_RELOAD_BODY = {"requestBody": {"required": False,
+                                "content": {"application/json": {"schema": ReloadIn.model_json_schema()}}}}
+
+
+def _reload_body(raw: bytes) -> ReloadIn | None:
+    """POST /reload's body: none, null or a ReloadIn; a wrong one is a 422 naming the field, as elsewhere."""
+    if raw.strip() in (b"", b"null"):
+        return None
+    try:
+        return ReloadIn.model_validate_json(raw)
+    except ValidationError as err:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in err.errors()]) from None
+
+
+def _not_taken_up() -> JSONResponse:
+    """One answer for every refused reload (outside the root, no such folder, not a model, damaged): a client
+    learns nothing about the server's folders; its log has the reason."""
+    return _error(409, "the model was not taken up; the served model is unchanged",
+                  "give a model directory under the server's reload root, relative to it; the server's log "
+                  "says why this one was refused", field="path")
+
+
+def _error(status: int, error: str, fix: str, field: str = "", headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, headers=headers, content={"error": error, "field": field, "fix": fix})
 
 
 async def _reload_logged(service: Service) -> None:
@@ -490,6 +618,51 @@ class _Gate:
                                     b'"fix":"split the users over several requests"}' % self.max_bytes)
 
 
+# the users of the request being answered, for its access-log line: set by AccessLog in the request's own
+# context, counted where the users are parsed into histories (Batcher.rank, /predict)
+_REQUEST_USERS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("recmaml_request_users", default=None)
+
+
+def _count_users(n: int) -> None:
+    users = _REQUEST_USERS.get()
+    if users is not None:
+        users[0] += n
+
+
+class AccessLog:
+    """One line per request on the `recmaml.access` logger: `POST /recommend 200 users=3 4.1ms` (users: those
+    of a /recommend or /predict body, '-' elsewhere; ms: until the answer's last byte was handed over).
+    uvicorn's own access log is off in `run`, so each request is logged once."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status, users = time.perf_counter(), None, [0]
+        context = _REQUEST_USERS.set(users)
+
+        async def noted(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noted)
+        finally:
+            _REQUEST_USERS.reset(context)
+            access_log.info("%s %s %s users=%s %.1fms", scope["method"], _logged_path(scope), status or "-",
+                            users[0] or "-", 1000 * (time.perf_counter() - started))
+
+
+def _logged_path(scope) -> str:
+    """The path as the client sent it (percent-encoded: a decoded %0a would break the line), cut."""
+    raw = scope.get("raw_path")
+    return cut(raw.decode("latin-1") if raw else repr(scope["path"]), 200)
+
+
 async def _send_json(send, status: int, body: bytes) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
@@ -497,11 +670,15 @@ async def _send_json(send, status: int, body: bytes) -> None:
 
 
 def run(model_dir, host: str = "127.0.0.1", port: int = 8000, max_users: int = 256, max_wait_ms: float = 2.0,
-        threads: int | str | None = None, log_level: str = "info") -> None:
-    """Serve until SIGTERM or Ctrl-C; the requests in flight are answered first, then it returns."""
+        threads: int | str | None = None, log_level: str = "info", device: str = "cpu",
+        reload_token: str | None = None, reload_root=None, access: bool = True) -> None:
+    """Serve until SIGTERM or Ctrl-C; the requests in flight are answered first, then it returns. The other
+    arguments are create_app's."""
     import uvicorn
 
-    app = create_app(model_dir, max_users=max_users, max_wait_ms=max_wait_ms, threads=threads)
+    app = create_app(model_dir, max_users=max_users, max_wait_ms=max_wait_ms, threads=threads, device=device,
+                     reload_token=reload_token, reload_root=reload_root, access=access)
+    _log_reload_policy(app.state.policy)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                                            timeout_graceful_shutdown=30))
     # uvicorn replays the signal it stopped on once its graceful shutdown is done; for a service SIGTERM is
@@ -514,4 +691,12 @@ def run(model_dir, host: str = "127.0.0.1", port: int = 8000, max_users: int = 2
     log.info("stopped; every request in flight was answered")
 
 
-__all__ = ["Batcher", "Loaded", "MAX_BODY_BYTES", "create_app", "load_checked", "run"]
+def _log_reload_policy(policy: ReloadPolicy) -> None:
+    if policy.token is None:
+        log.info("POST /reload is off (set %s to turn it on); SIGHUP reloads the served directory", RELOAD_TOKEN_ENV)
+    else:
+        log.info("POST /reload is on, with the token; it may take up model directories under %s", policy.root)
+
+
+__all__ = ["AccessLog", "Batcher", "Loaded", "MAX_BODY_BYTES", "RELOAD_TOKEN_ENV", "ReloadPolicy", "create_app",
+           "load_checked", "reload_token_problem", "run"]

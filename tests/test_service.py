@@ -1,9 +1,13 @@
 """`recmaml serve` over real HTTP: a server on a free port, an httpx client. Lists equal the library's
 (alone and under concurrent requests, which the service batches), reload under load, a damaged model
-refused, bad requests answered 4xx with the field and the fix, and SIGTERM finishing requests in flight."""
+refused, bad requests answered 4xx with the field and the fix, and SIGTERM finishing requests in flight.
+Who may reload: off without a token, 401 without the right one, only folders under the reload root, and
+no answer that tells a client about the server's folders. One access-log line per request."""
 
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,6 +27,15 @@ from recmaml import MetaRecommender  # noqa: E402
 from recmaml.service import MAX_BODY_BYTES, MAX_HISTORY, MAX_K, create_app  # noqa: E402
 from rankings import assert_close_scores, assert_same_ranking  # noqa: E402
 
+TOKEN = "test-reload-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
 
 class Server:
     """uvicorn serving `app` on a free port of 127.0.0.1, in a thread (no signal handlers there)."""
@@ -36,7 +49,7 @@ class Server:
         deadline = time.monotonic() + 30
         while not self.server.started:
             assert time.monotonic() < deadline and self.thread.is_alive(), "the server did not start"
-            time.sleep(0.02)
+            time.sleep(0.1)  # each poll is an access-log line in the server's piped stderr: few of them
         port = self.server.servers[0].sockets[0].getsockname()[1]
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
         return self
@@ -143,9 +156,12 @@ def test_predict_equals_the_librarys(served, model_dirs, taste_log):
 def test_health_and_model(served, model_dirs):
     health = served.client.get("/health").json()
     assert health["status"] == "ok" and health["in_flight"] == 1  # itself
-    info = served.client.get("/model").json()
+    answer = served.client.get("/model")
+    info = answer.json()
     saved = json.loads((model_dirs[0] / "model.json").read_text())
-    assert info["weights_sha256"] == saved["weights_sha256"] and info["path"] == str(model_dirs[0])
+    assert info["weights_sha256"] == saved["weights_sha256"] and info["name"] == model_dirs[0].name
+    assert info["recmaml_version"] == saved["recmaml_version"]
+    assert "path" not in info and str(model_dirs[0].parent) not in answer.text  # the server's folders are its own
     assert info["items"] == len(MetaRecommender.load(model_dirs[0]).items)
     assert info["objective"] == "implicit" and info["config"]["model"]["objective"] == "implicit"
     schema = served.client.get("/openapi.json").json()
@@ -194,11 +210,11 @@ def test_unreadable_and_oversized_bodies(served):
     assert r.status_code == 200 and r.json()["results"][0]["unknown_items"] == 2  # ignored and counted, as the CLI
 
 
-def test_reload_under_load_and_a_damaged_model_refused(model_dirs, taste_log, tmp_path):
+def test_reload_under_load_and_a_damaged_model_refused(model_dirs, taste_log):
     first, second = model_dirs
     shas = {json.loads((d / "model.json").read_text())["weights_sha256"]: MetaRecommender.load(d) for d in model_dirs}
     users = _users(taste_log, 8)
-    with Server(create_app(first)) as server:
+    with Server(create_app(first, reload_token=TOKEN, reload_root=first.parent)) as server:
         stop = threading.Event()
         answers = []
 
@@ -211,13 +227,13 @@ def test_reload_under_load_and_a_damaged_model_refused(model_dirs, taste_log, tm
         for t in threads:
             t.start()
         time.sleep(0.5)
-        reloaded = server.client.post("/reload", json={"path": str(second)})
+        reloaded = server.client.post("/reload", json={"path": second.name}, headers=AUTH)  # relative to the root
         time.sleep(0.5)
         stop.set()
         for t in threads:
             t.join(30)
         assert reloaded.status_code == 200, reloaded.text
-        assert server.client.get("/model").json()["path"] == str(second)
+        assert reloaded.json()["name"] == server.client.get("/model").json()["name"] == second.name
         assert answers and all(a.status_code == 200 for a in answers)
         seen = {a.json()["model"] for a in answers}
         assert seen <= set(shas) and len(seen) == 2  # the old model answered until the swap, the new one after
@@ -226,15 +242,149 @@ def test_reload_under_load_and_a_damaged_model_refused(model_dirs, taste_log, tm
             rec = shas[body["model"]]
             assert body["results"][0]["items"] == _library(rec, users[0], 5).items.tolist()
 
-        damaged = tmp_path / "damaged"
+        served_sha = server.client.get("/model").json()["weights_sha256"]
+        damaged = first.parent / "damaged"
         shutil.copytree(second, damaged)
         weights = damaged / "weights.safetensors"
         weights.write_bytes(weights.read_bytes()[:-64] + b"\0" * 64)
-        refused = server.client.post("/reload", json={"path": str(damaged)})
+        refused = server.client.post("/reload", json={"path": "damaged"}, headers=AUTH)
         assert refused.status_code == 409 and refused.json()["field"] == "path"
-        assert "sha256" in refused.json()["error"]
-        assert server.client.get("/model").json()["path"] == str(second)
+        assert "sha256" not in refused.text  # the reason is the server's log's (test_refused_reloads_...)
+        assert server.client.get("/model").json()["weights_sha256"] == served_sha
         assert server.client.post("/recommend", json={"users": users[:1]}).status_code == 200
+
+
+# ---- who may reload, and what ----------------------------------------------------------------------------
+
+def _reload_attempts(root) -> list[dict]:
+    """POST /reload bodies that the old service answered differently by what exists on the machine."""
+    return [{"path": "/etc"}, {"path": "/nonexistent"}, {"path": str(root / "missing")}, {"path": "../../etc"}]
+
+
+def test_reload_over_http_is_off_without_a_token(served, model_dirs):
+    before = served.client.get("/model").json()
+    answers = [served.client.post("/reload", json=body) for body in [*_reload_attempts(model_dirs[0].parent), {}]]
+    answers += [served.client.post("/reload", json={"path": model_dirs[1].name}, headers=AUTH),  # any token
+                served.client.post("/reload", content=b"{not json", headers={"content-type": "application/json"}),
+                served.client.post("/reload")]
+    assert {a.status_code for a in answers} == {403}, [a.text for a in answers]
+    assert len({a.text for a in answers}) == 1  # the same answer whatever was asked
+    assert "RECMAML_RELOAD_TOKEN" in answers[0].json()["fix"]
+    assert served.client.get("/model").json() == before
+
+
+def test_reload_needs_the_token(model_dirs):
+    with Server(create_app(model_dirs[0], reload_token=TOKEN)) as server:
+        wrong = TOKEN[:-1] + ("x" if TOKEN[-1] != "x" else "y")  # as long as the token, one byte off
+        headers = [{}, {"Authorization": f"Bearer {wrong}"}, {"Authorization": f"Bearer {TOKEN[:-1]}"},
+                   {"Authorization": f"Basic {TOKEN}"}, {"Authorization": TOKEN}, {"Authorization": "Bearer é".encode()}]
+        answers = [server.client.post("/reload", json={}, headers=h) for h in headers]
+        answers.append(server.client.post("/reload", content=b"{not json",  # the body is not read without the token
+                                          headers={"content-type": "application/json", **headers[1]}))
+        assert {a.status_code for a in answers} == {401}, [a.text for a in answers]
+        assert len({a.text for a in answers}) == 1 and answers[0].headers["www-authenticate"] == "Bearer"
+        assert TOKEN not in answers[0].text
+        right = server.client.post("/reload", content=b"{not json", headers={"content-type": "application/json", **AUTH})
+        assert right.status_code == 422 and right.json()["field"] == "body"
+        reloaded = server.client.post("/reload", headers=AUTH)  # no body: the served directory, again
+        assert reloaded.status_code == 200 and reloaded.json()["name"] == model_dirs[0].name
+
+
+def test_refused_reloads_say_nothing_of_the_servers_folders(model_dirs, tmp_path, caplog):
+    first, second = model_dirs
+    root = tmp_path / "models"
+    root.mkdir()
+    shutil.copytree(first, root / "current")
+    elsewhere = tmp_path / "elsewhere"  # a real model, outside the root, reached by a symlink inside it
+    shutil.copytree(second, elsewhere)
+    (root / "link").symlink_to(elsewhere, target_is_directory=True)
+    damaged = root / "damaged"
+    shutil.copytree(second, damaged)
+    (damaged / "weights.safetensors").write_bytes(b"\0" * 64)
+    (root / "not-a-model").mkdir()
+    caplog.set_level(logging.INFO, logger="recmaml.service")
+    with Server(create_app(root / "current", reload_token=TOKEN, reload_root=root)) as server:
+        before = server.client.get("/model").json()
+        bodies = [*_reload_attempts(root), {"path": "link"}, {"path": str(elsewhere)}, {"path": "damaged"},
+                  {"path": "not-a-model"}, {"path": "current/../../elsewhere"}, {"path": "a\u0000b"}, {"path": ""}]
+        answers = [server.client.post("/reload", json=body, headers=AUTH) for body in bodies]
+        assert {a.status_code for a in answers} == {409}, [a.text for a in answers]
+        assert len({a.text for a in answers}) == 1 and answers[0].json()["field"] == "path"
+        for word in ("/etc", "such", "exist", "not a recmaml", "sha256", str(tmp_path)):
+            assert word not in answers[0].text
+        assert server.client.get("/model").json() == before
+        logged = caplog.text
+        assert "outside the reload root" in logged and "sha256" in logged  # the operator's log has the reasons
+        shutil.copytree(second, root / "next")
+        taken = server.client.post("/reload", json={"path": "next"}, headers=AUTH)
+        assert taken.status_code == 200 and taken.json()["weights_sha256"] != before["weights_sha256"]
+        assert taken.json()["name"] == "next"
+
+
+@pytest.fixture
+def cli_main():
+    """recmaml.cli.main, with the root logger's handlers put back afterwards: main points them at the
+    captured stderr, which is closed once the test ends (later tests' log records would fail there)."""
+    from recmaml.cli import main
+
+    handlers, level = logging.root.handlers[:], logging.root.level
+    yield main
+    logging.root.handlers[:] = handlers
+    logging.root.setLevel(level)
+
+
+def test_the_reload_token_and_root_are_checked_at_start(model_dirs, monkeypatch, capsys, cli_main):
+    from recmaml.cli.service import TOKEN_ENV
+    from recmaml.service import RELOAD_TOKEN_ENV
+
+    assert TOKEN_ENV == RELOAD_TOKEN_ENV
+    serve = ["serve", "--model", str(model_dirs[0]), "--port", "1"]
+    cases = [({"RECMAML_RELOAD_TOKEN": "short"}, [], "RECMAML_RELOAD_TOKEN: the secret has 5 characters"),
+             ({}, ["--reload-token", "sixteen chars and a space"], "--reload-token: the secret travels"),
+             ({}, ["--reload-root", str(model_dirs[0] / "nowhere")], "--reload-root"),]
+    for env, flags, words in cases:
+        monkeypatch.delenv("RECMAML_RELOAD_TOKEN", raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        assert cli_main([*serve, *flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("recmaml serve: error: ") and words in err[0], err
+    with pytest.raises(Exception, match="at least 16"):
+        create_app(model_dirs[0], reload_token="short")
+
+
+# ---- --device, and the access log ----------------------------------------------------------------------------
+
+@pytest.mark.skipif(_cuda_available(), reason="checks the refusal where no CUDA device is present")
+def test_serve_on_an_absent_cuda_device_fails_at_start(model_dirs, capsys, cli_main):
+    assert cli_main(["serve", "--model", str(model_dirs[0]), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("recmaml serve: error: --device cuda: ") and "use cpu" in err[0], err
+
+
+@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA GPU")
+def test_serve_on_cuda(model_dirs, taste_log):
+    with Server(create_app(model_dirs[0], device="cuda")) as server:
+        assert server.server.config.app.state.service.loaded.rec.device.type == "cuda"
+        r = server.client.post("/recommend", json={"users": _users(taste_log, 3), "k": 5})
+        assert r.status_code == 200 and all(len(u["items"]) == 5 for u in r.json()["results"]), r.text
+
+
+ACCESS_LINE = re.compile(r"^(GET|POST) (\S+) (\d{3}|-) users=(\d+|-) \d+\.\dms$")
+
+
+def test_one_access_log_line_per_request(served, taste_log, caplog):
+    caplog.set_level(logging.INFO, logger="recmaml.access")
+    served.client.post("/recommend", json={"users": _users(taste_log, 3), "k": 2})
+    served.client.post("/predict", json={"users": [{**u, "score_items": [1, 2]} for u in _users(taste_log, 2)]})
+    served.client.get("/health")
+    served.client.post("/recommend", json={"users": [{"items": [1]}], "k": 0})
+    served.client.post("/recommend", content=b"x" * (MAX_BODY_BYTES + 1), headers={"content-type": "application/json"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "recmaml.access"]
+    fields = [ACCESS_LINE.match(line).groups() for line in lines]
+    assert fields == [("POST", "/recommend", "200", "3"), ("POST", "/predict", "200", "2"),
+                      ("GET", "/health", "200", "-"), ("POST", "/recommend", "422", "-"),
+                      ("POST", "/recommend", "413", "-")], lines
 
 
 def _free_port() -> int:
@@ -246,7 +396,7 @@ def _free_port() -> int:
 def test_sigterm_finishes_the_requests_in_flight(model_dirs, taste_log):
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "recmaml", "serve", "--model", str(model_dirs[0]), "--port",
-                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             str(port), "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
     try:
         base = f"http://127.0.0.1:{port}"
@@ -278,6 +428,11 @@ def test_sigterm_finishes_the_requests_in_flight(model_dirs, taste_log):
             answers = [f.result() for f in pending]
         assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
         assert proc.wait(60) == 0
+        # the server's stderr: one access line per request, uvicorn's own access log not beside it
+        log = proc.stdout.read()
+        lines = [m.groups() for m in map(ACCESS_LINE.match, log.splitlines()) if m]
+        assert lines.count(("POST", "/recommend", "200", "1")) == len(users), log
+        assert "HTTP/1.1" not in log and "POST /reload is off" in log, log
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -299,10 +454,12 @@ def test_an_unexpected_error_is_a_500_without_a_traceback(served, taste_log, mon
 
 
 def test_sighup_takes_up_the_model_rewritten_in_place(model_dirs, tmp_path):
+    """With POST /reload off (no token), and --quiet: no access log."""
     served_dir = tmp_path / "model"
     shutil.copytree(model_dirs[0], served_dir)
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "recmaml", "serve", "--model", str(served_dir), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "recmaml", "serve", "--model", str(served_dir), "--port", str(port),
+                             "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
     try:
@@ -317,9 +474,13 @@ def test_sighup_takes_up_the_model_rewritten_in_place(model_dirs, tmp_path):
             assert time.monotonic() < deadline, "SIGHUP did not reload the model"
             time.sleep(0.1)
         assert before != expected
-    finally:
         proc.terminate()
-        proc.wait(60)
+        assert proc.wait(60) == 0
+        assert not [line for line in proc.stdout.read().splitlines() if ACCESS_LINE.match(line)]
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(60)
 
 
 def _wait_healthy(base: str, proc) -> None:
@@ -338,4 +499,4 @@ def _wait_for(condition, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline, f"not true after {seconds} s"
-        time.sleep(0.02)
+        time.sleep(0.1)  # each poll is an access-log line in the server's piped stderr: few of them

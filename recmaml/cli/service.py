@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from recmaml.cli.flags import add_command, threads_arg
+import os
+from pathlib import Path
+
+from recmaml.cli.common import checked_device, log
+from recmaml.cli.flags import add_command
 from recmaml.errors import RecMamlError
+
+TOKEN_ENV = "RECMAML_RELOAD_TOKEN"  # recmaml.service.RELOAD_TOKEN_ENV; named here too: the extra may be missing
 
 
 def add_serve(sub) -> None:
     sv = add_command(sub, "serve", "answer new users' ranked lists over HTTP: POST /recommend, /predict; GET "
                      "/health, /model; POST /reload (schema at /docs)", "recmaml serve --model runs/ml100k --port 8000\n"
                      "  curl -s localhost:8000/recommend -H 'content-type: application/json' "
-                     "-d '{\"users\": [{\"items\": [50, 172, 181]}], \"k\": 5}'", device=False)
+                     "-d '{\"users\": [{\"items\": [50, 172, 181]}], \"k\": 5}'")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
                     "only; 0.0.0.0: every interface)")
     sv.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
@@ -18,8 +24,11 @@ def add_serve(sub) -> None:
                     "one batched computation, at most (default 256)")
     sv.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch may wait for requests "
                     "already arriving (default 2; never when no other request is in flight)")
-    sv.add_argument("--threads", type=threads_arg, default=None, help="torch threads while scoring, a number or "
-                    "'auto': the cores no other process is running on (default: the model's serve.threads)")
+    sv.add_argument("--reload-token", default=None, help=f"the secret that turns POST /reload on (clients send "
+                    f"Authorization: Bearer <it>); prefer the environment variable {TOKEN_ENV}, as a flag shows "
+                    "in `ps` (default: that variable; unset: POST /reload is off, SIGHUP still reloads)")
+    sv.add_argument("--reload-root", default=None, help="the folder whose model directories POST /reload may "
+                    "take up, named relative to it (default: the served model directory itself)")
     sv.set_defaults(func=cmd_serve)
 
 
@@ -30,10 +39,31 @@ def cmd_serve(args) -> None:
         raise RecMamlError(f"--max-batch-users {args.max_batch_users}: give at least 1")
     if not 0 <= args.max_wait_ms <= 1000:
         raise RecMamlError(f"--max-wait-ms {args.max_wait_ms}: give 0 to 1000 milliseconds")
+    if args.reload_root is not None and not Path(args.reload_root).is_dir():
+        raise RecMamlError(f"--reload-root {args.reload_root}: no such folder; name the folder that holds the "
+                           "model directories POST /reload may take up")
+    device = checked_device(args) if args.device else "cpu"  # an absent GPU fails here, before any loading
     try:
         from recmaml import service
     except ImportError as err:
         raise RecMamlError(f"recmaml serve needs the `serve` extra ({err.name} is missing): "
                            "pip install 'recmaml[serve]'") from err
+    token = _reload_token(args, service.reload_token_problem)
+    if token is None and args.reload_root is not None:
+        log.warning("note: --reload-root is unused while POST /reload is off (set %s to turn it on)", TOKEN_ENV)
     service.run(args.model, host=args.host, port=args.port, max_users=args.max_batch_users,
-                max_wait_ms=args.max_wait_ms, threads=args.threads, log_level="warning" if args.quiet else "info")
+                max_wait_ms=args.max_wait_ms, threads=args.threads, log_level="warning" if args.quiet else "info",
+                device=device, reload_token=token, reload_root=args.reload_root, access=not args.quiet)
+
+
+def _reload_token(args, problem_of) -> str | None:
+    """--reload-token, else $RECMAML_RELOAD_TOKEN, checked (problem_of: recmaml.service.reload_token_problem);
+    None when neither is set: POST /reload is off."""
+    flag = args.reload_token is not None
+    token = args.reload_token if flag else os.environ.get(TOKEN_ENV)
+    if token is None:
+        return None
+    problem = problem_of(token)
+    if problem:
+        raise RecMamlError(f"{'--reload-token' if flag else TOKEN_ENV}: {problem}")
+    return token
