@@ -70,7 +70,8 @@ class MetaRecommender:
         takes them; the model remembers them (`columns`) as the defaults of the CLI's later commands."""
         if columns or is_frame(warm):
             self.columns = _column_names(Columns.named(**columns))
-        prepared = build.prepare(self.config, as_interactions(warm, "warm log", Columns.named(**columns)))
+        prepared = build.prepare(self.config, as_interactions(warm, "warm log", Columns.named(**columns)),
+                                 rating_col=(self.columns or {}).get("rating"), stacklevel=3)  # fit's caller
         self.config, self.items, self.user_layout = prepared.config, prepared.log.items, prepared.user_layout
         self.rating_range = prepared.rating_range
         item_factors = build.item_factors_for(prepared, item_factors)
