@@ -17,12 +17,13 @@ from recmaml import distributed
 from recmaml import resume as resume_files
 from recmaml.config import Config
 from recmaml.data import UNKNOWN, Interactions, Vocabulary, is_count_column, relevant_rating
-from recmaml.errors import ConfigError, DataError
+from recmaml.errors import ConfigError, DataError, outside_stacklevel
 from recmaml.meta import TrainHistory, meta_train, training_length
 from recmaml.model import TIME_EDGES, FeatureSpec, Scorer, feature_tensors
 from recmaml.progress import optional_bar
 from recmaml.resume import EpochCheckpoint
 from recmaml.tasks import split_users
+from recmaml.times import in_seconds
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +60,17 @@ class PreparedLog:
         return None if rating is None else (float(rating.min()), float(rating.max()))
 
 
-def prepare(config: Config, warm: Interactions, rating_col: str | None = None, stacklevel: int = 2) -> PreparedLog:
-    """Check the warm log against the config and resolve what the log decides (resolve_for_log; its
-    warnings name `rating_col` and point `stacklevel` frames up from here, as warnings.warn counts)."""
+def prepare(config: Config, warm: Interactions, rating_col: str | None = None) -> PreparedLog:
+    """Check the warm log against the config and resolve what the log decides (resolve_for_log, whose
+    messages name `rating_col`, the warm log's rating column, when given)."""
     if len(warm) == 0:
         raise DataError("fit: the warm log is empty")
     if config.model.objective == "rating" and warm.is_implicit:
         raise DataError("fit: model.objective = 'rating' needs a log with ratings; "
                         "set objective = 'implicit' in the config for logs without ratings")
-    config = resolve_for_log(config, warm, rating_col=rating_col, stacklevel=stacklevel + 1)
+    if warm.timestamp is not None:  # read logs are seconds already; an Interactions built by hand may not be
+        warm = replace(warm, timestamp=in_seconds(warm.timestamp, "the warm log's timestamps"))
+    config = resolve_for_log(config, warm, rating_col=rating_col)
     if distributed.launched():  # one of torchrun's ranks: join the group, train on this rank's device
         config = config.replace(meta={"device": distributed.init_from_env(config.meta.device)})
     user_layout = warm.user_features.layout() if warm.user_features else None
@@ -172,14 +175,13 @@ def _check_model_fits_in_memory(config: Config, n_items: int) -> None:
                           f"{memory / 2**30:.0f} GiB; use a smaller width (64 is the default)")
 
 
-def resolve_for_log(config: Config, warm: Interactions, *, rating_col: str | None = None,
-                    stacklevel: int = 2) -> Config:
+def resolve_for_log(config: Config, warm: Interactions, *, rating_col: str | None = None) -> Config:
     """The config with its log-derived settings made concrete (saved with the model, so it says what was
     used): tasks.positive_threshold = 'auto' becomes the log's relevant rating (None for the rating
     objective, whose query is every rating, for logs without ratings and for a rating column of counts,
     with a note); meta.epochs and meta.patience = 'auto' become counts that follow the number of training
     users (recmaml.meta.training_length). A threshold that leaves few rows positive is a FewPositivesWarning
-    naming `rating_col`, `stacklevel` frames up (as warnings.warn counts them)."""
+    naming `rating_col`."""
     if config.model.time_prior and (warm.timestamp is None or config.model.objective == "rating"):
         # nothing to date the log's popularity by; and a rating is no popularity contest
         config = config.replace(model={"time_prior": False})
@@ -196,7 +198,7 @@ def resolve_for_log(config: Config, warm: Interactions, *, rating_col: str | Non
     threshold = config.tasks.positive_threshold
     if (config.model.objective == "implicit" and isinstance(threshold, (int, float)) and warm.rating is not None
             and len(warm.rating)):
-        _check_positive_share(warm.rating, threshold, rating_col, derived, stacklevel + 1)
+        _check_positive_share(warm.rating, threshold, rating_col, derived)
     if "auto" in (config.meta.epochs, config.meta.patience):
         train_users, _ = split_users(warm, config.tasks.validation_users, config.meta.seed)
         meta = training_length(config.meta, len(train_users))
@@ -216,8 +218,7 @@ def _counts_note(rating: np.ndarray, rating_col: str | None) -> str:
             "count in the config")
 
 
-def _check_positive_share(rating: np.ndarray, threshold: float, rating_col: str | None, derived: bool,
-                          stacklevel: int) -> None:
+def _check_positive_share(rating: np.ndarray, threshold: float, rating_col: str | None, derived: bool) -> None:
     """A ConfigError when `threshold` leaves no row positive, a FewPositivesWarning when it leaves fewer than
     MIN_POSITIVE_SHARE of them (`derived`: by 'auto'): a model meta-trained on a handful of positives is a
     silent wrong answer."""
@@ -239,7 +240,7 @@ def _check_positive_share(rating: np.ndarray, threshold: float, rating_col: str 
         warnings.warn(FewPositivesWarning(
             f"tasks.positive_threshold = {threshold:g} leaves {positives:,} of the warm log's {len(rating):,} rows "
             f"({100 * share:.2g}%) positive in its {_column(rating_col)} (values in {span}): meta-training "
-            f"learns from almost nothing; {fix}", share=share), stacklevel=stacklevel)
+            f"learns from almost nothing; {fix}", share=share), stacklevel=outside_stacklevel())
 
 
 def _init_popularity_biases(model: Scorer, warm: Interactions) -> None:
