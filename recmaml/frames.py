@@ -16,8 +16,8 @@ import numpy as np
 import polars as pl
 
 from recmaml.data import Interactions, SideFeatures, Vocabulary
-from recmaml.errors import DataError, outside_stacklevel, shown, spelled
-from recmaml.times import SECONDS_BELOW, converted_note, unit_of
+from recmaml.errors import DataError, shown, spelled
+from recmaml.times import SECONDS_BELOW, in_seconds
 
 log = logging.getLogger(__name__)
 
@@ -277,11 +277,7 @@ def _in_seconds(series: pl.Series, what: str) -> pl.Series:
     largest = series.abs().max() if len(series) else None
     if largest is None or largest < SECONDS_BELOW:
         return series
-    unit, per_second = unit_of(float(series.abs().median()))
-    if per_second == 1:
-        return series
-    warnings.warn(converted_note(what, unit, float(series[0]), per_second), stacklevel=outside_stacklevel())
-    return series // per_second
+    return pl.Series(series.name, in_seconds(series.to_numpy(), what), dtype=pl.Int64)
 
 
 def _pair_keys(user_idx: np.ndarray, item_idx: np.ndarray, n_items: int) -> np.ndarray:

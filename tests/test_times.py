@@ -65,6 +65,18 @@ def test_a_history_in_milliseconds_gets_the_lists_of_the_same_history_in_seconds
     assert one.items.tolist() == seconds.item_id.tolist()
 
 
+def test_users_served_together_may_send_different_units(eras_model):
+    """The service batches users of different clients: each one's times are read by their own size."""
+    from recmaml.cold import UserHistory
+    from recmaml.serve import rank_histories
+
+    rec = MetaRecommender.load(eras_model)
+    with pytest.warns(TimestampUnitWarning, match=r"\(1 of its 2 times\)"):
+        a, b = rank_histories(rec, [UserHistory([60], timestamps=[MILLISECONDS]),
+                                    UserHistory([60], timestamps=[SECONDS])], k=10)
+    assert a.items.tolist() == b.items.tolist()
+
+
 def test_the_command_line_reads_a_millisecond_history_as_seconds(eras_model, tmp_path, capsys):
     for name, t in (("s", SECONDS), ("ms", MILLISECONDS)):
         (tmp_path / f"{name}.csv").write_text("user_id,item_id,timestamp\n" + "".join(
