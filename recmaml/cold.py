@@ -310,9 +310,9 @@ def warm_time_range(rec) -> tuple[float, float] | None:
 
 
 def check_arrival(rec, arrival) -> None:
-    """Warn (ArrivalWarning) when an `at` (as arrivals gives it) cannot do what it is
-    for: the model reads no time, or the time lies before the warm log (the time prior has nothing before
-    it) or far after it, more than a year or the log's own span (the prior serves the log's last window)."""
+    """Warn (ArrivalWarning) when an `at` (as arrivals gives it) cannot do what it is for: the model reads
+    no time, or the time lies before the warm log (the time prior has nothing before it) or far after it,
+    more than a year or the log's own span (the prior serves the log's last window)."""
     if arrival is None:
         return
     flag = spelled("at=", "--at")
