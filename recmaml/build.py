@@ -4,7 +4,9 @@ fit's calibration (recmaml.calibrate)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,13 +16,28 @@ import torch
 from recmaml import distributed
 from recmaml import resume as resume_files
 from recmaml.config import Config
-from recmaml.data import UNKNOWN, Interactions, Vocabulary, relevant_rating
-from recmaml.errors import ConfigError, DataError
+from recmaml.data import UNKNOWN, Interactions, Vocabulary, is_count_column, relevant_rating
+from recmaml.errors import ConfigError, DataError, outside_stacklevel
 from recmaml.meta import TrainHistory, meta_train, training_length
 from recmaml.model import TIME_EDGES, FeatureSpec, Scorer, feature_tensors
 from recmaml.progress import optional_bar
 from recmaml.resume import EpochCheckpoint
 from recmaml.tasks import split_users
+from recmaml.times import in_seconds
+
+log = logging.getLogger(__name__)
+
+MIN_POSITIVE_SHARE = 0.05
+"""A tasks.positive_threshold that leaves fewer of the warm log's rows positive than this is warned about."""
+
+
+class FewPositivesWarning(UserWarning):
+    """tasks.positive_threshold (derived or given) leaves few of the warm log's rows positive (under
+    MIN_POSITIVE_SHARE): meta-training learns from almost nothing. `share` is the positive share."""
+
+    def __init__(self, message: str, share: float = 0.0):
+        super().__init__(message)
+        self.share = share
 
 
 @dataclass
@@ -43,14 +60,17 @@ class PreparedLog:
         return None if rating is None else (float(rating.min()), float(rating.max()))
 
 
-def prepare(config: Config, warm: Interactions) -> PreparedLog:
-    """Check the warm log against the config and resolve what the log decides (resolve_for_log)."""
+def prepare(config: Config, warm: Interactions, rating_col: str | None = None) -> PreparedLog:
+    """Check the warm log against the config and resolve what the log decides (resolve_for_log, whose
+    messages name `rating_col`, the warm log's rating column, when given)."""
     if len(warm) == 0:
         raise DataError("fit: the warm log is empty")
     if config.model.objective == "rating" and warm.is_implicit:
         raise DataError("fit: model.objective = 'rating' needs a log with ratings; "
                         "set objective = 'implicit' in the config for logs without ratings")
-    config = resolve_for_log(config, warm)
+    if warm.timestamp is not None:  # read logs are seconds already; an Interactions built by hand may not be
+        warm = replace(warm, timestamp=in_seconds(warm.timestamp, "the warm log's timestamps"))
+    config = resolve_for_log(config, warm, rating_col=rating_col)
     if distributed.launched():  # one of torchrun's ranks: join the group, train on this rank's device
         config = config.replace(meta={"device": distributed.init_from_env(config.meta.device)})
     user_layout = warm.user_features.layout() if warm.user_features else None
@@ -155,11 +175,13 @@ def _check_model_fits_in_memory(config: Config, n_items: int) -> None:
                           f"{memory / 2**30:.0f} GiB; use a smaller width (64 is the default)")
 
 
-def resolve_for_log(config: Config, warm: Interactions) -> Config:
+def resolve_for_log(config: Config, warm: Interactions, *, rating_col: str | None = None) -> Config:
     """The config with its log-derived settings made concrete (saved with the model, so it says what was
     used): tasks.positive_threshold = 'auto' becomes the log's relevant rating (None for the rating
-    objective, whose query is every rating, and for logs without ratings); meta.epochs and meta.patience
-    = 'auto' become counts that follow the number of training users (recmaml.meta.training_length)."""
+    objective, whose query is every rating, for logs without ratings and for a rating column of counts,
+    with a note); meta.epochs and meta.patience = 'auto' become counts that follow the number of training
+    users (recmaml.meta.training_length). A threshold that leaves few rows positive is a FewPositivesWarning
+    naming `rating_col`."""
     if config.model.time_prior and (warm.timestamp is None or config.model.objective == "rating"):
         # nothing to date the log's popularity by; and a rating is no popularity contest
         config = config.replace(model={"time_prior": False})
@@ -167,20 +189,58 @@ def resolve_for_log(config: Config, warm: Interactions) -> Config:
         config = config.replace(model={"history_kind": False})
     if config.serve.history_kind == "auto":  # a real new user shows its first interactions, when they are known
         config = config.replace(serve={"history_kind": "first" if warm.timestamp is not None else "sample"})
-    if config.tasks.positive_threshold == "auto":
+    derived = config.tasks.positive_threshold == "auto"
+    if derived:
         threshold = None if config.model.objective == "rating" else relevant_rating(warm.rating)
+        if config.model.objective == "implicit" and is_count_column(warm.rating):
+            log.warning("note: %s", _counts_note(warm.rating, rating_col))
         config = config.replace(tasks={"positive_threshold": threshold})
     threshold = config.tasks.positive_threshold
     if (config.model.objective == "implicit" and isinstance(threshold, (int, float)) and warm.rating is not None
-            and len(warm.rating) and not (warm.rating >= threshold).any()):
-        raise ConfigError(f"tasks.positive_threshold = {threshold} leaves no positive interaction: the warm log's "
-                          f"ratings lie in [{float(warm.rating.min()):g}, {float(warm.rating.max()):g}]; use 'auto' "
-                          "(the log's own scale) or a rating in that range")
+            and len(warm.rating)):
+        _check_positive_share(warm.rating, threshold, rating_col, derived)
     if "auto" in (config.meta.epochs, config.meta.patience):
         train_users, _ = split_users(warm, config.tasks.validation_users, config.meta.seed)
         meta = training_length(config.meta, len(train_users))
         config = config.replace(meta={"epochs": meta.epochs, "patience": meta.patience})
     return config
+
+
+def _column(rating_col: str | None) -> str:
+    return f"rating column {rating_col!r}" if rating_col else "rating column"
+
+
+def _counts_note(rating: np.ndarray, rating_col: str | None) -> str:
+    return (f"the warm log's {_column(rating_col)} holds counts, not a rating scale (whole numbers from "
+            f"{float(rating.min()):,.0f} to {float(rating.max()):,.0f}, median {float(np.median(rating)):,.0f}): "
+            "tasks.positive_threshold = 'auto' counts every row as a positive (implicit feedback; the counts "
+            "are not read). To keep only rows with at least some count, set tasks.positive_threshold to that "
+            "count in the config")
+
+
+def _check_positive_share(rating: np.ndarray, threshold: float, rating_col: str | None, derived: bool) -> None:
+    """A ConfigError when `threshold` leaves no row positive, a FewPositivesWarning when it leaves fewer than
+    MIN_POSITIVE_SHARE of them (`derived`: by 'auto'): a model meta-trained on a handful of positives is a
+    silent wrong answer."""
+    positives = int(np.count_nonzero(rating >= threshold))
+    span = f"[{float(rating.min()):g}, {float(rating.max()):g}]"
+    if positives == 0:
+        raise ConfigError(f"tasks.positive_threshold = {threshold:g} leaves no positive interaction: the warm log's "
+                          f"{_column(rating_col)} lies in {span}; use 'auto' (the log's own scale) or a rating "
+                          "in that range")
+    share = positives / len(rating)
+    if share < MIN_POSITIVE_SHARE:
+        if derived:
+            fix = (f"set tasks.positive_threshold in the config to a lower rating ({float(rating.min()):g}: every "
+                   "row a positive)")
+        elif is_count_column(rating):
+            fix = "leave tasks.positive_threshold out ('auto': every row a positive, as counts such as plays need)"
+        else:
+            fix = "use tasks.positive_threshold = 'auto' (the log's own scale) or a lower rating"
+        warnings.warn(FewPositivesWarning(
+            f"tasks.positive_threshold = {threshold:g} leaves {positives:,} of the warm log's {len(rating):,} rows "
+            f"({100 * share:.2g}%) positive in its {_column(rating_col)} (values in {span}): meta-training "
+            f"learns from almost nothing; {fix}", share=share), stacklevel=outside_stacklevel())
 
 
 def _init_popularity_biases(model: Scorer, warm: Interactions) -> None:

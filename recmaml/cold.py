@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from recmaml.data import UNKNOWN, Interactions, Vocabulary
-from recmaml.errors import DataError, spelled
+from recmaml.errors import DataError, outside_stacklevel, spelled
 from recmaml.model import feature_tensors
 from recmaml.tasks import PaddedSet, group_positions, padded_sets
+from recmaml.times import SECONDS_PER_YEAR, date_of, in_seconds
 
 
 class UnknownItemsWarning(UserWarning):
@@ -29,6 +30,15 @@ class UnknownItemsWarning(UserWarning):
     def __init__(self, message: str, rows: int = 0, item_ids=(), what: str = "history"):
         super().__init__(message)
         self.rows, self.item_ids, self.what = rows, np.asarray(item_ids), what
+
+
+class ArrivalWarning(UserWarning):
+    """`at` (when users arrive) reaches fewer users than asked, or a time the warm log does not cover.
+    `ignored` counts the users whose history has timestamps (served at their latest one, not at `at`)."""
+
+    def __init__(self, message: str, ignored: int = 0):
+        super().__init__(message)
+        self.ignored = ignored
 
 
 @dataclass
@@ -67,7 +77,9 @@ def cold_users(rec, history: Interactions, extra_users=None, what: str = "histor
     user_feats = feature_tensors(feats, rec.model.user_spec, len(users))
     arrival = arrival_times(rec, users)
     if arrival is not None:
-        user_feats["time"] = torch.from_numpy(_user_times(history, known, users, user_idx, arrival))
+        times = _user_times(history, known, users, user_idx)
+        _warn_at_ignored(rec, users, np.isfinite(times))
+        user_feats["time"] = torch.from_numpy(np.where(np.isfinite(times), times, arrival))
     # without a rating column: 1 for a rating model's loss (it needs ratings and says so above), NaN (no
     # rating, so no dislike) for the priors' EASE term of an implicit model, which uses ratings for nothing else
     no_rating = 1.0 if rec.config.model.objective == "rating" else np.nan
@@ -124,6 +136,7 @@ def history_cold_users(rec, histories: Sequence[UserHistory]) -> tuple[ColdUsers
     user_of_row, item_idx = request_rows(rec, [h.items for h in histories])
     stamps = np.concatenate([np.full(len(h.items), np.nan) if h.timestamps is None else
                              np.asarray(h.timestamps, np.float64) for h in histories] or [np.zeros(0)])
+    stamps = in_seconds(stamps, "timestamps")
     known = item_idx != UNKNOWN
     unknown = np.bincount(user_of_row[~known], minlength=n)
     known &= _latest_of_each_pair(user_of_row, item_idx, stamps)  # an item named twice: its latest row, as a log
@@ -134,6 +147,7 @@ def history_cold_users(rec, histories: Sequence[UserHistory]) -> tuple[ColdUsers
     if arrival is not None:
         times = np.full(n, -np.inf)
         np.fmax.at(times, user_idx, stamps[known])  # NaN (no timestamp) leaves -inf: the arrival time
+        _warn_at_ignored(rec, users, np.isfinite(times))
         user_feats["time"] = torch.from_numpy(np.where(np.isfinite(times), times, arrival))
     cold = ColdUsers(users, user_idx.astype(np.int64), item_idx[known].astype(np.int64), rating, user_feats)
     cand = None
@@ -249,14 +263,81 @@ def arrival_times(rec, users: Vocabulary) -> np.ndarray | None:
     return None
 
 
-def _user_times(history: Interactions, known: np.ndarray, users: Vocabulary, user_idx: np.ndarray,
-                default: np.ndarray) -> np.ndarray:
-    """Each cold user's time for the time prior: its latest interaction of a known item, or its `default`
-    (the caller's `at`, else the end of the warm log) for a user without one or a history without timestamps."""
+def _user_times(history: Interactions, known: np.ndarray, users: Vocabulary, user_idx: np.ndarray) -> np.ndarray:
+    """Each cold user's time for the time prior: its latest interaction of a known item, or -inf for a user
+    without one or a history without timestamps (who is served at its arrival time)."""
     times = np.full(len(users), -np.inf)
-    if history.timestamp is not None:
-        np.maximum.at(times, user_idx, history.timestamp[known].astype(np.float64))
-    return np.where(np.isfinite(times), times, default)
+    if history.timestamp is not None:  # an Interactions built by hand may hold milliseconds: seconds here
+        stamps = in_seconds(history.timestamp[known].astype(np.float64), "the history's timestamps")
+        np.maximum.at(times, user_idx, stamps)
+    return times
+
+
+def _warn_at_ignored(rec, users: Vocabulary, timed: np.ndarray) -> None:
+    """Say when `at` was given for users whose history has timestamps (`timed`): they are served at their
+    latest one, and `at` is ignored for them; one ArrivalWarning with their count."""
+    if rec.arrival is None or not timed.any():
+        return
+    if isinstance(rec.arrival, tuple):  # a mapping: only the users it names asked for a time
+        asked = np.zeros(len(users), bool)
+        index = users.index(rec.arrival[0]) if len(rec.arrival[0]) else np.zeros(0, np.int64)
+        asked[index[index != UNKNOWN]] = True
+        timed = timed & asked
+    ignored = int(timed.sum())
+    if ignored:
+        warnings.warn(ArrivalWarning(at_ignored_message(ignored), ignored=ignored), stacklevel=outside_stacklevel())
+
+
+def at_ignored_message(ignored: int) -> str:
+    """What an ArrivalWarning says of `ignored` users whose history's timestamps `at` gave way to."""
+    flag = spelled("at=", "--at")
+    no_times = spelled("timestamp_col=None", "--timestamp-col ''")
+    return (f"{flag} is ignored for {ignored:,} user{'s' if ignored != 1 else ''} whose history has timestamps: each "
+            f"is served at its latest one ({flag} sets the time of users without any; read the history without its "
+            f"timestamps, {no_times}, to serve every user at {flag})")
+
+
+def warm_time_range(rec) -> tuple[float, float] | None:
+    """(first, last) time of the warm log as the model's time-aware parts read it (the time prior's edges),
+    or None when nothing the model serves with reads a time."""
+    if rec.model.time_scale is not None:
+        edges = rec.model.time_edges
+    elif rec.priors is not None and rec.priors.has_time:
+        edges = rec.priors.time_edges
+    else:
+        return None
+    return float(edges[0]), float(edges[-1])
+
+
+def check_arrival(rec, arrival) -> None:
+    """Warn (ArrivalWarning) when an `at` (as arrivals gives it) cannot do what it is for: the model reads
+    no time, or the time lies before the warm log (the time prior has nothing before it) or far after it,
+    more than a year or the log's own span (the prior serves the log's last window)."""
+    if arrival is None:
+        return
+    flag = spelled("at=", "--at")
+    span = warm_time_range(rec)
+    if span is None:
+        warnings.warn(ArrivalWarning(f"{flag} has no effect: this model reads no time (its warm log had no "
+                                     "timestamps, or it has no time-aware popularity); leave it out"),
+                      stacklevel=outside_stacklevel())
+        return
+    first, last = span
+    times = np.atleast_1d(arrival[1] if isinstance(arrival, tuple) else arrival).astype(np.float64)
+    beyond = max(SECONDS_PER_YEAR, last - first)
+    how_far = "a year" if beyond == SECONDS_PER_YEAR else "the log's own span"
+    early, late = times < first, times > last + beyond
+    for far, where in ((early, f"before the warm log's first time ({date_of(first)}): the time-aware popularity "
+                               "has nothing before it and ranks no item up for them"),
+                       (late, f"more than {how_far} after the warm log's last time ({date_of(last)}): the "
+                              "time-aware popularity serves them the log's last window, what was popular up to "
+                              f"{date_of(last)}")):
+        if far.any():
+            example = times[far][0]
+            who = "" if len(times) == 1 else f" for {int(far.sum())} of {len(times)} users"
+            warnings.warn(ArrivalWarning(f"{flag} {date_of(example)}{who} lies {where}; check the year and the unit "
+                                         f"(Unix seconds), or leave {flag} out to serve at the log's end"),
+                          stacklevel=outside_stacklevel())
 
 
 def _arrival_times(arrival, users: Vocabulary, latest: float) -> np.ndarray:
@@ -274,16 +355,18 @@ def _arrival_times(arrival, users: Vocabulary, latest: float) -> np.ndarray:
 
 def arrivals(at):
     """`at` (see MetaRecommender.arriving_at) in the form serving reads chunk after chunk: None, Unix seconds,
-    or for a mapping, (user ids, their seconds) as arrays."""
+    or for a mapping, (user ids, their seconds) as arrays. Numbers in a finer unit (milliseconds, ...) are
+    converted to seconds with a warning (recmaml.times)."""
     if at is None:
         return None
+    flag = spelled("at=", "--at")
     if not (hasattr(at, "items") and callable(at.items)):
-        return _seconds(at)
+        return float(in_seconds(np.array([_seconds(at)]), flag)[0])
     pairs = dict(at.items())  # a dict or a pandas Series: user id -> time
     values = list(pairs.values())
     seconds = all(isinstance(t, (int, float, np.number)) and not isinstance(t, bool) for t in values)
     times = np.asarray(values if seconds else [_seconds(t) for t in values], np.float64)  # seconds: one conversion
-    return np.asarray(list(pairs)), times
+    return np.asarray(list(pairs)), in_seconds(times, flag)
 
 
 def _seconds(t) -> float:

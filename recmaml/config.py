@@ -121,8 +121,9 @@ class TaskConfig:
     positive_threshold: float | str | None = "auto"
     """Implicit objective: query interactions rated at least this count as positives (None: all). 'auto'
     follows the log's own scale (recmaml.data.relevant_rating: 4 on 1-5, 3.5 on 0.5-4, 8 on 1-10; all
-    interactions on a log without ratings, and for the rating objective); fit records the value it used
-    in the model's resolved config."""
+    interactions on a log without ratings, on a rating column of counts such as plays (with a note), and
+    for the rating objective); fit records the value it used in the model's resolved config, and warns
+    (FewPositivesWarning) when the value leaves under 5% of the warm log's rows positive."""
     validation_users: float = 0.2
     """Fraction of warm users held out for early stopping."""
     validation_support: int = 5

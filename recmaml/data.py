@@ -440,12 +440,33 @@ class RankedLists:
         )
 
 
+# A column of counts (plays, clicks, purchases) is not a rating scale: its whole numbers have a heavy tail,
+# the largest many times the typical one (a listening log: median 260 plays, largest 352,698). No rating
+# scale in use has both many distinct values and a top at least COUNT_TAIL_RATIO times its median.
+COUNT_TAIL_RATIO = 10.0
+COUNT_MIN_DISTINCT = 20
+
+
+def is_count_column(rating: np.ndarray | None) -> bool:
+    """True when `rating` holds counts rather than ratings: non-negative whole numbers, more than
+    COUNT_MIN_DISTINCT distinct values, the largest at least COUNT_TAIL_RATIO times the median (at least 1).
+    1-5, 0.5-4, 1-10 and 0-100 scales are not counts; plays per (user, artist) are."""
+    if rating is None or len(rating) == 0:
+        return False
+    values = np.asarray(rating, dtype=np.float64)
+    lo, hi = float(values.min()), float(values.max())
+    if lo < 0 or hi < COUNT_TAIL_RATIO * max(float(np.median(values)), 1.0):  # cheap tests first
+        return False
+    return bool(np.all(values == np.round(values))) and len(np.unique(values)) > COUNT_MIN_DISTINCT
+
+
 def relevant_rating(rating: np.ndarray | None) -> float | None:
     """The rating that makes an interaction a clear positive on this log's own scale: the smallest rating
     of the log at or above 75% of its range (4 on a 1-5 scale, 3.5 on FilmTrust's 0.5-4, 8 on 1-10).
-    None for a log without ratings (every interaction counts). The benchmark's relevance and the default
-    tasks.positive_threshold ('auto') both follow it."""
-    if rating is None or len(rating) == 0:
+    None for a log without ratings, and for a column of counts (is_count_column: plays are how much a user
+    liked an item, every row a positive): every interaction counts. The benchmark's relevance and the
+    default tasks.positive_threshold ('auto') both follow it."""
+    if rating is None or len(rating) == 0 or is_count_column(rating):
         return None
     lo, hi = float(np.min(rating)), float(np.max(rating))
     if lo == hi:  # one rating value (e.g. implicit feedback stored as 1.0): everything counts

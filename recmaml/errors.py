@@ -8,6 +8,8 @@ so that neither reads the other's spelling first."""
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 
 _surface = "api"  # "cli" while a command of recmaml.cli runs; module state: a message is built where it is raised
 
@@ -62,3 +64,16 @@ def shown(value, limit: int = 60) -> str:
     (a 5 MB field must not make a 5 MB message)."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def outside_stacklevel() -> int:
+    """The stacklevel that makes warnings.warn, in the function calling this, point at the first line outside
+    recmaml: the user's call, however deep inside the package (and through whichever path) the warning is
+    found. As Python 3.12's skip_file_prefixes does, on 3.11 too."""
+    frame, level = sys._getframe(1), 1  # the function that warns is level 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -17,6 +17,7 @@ import polars as pl
 
 from recmaml.data import Interactions, SideFeatures, Vocabulary
 from recmaml.errors import DataError, shown, spelled
+from recmaml.times import SECONDS_BELOW, in_seconds
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +268,16 @@ def _timestamp_column(df: pl.DataFrame, source: str, col: str) -> pl.Series:
             f"{source}: column {col!r} has {int(nulls.sum())} missing timestamps (first at data row "
             f"{_first_row(nulls)}); fill them or pass {spelled('timestamp_col=None', NO_TIMESTAMP_FLAG)}"
         )
-    return series.cast(pl.Int64)
+    return _in_seconds(series.cast(pl.Int64), f"{source}: column {col!r}")
+
+
+def _in_seconds(series: pl.Series, what: str) -> pl.Series:
+    """Numbers of a unit finer than seconds (milliseconds, ...: recmaml.times) converted to Unix seconds,
+    with a TimestampUnitWarning naming `what`; seconds as they are (a datetime column is already seconds)."""
+    largest = series.abs().max() if len(series) else None
+    if largest is None or largest < SECONDS_BELOW:
+        return series
+    return pl.Series(series.name, in_seconds(series.to_numpy(), what), dtype=pl.Int64)
 
 
 def _pair_keys(user_idx: np.ndarray, item_idx: np.ndarray, n_items: int) -> np.ndarray:

@@ -12,7 +12,8 @@ import torch
 
 from recmaml import build, checkpoint, serve
 from recmaml.calibrate import calibrate
-from recmaml.cold import UnknownItemsWarning, UserHistory, arrivals, cold_users, matrix_cold_users
+from recmaml.cold import (UnknownItemsWarning, UserHistory, arrivals, check_arrival, cold_users,
+                          matrix_cold_users)
 from recmaml.config import HISTORY_KINDS, Config
 from recmaml.data import UNKNOWN, Interactions, RankedLists, Vocabulary
 from recmaml.errors import DataError, RecMamlError
@@ -70,7 +71,8 @@ class MetaRecommender:
         takes them; the model remembers them (`columns`) as the defaults of the CLI's later commands."""
         if columns or is_frame(warm):
             self.columns = _column_names(Columns.named(**columns))
-        prepared = build.prepare(self.config, as_interactions(warm, "warm log", Columns.named(**columns)))
+        prepared = build.prepare(self.config, as_interactions(warm, "warm log", Columns.named(**columns)),
+                                 rating_col=(self.columns or {}).get("rating"))
         self.config, self.items, self.user_layout = prepared.config, prepared.log.items, prepared.user_layout
         self.rating_range = prepared.rating_range
         item_factors = build.item_factors_for(prepared, item_factors)
@@ -146,11 +148,16 @@ class MetaRecommender:
         """This recommender serving users who arrive at `at`: the time of the time-aware popularity prior
         for users whose history has no timestamp (a user with none shows nothing else). `at`: Unix
         seconds, a datetime or an ISO date ('2024-03-01'), or a mapping (dict, pandas Series) from user id to
-        such a time; None: the end of the warm log. A shallow copy: the weights are shared."""
+        such a time; None: the end of the warm log. A shallow copy: the weights are shared.
+
+        Milliseconds (and finer) are converted to seconds with a warning. An ArrivalWarning says when `at`
+        cannot act: a model that reads no time, a time before the warm log or far after it; and, while
+        serving, how many users it is ignored for (their history has timestamps)."""
         if at is None and self.arrival is None:
             return self
         other = copy.copy(self)
         other.arrival = arrivals(at)  # converted once (a bad time is an error now), read by every chunk
+        check_arrival(other, other.arrival)
         return other
 
     # ---- serving ------------------------------------------------------------------------------------

@@ -187,11 +187,14 @@ class RunWarnings:
         self.ids: dict[str, set] = {}
         self.duplicates = 0
         self.duplicate_chunks = 0
+        self.at_ignored = 0  # users whose timestamps --at gave way to (ArrivalWarning.ignored), over all chunks
+        self.time_units: set[str] = set()  # the units a TimestampUnitWarning was shown for (once each)
 
     @contextlib.contextmanager
     def collecting(self):
+        from recmaml.cold import ArrivalWarning, UnknownItemsWarning
         from recmaml.frames import DuplicateInteractionsWarning
-        from recmaml.cold import UnknownItemsWarning
+        from recmaml.times import TimestampUnitWarning
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -199,7 +202,13 @@ class RunWarnings:
         for w in caught:
             if issubclass(w.category, (UnknownItemsWarning, DuplicateInteractionsWarning)):
                 self.add(w.message)
+            elif issubclass(w.category, ArrivalWarning) and w.message.ignored:
+                self.at_ignored += w.message.ignored
+            elif issubclass(w.category, TimestampUnitWarning) and w.message.unit in self.time_units:
+                continue  # every chunk of a history says it again
             else:
+                if issubclass(w.category, TimestampUnitWarning):
+                    self.time_units.add(w.message.unit)
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
     def add(self, message) -> None:
@@ -222,6 +231,10 @@ class RunWarnings:
         for what, rows in self.rows.items():
             log.warning("warning: dropped %d %s rows naming %d items the model does not know", rows, what,
                         len(self.ids[what]))
+        if self.at_ignored:
+            from recmaml.cold import at_ignored_message
+
+            log.warning("warning: %s", at_ignored_message(self.at_ignored))
 
 
 def check_file(path, flag: str) -> None:

@@ -75,9 +75,12 @@ def cmd_fit(args) -> None:
     log.info("warm log: %d interactions, %d users, %d items", len(warm), warm.n_users, warm.n_items)
     if not args.resume and rank == 0 and resume.exists(args.out):
         log.info("note: %s holds the checkpoint of an unfinished fit; starting over (--resume continues it)", args.out)
+    rec = MetaRecommender(config)
+    rec.columns = {"user": args.user_col, "item": args.item_col, "rating": args.rating_col or None,
+                   "timestamp": args.timestamp_col or None}  # fit's messages name them; saved as later defaults
     try:
         with LazyBar(args, total=config.meta.epochs, unit="epoch", desc="meta-training") as bar:
-            rec = MetaRecommender(config).fit(warm, progress=bar.epoch, checkpoint_dir=args.out, resume=args.resume)
+            rec = rec.fit(warm, progress=bar.epoch, checkpoint_dir=args.out, resume=args.resume)
             bar.stopped((rec.sample_history or rec.history).stopped)  # the last bar is the last weights'
     except (KeyboardInterrupt, Terminated):
         if rank == 0 and resume.exists(args.out):
@@ -88,8 +91,6 @@ def cmd_fit(args) -> None:
         from recmaml.calibrate import describe
 
         log.info("serving priors: %s", describe(rec.priors))
-    rec.columns = {"user": args.user_col, "item": args.item_col, "rating": args.rating_col or None,
-                   "timestamp": args.timestamp_col or None}  # the defaults of recommend, predict and evaluate
     if rank == 0:
         rec.save(args.out)
         resume.discard(args.out)  # only once the model is saved: a kill before leaves a resumable fit
