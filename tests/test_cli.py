@@ -57,6 +57,28 @@ def test_help_lists_every_command_and_each_has_an_example(capsys):
         assert exit_.value.code == 0 and f"example:\n  recmaml {command}" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+def test_help_and_version_answer_without_importing_torch(flag):
+    # torch takes seconds to import; a user asking what the commands are should not wait for it
+    runner = ("import runpy, sys\n"
+              f"sys.argv = ['recmaml', {flag!r}]\n"
+              "try:\n    runpy.run_module('recmaml', run_name='__main__')\n"
+              "except SystemExit as exit_:\n    assert exit_.code == 0, exit_.code\n"
+              "print('torch imported' if 'torch' in sys.modules else 'no torch')")
+    out = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("no torch"), out.stdout[-300:]
+
+
+def test_benchmark_help_still_names_its_systems_and_default_sizes(capsys):
+    from recmaml.benchmark import DEFAULT_KS, SYSTEMS
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["benchmark", "--help"])
+    page = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+    assert f"default {','.join(map(str, DEFAULT_KS))};" in page and ", ".join(SYSTEMS) in page
+
+
 def test_fit_recommend_predict_evaluate_end_to_end(files, tmp_path):
     fit = run("fit", "--config", str(REPO_ROOT / "configs/tiny.toml"), "--data", str(files / "warm.csv"), *COLS,
               "--out", str(tmp_path / "model"))

@@ -10,7 +10,8 @@ from pathlib import Path
 from recmaml.cli.common import (RunWarnings, check_file, check_sizes, load_model, log, read_log, read_user_features,
                                 with_features, with_training_threads)
 from recmaml.cli.flags import (add_allow_unknown_items, add_command, add_config, add_data_flags, add_history,
-                               add_history_kind, add_list_length, add_out, add_training_threads, add_user_features)
+                               add_history_kind, add_list_length, add_out, add_training_threads, add_user_features,
+                               help_when_shown)
 from recmaml.errors import RecMamlError
 from recmaml.progress import progress_bar
 
@@ -81,8 +82,6 @@ def _relevance_threshold(flag, history, heldout) -> float | None:
 
 
 def add_benchmark(sub) -> None:
-    from recmaml.benchmark import DEFAULT_KS, SYSTEMS
-
     bench = add_command(sub, "benchmark",
                         "the cold-start benchmark suite: protocols x support sizes x seeds x systems",
                         "recmaml benchmark --data ../shared/data/movielens/ml-100k --protocol random,temporal,melu "
@@ -91,12 +90,15 @@ def add_benchmark(sub) -> None:
     bench.add_argument("--data", help="interaction log (file, folder, SQL URI): MovieLens, FilmTrust, CiaoDVD, CSV...")
     bench.add_argument("--name", help="the data set's name in the tables (default: the file or folder name)")
     bench.add_argument("--protocol", help="comma-separated: random, temporal, melu (default: all the log allows)")
-    default_ks = ",".join(map(str, DEFAULT_KS))
-    bench.add_argument("--support-sizes", "--k", dest="support_sizes", default=default_ks,
-                       help=f"support sizes K (default {default_ks}; 0: users with no usable history, ranked from "
-                       "the meta-learned start alone; --k: its former spelling)")
+    # the suite's support sizes and system names live in recmaml.benchmark, which imports torch: their help
+    # is written when a help page is shown, so that building the parser (`recmaml --help`) does not import it
+    sizes = bench.add_argument("--support-sizes", "--k", dest="support_sizes", default=None,
+                               help="support sizes K")
+    help_when_shown(sizes, lambda: f"support sizes K (default {_default_support_sizes()}; 0: users with no usable "
+                    "history, ranked from the meta-learned start alone; --k: its former spelling)")
     bench.add_argument("--seeds", default="0,1,2", help="split seeds (default 0,1,2; at least 3 for intervals)")
-    bench.add_argument("--systems", default="all", help=f"comma-separated systems or 'all': {', '.join(SYSTEMS)}")
+    systems = bench.add_argument("--systems", default="all", help="comma-separated systems or 'all'")
+    help_when_shown(systems, lambda: f"comma-separated systems or 'all': {', '.join(_system_names())}")
     add_config(bench, "TOML config of recmaml's systems: a path or a shipped config by name; defaults in code when "
                "omitted")
     bench.add_argument("--budget-seconds", type=float, default=300.0,
@@ -116,6 +118,18 @@ def add_benchmark(sub) -> None:
     bench.add_argument("--report-only", action="store_true", help="only rebuild the report from --out's cells")
     add_data_flags(bench)
     bench.set_defaults(func=cmd_benchmark)
+
+
+def _default_support_sizes() -> str:
+    from recmaml.benchmark import DEFAULT_KS
+
+    return ",".join(map(str, DEFAULT_KS))
+
+
+def _system_names() -> tuple[str, ...]:
+    from recmaml.benchmark import SYSTEMS
+
+    return tuple(SYSTEMS)
 
 
 def _csv_list(text: str, flag: str, cast=str) -> tuple:
@@ -153,7 +167,8 @@ def cmd_benchmark(args) -> None:
             log.info("note: the log has no ratings; the MeLU protocol and the item-mean baselines are left out")
         spec = benchmark.BenchmarkSpec(
             name=args.name or Path(args.data.rstrip("/")).stem, protocols=protocols,
-            ks=_csv_list(args.support_sizes, "--support-sizes", int), seeds=_csv_list(args.seeds, "--seeds", int),
+            ks=_csv_list(args.support_sizes or _default_support_sizes(), "--support-sizes", int),
+            seeds=_csv_list(args.seeds, "--seeds", int),
             systems=benchmark.resolve_systems(args.systems), relevance_threshold=args.relevance_threshold,
             cold_fraction=args.cold_fraction, budget_seconds=args.budget_seconds, grid=args.grid,
             config=with_training_threads(load_config(args.config), args),

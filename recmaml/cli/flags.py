@@ -13,6 +13,7 @@ cuts its metrics there), so its cut-off is that length. A support size, which --
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 
 REMEMBERED = "; with --model: the name the model was fitted with"
 
@@ -125,3 +126,17 @@ def add_user_features(parser: argparse.ArgumentParser, whose: str) -> None:
 def add_allow_unknown_items(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-unknown-items", action="store_true", help="accept a history whose rows (all or "
                         "most) name items the model does not know (otherwise an error, or a warning when most do)")
+
+
+def help_when_shown(action: argparse.Action, make_help: Callable[[], str]) -> None:
+    """Give `action` the help `make_help()` writes, when a help page is printed (recmaml.cli's parser calls
+    fill_late_help first): for help that needs a heavy import, which building the parser must not pay."""
+    action.make_help = make_help
+
+
+def fill_late_help(parser: argparse.ArgumentParser) -> None:
+    """Write the help of the actions that help_when_shown deferred, once."""
+    for action in parser._actions:
+        make_help = getattr(action, "make_help", None)
+        if make_help is not None:
+            action.help, action.make_help = make_help(), None
