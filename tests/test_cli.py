@@ -426,6 +426,42 @@ def test_evaluate_derives_the_relevant_rating_from_the_logs_scale(model_dir, fil
     assert main([*args, "--out", str(tmp_path)]) == 2 and "is a folder" in capsys.readouterr().err
 
 
+def test_evaluate_counts_every_user_and_writes_per_user_metrics(model_dir, files, tmp_path, capsys):
+    # x: relevant held-out rows; y: held-out rows rated below 4 only; z: adapted, nothing held out
+    (tmp_path / "h.csv").write_text("user,item\nx,0\nx,1\ny,20\ny,21\nz,40\n")
+    (tmp_path / "held.csv").write_text("user,item,rating\nx,3,5\nx,4,4\ny,23,2\ny,24,1\n")
+    args = ["evaluate", "--model", str(model_dir), "--history", str(tmp_path / "h.csv"), "--heldout",
+            str(tmp_path / "held.csv"), *COLS, "--k", "10", "--out", str(tmp_path / "m.json")]
+    assert main([*args, "--per-user", str(tmp_path / "users.csv")]) == 0
+    out, err = capsys.readouterr()
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert (metrics["users"], metrics["users_without_relevant"], metrics["users_without_heldout"]) == (1, 1, 1)
+    assert "users_without_relevant  1" in out
+    assert "1 user had held-out rows, none relevant (rated at least 4)" in err
+    users = pl.read_csv(tmp_path / "users.csv").sort("user_id")
+    assert users["user_id"].to_list() == ["x", "y", "z"] and users["relevant"].to_list() == [2, 0, 0]
+    assert users["ndcg@10"][0] == pytest.approx(metrics["ndcg@10"]) and users["ndcg@10"].null_count() == 2
+    assert main([*args, "--per-user", str(tmp_path / "users.xlsx")]) == 2
+    assert "--per-user " in capsys.readouterr().err
+    assert not (tmp_path / "users.xlsx").exists()
+
+
+@pytest.mark.parametrize("held_times, flag, kind, said", [
+    ("10,11", [], "first", "history kind: first (every user's history precedes its held-out rows"),
+    ("1,11", [], "sample", "history kind: sample (some history rows come after held-out rows"),
+    ("1,11", ["--history-kind", "first"], "first", "note: --history-kind first, though the timestamps show"),
+])
+def test_evaluate_reads_the_history_kind_from_the_timestamps(held_times, flag, kind, said, model_dir, tmp_path, capsys):
+    (tmp_path / "h.csv").write_text("user,item,timestamp\nx,0,5\nx,1,6\ny,20,5\n")
+    first, second = held_times.split(",")
+    (tmp_path / "held.csv").write_text(f"user,item,rating,timestamp\nx,3,5,{first}\ny,23,5,{second}\n")
+    assert main(["evaluate", "--model", str(model_dir), "--history", str(tmp_path / "h.csv"), "--heldout",
+                 str(tmp_path / "held.csv"), *COLS, *flag, "--out", str(tmp_path / "m.json")]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads((tmp_path / "m.json").read_text())["history_kind"] == kind
+    assert said in err and f"history_kind            {kind}" in out
+
+
 @pytest.mark.parametrize("out", ["out.xlsx", "out"])
 def test_an_output_name_without_a_known_extension_gets_output_advice(out, model_dir, files, tmp_path, capsys):
     assert _recommend(model_dir, files / "cold.csv", tmp_path / out) == 2

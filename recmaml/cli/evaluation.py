@@ -21,14 +21,19 @@ def add_evaluate(sub) -> None:
                      "recmaml evaluate --model runs/ml100k --history cold_support.csv --heldout cold_query.csv")
     add_history(ev, "what each evaluated user reveals (adapted on)")
     ev.add_argument("--heldout", required=True, help="the same users' hidden interactions")
-    # --k is the list length here too: evaluate_recommender ranks each user's top-k list, as `recommend --k`
+    # --k is the list length here too: evaluate_users ranks each user's top-k list, as `recommend --k`
     # writes it, and its metrics score that list, so their cut-off is the list's length (recmaml.cli.flags)
     add_list_length(ev, ": the ranking metrics score each user's top-k list, so k is also their cut-off")
-    add_history_kind(ev)
+    add_history_kind(ev, "read from the timestamps: 'first' when every user's history precedes its held-out "
+                     "rows, else 'sample' (without timestamps: the model's serve.history_kind)")
     ev.add_argument("--relevance-threshold", "--threshold", dest="relevance_threshold", type=float, default=None,
                     help="held-out ratings at least this are relevant (default: from the log's scale, as fit and "
                     "benchmark derive it: 4 on 1-5, 3.5 on 0.5-4; -1: every held-out row)")
     add_out(ev, "also write the metrics to this JSON file", required=False)
+    ev.add_argument("--per-user", help="also write each user's metrics here (.csv, .tsv, .parquet, .jsonl or an SQL "
+                    "URI with --table): one row per --history user, for your own significance tests")
+    ev.add_argument("--table", default="user_metrics", help="table name when --per-user is an SQL URI (default "
+                    "user_metrics)")
     add_user_features(ev, "the users'")
     add_allow_unknown_items(ev)
     add_data_flags(ev)
@@ -36,11 +41,13 @@ def add_evaluate(sub) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from recmaml.protocol import evaluate_recommender
+    from recmaml.heldout import evaluate_users
 
     check_sizes(args)
     if args.out:
         check_file(args.out, "--out")
+    if args.per_user:
+        _check_per_user(args.per_user)
     rec = load_model(args)
     history, heldout = read_log(args.history, args), read_log(args.heldout, args)
     if args.user_features:
@@ -49,17 +56,68 @@ def cmd_evaluate(args) -> None:
         raise RecMamlError(f"--relevance-threshold {args.relevance_threshold}: give a rating (e.g. 4), or -1 to count "
                            "every held-out row")
     threshold = _relevance_threshold(args.relevance_threshold, history, heldout)
+    rec = rec.with_history_kind(_history_kind(args.history_kind, rec, history, heldout))
     run_warnings = RunWarnings()
     with run_warnings.collecting():
-        metrics = evaluate_recommender(rec, history, heldout, k=args.k, relevance_threshold=threshold,
-                                       allow_unknown_items=args.allow_unknown_items)
+        result = evaluate_users(rec, history, heldout, k=args.k, relevance_threshold=threshold,
+                                allow_unknown_items=args.allow_unknown_items)
     run_warnings.report()
+    metrics = {**result.summary(), "history_kind": rec.config.serve.history_kind}
+    _note_unscored_users(metrics, threshold)
     for name, value in metrics.items():
-        print(f"{name:<14}{value:.4f}" if isinstance(value, float) else f"{name:<14}{value}")
+        print(f"{name:<24}{value:.4f}" if isinstance(value, float) else f"{name:<24}{value}")
     if args.out:
         from recmaml.files import write_json
 
         write_json(args.out, metrics)
+    if args.per_user:
+        from recmaml.connectors import write_frame
+
+        write_frame(result.per_user(), args.per_user, table=args.table)
+
+
+def _check_per_user(dest) -> None:
+    from recmaml.connectors import check_output
+
+    try:
+        check_output(dest)
+    except RecMamlError as err:
+        raise RecMamlError(f"--per-user {err}") from err
+
+
+def _history_kind(flag, rec, history, heldout) -> str:
+    """--history-kind; else what the rows show (recmaml.heldout.history_kind_shown); else the model's
+    serve.history_kind. Says which it used and why: the metrics of one model differ between the two kinds."""
+    from recmaml.heldout import history_kind_shown
+
+    shown = history_kind_shown(history, heldout)
+    if flag is not None:
+        if shown is not None and shown != flag:
+            log.warning("note: --history-kind %s, though the timestamps show %s", flag,
+                        "every user's history before its held-out rows" if shown == "first"
+                        else "history rows after held-out rows")
+        else:
+            log.info("history kind: %s (--history-kind)", flag)
+        return flag
+    if shown is None:
+        kind = rec.config.serve.history_kind
+        log.info("history kind: %s, the model's serve.history_kind (the rows have no timestamps to tell; "
+                 "--history-kind sets it)", kind)
+        return kind
+    log.info("history kind: %s (%s; --history-kind sets another)", shown,
+             "every user's history precedes its held-out rows: its first interactions" if shown == "first"
+             else "some history rows come after held-out rows: a sample of each user's rows")
+    return shown
+
+
+def _note_unscored_users(metrics: dict, threshold) -> None:
+    """Say who was adapted but not scored, so that the user count adds up to the history's users."""
+    relevant = "every row counts" if threshold is None else f"rated at least {threshold:g}"
+    for key, why in (("users_without_relevant", f"held-out rows, none relevant ({relevant})"),
+                     ("users_without_heldout", "no held-out row"), ("skipped_users", "held-out rows but no history")):
+        if metrics[key]:
+            log.info("note: %d user%s had %s: not scored (%s)", metrics[key], "" if metrics[key] == 1 else "s",
+                     why, key)
 
 
 def _relevance_threshold(flag, history, heldout) -> float | None:
