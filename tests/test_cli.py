@@ -70,6 +70,22 @@ def test_help_and_version_answer_without_importing_torch(flag):
     assert out.stdout.strip().endswith("no torch"), out.stdout[-300:]
 
 
+def test_a_missing_extra_is_installed_from_the_checkout_not_a_package_index(model_dir, monkeypatch, capsys):
+    # no package index has recmaml: `pip install 'recmaml[serve]'` fails; the checkout's editable install works
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the serve extra were not installed
+    monkeypatch.delitem(sys.modules, "recmaml.service", raising=False)
+    assert main(["serve", "--model", str(model_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"{sys.executable} -m pip install -e '{REPO_ROOT}[serve]'" in err and "'recmaml[serve]'" not in err
+
+
+def test_a_wheel_install_is_told_the_extras_own_packages(tmp_path):
+    from recmaml.errors import install_extra
+
+    hint = install_extra("serve", package_dir=tmp_path / "site-packages" / "recmaml")  # no pyproject.toml above
+    assert "pip install 'fastapi>=" in hint and "recmaml[" not in hint
+
+
 def test_benchmark_help_still_names_its_systems_and_default_sizes(capsys):
     from recmaml.benchmark import DEFAULT_KS, SYSTEMS
 

@@ -12,7 +12,7 @@ from recmaml.cli.common import (RunWarnings, check_file, check_sizes, load_model
 from recmaml.cli.flags import (add_allow_unknown_items, add_command, add_config, add_data_flags, add_history,
                                add_history_kind, add_list_length, add_out, add_training_threads, add_user_features,
                                help_when_shown)
-from recmaml.errors import RecMamlError
+from recmaml.errors import RecMamlError, install_extra
 from recmaml.progress import progress_bar
 
 
@@ -207,7 +207,7 @@ def cmd_benchmark(args) -> None:
     try:  # checked first: the plots come at the end of what can be hours of work
         import matplotlib  # noqa: F401
     except ImportError as err:
-        raise RecMamlError("the benchmark's plots need matplotlib: pip install 'recmaml[bench]'") from err
+        raise RecMamlError(f"the benchmark's plots need matplotlib (the `bench` extra): {install_extra('bench')}") from err
     if isinstance(args.threads, int):  # every system's torch threads; 'auto' is each recmaml fit's own choice
         import torch
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from recmaml.cli.flags import add_command, threads_arg
-from recmaml.errors import RecMamlError
+from recmaml.errors import RecMamlError, install_extra
 
 
 def add_serve(sub) -> None:
@@ -34,6 +34,6 @@ def cmd_serve(args) -> None:
         from recmaml import service
     except ImportError as err:
         raise RecMamlError(f"recmaml serve needs the `serve` extra ({err.name} is missing): "
-                           "pip install 'recmaml[serve]'") from err
+                           f"{install_extra('serve')}") from err
     service.run(args.model, host=args.host, port=args.port, max_users=args.max_batch_users,
                 max_wait_ms=args.max_wait_ms, threads=args.threads, log_level="warning" if args.quiet else "info")
