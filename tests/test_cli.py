@@ -325,17 +325,23 @@ def test_user_features_reach_serving_in_training_terms(files, tmp_path):
     assert not np.allclose(with_.score, without.score)  # the features are used at serving
 
 
-def test_an_early_stop_closes_the_bar_at_the_stop_with_the_reason(files, tmp_path):
+def test_an_early_stop_closes_the_bar_at_the_stop_with_the_reason(taste_log, tmp_path):
     (tmp_path / "stops.toml").write_text((REPO_ROOT / "configs/tiny.toml").read_text().replace(
         "epochs = 15\npatience = 0", "epochs = 300\npatience = 1\nema = 0.0"))  # raw weights: validation stalls
-    fit = run("fit", "--config", str(tmp_path / "stops.toml"), "--data", str(files / "warm.csv"), *COLS,
+    pl.DataFrame({"user_id": taste_log.user_ids(), "item_id": taste_log.item_ids(), "rating": taste_log.rating,
+                  "timestamp": taste_log.timestamp}).write_csv(tmp_path / "warm.csv")  # timestamps: sample weights too
+    fit = run("fit", "--config", str(tmp_path / "stops.toml"), "--data", str(tmp_path / "warm.csv"),
               "--out", str(tmp_path / "model"))
     assert fit.returncode == 0, fit.stderr
     # the bar as left (the last weights': a log with timestamps also trains sample weights, whose bar
-    # opens after the main weights' bar has ended at its epoch)
+    # opens after the main weights' bar has closed at its stop)
     lines = fit.stderr.replace("\r", "\n").splitlines()
-    if any(line.startswith("sample weights") for line in lines):
-        assert any("meta-training ended at epoch" in line for line in lines)
+    sample_bar = [i for i, line in enumerate(lines) if line.startswith("sample weights")]
+    assert sample_bar, fit.stderr
+    # why the main weights stopped is said when they stop, before the sample weights' phase starts
+    said = [i for i, line in enumerate(lines) if line.startswith("meta-training stopped early at epoch")]
+    assert said and said[0] < sample_bar[0], fit.stderr
+    assert any(line.startswith("sample weights stopped early at epoch") for line in lines[sample_bar[0]:])
     last = [line for line in lines if "stopped (early stopping) at epoch" in line][-1]
     stopped = int(last.split("stopped (early stopping) at epoch ")[1].split()[0])
     assert stopped < 300 and "of 300: 100%" in last and f"{stopped}/{stopped}" in last, last
@@ -349,7 +355,7 @@ def test_a_resumed_fits_bar_counts_only_its_own_epochs_in_the_rate():
     from recmaml.cli.common import LazyBar as _LazyBar
 
     bar = _LazyBar(argparse.Namespace(quiet=False), total=300, unit="epoch", desc="meta-training")
-    bar.epoch(97, {"train_loss": 1.0, "of": 300})  # the first epoch after a checkpoint of 96
+    bar(97, {"train_loss": 1.0, "of": 300})  # the first epoch after a checkpoint of 96
     shown = tqdm.format_meter(**{**bar.bar.format_dict, "elapsed": 10.0, "rate": None})
     assert "97/300" in shown and "10.00s/epoch" in shown, shown  # one epoch in 10 s, not 97
 
@@ -547,7 +553,10 @@ def test_a_model_saved_before_column_names_were_recorded_still_loads(model_dir, 
 
 
 def test_the_benchmarks_default_support_sizes_include_0_as_the_docs_say():
-    default = build_parser().parse_args(["benchmark", "--out", "bench"]).support_sizes
+    from recmaml.benchmark import DEFAULT_KS
+
+    assert build_parser().parse_args(["benchmark", "--out", "bench"]).support_sizes is None  # the suite's default
+    default = ",".join(map(str, DEFAULT_KS))
     assert default == "0,1,3,5,10,20"
     assert f"the default `--support-sizes` is {default}" in (REPO_ROOT / "docs" / "benchmarks.md").read_text()
 
@@ -556,15 +565,21 @@ def test_the_sample_weights_get_a_bar_of_their_own_after_the_main_weights_bar_en
     import argparse
 
     from recmaml.cli.common import LazyBar as _LazyBar
+    from recmaml.meta import Stop, TrainHistory
+
+    def stopped_at(epochs):
+        return TrainHistory(epochs=[{}] * epochs, best_epoch=1, best_score=0.3, stopped=Stop.EARLY, max_epochs=300,
+                            patience=epochs - 1)
 
     with _LazyBar(argparse.Namespace(quiet=False), total=300, unit="epoch", desc="meta-training") as bar:
         for epoch in (1, 2, 3):  # the main weights stop after 3 epochs...
-            bar.epoch(epoch, {"train_loss": 1.0, "of": 300})
+            bar(epoch, {"train_loss": 1.0, "of": 300})
+        bar.finished("meta-training", stopped_at(3))
         for epoch in (1, 2):  # ...then the sample weights train from their own first epoch
-            bar.epoch(epoch, {"train_loss": 1.0, "of": 300})
-        bar.stopped("early stopping")
+            bar(epoch, {"train_loss": 1.0, "of": 300})
+        bar.finished("sample weights", stopped_at(2))
     err = capsys.readouterr().err.replace("\r", "\n")
-    assert "meta-training ended at epoch 3" in err and "3/3" in err
+    assert "meta-training stopped (early stopping) at epoch 3 of 300" in err and "3/3" in err
     assert "sample weights stopped (early stopping) at epoch 2 of 300" in err and "2/2" in err
 
 

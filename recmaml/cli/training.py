@@ -77,13 +77,11 @@ def cmd_fit(args) -> None:
         log.info("note: %s holds the checkpoint of an unfinished fit; starting over (--resume continues it)", args.out)
     try:
         with LazyBar(args, total=config.meta.epochs, unit="epoch", desc="meta-training") as bar:
-            rec = MetaRecommender(config).fit(warm, progress=bar.epoch, checkpoint_dir=args.out, resume=args.resume)
-            bar.stopped((rec.sample_history or rec.history).stopped)  # the last bar is the last weights'
+            rec = MetaRecommender(config).fit(warm, progress=bar, checkpoint_dir=args.out, resume=args.resume)
     except (KeyboardInterrupt, Terminated):
         if rank == 0 and resume.exists(args.out):
             log.info("the last epoch's checkpoint is kept in %s: rerun with --resume to continue", args.out)
         raise
-    log.info("meta-training %s", rec.history.summary())
     if rec.priors is not None:
         from recmaml.calibrate import describe
 
