@@ -169,11 +169,13 @@ def cmd_tune(args) -> None:
     board = pl.DataFrame([{k: (str(v) if isinstance(v, list) else v) for k, v in r.items()} for r in rows])
     write_frame(board, out / "leaderboard.csv")
     header = (f"written by: recmaml {shlex.join(args.argv)}\nvalidation nDCG@20 {result.best.score:.4f} at K={args.support_size} "
-              f"({args.protocol} supports), trial {result.best.number} of {args.trials}")
+              f"({args.protocol} supports), trial {result.best.number} of {args.trials}; the untuned config "
+              f"{result.untuned.score:.4f} with the same {result.untuned.best_budget:.0f} s of meta-training")
     from recmaml.files import atomic_write
 
     text = tune.config_toml(result.best_config, header=header)
     atomic_write(out / "best.toml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    print(tune.leaderboard_table(result.trials, base))
-    print(f"best: validation nDCG@20 {result.best.score:.4f}; config written to {out / 'best.toml'} "
+    print(tune.leaderboard_table(result.trials, base, untuned=result.untuned))
+    print(f"best: validation nDCG@20 {result.best.score:.4f} ({result.best.score - result.untuned.score:+.4f} over the "
+          f"untuned config); config written to {out / 'best.toml'} "
           f"(recmaml fit --config {out / 'best.toml'}); leaderboard {out / 'leaderboard.csv'}; {result.seconds:.0f} s")
