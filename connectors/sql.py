@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import polars as pl
 
-from recmaml.errors import DataError, spelled
+from recmaml.errors import DataError, install_extra, spelled
 
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 IF_EXISTS = ("replace", "append", "fail")
@@ -145,7 +145,7 @@ def _import_dbapi(module: str):
     except ImportError as exc:
         raise DataError(
             f"reading or writing SQL databases needs the ADBC drivers ({exc.name} is missing); "
-            "install them with: pip install recmaml[sql]"
+            f"install them with: {install_extra('sql')}"
         ) from exc
 
 

@@ -94,7 +94,9 @@ def item_factors_for(prepared: PreparedLog, item_factors):
 def trained_scorer(prepared: PreparedLog, item_factors, progress, checkpoint_dir, resume: bool,
                    sample: bool = False) -> tuple[Scorer, TrainHistory]:
     """A scorer built at its data-derived start and meta-trained; `sample`: the weights that serve
-    'sample' histories, trained on random supports alone, with their checkpoints in a subfolder."""
+    'sample' histories, trained on random supports alone, with their checkpoints in a subfolder.
+    progress: True (a bar here), or the caller's callable(epoch, record); one with a `finished(what,
+    history)` method is also told when these weights stop (the CLI logs why there, in order)."""
     config = prepared.config
     if sample:
         config = config.replace(tasks={"order": "random"})
@@ -113,6 +115,9 @@ def trained_scorer(prepared: PreparedLog, item_factors, progress, checkpoint_dir
                 bar.set_description(f"{what} stopped ({history.stopped})")
                 bar.refresh()
             bar.write(f"{what} {history.summary()}", file=bar.fp)
+    finished = getattr(progress, "finished", None)
+    if callable(finished):  # the caller's display says why these weights stopped before the next set starts
+        finished(what, history)
     return model.eval(), history
 
 

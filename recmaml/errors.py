@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sys
+from pathlib import Path
 
 _surface = "api"  # "cli" while a command of recmaml.cli runs; module state: a message is built where it is raised
 
@@ -77,3 +79,21 @@ def outside_stacklevel() -> int:
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1
     return level
+
+
+def install_extra(extra: str, package_dir: Path = Path(__file__).resolve().parent) -> str:
+    """The command that installs recmaml's optional `extra` into the Python running it. recmaml is on no
+    package index (`pip install 'recmaml[serve]'` finds nothing), so from a checkout (a pyproject.toml
+    beside the package) it is an editable install of that checkout with the extra; an installed wheel gets
+    the extra's own packages, which are on the index, by name."""
+    pip = f"{shlex.quote(sys.executable)} -m pip install"
+    if (package_dir.parent / "pyproject.toml").is_file():
+        return f"{pip} -e {shlex.quote(f'{package_dir.parent}[{extra}]')}"
+    from importlib import metadata
+
+    try:
+        requires = metadata.requires("recmaml") or []
+    except metadata.PackageNotFoundError:
+        requires = []
+    needs = [r.split(";")[0].strip() for r in requires if f'extra == "{extra}"' in r.replace("'", '"')]
+    return f"{pip} {' '.join(map(shlex.quote, needs))}" if needs else f"{pip} -e '.[{extra}]' (in a recmaml checkout)"

@@ -48,6 +48,7 @@ class TrainHistory:
     patience: int = 0  # meta.patience
     max_seconds: float = 0.0  # meta.max_seconds
     metric: str = "nDCG@20"  # what the validation figures measure: 'nDCG@20' or 'RMSE'
+    validation_users: int = 0  # how many users judged the epochs (0: tasks.validation_users = 0)
 
     def restore(self, saved: dict) -> None:
         """Continue from a checkpoint's record of this history (recmaml.resume saves it)."""
@@ -71,8 +72,12 @@ class TrainHistory:
 
     def summary(self) -> str:
         """One line: the stop reason and the best validation figure."""
-        if self.best_epoch < 1:
+        if self.validation_users == 0:
             return self.stop_reason() + "; no validation users (tasks.validation_users = 0), the last weights kept"
+        if self.best_epoch < 1:  # validation users, but not one figure to judge by
+            return (f"{self.stop_reason()}; validation {self.metric} of the {self.validation_users} validation users "
+                    "was never a number (none has rows beyond its tasks.validation_support revealed ones to score), "
+                    "the last weights kept")
         return (f"{self.stop_reason()}; best validation {self.metric} {self.validation(self.best_score):.4f} at "
                 f"epoch {self.best_epoch}, whose weights are kept")
 
@@ -194,7 +199,8 @@ def _meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: d
     ema = torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(m.ema)) if m.ema > 0 else None
     history = TrainHistory(max_epochs=m.epochs, patience=m.patience, max_seconds=m.max_seconds,
-                           metric="RMSE" if cfg.model.objective == "rating" else "nDCG@20")
+                           metric="RMSE" if cfg.model.objective == "rating" else "nDCG@20",
+                           validation_users=len(val_users))
     best_state = None
     elapsed, finished = 0.0, False  # a resumed run starts with the training time and state it had
     if checkpoint is not None and checkpoint.resume:

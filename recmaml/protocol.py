@@ -13,7 +13,6 @@ vocabulary (so columns are the warm log's items).
 from __future__ import annotations
 
 import itertools
-import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -310,39 +309,3 @@ def tune_baseline(factory: Callable, grid: dict[str, list], val: ColdSplit, k: i
         return evaluate_ranking(scores, val.cold_support, val.cold_query, k, relevance_threshold)[f"ndcg@{k}"]
 
     return tune(ndcg, grid)
-
-
-def evaluate_recommender(rec, history: Interactions, heldout: Interactions, k: int = 20,
-                         relevance_threshold: float | None = 4.0, allow_unknown_items: bool = False) -> dict[str, float]:
-    """Metrics of a fitted MetaRecommender on held-out interactions: each user of `history` is adapted on
-    its rows and ranks the catalog (its history excluded); relevant items are its held-out rows rated at
-    least `relevance_threshold` (all held-out rows for implicit logs or threshold None). A held-out item
-    the model does not know counts as relevant and never ranked. Rating models also get MAE and RMSE on
-    the held-out ratings. Held-out users without history rows are not evaluated; `skipped_users` counts them."""
-    from recmaml.cold import UnknownItemsWarning
-    users = Vocabulary(history.users.ids[np.unique(history.user_idx)])
-    ranked = rec.recommend(history, k=k, exclude_seen=True, allow_unknown_items=allow_unknown_items)
-    top = np.full((len(users), k), -1, dtype=np.int64)
-    top[users.index(ranked.user_id), ranked.rank - 1] = rec.items.index(ranked.item_id)
-
-    held_user = users.index(heldout.user_ids())
-    evaluated = held_user != -1
-    relevant = evaluated.copy()
-    if relevance_threshold is not None and heldout.rating is not None:
-        relevant &= heldout.rating >= relevance_threshold
-    held_item = rec.items.index(heldout.item_ids())
-    held_item = np.where(held_item == -1, -2, held_item)  # unknown: relevant, never equal to a ranked item
-    rel_items, rel_mask = padded_by_user(held_user[relevant], len(users), held_item[relevant])
-    per_user = ranking_metrics(top, rel_items, rel_mask, k)
-    out = mean_metrics(per_user)
-    out["users"] = int(np.isfinite(per_user[f"ndcg@{k}"]).sum())
-    out["skipped_users"] = int(len(np.unique(heldout.user_idx[~evaluated])))
-    if rec.config.model.objective == "rating" and heldout.rating is not None and evaluated.any():
-        with warnings.catch_warnings():  # recommend() above already warned about the same unknown items
-            warnings.simplefilter("ignore", UnknownItemsWarning)
-            pred = rec.predict(history, heldout.user_ids()[evaluated], heldout.item_ids()[evaluated],
-                               allow_unknown_items=True)  # checked by recommend() above
-        known = np.isfinite(pred)
-        out.update(evaluate_ratings(pred[known], heldout.rating[evaluated][known]))
-        out["rated_pairs"] = int(known.sum())
-    return out

@@ -223,10 +223,28 @@ def _comparison_lines(block: dict) -> list[str]:
     return lines
 
 
+# flags of `recmaml benchmark` that cells recorded under a former spelling (recmaml.cli.flags.FORMER_SPELLINGS):
+# the page gives today's, so that --k reads as what it is now, a list length, nowhere on it
+RESPELLED = {"--k": "--support-sizes", "--relevant-min": "--relevance-threshold"}
+
+
 def _portable(command: str) -> str:
     """A recorded command with its absolute paths relative to the folder the report is written from (the
-    repository root, as benchmarks/full_run.sh runs it), so the page's commands work on another machine."""
-    return re.sub(r"(?<![\w.~-])/[^\s`;'\"]+", lambda m: os.path.relpath(os.path.normpath(m.group())), command)
+    repository root, as benchmarks/full_run.sh runs it) and its flags spelled as today, so the page's
+    commands work on another machine and read as the docs do."""
+    command = re.sub(r"(?<![\w.~-])/[^\s`;'\"]+", lambda m: os.path.relpath(os.path.normpath(m.group())), command)
+    return re.sub(r"(?<=\s)(--k|--relevant-min)(?=[\s=])", lambda m: RESPELLED[m.group(1)], command)
+
+
+def _thread_counts(cells: list[dict]) -> str:
+    """The torch threads the cells ran with (each cell records its run's), every count that occurs: one
+    cell's count would misreport a page whose cells came from runs with different --threads."""
+    counts = defaultdict(int)
+    for c in cells:
+        counts[c.get("environment", {}).get("torch_threads", "?")] += 1
+    if len(counts) == 1:
+        return str(next(iter(counts)))
+    return ", ".join(f"{n} ({cells_} cells)" for n, cells_ in sorted(counts.items(), key=lambda kv: str(kv[0])))
 
 
 def markdown(summary: dict, plots: dict[str, str], header: list[str] = ()) -> str:
@@ -411,7 +429,7 @@ def environment_lines(cells: list[dict]) -> list[str]:
     if spans:
         first, last = min(s for s, _ in spans), max(e for _, e in spans)
         span = f", from {first:%Y-%m-%d %H:%M} to {last:%H:%M} ({(last - first).total_seconds() / 60:.0f} min wall)"
-    return [f"- Machine: {env.get('machine', '?')}; torch threads per run: {env.get('torch_threads', '?')}",
+    return [f"- Machine: {env.get('machine', '?')}; torch threads per run: {_thread_counts(cells)}",
             f"- Versions: {versions}",
             f"- Cells: {len(cells)}{span}",
             "- Compute per data set (tuning + fitting + scoring, summed over cells): " + ", ".join(

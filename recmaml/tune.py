@@ -148,6 +148,7 @@ class TuneResult:
     best_config: Config
     best: Trial
     seconds: float
+    untuned: Trial | None = None  # the base config (its values of the space's fields), at the top rung's budget
 
 
 def trial_config(base: Config, params: dict) -> Config:
@@ -188,22 +189,36 @@ def tune(log: Interactions, space: list[Dimension], *, trials: int = 24, budget_
     pool = [Trial(i, {d.name: d.sample(rng) for d in space}) for i in range(trials)]
     budgets = rung_budgets(budget_minutes * 60.0, trials, eta, min_seconds)
     start = time.perf_counter()
+
+    def score(trial: Trial, seconds: float) -> None:
+        """Fit the trial's config with `seconds` of meta-training and score it on the validation users."""
+        began = time.perf_counter()
+        rec = MetaRecommender(trial_config(base, trial.params).replace(meta={"max_seconds": seconds})).fit(splits.val_warm)
+        trial.scores[seconds] = validation_value(FittedMeta(rec), splits.val, protocol, False, relevance_threshold)
+        trial.seconds += time.perf_counter() - began
+        if progress is not None:
+            progress.update(1)
+
     alive = pool
     for rung, seconds in enumerate(budgets):
         for trial in alive:
-            cfg = trial_config(base, trial.params).replace(meta={"max_seconds": seconds})
-            began = time.perf_counter()
-            rec = MetaRecommender(cfg).fit(splits.val_warm)
-            trial.scores[seconds] = validation_value(FittedMeta(rec), splits.val, protocol, False, relevance_threshold)
-            trial.seconds += time.perf_counter() - began
+            score(trial, seconds)
             if progress is not None:
                 progress.set_postfix(rung=f"{rung + 1}/{len(budgets)}", best=f"{max(t.score for t in pool if t.scores):.4f}")
-                progress.update(1)
         if rung + 1 < len(budgets):
             keep = max(1, len(alive) // eta)
             alive = sorted(alive, key=lambda t: _finite(t.scores[seconds]), reverse=True)[:keep]
+    # the base config on the same footing as the trials that went furthest: what tuning gained over it
+    untuned = Trial(-1, untuned_params(base, space))
+    score(untuned, budgets[-1])
     ranked = leaderboard(pool)
-    return TuneResult(ranked, trial_config(base, ranked[0].params), ranked[0], time.perf_counter() - start)
+    return TuneResult(ranked, trial_config(base, ranked[0].params), ranked[0], time.perf_counter() - start, untuned)
+
+
+def untuned_params(base: Config, space: list[Dimension]) -> dict:
+    """The base config's values of the space's fields (what the trials would have been without tuning)."""
+    values = base.to_dict()
+    return {d.name: values[d.section][d.key] for d in space}
 
 
 def _finite(value: float) -> float:
@@ -216,8 +231,8 @@ def leaderboard(trials: list[Trial]) -> list[Trial]:
 
 
 def planned_fits(trials: int, rungs: int, eta: int) -> int:
-    """How many fits the schedule makes (the progress bar's total)."""
-    total, alive = 0, trials
+    """How many fits the schedule makes, the untuned config's included (the progress bar's total)."""
+    total, alive = 1, trials
     for rung in range(rungs):
         total += alive
         if rung + 1 < rungs:
@@ -231,17 +246,19 @@ def leaderboard_rows(trials: list[Trial]) -> list[dict]:
             for i, t in enumerate(leaderboard(trials))]
 
 
-def leaderboard_table(trials: list[Trial], base: Config, top: int = 10) -> str:
+def leaderboard_table(trials: list[Trial], base: Config, top: int = 10, untuned: Trial | None = None) -> str:
     """The leaderboard as `recmaml tune` prints it: the best `top` trials with their score and the rung
     budget they reached, and only the fields whose values differ between trials; a last row gives the
-    untuned config's values of those fields (the base config: --config, else the code's defaults)."""
+    untuned config's values of those fields (the base config: --config, else the code's defaults) and,
+    when `untuned` was scored (TuneResult.untuned), its score at its budget."""
     rows = leaderboard_rows(trials)
     varied = [name for name in rows[0] if "." in name and len({repr(r[name]) for r in rows}) > 1]
-    untuned = {name: base.to_dict()[name.split(".", 1)[0]][name.split(".", 1)[1]] for name in varied}
+    values = base.to_dict()
     header = ["rank", "trial", "nDCG@20", "budget_s", *varied]
     cells = [[str(r["rank"]), str(r["trial"]), f"{r['validation_ndcg@20']:.4f}", f"{r['budget_s']:g}",
               *(_cell(r[name]) for name in varied)] for r in rows[:top]]
-    cells.append(["untuned", "", "", "", *(_cell(untuned[name]) for name in varied)])
+    scored = ["", ""] if untuned is None else [f"{untuned.score:.4f}", f"{untuned.best_budget:g}"]
+    cells.append(["untuned", "", *scored, *(_cell(values[n.split(".", 1)[0]][n.split(".", 1)[1]]) for n in varied)])
     widths = [max(len(row[i]) for row in (header, *cells)) for i in range(len(header))]
     lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in (header, *cells)]
     shared = [name for name in rows[0] if "." in name and name not in varied]

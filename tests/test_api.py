@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from recmaml import DataError, Interactions, MetaRecommender, RankedLists
-from recmaml.protocol import evaluate_recommender
+from recmaml.heldout import evaluate_recommender
 
 GROUP = 20  # items per taste group in tests/planted.taste_groups
 

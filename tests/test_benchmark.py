@@ -19,6 +19,7 @@ from recmaml.metrics import random_ndcg, reciprocal_ranks
 from recmaml.protocol import ColdSplit, kshot_split, query_ndcg_per_user
 from recmaml.report import interval, paired, summarize
 from recmaml.synthetic import clustered_interactions
+from conftest import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -405,3 +406,24 @@ def test_time_aware_popularity_on_a_log_without_timestamps_is_a_clear_error(log)
     untimed = Interactions.from_ids(log.user_ids(), log.item_ids(), rating=log.rating)
     with pytest.raises(DataError, match="needs timestamps"):
         RecentPopularity().fit(untimed)
+
+
+def test_the_page_spells_todays_flags_and_every_thread_count_its_cells_ran_with(tmp_path):
+    import shutil
+
+    from recmaml.report import write_report
+
+    # FilmTrust's random-protocol cells of the full run, recorded with `--k` (the support sizes' former name)
+    shutil.copytree(REPO_ROOT / "benchmarks/full-run/cells/filmtrust/random", tmp_path / "cells/filmtrust/random")
+    cells = sorted((tmp_path / "cells").rglob("*.json"))
+    assert any(" --k " in json.loads(p.read_text())["command"] for p in cells)
+    write_report(tmp_path)
+    text = (tmp_path / "results.md").read_text()
+    reproduce = " ".join(line for line in text.splitlines() if line.startswith("Reproduce: "))
+    assert " --support-sizes 0,1,3,5,10,20 " in reproduce and " --k " not in reproduce
+    assert "torch threads per run: 1\n" in text  # every cell ran with one
+    one = json.loads(cells[0].read_text())
+    one["environment"]["torch_threads"] = 2  # a cell of a run with --threads 2
+    cells[0].write_text(json.dumps(one))
+    write_report(tmp_path)
+    assert f"torch threads per run: 1 ({len(cells) - 1} cells), 2 (1 cells)" in (tmp_path / "results.md").read_text()

@@ -57,6 +57,44 @@ def test_help_lists_every_command_and_each_has_an_example(capsys):
         assert exit_.value.code == 0 and f"example:\n  recmaml {command}" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+def test_help_and_version_answer_without_importing_torch(flag):
+    # torch takes seconds to import; a user asking what the commands are should not wait for it
+    runner = ("import runpy, sys\n"
+              f"sys.argv = ['recmaml', {flag!r}]\n"
+              "try:\n    runpy.run_module('recmaml', run_name='__main__')\n"
+              "except SystemExit as exit_:\n    assert exit_.code == 0, exit_.code\n"
+              "print('torch imported' if 'torch' in sys.modules else 'no torch')")
+    out = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("no torch"), out.stdout[-300:]
+
+
+def test_a_missing_extra_is_installed_from_the_checkout_not_a_package_index(model_dir, monkeypatch, capsys):
+    # no package index has recmaml: `pip install 'recmaml[serve]'` fails; the checkout's editable install works
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the serve extra were not installed
+    monkeypatch.delitem(sys.modules, "recmaml.service", raising=False)
+    assert main(["serve", "--model", str(model_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"{sys.executable} -m pip install -e '{REPO_ROOT}[serve]'" in err and "'recmaml[serve]'" not in err
+
+
+def test_a_wheel_install_is_told_the_extras_own_packages(tmp_path):
+    from recmaml.errors import install_extra
+
+    hint = install_extra("serve", package_dir=tmp_path / "site-packages" / "recmaml")  # no pyproject.toml above
+    assert "pip install 'fastapi>=" in hint and "recmaml[" not in hint
+
+
+def test_benchmark_help_still_names_its_systems_and_default_sizes(capsys):
+    from recmaml.benchmark import DEFAULT_KS, SYSTEMS
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["benchmark", "--help"])
+    page = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+    assert f"default {','.join(map(str, DEFAULT_KS))};" in page and ", ".join(SYSTEMS) in page
+
+
 def test_fit_recommend_predict_evaluate_end_to_end(files, tmp_path):
     fit = run("fit", "--config", str(REPO_ROOT / "configs/tiny.toml"), "--data", str(files / "warm.csv"), *COLS,
               "--out", str(tmp_path / "model"))
@@ -287,17 +325,23 @@ def test_user_features_reach_serving_in_training_terms(files, tmp_path):
     assert not np.allclose(with_.score, without.score)  # the features are used at serving
 
 
-def test_an_early_stop_closes_the_bar_at_the_stop_with_the_reason(files, tmp_path):
+def test_an_early_stop_closes_the_bar_at_the_stop_with_the_reason(taste_log, tmp_path):
     (tmp_path / "stops.toml").write_text((REPO_ROOT / "configs/tiny.toml").read_text().replace(
         "epochs = 15\npatience = 0", "epochs = 300\npatience = 1\nema = 0.0"))  # raw weights: validation stalls
-    fit = run("fit", "--config", str(tmp_path / "stops.toml"), "--data", str(files / "warm.csv"), *COLS,
+    pl.DataFrame({"user_id": taste_log.user_ids(), "item_id": taste_log.item_ids(), "rating": taste_log.rating,
+                  "timestamp": taste_log.timestamp}).write_csv(tmp_path / "warm.csv")  # timestamps: sample weights too
+    fit = run("fit", "--config", str(tmp_path / "stops.toml"), "--data", str(tmp_path / "warm.csv"),
               "--out", str(tmp_path / "model"))
     assert fit.returncode == 0, fit.stderr
     # the bar as left (the last weights': a log with timestamps also trains sample weights, whose bar
-    # opens after the main weights' bar has ended at its epoch)
+    # opens after the main weights' bar has closed at its stop)
     lines = fit.stderr.replace("\r", "\n").splitlines()
-    if any(line.startswith("sample weights") for line in lines):
-        assert any("meta-training ended at epoch" in line for line in lines)
+    sample_bar = [i for i, line in enumerate(lines) if line.startswith("sample weights")]
+    assert sample_bar, fit.stderr
+    # why the main weights stopped is said when they stop, before the sample weights' phase starts
+    said = [i for i, line in enumerate(lines) if line.startswith("meta-training stopped early at epoch")]
+    assert said and said[0] < sample_bar[0], fit.stderr
+    assert any(line.startswith("sample weights stopped early at epoch") for line in lines[sample_bar[0]:])
     last = [line for line in lines if "stopped (early stopping) at epoch" in line][-1]
     stopped = int(last.split("stopped (early stopping) at epoch ")[1].split()[0])
     assert stopped < 300 and "of 300: 100%" in last and f"{stopped}/{stopped}" in last, last
@@ -311,7 +355,7 @@ def test_a_resumed_fits_bar_counts_only_its_own_epochs_in_the_rate():
     from recmaml.cli.common import LazyBar as _LazyBar
 
     bar = _LazyBar(argparse.Namespace(quiet=False), total=300, unit="epoch", desc="meta-training")
-    bar.epoch(97, {"train_loss": 1.0, "of": 300})  # the first epoch after a checkpoint of 96
+    bar(97, {"train_loss": 1.0, "of": 300})  # the first epoch after a checkpoint of 96
     shown = tqdm.format_meter(**{**bar.bar.format_dict, "elapsed": 10.0, "rate": None})
     assert "97/300" in shown and "10.00s/epoch" in shown, shown  # one epoch in 10 s, not 97
 
@@ -404,6 +448,42 @@ def test_evaluate_derives_the_relevant_rating_from_the_logs_scale(model_dir, fil
     assert main([*args, "--out", str(tmp_path)]) == 2 and "is a folder" in capsys.readouterr().err
 
 
+def test_evaluate_counts_every_user_and_writes_per_user_metrics(model_dir, files, tmp_path, capsys):
+    # x: relevant held-out rows; y: held-out rows rated below 4 only; z: adapted, nothing held out
+    (tmp_path / "h.csv").write_text("user,item\nx,0\nx,1\ny,20\ny,21\nz,40\n")
+    (tmp_path / "held.csv").write_text("user,item,rating\nx,3,5\nx,4,4\ny,23,2\ny,24,1\n")
+    args = ["evaluate", "--model", str(model_dir), "--history", str(tmp_path / "h.csv"), "--heldout",
+            str(tmp_path / "held.csv"), *COLS, "--k", "10", "--out", str(tmp_path / "m.json")]
+    assert main([*args, "--per-user", str(tmp_path / "users.csv")]) == 0
+    out, err = capsys.readouterr()
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert (metrics["users"], metrics["users_without_relevant"], metrics["users_without_heldout"]) == (1, 1, 1)
+    assert "users_without_relevant  1" in out
+    assert "1 user had held-out rows, none relevant (rated at least 4)" in err
+    users = pl.read_csv(tmp_path / "users.csv").sort("user_id")
+    assert users["user_id"].to_list() == ["x", "y", "z"] and users["relevant"].to_list() == [2, 0, 0]
+    assert users["ndcg@10"][0] == pytest.approx(metrics["ndcg@10"]) and users["ndcg@10"].null_count() == 2
+    assert main([*args, "--per-user", str(tmp_path / "users.xlsx")]) == 2
+    assert "--per-user " in capsys.readouterr().err
+    assert not (tmp_path / "users.xlsx").exists()
+
+
+@pytest.mark.parametrize("held_times, flag, kind, said", [
+    ("10,11", [], "first", "history kind: first (every user's history precedes its held-out rows"),
+    ("1,11", [], "sample", "history kind: sample (some history rows come after held-out rows"),
+    ("1,11", ["--history-kind", "first"], "first", "note: --history-kind first, though the timestamps show"),
+])
+def test_evaluate_reads_the_history_kind_from_the_timestamps(held_times, flag, kind, said, model_dir, tmp_path, capsys):
+    (tmp_path / "h.csv").write_text("user,item,timestamp\nx,0,5\nx,1,6\ny,20,5\n")
+    first, second = held_times.split(",")
+    (tmp_path / "held.csv").write_text(f"user,item,rating,timestamp\nx,3,5,{first}\ny,23,5,{second}\n")
+    assert main(["evaluate", "--model", str(model_dir), "--history", str(tmp_path / "h.csv"), "--heldout",
+                 str(tmp_path / "held.csv"), *COLS, *flag, "--out", str(tmp_path / "m.json")]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads((tmp_path / "m.json").read_text())["history_kind"] == kind
+    assert said in err and f"history_kind            {kind}" in out
+
+
 @pytest.mark.parametrize("out", ["out.xlsx", "out"])
 def test_an_output_name_without_a_known_extension_gets_output_advice(out, model_dir, files, tmp_path, capsys):
     assert _recommend(model_dir, files / "cold.csv", tmp_path / out) == 2
@@ -473,7 +553,10 @@ def test_a_model_saved_before_column_names_were_recorded_still_loads(model_dir, 
 
 
 def test_the_benchmarks_default_support_sizes_include_0_as_the_docs_say():
-    default = build_parser().parse_args(["benchmark", "--out", "bench"]).support_sizes
+    from recmaml.benchmark import DEFAULT_KS
+
+    assert build_parser().parse_args(["benchmark", "--out", "bench"]).support_sizes is None  # the suite's default
+    default = ",".join(map(str, DEFAULT_KS))
     assert default == "0,1,3,5,10,20"
     assert f"the default `--support-sizes` is {default}" in (REPO_ROOT / "docs" / "benchmarks.md").read_text()
 
@@ -482,15 +565,21 @@ def test_the_sample_weights_get_a_bar_of_their_own_after_the_main_weights_bar_en
     import argparse
 
     from recmaml.cli.common import LazyBar as _LazyBar
+    from recmaml.meta import Stop, TrainHistory
+
+    def stopped_at(epochs):
+        return TrainHistory(epochs=[{}] * epochs, best_epoch=1, best_score=0.3, stopped=Stop.EARLY, max_epochs=300,
+                            patience=epochs - 1)
 
     with _LazyBar(argparse.Namespace(quiet=False), total=300, unit="epoch", desc="meta-training") as bar:
         for epoch in (1, 2, 3):  # the main weights stop after 3 epochs...
-            bar.epoch(epoch, {"train_loss": 1.0, "of": 300})
+            bar(epoch, {"train_loss": 1.0, "of": 300})
+        bar.finished("meta-training", stopped_at(3))
         for epoch in (1, 2):  # ...then the sample weights train from their own first epoch
-            bar.epoch(epoch, {"train_loss": 1.0, "of": 300})
-        bar.stopped("early stopping")
+            bar(epoch, {"train_loss": 1.0, "of": 300})
+        bar.finished("sample weights", stopped_at(2))
     err = capsys.readouterr().err.replace("\r", "\n")
-    assert "meta-training ended at epoch 3" in err and "3/3" in err
+    assert "meta-training stopped (early stopping) at epoch 3 of 300" in err and "3/3" in err
     assert "sample weights stopped (early stopping) at epoch 2 of 300" in err and "2/2" in err
 
 

@@ -18,7 +18,7 @@ from recmaml.connectors.writers import read_ranked_lists, write_ranked_lists
 from recmaml.data import RankedLists
 from recmaml.errors import DataError
 
-adbc_sqlite = pytest.importorskip("adbc_driver_sqlite.dbapi", reason="needs the sql extra: pip install recmaml[sql]")
+adbc_sqlite = pytest.importorskip("adbc_driver_sqlite.dbapi", reason="needs the sql extra: pip install -e '.[sql]'")
 
 POSTGRES_URI = os.environ.get("RECMAML_TEST_POSTGRES_URI", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -168,7 +168,7 @@ def _pg_execute(uri: str, statement: str) -> None:
 
 @pytest.fixture(scope="session")
 def postgres_uri() -> str:
-    pytest.importorskip("adbc_driver_postgresql.dbapi", reason="needs the sql extra: pip install recmaml[sql]")
+    pytest.importorskip("adbc_driver_postgresql.dbapi", reason="needs the sql extra: pip install -e '.[sql]'")
     probe = POSTGRES_URI + ("&" if "?" in POSTGRES_URI else "?") + "connect_timeout=3"
     try:
         _pg_execute(probe, "SELECT 1")
@@ -246,5 +246,5 @@ def test_postgres_sqlalchemy_style_uri(postgres_uri, pg_table):
 
 def test_missing_sql_extra_says_how_to_install(sqlite_uri, monkeypatch):
     monkeypatch.setitem(sys.modules, "adbc_driver_sqlite.dbapi", None)  # as if the driver were not installed
-    with pytest.raises(DataError, match=r"pip install recmaml\[sql\]"):
+    with pytest.raises(DataError, match=r"-m pip install -e '.*\[sql\]'"):
         read_sql_frame(sqlite_uri, table="ratings")

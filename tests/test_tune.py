@@ -31,7 +31,7 @@ def test_the_schedule_fits_the_budget_and_halves_the_trials():
     assert len(budgets) == 3 and budgets[1] == pytest.approx(3 * budgets[0])
     # 9 trials at b, 3 at 3b, 1 at 9b: three rungs of equal cost that together make the budget
     assert 9 * budgets[0] + 3 * budgets[1] + 1 * budgets[2] == pytest.approx(600.0)
-    assert planned_fits(9, 3, 3) == 13
+    assert planned_fits(9, 3, 3) == 14  # 9 + 3 + 1 trials' fits, and the untuned config's at the top rung
     assert len(rung_budgets(10.0, 9, 3, 2.0)) == 1  # too little time for halving: one rung
 
 
@@ -61,6 +61,11 @@ def test_tune_end_to_end_on_a_tiny_log(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "best: validation nDCG@20" in out
     assert "shape:" not in out and "untuned" in out  # a table of what varied, not polars' repr of every field
+    # the untuned row is scored, at the budget of the trials that went furthest: what tuning gained
+    untuned = next(line.split() for line in out.splitlines() if line.startswith("untuned"))
+    assert 0.0 < float(untuned[1]) < 1.0 and float(untuned[2]) == pytest.approx(first["budget_s"], abs=0.1)
+    assert f"{first['validation_ndcg@20'] - float(untuned[1]):+.4f} over the untuned config" in out
+    assert "the untuned config 0." in (tmp_path / "t" / "best.toml").read_text()
     # the best config trains with `recmaml fit`
     assert main(["--quiet", "fit", "--config", str(tmp_path / "t" / "best.toml"), "--data", str(tmp_path / "log.csv"),
                  "--out", str(tmp_path / "model")]) == 0
@@ -88,3 +93,13 @@ def test_the_leaderboard_prints_the_fields_that_varied_beside_the_untuned_config
     assert rows[3] == ["untuned", str(base.meta.inner_lr), base.tasks.order]  # the base config, for comparison
     assert lines[5] == "the same in every trial: meta.inner_steps = 2"
     assert max(len(line) for line in lines) < 100 and "shape:" not in "\n".join(lines)
+
+
+def test_the_untuned_row_shows_its_score_and_budget_when_scored():
+    from recmaml.tune import Trial, leaderboard_table
+
+    trials = [Trial(0, {"meta.inner_lr": 0.2}, {60.0: 0.41}), Trial(1, {"meta.inner_lr": 0.9}, {60.0: 0.43})]
+    base = load_config("tiny")
+    untuned = Trial(-1, {"meta.inner_lr": base.meta.inner_lr}, {60.0: 0.38})
+    lines = leaderboard_table(trials, base, untuned=untuned).splitlines()
+    assert lines[3].split() == ["untuned", "0.3800", "60", str(base.meta.inner_lr)]

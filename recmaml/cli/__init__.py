@@ -20,7 +20,7 @@ import warnings
 from recmaml import __version__
 from recmaml.cli import evaluation, quickstart, service, serving, training
 from recmaml.cli.common import MODEL_COLUMNS, Terminated, log, resolve_columns
-from recmaml.cli.flags import FORMER_SPELLINGS, add_quiet
+from recmaml.cli.flags import FORMER_SPELLINGS, add_quiet, fill_late_help
 from recmaml.errors import RecMamlError, cli_surface, cut
 
 # the commands in the order `recmaml --help` lists them
@@ -34,6 +34,10 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+    def format_help(self):
+        fill_late_help(self)  # help that needs a heavy import (recmaml.cli.flags.help_when_shown)
+        return super().format_help()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -122,19 +122,23 @@ class LazyBar:
         bar.total = total
         bar.refresh()
 
-    def epoch(self, epoch: int, record: dict) -> None:
+    def __call__(self, epoch: int, record: dict) -> None:
         """MetaRecommender.fit's progress callback: the meta-loss and the validation figure by name."""
         from recmaml.build import epoch_progress
 
-        if self.bar is not None and epoch <= self.bar.n - self.kwargs.get("initial", 0) and epoch == 1:
-            # the next set of weights starts (model.sample_weights): the first bar ends where it stopped
-            self.bar.set_description(f"{self.kwargs.get('desc', 'meta-training')} ended at epoch {self.bar.n}")
-            self.bar.total = self.bar.n
-            self.bar.close()
-            self.bar, self.kwargs = None, {**self.kwargs, "desc": "sample weights", "initial": 0}
         if self.bar is None and epoch > 1:  # a resumed fit: its first epoch here follows the checkpoint's,
             self.kwargs["initial"] = epoch - 1  # which count in the position but not in the rate
         epoch_progress(self._opened())(epoch, record)
+
+    def finished(self, what: str, history) -> None:
+        """One set of weights stopped (fit calls this after each, recmaml.build.trained_scorer): its bar
+        closes where it stopped and why is logged now, before the next set (model.sample_weights) opens
+        its own bar."""
+        self.stopped(history.stopped)
+        if self.bar is not None:
+            self.bar.close()
+        self.bar, self.kwargs = None, {**self.kwargs, "desc": "sample weights", "initial": 0}
+        log.info("%s %s", what, history.summary())
 
     def stopped(self, why: str) -> None:
         """Close the bar where training stopped, saying why (TrainHistory.stopped): stopped short of its

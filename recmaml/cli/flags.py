@@ -5,7 +5,7 @@ A command module (recmaml.cli.training, .serving, .evaluation, .quickstart) decl
 `add_command` and its own flags beside its cmd_ function.
 
 --k is a list length, and only that: `recommend --k` and `spark-recommend --k` write lists of k items,
-and `evaluate --k` scores the same top-k lists (protocol.evaluate_recommender ranks k items per user and
+and `evaluate --k` scores the same top-k lists (heldout.evaluate_users ranks k items per user and
 cuts its metrics there), so its cut-off is that length. A support size, which --k once also named, is
 --support-size (tune) and --support-sizes (benchmark); there --k still works, with a note
 (FORMER_SPELLINGS)."""
@@ -13,6 +13,7 @@ cuts its metrics there), so its cut-off is that length. A support size, which --
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 
 REMEMBERED = "; with --model: the name the model was fitted with"
 
@@ -25,8 +26,8 @@ FORMER_SPELLINGS = {("benchmark", "--k"): "--support-sizes", ("tune", "--k"): "-
                     ("benchmark", "--relevant-min"): "--relevance-threshold"}
 
 HISTORY_KIND_HELP = ("what the users' rows are: 'first' (their earliest interactions, as a new user shows them) "
-                     "or 'sample' (a random sample of them); default: the model's serve.history_kind, 'first' "
-                     "for a model fitted on a log with timestamps")
+                     "or 'sample' (a random sample of them)")
+MODEL_HISTORY_KIND = "the model's serve.history_kind, 'first' for a model fitted on a log with timestamps"
 
 
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
@@ -113,8 +114,10 @@ def add_config(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--config", help=help)
 
 
-def add_history_kind(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--history-kind", choices=["first", "sample"], default=None, help=HISTORY_KIND_HELP)
+def add_history_kind(parser: argparse.ArgumentParser, default: str = MODEL_HISTORY_KIND) -> None:
+    """--history-kind; `default` says what the command uses without it."""
+    parser.add_argument("--history-kind", choices=["first", "sample"], default=None,
+                        help=f"{HISTORY_KIND_HELP}; default: {default}")
 
 
 def add_user_features(parser: argparse.ArgumentParser, whose: str) -> None:
@@ -125,3 +128,17 @@ def add_user_features(parser: argparse.ArgumentParser, whose: str) -> None:
 def add_allow_unknown_items(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-unknown-items", action="store_true", help="accept a history whose rows (all or "
                         "most) name items the model does not know (otherwise an error, or a warning when most do)")
+
+
+def help_when_shown(action: argparse.Action, make_help: Callable[[], str]) -> None:
+    """Give `action` the help `make_help()` writes, when a help page is printed (recmaml.cli's parser calls
+    fill_late_help first): for help that needs a heavy import, which building the parser must not pay."""
+    action.make_help = make_help
+
+
+def fill_late_help(parser: argparse.ArgumentParser) -> None:
+    """Write the help of the actions that help_when_shown deferred, once."""
+    for action in parser._actions:
+        make_help = getattr(action, "make_help", None)
+        if make_help is not None:
+            action.help, action.make_help = make_help(), None

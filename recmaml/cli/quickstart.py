@@ -37,9 +37,7 @@ def cmd_quickstart(args) -> None:
         config = config.replace(meta={"device": device})
     config = (config, source)
     with LazyBar(args, total=config[0].meta.epochs, unit="epoch", desc="meta-training") as bar:
-        summary = quickstart.run(Path(args.out), data, config=config, seed=args.seed, progress=bar.epoch)
-        bar.stopped(summary["results"]["recmaml"]["stopped"])
-    log.info("meta-training %s", summary["results"]["recmaml"]["training"])
+        summary = quickstart.run(Path(args.out), data, config=config, seed=args.seed, progress=bar)
     print(quickstart.format_table(summary))
     print(f"model: {summary['model']}\nranked lists of {summary['cold_users']} cold users: {summary['ranked']}")
     from recmaml.files import write_json

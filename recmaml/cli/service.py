@@ -7,7 +7,7 @@ from pathlib import Path
 
 from recmaml.cli.common import checked_device, log
 from recmaml.cli.flags import add_command
-from recmaml.errors import RecMamlError
+from recmaml.errors import RecMamlError, install_extra
 
 TOKEN_ENV = "RECMAML_RELOAD_TOKEN"  # recmaml.service.RELOAD_TOKEN_ENV; named here too: the extra may be missing
 
@@ -47,7 +47,7 @@ def cmd_serve(args) -> None:
         from recmaml import service
     except ImportError as err:
         raise RecMamlError(f"recmaml serve needs the `serve` extra ({err.name} is missing): "
-                           "pip install 'recmaml[serve]'") from err
+                           f"{install_extra('serve')}") from err
     token = _reload_token(args, service.reload_token_problem)
     if token is None and args.reload_root is not None:
         log.warning("note: --reload-root is unused while POST /reload is off (set %s to turn it on)", TOKEN_ENV)

@@ -7,7 +7,7 @@ from recmaml.cli.common import (LazyBar, RunWarnings, UserTotal, check_sizes, lo
                                 read_user_features, with_features)
 from recmaml.cli.flags import (add_allow_unknown_items, add_command, add_data_flags, add_history, add_history_kind,
                                add_list_length, add_out, add_user_features)
-from recmaml.errors import RecMamlError
+from recmaml.errors import RecMamlError, install_extra
 
 _AT_HELP = ("when the users arrive, for those whose history has no timestamp (e.g. no rows at all): Unix seconds or "
             "an ISO date such as 2024-03-01; it picks what was popular then (default: the end of the warm log)")
@@ -123,7 +123,7 @@ def cmd_spark_recommend(args) -> None:
     try:
         from pyspark.sql import SparkSession
     except ImportError as err:
-        raise RecMamlError(f"spark-recommend needs pyspark ({err}); install the extra: pip install 'recmaml[spark]'")
+        raise RecMamlError(f"spark-recommend needs pyspark ({err}); install the `spark` extra: {install_extra('spark')}")
 
     ours = SparkSession.getActiveSession() is None  # stop only a session this command started
     spark = recmaml_spark.session(args.master, quiet=args.quiet)

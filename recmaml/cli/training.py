@@ -80,13 +80,11 @@ def cmd_fit(args) -> None:
                    "timestamp": args.timestamp_col or None}  # fit's messages name them; saved as later defaults
     try:
         with LazyBar(args, total=config.meta.epochs, unit="epoch", desc="meta-training") as bar:
-            rec = rec.fit(warm, progress=bar.epoch, checkpoint_dir=args.out, resume=args.resume)
-            bar.stopped((rec.sample_history or rec.history).stopped)  # the last bar is the last weights'
+            rec = rec.fit(warm, progress=bar, checkpoint_dir=args.out, resume=args.resume)
     except (KeyboardInterrupt, Terminated):
         if rank == 0 and resume.exists(args.out):
             log.info("the last epoch's checkpoint is kept in %s: rerun with --resume to continue", args.out)
         raise
-    log.info("meta-training %s", rec.history.summary())
     if rec.priors is not None:
         from recmaml.calibrate import describe
 
@@ -172,11 +170,13 @@ def cmd_tune(args) -> None:
     board = pl.DataFrame([{k: (str(v) if isinstance(v, list) else v) for k, v in r.items()} for r in rows])
     write_frame(board, out / "leaderboard.csv")
     header = (f"written by: recmaml {shlex.join(args.argv)}\nvalidation nDCG@20 {result.best.score:.4f} at K={args.support_size} "
-              f"({args.protocol} supports), trial {result.best.number} of {args.trials}")
+              f"({args.protocol} supports), trial {result.best.number} of {args.trials}; the untuned config "
+              f"{result.untuned.score:.4f} with the same {result.untuned.best_budget:.0f} s of meta-training")
     from recmaml.files import atomic_write
 
     text = tune.config_toml(result.best_config, header=header)
     atomic_write(out / "best.toml", lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    print(tune.leaderboard_table(result.trials, base))
-    print(f"best: validation nDCG@20 {result.best.score:.4f}; config written to {out / 'best.toml'} "
+    print(tune.leaderboard_table(result.trials, base, untuned=result.untuned))
+    print(f"best: validation nDCG@20 {result.best.score:.4f} ({result.best.score - result.untuned.score:+.4f} over the "
+          f"untuned config); config written to {out / 'best.toml'} "
           f"(recmaml fit --config {out / 'best.toml'}); leaderboard {out / 'leaderboard.csv'}; {result.seconds:.0f} s")
