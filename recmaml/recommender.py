@@ -402,8 +402,8 @@ class MetaRecommender:
         positions = self.items.index(items)
         unknown = items[positions == UNKNOWN]
         if len(unknown):
-            count = "1 id is" if len(unknown) == 1 else f"{len(unknown)} ids are"
-            raise DataError(f"{spelled(what, '--' + what)}: {count} not an item of this model (e.g. "
+            count = "1 id is not an item" if len(unknown) == 1 else f"{len(unknown)} ids are not items"
+            raise DataError(f"{spelled(what, '--' + what)}: {count} of this model (e.g. "
                             f"{unknown[:3].tolist()}); give ids of its warm log (e.g. {self.items.ids[:3].tolist()})")
         return positions.astype(np.int64)
 
