@@ -3,6 +3,8 @@ item, on planted twins (tests/planted.twin_pairs: every user shows both items of
 neighbour is its twin, and a twin recommended to a user who shows the other must be recommended because
 of it)."""
 
+import logging
+
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -10,7 +12,6 @@ import pytest
 
 from planted import twin_pairs
 from recmaml import DataError, Interactions, MetaRecommender
-from recmaml.cli import main
 from recmaml.cold import cold_users
 from recmaml.config import PRIOR_BUCKETS, SIZE_BUCKETS
 from recmaml.explain import list_reasons
@@ -143,6 +144,18 @@ def test_explain_keeps_the_frame_and_gives_no_reasons_without_history(twins):
 
 # ---- the command line ----------------------------------------------------------------------------------------
 
+@pytest.fixture
+def main():
+    """recmaml.cli.main, with the root logger's handlers put back afterwards: main points them at the
+    captured stderr, which is closed once the test ends (later tests' log records would fail there)."""
+    from recmaml.cli import main
+
+    handlers, level = logging.root.handlers[:], logging.root.level
+    yield main
+    logging.root.handlers[:] = handlers
+    logging.root.setLevel(level)
+
+
 @pytest.fixture(scope="module")
 def twins_dir(twins, tmp_path_factory):
     path = tmp_path_factory.mktemp("twins") / "model"
@@ -150,7 +163,7 @@ def twins_dir(twins, tmp_path_factory):
     return path
 
 
-def test_recmaml_similar_writes_each_items_neighbours(twins_dir, tmp_path, capsys):
+def test_recmaml_similar_writes_each_items_neighbours(twins_dir, tmp_path, capsys, main):
     out = tmp_path / "similar.csv"
     assert main(["similar", "--model", str(twins_dir), "--items", "0", "2", "--k", "3", "--signal", "ease",
                  "--out", str(out)]) == 0
@@ -164,7 +177,7 @@ def test_recmaml_similar_writes_each_items_neighbours(twins_dir, tmp_path, capsy
     assert "--items 'x1': this model's item ids are integers" in capsys.readouterr().err
 
 
-def test_recmaml_recommend_explain_adds_the_because_column(twins_dir, tmp_path):
+def test_recmaml_recommend_explain_adds_the_because_column(twins_dir, tmp_path, main):
     pl.DataFrame({"user_id": ["a", "a", "b", "b"], "item_id": [0, 10, 21, 31]}).write_csv(tmp_path / "h.csv")
     base = ["recommend", "--model", str(twins_dir), "--history", str(tmp_path / "h.csv"), "--k", "3"]
     assert main([*base, "--explain", "2", "--out", str(tmp_path / "recs.csv")]) == 0
