@@ -28,13 +28,19 @@ FRAME_FORMATS = ("pandas", "polars")
 FORMATS = ("csv", "tsv", "parquet", "jsonl", "ndjson", "sql", *FRAME_FORMATS)
 
 
+# columns a ranked list may carry after the four, written when present: `because` (recommend's explain=,
+# `recmaml recommend --explain`), a list of history item ids per row
+OPTIONAL_COLUMNS = ("because",)
+LIST_SEPARATOR = "|"  # a list column in a text or SQL output: its values joined, as a|b|c (the feature tables' lists)
+
+
 def _ranked_frame(ranked) -> pl.DataFrame:
     """What `recommend` returns, of any input kind (RankedLists, a pandas or polars frame), as polars."""
     if isinstance(ranked, RankedLists):
         return ranked.to_polars()
     if isinstance(ranked, pl.DataFrame):
         RankedLists.from_frame(ranked.head(0))  # the columns it must have, checked with a clear message
-        return ranked.select(list(RankedLists.COLUMNS))
+        return ranked.select([*RankedLists.COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in ranked.columns)])
     if type(ranked).__module__.startswith("pandas"):
         return _ranked_frame(pl.from_pandas(ranked))
     raise DataError(f"ranked lists: expected RankedLists or a pandas/polars frame with columns "
@@ -61,6 +67,7 @@ def write_frame(frame: pl.DataFrame, dest=None, *, format=None, table=None, if_e
         return frame.to_pandas()
     if kind == "polars":
         return frame
+    frame = _storable(frame, kind)
     if kind == "sql":
         write_sql_table(frame, dest, table or DEFAULT_TABLE, if_exists=if_exists)
         return None
@@ -115,7 +122,7 @@ class RankedListsWriter:
         return self
 
     def write(self, ranked) -> None:
-        frame = _ranked_frame(ranked)
+        frame = _storable(_ranked_frame(ranked), self.kind)
         if self.rows == 0:  # string ids stay strings in an output that stays empty
             self._empty = frame.head(0)
         if len(ranked):
@@ -212,6 +219,15 @@ def _unknown_extension(suffix: str) -> str:
                    f"{list(FORMATS)}",
                    f"{what}; end the output's name with one of {names} (e.g. --out recs.parquet), or give an SQL "
                    "URI (--out sqlite:///recs.db)")
+
+
+def _storable(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
+    """`frame` as `kind` can hold it: Parquet and JSON Lines keep list columns; CSV, TSV and SQL tables
+    get their values joined by LIST_SEPARATOR (an empty list: an empty text)."""
+    if kind in ("parquet", "jsonl"):
+        return frame
+    lists = [name for name, dtype in frame.schema.items() if isinstance(dtype, pl.List)]
+    return frame.with_columns(pl.col(name).cast(pl.List(pl.String)).list.join(LIST_SEPARATOR) for name in lists)
 
 
 def _write_file(frame: pl.DataFrame, target, kind: str, header: bool = True) -> None:

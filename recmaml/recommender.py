@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 
 import numpy as np
 import polars as pl
 import torch
 
-from recmaml import build, checkpoint, serve
+from recmaml import build, checkpoint, explain as reasons, serve
 from recmaml.calibrate import calibrate
 from recmaml.cold import (UnknownItemsWarning, UserHistory, arrivals, check_arrival, cold_users,
                           matrix_cold_users)
 from recmaml.config import HISTORY_KINDS, Config
 from recmaml.data import UNKNOWN, Interactions, RankedLists, Vocabulary
-from recmaml.errors import DataError, RecMamlError
+from recmaml.errors import DataError, RecMamlError, spelled
 from recmaml.frames import (Columns, as_interactions, frame_of, is_frame, missing_columns, missing_columns_error,
                             same_kind)
 from recmaml.item_match import ItemTally
@@ -163,7 +164,7 @@ class MetaRecommender:
     # ---- serving ------------------------------------------------------------------------------------
     def recommend(self, history, k: int = 20, exclude_seen: bool = True, candidates=None,
                   batch_size: int | None = None, progress=False, allow_unknown_items: bool = False,
-                  history_kind: str | None = None, at=None, **columns):
+                  history_kind: str | None = None, at=None, explain: int = 0, **columns):
         """Adapt every user of `history` on its interactions, then rank the whole catalog (or each user's
         `candidates`: (user_id, item_id) rows) and keep the top k. Users with candidates but no history
         rows are ranked from the meta-learned starting point.
@@ -184,11 +185,16 @@ class MetaRecommender:
 
         at: when users without a timestamped history arrive, for the time-aware popularity prior (see
         arriving_at): a time, or a mapping from user id to time; None: the end of the warm log. A user
-        with timestamps is served at its latest one."""
+        with timestamps is served at its latest one.
+
+        explain: when > 0, each row also gets a column `because`: up to that many of the user's history
+        item ids that raised the item's score most (see explain); the result is then a frame (polars for
+        Interactions) and costs about one more adaptation per history row."""
         self._require_model()
         if history_kind is not None or at is not None:
             return self.with_history_kind(history_kind).arriving_at(at).recommend(
-                history, k, exclude_seen, candidates, batch_size, progress, allow_unknown_items, **columns)
+                history, k, exclude_seen, candidates, batch_size, progress, allow_unknown_items, explain=explain,
+                **columns)
         names = Columns.named(**columns)
         log_ = as_interactions(history, "history", names)
         cand = None if candidates is None else as_interactions(candidates, "candidates", _pairs_only(names))
@@ -200,6 +206,9 @@ class MetaRecommender:
             serve.serve_chunks(self, [log_], parts.append, k=k, exclude_seen=exclude_seen, candidates=cand,
                          batch_size=batch_size, progress=callback, allow_unknown_items=allow_unknown_items)
         ranked = RankedLists.concat(parts)
+        if explain:
+            explained = self._explained(log_, ranked, ranked.to_polars(), explain, batch_size)
+            return same_kind(explained, history) if is_frame(history) else explained
         return ranked if isinstance(history, Interactions) else same_kind(ranked, history)
 
     def recommend_user(self, items, ratings=None, timestamps=None, *, k: int = 20, exclude_seen: bool = True,
@@ -323,6 +332,88 @@ class MetaRecommender:
             np.clip(out, *self.rating_range, out=out)  # NaN (unknown items) stays NaN
         return out
 
+    # ---- what the model says about its lists (recmaml.explain) -------------------------------------------
+    def similar_items(self, items, k: int = 10, *, signal: str = "embedding", by_index: bool = False,
+                      candidates=None):
+        """The k items most similar to each of `items`, from what the model holds, in implicit's shape:
+        (ids, scores), best first, each (len(items), k) for a sequence of items or (k,) for one item.
+
+        signal: 'embedding' (default), the cosine of the item tower's vectors, the ones the scorer's dot
+        product reads; or 'ease', EASE's learned item-item weights (the serving prior's kept neighbours): the
+        EASE term a user who showed only that item gets on each other item (0 beyond its 256 kept
+        neighbours; an item EASE has no row for is ranked by the embeddings). On ML-100K the embedding's
+        neighbours are the more specific ones; EASE's lean to the most popular items (docs/python-api.md).
+
+        items: the model's item ids, or with by_index=True their positions in `self.items` (the answer's
+        ids are then positions too). An item is never its own neighbour (implicit's first answer is the
+        item itself). candidates: optional item ids (positions with by_index): only those are ranked
+        (implicit's `items`). k beyond what every row can offer is cut to it, so no row is padded."""
+        self._require_model()
+        serve.check_k(k)
+        reasons.check_signal(self, signal)
+        one = np.ndim(items) == 0
+        query = self._item_positions(np.atleast_1d(np.asarray(items)), "items", by_index)
+        allowed = None
+        if candidates is not None:
+            pool = self._item_positions(np.asarray(candidates), "candidates", by_index)
+            allowed = torch.zeros(len(self.items), dtype=torch.bool, device=self.device)
+            allowed[torch.as_tensor(pool, device=self.device)] = True
+        positions, scores = reasons.similar_rows(self, query, k, signal, allowed)
+        ids = positions if by_index else self.items.ids[positions]
+        return (ids[0], scores[0]) if one else (ids, scores)
+
+    def explain(self, history, ranked, n: int = 3, batch_size: int | None = None, history_kind: str | None = None,
+                at=None, **columns):
+        """`ranked` (lists recommend gave for `history`) with a column `because`: for each row, up to `n` of
+        its user's history item ids, strongest first, whose removal lowers the row item's served score
+        most. An item's reason strength is its leave-one-out drop: the item's served score for the whole
+        history minus its score for the history without that one item (adapted again, with the set
+        encoder and EASE's term reading the shorter history; the user's time stays). Only drops > 0
+        count, so a list may name fewer than n (none for a user without history rows). Costs about one
+        more adaptation per history row of the users in `ranked`.
+
+        ranked: RankedLists or a pandas/polars frame with user_id, item_id, score, rank; returns the same
+        kind of frame (polars for RankedLists). history, column keywords, history_kind and at: as recommend
+        was given them. recmaml.explain.list_reasons gives the drops themselves."""
+        self._require_model()
+        if history_kind is not None or at is not None:
+            return self.with_history_kind(history_kind).arriving_at(at).explain(history, ranked, n, batch_size,
+                                                                                **columns)
+        if isinstance(ranked, RankedLists):
+            lists, frame = ranked, ranked.to_polars()
+        else:
+            frame = frame_of(ranked)
+            frame = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
+            lists = RankedLists.from_frame(frame)
+        log_ = as_interactions(history, "history", Columns.named(**columns))
+        out = self._explained(log_, lists, frame, n, batch_size)
+        return out if isinstance(ranked, RankedLists) else same_kind(out, ranked)
+
+    def _explained(self, history: Interactions, ranked: RankedLists, frame: pl.DataFrame, n: int,
+                   batch_size: int | None) -> pl.DataFrame:
+        """`frame` (the rows of `ranked`, in order) with the column `because` (see explain)."""
+        serve.check_k(n, "explain")
+        with warnings.catch_warnings():  # recommend has said which history items the model does not know
+            warnings.simplefilter("ignore", UnknownItemsWarning)
+            cold = cold_users(self, history, extra_users=ranked.user_id)
+        with serve.threads_of(self):
+            found = reasons.list_reasons(self, cold, ranked, n, batch_size)
+        return frame.with_columns(_id_lists(self.items.ids, found.items))
+
+    def _item_positions(self, items: np.ndarray, what: str, by_index: bool) -> np.ndarray:
+        """Model positions of `items` (ids, or positions with by_index), or a DataError naming those that
+        are not the model's."""
+        if by_index:
+            self._ids_at(items, what)  # checks the range
+            return items.astype(np.int64)
+        positions = self.items.index(items)
+        unknown = items[positions == UNKNOWN]
+        if len(unknown):
+            count = "1 id is not an item" if len(unknown) == 1 else f"{len(unknown)} ids are not items"
+            raise DataError(f"{spelled(what, '--' + what)}: {count} of this model (e.g. "
+                            f"{unknown[:3].tolist()}); give ids of its warm log (e.g. {self.items.ids[:3].tolist()})")
+        return positions.astype(np.int64)
+
     # ---- persistence --------------------------------------------------------------------------------
     def save(self, path) -> None:
         """Write the model directory `path` (recmaml.checkpoint): weights.safetensors and model.json."""
@@ -343,6 +434,16 @@ def _pairs_only(names: Columns) -> Columns:
 def _column_names(names: Columns) -> dict:
     """What the model remembers of the warm log's columns (saved in its metadata)."""
     return {"user": names.user, "item": names.item, "rating": names.rating, "timestamp": names.timestamp}
+
+
+def _id_lists(ids: np.ndarray, positions: np.ndarray) -> pl.Series:
+    """A list column of the ids at `positions` (rows, n), each row up to its first UNKNOWN."""
+    import pyarrow as pa
+
+    kept = positions != UNKNOWN
+    offsets = np.concatenate([[0], np.cumsum(kept.sum(axis=1))]).astype(np.int32)
+    values = ids[positions[kept]]
+    return pl.Series("because", pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)))
 
 
 def _check_user_items(user_items, n_items: int):

@@ -26,13 +26,17 @@ from recmaml.tasks import PaddedSet
 class AdaptedUsers:
     """B users adapted on `support` (a PaddedSet) by `scorer` under `config`'s [meta] and [serve] settings;
     `kind` is the history kind served as the scorer's code (0 first, 1 sample). Adapting happens once,
-    here; `scores` and `model_scores` may then be called for any items."""
+    here; `scores` and `model_scores` may then be called for any items. `sizes` (B,): the support sizes whose
+    serving settings (inner-rate scale, priors' weights) apply, when not the supports' own (recmaml.explain
+    holds a whole history's settings while it leaves one item out)."""
 
-    def __init__(self, scorer: Scorer, config: Config, priors: ServingPriors | None, support: PaddedSet, kind: int):
+    def __init__(self, scorer: Scorer, config: Config, priors: ServingPriors | None, support: PaddedSet, kind: int,
+                 sizes: torch.Tensor | None = None):
         self.scorer, self.config, self.priors, self.support, self.kind = scorer, config, priors, support, kind
+        self.sizes = support.mask.sum(dim=1) if sizes is None else sizes
         m = config.meta
         names = _adapted_names(scorer, m.adapt)
-        lr_scale = lr_scales(config, support)
+        lr_scale = lr_scales(config, support, self.sizes)
         with torch.no_grad():  # torch.func.grad still differentiates inside; no graph to the meta-weights
             if fast_path_applies(scorer, names):
                 self.item_vectors = scorer.catalog_vectors()
@@ -48,7 +52,7 @@ class AdaptedUsers:
         """Served scores (B, n_items), or (B, C) of per-user `items`: the scorer's blended with the serving
         priors where they have weight."""
         weights = None if self.config.model.objective == "rating" else prior_weights(self.config, self.priors,
-                                                                                     self.support)
+                                                                                     self.support, self.sizes)
         if weights is None:
             return self.model_scores(items)
         scores = blend_(self.model_scores().float(), self.priors, self.support, *weights)
@@ -82,10 +86,10 @@ def _adapted_names(scorer: Scorer, adapt: str) -> list[str]:
     return per_setting[adapt]
 
 
-def adapted_users(rec, support: PaddedSet) -> AdaptedUsers:
+def adapted_users(rec, support: PaddedSet, sizes: torch.Tensor | None = None) -> AdaptedUsers:
     """The users of `support` adapted by the fitted MetaRecommender `rec` as it serves now (its history
-    kind, serving settings and priors)."""
-    return AdaptedUsers(rec.serving_scorer, rec.config, rec.priors, support, rec.history_kind_index)
+    kind, serving settings and priors); `sizes` as AdaptedUsers takes them."""
+    return AdaptedUsers(rec.serving_scorer, rec.config, rec.priors, support, rec.history_kind_index, sizes)
 
 
 def serving_steps(config: Config) -> int:
@@ -94,12 +98,13 @@ def serving_steps(config: Config) -> int:
     return config.meta.inner_steps if steps is None else steps
 
 
-def lr_scales(config: Config, support: PaddedSet) -> torch.Tensor:
+def lr_scales(config: Config, support: PaddedSet, sizes: torch.Tensor | None = None) -> torch.Tensor:
     """Per user, the multiplier of the inner learning rate: serve.inner_lr_scale times the scale of its
-    support size for the kind of history served (serve.first_scales / sample_scales, chosen by fit)."""
+    support size (or of `sizes`) for the kind of history served (serve.first_scales / sample_scales, chosen
+    by fit)."""
     serve = config.serve
     scales = serve.first_scales if serve.history_kind == "first" else serve.sample_scales
-    sizes = support.mask.sum(dim=1).cpu().numpy()
+    sizes = (support.mask.sum(dim=1) if sizes is None else sizes).cpu().numpy()
     if isinstance(scales, str):  # 'auto' never resolved (a model saved before fit chose them): one rate
         per_user = np.where(sizes > 0, 1.0, 0.0)
     else:
@@ -108,11 +113,11 @@ def lr_scales(config: Config, support: PaddedSet) -> torch.Tensor:
     return torch.as_tensor(per_user * serve.inner_lr_scale, dtype=torch.float32, device=support.items.device)
 
 
-def prior_weights(config: Config, priors: ServingPriors | None,
-                  support: PaddedSet) -> tuple[torch.Tensor | None, torch.Tensor | None] | None:
-    """Per user, the weights of the serving priors (EASE, popularity) for its support size and the kind of
-    history served (serve.*_ease_weights, *_recent_weights), each None when all 0 in this batch; None
-    when the model serves without priors (none fitted, serve.priors off, or every weight 0)."""
+def prior_weights(config: Config, priors: ServingPriors | None, support: PaddedSet, sizes: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor | None, torch.Tensor | None] | None:
+    """Per user, the weights of the serving priors (EASE, popularity) for its support size (or `sizes`) and
+    the kind of history served (serve.*_ease_weights, *_recent_weights), each None when all 0 in this batch;
+    None when the model serves without priors (none fitted, serve.priors off, or every weight 0)."""
     serve = config.serve
     if priors is None or not serve.priors:
         return None
@@ -120,7 +125,8 @@ def prior_weights(config: Config, priors: ServingPriors | None,
     ease, recent = getattr(serve, f"{prefix}_ease_weights"), getattr(serve, f"{prefix}_recent_weights")
     if isinstance(ease, str) or isinstance(recent, str) or not any(ease) and not any(recent):
         return None  # 'auto' never resolved (a model saved before fit chose them): the scorer alone
-    bucket = np.searchsorted(PRIOR_BUCKETS, support.mask.sum(dim=1).cpu().numpy(), side="right") - 1
+    sizes = support.mask.sum(dim=1) if sizes is None else sizes
+    bucket = np.searchsorted(PRIOR_BUCKETS, sizes.cpu().numpy(), side="right") - 1
     if not priors.has_time:
         recent = (0.0,) * len(PRIOR_BUCKETS)
     per_user = [np.asarray(w, np.float32)[bucket] for w in (ease, recent)]

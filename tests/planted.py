@@ -23,3 +23,17 @@ def taste_groups(n_users: int = 240, n_groups: int = 3, items_per_group: int = 2
     return Interactions.from_ids(np.array(users), np.array(items),
                                  rating=np.array(ratings, dtype=np.float32) if with_ratings else None,
                                  timestamp=gen.permutation(n).astype(np.int64))
+
+
+def twin_pairs(n_users: int = 400, n_pairs: int = 30, pairs_per_user: int = 4, seed: int = 0) -> Interactions:
+    """Items come in twins (2p, 2p + 1) that every user shows together: user u picks `pairs_per_user` pairs
+    at random and shows both items of each, nothing else. An item's only neighbour is its twin, so a cold
+    user who shows one item of a pair must be recommended the other *because of* that item."""
+    gen = np.random.default_rng(seed)
+    users, items = [], []
+    for u in range(n_users):
+        pairs = gen.choice(n_pairs, size=pairs_per_user, replace=False)
+        users += [u] * (2 * pairs_per_user)
+        items += [i for p in pairs for i in (2 * p, 2 * p + 1)]
+    n = len(users)
+    return Interactions.from_ids(np.array(users), np.array(items), timestamp=gen.permutation(n).astype(np.int64))

@@ -18,13 +18,14 @@ import sys
 import warnings
 
 from recmaml import __version__
-from recmaml.cli import evaluation, quickstart, service, serving, training
+from recmaml.cli import evaluation, quickstart, service, serving, similar, training
 from recmaml.cli.common import MODEL_COLUMNS, Terminated, log, resolve_columns
 from recmaml.cli.flags import FORMER_SPELLINGS, add_quiet, fill_late_help
 from recmaml.errors import RecMamlError, cli_surface, cut
 
 # the commands in the order `recmaml --help` lists them
 COMMANDS = (training.add_fit, serving.add_recommend, serving.add_spark_recommend, serving.add_predict, service.add_serve,
+            similar.add_similar,
             evaluation.add_evaluate, training.add_tune, evaluation.add_benchmark, quickstart.add_quickstart)
 
 

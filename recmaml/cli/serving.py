@@ -34,6 +34,9 @@ def add_recommend(sub) -> None:
     add_user_features(rec, "the cold users'")
     rec.add_argument("--timings", help="also write where the time went (read, map, adapt, top-k, lists, write) "
                      "to this JSON file")
+    rec.add_argument("--explain", type=int, default=0, metavar="N", help="add a column `because`: up to N of the "
+                     "user's history item ids that raised the row's score most (leave-one-out: the drop of its score "
+                     "without that item); costs about one more adaptation per history row")
     add_allow_unknown_items(rec)
     add_data_flags(rec)
     rec.set_defaults(func=cmd_recommend)
@@ -66,10 +69,15 @@ def cmd_recommend(args) -> None:
     start = time.perf_counter()
     with (run_warnings.collecting(), RankedListsWriter(args.out, table=args.table) as out,
           LazyBar(args, unit="users", desc="scoring") as bar):
-        served = serve_chunks(rec, chunks, out.write, k=args.k, exclude_seen=not args.include_seen,
+        reasons = ChunkReasons(rec, args.explain, args.batch_size, out.write)
+
+        def on_chunk(chunk, users):
+            reasons.chunk = chunk
+            bar.set_total(total.chunk(len(chunk), len(users)))
+
+        served = serve_chunks(rec, chunks, reasons.write, k=args.k, exclude_seen=not args.include_seen,
                               candidates=candidates, batch_size=args.batch_size, progress=bar.update, times=times,
-                              on_chunk=lambda chunk, users: bar.set_total(total.chunk(len(chunk), len(users))),
-                              allow_unknown_items=args.allow_unknown_items, summary=summary)
+                              on_chunk=on_chunk, allow_unknown_items=args.allow_unknown_items, summary=summary)
     run_warnings.report()
     log.info("wrote %d ranked rows to %s (%s)", out.rows, args.out, _served(summary))
     if times is not None:
@@ -77,6 +85,19 @@ def cmd_recommend(args) -> None:
 
         write_json(args.timings, {"users": served, "rows": out.rows, "seconds": time.perf_counter() - start,
                                   "stages": times.seconds, "torch_threads": times.threads})
+
+
+class ChunkReasons:
+    """recommend's writer with --explain: each chunk's lists get their `because` column (MetaRecommender.explain)
+    from the chunk they were ranked from (serve_chunks names it through on_chunk before it ranks it)."""
+
+    def __init__(self, rec, n: int, batch_size: int | None, write):
+        if n < 0:
+            raise RecMamlError(f"--explain {n}: give the number of history items to name per row (0: no column)")
+        self.rec, self.n, self.batch_size, self.out, self.chunk = rec, n, batch_size, write, None
+
+    def write(self, ranked) -> None:
+        self.out(ranked if not self.n else self.rec.explain(self.chunk, ranked, self.n, self.batch_size))
 
 
 def _served(summary) -> str:
