@@ -586,5 +586,5 @@ def read_cells(out: Path) -> list[dict]:
     return cells
 
 
-__all__ = ["BenchmarkSpec", "PROTOCOLS", "SYSTEMS", "read_cells", "relevance_threshold", "resolve_systems",
+__all__ = ["BenchmarkSpec", "PROTOCOLS", "SYSTEMS", "log_relevance_threshold", "read_cells", "resolve_systems",
            "run_benchmark"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recmaml.cli.common import LazyBar, checked_device, log, with_training_threads
+from recmaml.cli.common import LazyBar, checked_device, with_training_threads
 from recmaml.cli.flags import add_command, add_out, add_training_threads
 from recmaml.errors import RecMamlError
 
