@@ -40,6 +40,19 @@ def ml1m_dir() -> Path:
     return _movielens_folder("ml-1m")
 
 
+@pytest.fixture(autouse=True)
+def _root_logging_put_back():
+    """The root logger's handlers and level as they were before each test: recmaml.cli.main (logging.basicConfig
+    with force=True) points them at the test's captured stderr, which is closed once the test ends, and a later
+    test's log record would then fail there ('I/O operation on closed file', seen under load)."""
+    import logging
+
+    handlers, level = logging.root.handlers[:], logging.root.level
+    yield
+    logging.root.handlers[:] = handlers
+    logging.root.setLevel(level)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

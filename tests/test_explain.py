@@ -3,7 +3,6 @@ item, on planted twins (tests/planted.twin_pairs: every user shows both items of
 neighbour is its twin, and a twin recommended to a user who shows the other must be recommended because
 of it)."""
 
-import logging
 
 import numpy as np
 import pandas as pd
@@ -146,14 +145,10 @@ def test_explain_keeps_the_frame_and_gives_no_reasons_without_history(twins):
 
 @pytest.fixture
 def main():
-    """recmaml.cli.main, with the root logger's handlers put back afterwards: main points them at the
-    captured stderr, which is closed once the test ends (later tests' log records would fail there)."""
+    """recmaml.cli.main (conftest puts the root logger back after each test)."""
     from recmaml.cli import main
 
-    handlers, level = logging.root.handlers[:], logging.root.level
-    yield main
-    logging.root.handlers[:] = handlers
-    logging.root.setLevel(level)
+    return main
 
 
 @pytest.fixture(scope="module")

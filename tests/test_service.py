@@ -323,14 +323,10 @@ def test_refused_reloads_say_nothing_of_the_servers_folders(model_dirs, tmp_path
 
 @pytest.fixture
 def cli_main():
-    """recmaml.cli.main, with the root logger's handlers put back afterwards: main points them at the
-    captured stderr, which is closed once the test ends (later tests' log records would fail there)."""
+    """recmaml.cli.main (conftest puts the root logger back after each test)."""
     from recmaml.cli import main
 
-    handlers, level = logging.root.handlers[:], logging.root.level
-    yield main
-    logging.root.handlers[:] = handlers
-    logging.root.setLevel(level)
+    return main
 
 
 def test_the_reload_token_and_root_are_checked_at_start(model_dirs, monkeypatch, capsys, cli_main):
