@@ -103,7 +103,11 @@ class FittedMeta:
     def scores(self, split: ColdSplit) -> np.ndarray:
         support = split.cold_support
         # a user with no revealed row arrives at its first hidden one, as the time-aware baseline is told
-        at = None if support.timestamp is None else dict(zip(support.users.ids, user_times(split)))
+        # (a user with rows is served at its latest one: `at` is only for the others, as a job would give it)
+        at = None
+        if support.timestamp is not None:
+            without_rows = np.bincount(support.user_idx, minlength=len(support.users)) == 0
+            at = dict(zip(support.users.ids[without_rows], user_times(split)[without_rows])) or None
         return self.rec.score(support, users=support.users.ids, items=support.items.ids,  # the log's item order
                               history_kind=self.history_kind, at=at)
 

@@ -605,3 +605,10 @@ def test_progress_on_a_file_is_a_line_at_a_time(tmp_path):
     assert "\r" not in text and text.endswith("\n")
     assert text.splitlines()[-1].startswith("serving 2: 100%"), text
     assert len(text.splitlines()) <= 3  # the first frame and the last, not one per update
+
+
+def test_similar_names_the_signals_that_similar_items_takes():
+    from recmaml.cli.similar import SIGNAL_WORDS
+    from recmaml.explain import SIGNALS
+
+    assert tuple(SIGNAL_WORDS) == SIGNALS  # spelled twice so that `recmaml --help` imports no torch

@@ -10,9 +10,9 @@ import numpy as np
 from recmaml.cli.common import load_model, log
 from recmaml.cli.flags import add_command, add_out
 from recmaml.errors import DataError
-from recmaml.explain import SIGNALS
-
-SIGNAL_WORDS = {"ease": "EASE's learned item-item weights", "embedding": "the cosine of the item tower's vectors"}
+# recmaml.explain.SIGNALS, the default first, with what each is; spelled here because that module imports torch,
+# which `recmaml --help` must not wait for (tests/test_cli.py checks both)
+SIGNAL_WORDS = {"embedding": "the cosine of the item tower's vectors", "ease": "EASE's learned item-item weights"}
 
 
 def add_similar(sub) -> None:
@@ -22,7 +22,7 @@ def add_similar(sub) -> None:
     sim.add_argument("--items", nargs="+", default=None, help="item ids to find neighbours of (default: every "
                      "item of the model)")
     sim.add_argument("--k", type=int, default=10, help="neighbours per item (default 10)")
-    sim.add_argument("--signal", choices=SIGNALS, default="embedding", help="'embedding' (default): the cosine of "
+    sim.add_argument("--signal", choices=tuple(SIGNAL_WORDS), default="embedding", help="'embedding' (default): the cosine of "
                      "the item tower's vectors; 'ease': EASE's learned item-item weights (the serving prior's kept "
                      "neighbours, which lean to popular items)")
     add_out(sim, "output with columns item_id, similar_item_id, score, rank: .csv, .tsv, .parquet, .jsonl, or an "
