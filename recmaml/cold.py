@@ -8,7 +8,6 @@ the time users arrive at are read from it.
 from __future__ import annotations
 
 import datetime as dt
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 
 from recmaml.data import UNKNOWN, Interactions, Vocabulary
-from recmaml.errors import DataError, spelled
+from recmaml.errors import DataError, spelled, warn_caller
 from recmaml.model import feature_tensors
 from recmaml.tasks import PaddedSet, group_positions, padded_sets
 
@@ -52,9 +51,9 @@ def cold_users(rec, history: Interactions, extra_users=None, what: str = "histor
     known = item_idx != UNKNOWN
     if not known.all():
         unknown_ids = np.unique(history.items.ids[history.item_idx[~known]])
-        warnings.warn(UnknownItemsWarning(
+        warn_caller(UnknownItemsWarning(
             f"{int((~known).sum())} {what} rows name {len(unknown_ids)} items unknown to the model; "
-            "those rows were dropped", rows=int((~known).sum()), item_ids=unknown_ids, what=what), stacklevel=4)
+            "those rows were dropped", rows=int((~known).sum()), item_ids=unknown_ids, what=what))
     # a user whose items are all unknown is still served: it starts from the meta-learned initialization
     present = history.users.ids[np.unique(history.user_idx)]
     if extra_users is not None:

@@ -8,6 +8,9 @@ so that neither reads the other's spelling first."""
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
+import warnings
 
 _surface = "api"  # "cli" while a command of recmaml.cli runs; module state: a message is built where it is raised
 
@@ -62,3 +65,18 @@ def shown(value, limit: int = 60) -> str:
     (a 5 MB field must not make a 5 MB message)."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+# recmaml's own files (its connectors may be a link to ../connectors in a source checkout): a warning skips them
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_OWN_FOLDERS = tuple(dict.fromkeys(folder + os.sep for folder in (
+    _PACKAGE, os.path.realpath(_PACKAGE), os.path.realpath(os.path.join(_PACKAGE, "connectors")))))
+
+
+def warn_caller(warning: Warning | str, category: type[Warning] | None = None) -> None:
+    """warnings.warn pointing at the caller's line: the first frame outside recmaml, however deep in the
+    package the warning arises (a fixed stacklevel named recmaml's own lines, or sys:1 past the top)."""
+    frame, level = sys._getframe(0), 1  # level 1: this function's own line
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_OWN_FOLDERS):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(warning, category, stacklevel=level)

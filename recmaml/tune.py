@@ -193,7 +193,7 @@ def tune(log: Interactions, space: list[Dimension], *, trials: int = 24, budget_
         for trial in alive:
             cfg = trial_config(base, trial.params).replace(meta={"max_seconds": seconds})
             began = time.perf_counter()
-            rec = MetaRecommender(cfg).fit(splits.val_warm)
+            rec = MetaRecommender(cfg).fit(splits.val_warm, progress=False)
             trial.scores[seconds] = validation_value(FittedMeta(rec), splits.val, protocol, False, relevance_threshold)
             trial.seconds += time.perf_counter() - began
             if progress is not None:

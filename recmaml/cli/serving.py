@@ -168,7 +168,11 @@ def add_predict(sub) -> None:
 
 
 def cmd_predict(args) -> None:
+    import warnings
+
     import polars as pl
+
+    from recmaml.recommender import RelevanceScoresWarning
 
     from recmaml.connectors import check_output, read_pairs, write_frame
 
@@ -182,6 +186,7 @@ def cmd_predict(args) -> None:
                                     format=args.pairs_format, table=args.pairs_table)
     run_warnings = RunWarnings()
     with run_warnings.collecting():
+        warnings.filterwarnings("ignore", category=RelevanceScoresWarning)  # the note below says it, once
         pred = rec.predict(history, user_ids, item_ids, batch_size=args.batch_size,
                            allow_unknown_items=args.allow_unknown_items)
     run_warnings.report()
