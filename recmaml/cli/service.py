@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recmaml.cli.flags import add_command, threads_arg
+from recmaml.cli.flags import add_command, add_history_kind, threads_arg
 from recmaml.errors import RecMamlError
 
 
@@ -20,6 +20,7 @@ def add_serve(sub) -> None:
                     "already arriving (default 2; never when no other request is in flight)")
     sv.add_argument("--threads", type=threads_arg, default=None, help="torch threads while scoring, a number or "
                     "'auto': the cores no other process is running on (default: the model's serve.threads)")
+    add_history_kind(sv, "; a request's \"history_kind\" still wins")
     sv.set_defaults(func=cmd_serve)
 
 
@@ -36,4 +37,5 @@ def cmd_serve(args) -> None:
         raise RecMamlError(f"recmaml serve needs the `serve` extra ({err.name} is missing): "
                            "pip install 'recmaml[serve]'") from err
     service.run(args.model, host=args.host, port=args.port, max_users=args.max_batch_users,
-                max_wait_ms=args.max_wait_ms, threads=args.threads, log_level="warning" if args.quiet else "info")
+                max_wait_ms=args.max_wait_ms, threads=args.threads, log_level="warning" if args.quiet else "info",
+                history_kind=args.history_kind)
