@@ -299,7 +299,7 @@ def test_predict_on_a_ranking_model_says_relevance_scores_and_is_not_clipped(fit
 
     import torch
 
-    from recmaml.recommender import RelevanceScoresWarning
+    from recmaml import RelevanceScoresWarning
 
     rec = copy.deepcopy(fitted)
     assert rec.config.model.objective != "rating" and rec.rating_range == (1.0, 5.0)
