@@ -286,6 +286,14 @@ def arrivals(at):
 
 
 def _seconds(t) -> float:
+    """A time as Unix seconds (_as_seconds), finite: NaN or infinity, 'nan' as text too, is no time to arrive at."""
+    seconds = _as_seconds(t)
+    if not np.isfinite(seconds):
+        raise DataError(f"{spelled('at=', '--at')} {t!r} is not a time; give finite Unix seconds or an ISO date")
+    return seconds
+
+
+def _as_seconds(t) -> float:
     """A time as Unix seconds: a number is taken as seconds; a datetime, date or ISO text is converted (UTC
     unless it says otherwise)."""
     if isinstance(t, (int, float, np.integer, np.floating)) and not isinstance(t, bool):

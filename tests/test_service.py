@@ -164,6 +164,7 @@ def test_health_and_model(served, model_dirs):
     ({"users": [{"items": [2**63]}]}, 422, "users[0].items[0]"),  # no 64-bit id (the fuzz found a 500 here)
     ({"users": [{"items": [1]}], "history_kind": "recent"}, 422, "history_kind"),
     ({"users": [{"items": [1]}], "at": "next tuesday"}, 422, "at"),
+    ({"users": [{"items": [1]}], "at": "nan"}, 422, "at"),  # a number as text must be finite too
 ])
 def test_bad_requests_name_the_field_and_the_fix(served, body, status, field):
     r = served.client.post("/recommend", json=body)
@@ -368,3 +369,20 @@ def test_serve_history_kind_sets_the_services_default(model_dirs, taste_log, mon
     monkeypatch.setattr(service, "run", lambda *args, **kwargs: calls.append(kwargs))
     assert main(["serve", "--model", str(model_dirs[0]), "--history-kind", "sample"]) == 0
     assert calls[0]["history_kind"] == "sample"
+
+
+def test_a_batch_of_requests_served_as_different_kinds_and_times_answers_each_as_alone(model_dirs, taste_log):
+    from recmaml.cold import UserHistory
+    from recmaml.serve import rank_histories
+    from recmaml.service import _Job, _rank_jobs
+
+    rec = MetaRecommender.load(model_dirs[0])
+    users = _users(taste_log, 4)
+    histories = [UserHistory(u["items"], u["ratings"]) for u in users]  # no timestamps: they arrive at `at`
+    served_as = [("first", None), ("sample", None), (None, 1.6e9), ("sample", 1.6e9)]
+    jobs = [_Job([h], 5, True, None, how) for h, how in zip(histories, served_as)]
+    for job, answer in zip(jobs, _rank_jobs(rec, jobs)):
+        kind, at = job.served_as
+        alone = rank_histories(rec.with_history_kind(kind).arriving_at(at), job.histories, 5)[0]
+        assert answer[0].items.tolist() == alone.items.tolist()
+        assert np.array_equal(answer[0].scores, alone.scores)
