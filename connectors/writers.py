@@ -103,15 +103,18 @@ class RankedListsWriter:
 
     Files grow in a temporary file next to `dest` and replace it only when the block ends without an
     error; on an error the temporary file is removed and `dest` is untouched. An SQL table is replaced in
-    one transaction that receives the chunks as they come (memory holds one chunk), committed at the end."""
+    one transaction that receives the chunks as they come (memory holds one chunk), committed at the end.
+    names: optional renaming of the columns written, e.g. {"user_id": "userId", "item_id": "movieId"} (the
+    CLI's --keep-column-names)."""
 
-    def __init__(self, dest, *, format=None, table=None):
+    def __init__(self, dest, *, format=None, table=None, names: dict[str, str] | None = None):
         self.kind = check_output(dest, format=format)
         self.dest, self.table = dest, table or DEFAULT_TABLE
         self.rows = 0
+        self.names = names or {}
         self._files = contextlib.ExitStack()
         self._handle = self._parquet = self._sql = None
-        self._empty = RankedLists.concat([]).to_polars()  # the columns of an output that stays empty
+        self._empty = RankedLists.concat([]).to_polars().rename(self.names)  # the columns of an output that stays empty
 
     def __enter__(self) -> RankedListsWriter:
         if self.kind == "sql":
@@ -122,7 +125,7 @@ class RankedListsWriter:
         return self
 
     def write(self, ranked) -> None:
-        frame = _storable(_ranked_frame(ranked), self.kind)
+        frame = _storable(_ranked_frame(ranked).rename(self.names), self.kind)
         if self.rows == 0:  # string ids stay strings in an output that stays empty
             self._empty = frame.head(0)
         if len(ranked):

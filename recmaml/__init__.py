@@ -11,15 +11,16 @@ from recmaml.errors import CheckpointError, ConfigError, DataError, RecMamlError
 
 __all__ = [
     "CheckpointError", "Config", "ConfigError", "DataError", "Interactions", "MetaRecommender",
-    "RankedLists", "RecMamlError", "SideFeatures", "Vocabulary", "load_config", "__version__",
+    "RankedLists", "RecMamlError", "RelevanceScoresWarning", "SideFeatures", "Vocabulary", "load_config",
+    "__version__",
 ]
 
 
 def __getattr__(name: str):
     # MetaRecommender is imported on first use (PEP 562): it brings torch (about 2.5 s), which `recmaml
     # --help`, `--version` and the light modules (config, data, errors) never need
-    if name == "MetaRecommender":
-        from recmaml.recommender import MetaRecommender
+    if name in ("MetaRecommender", "RelevanceScoresWarning"):
+        from recmaml import recommender
 
-        return MetaRecommender
+        return getattr(recommender, name)
     raise AttributeError(f"module 'recmaml' has no attribute {name!r}")

@@ -172,7 +172,7 @@ def _meta(**sections):
     def fit(warm, ctx, **params):
         from recmaml.recommender import MetaRecommender
 
-        rec = MetaRecommender(_meta_config(ctx, **copy.deepcopy(sections))).fit(warm)
+        rec = MetaRecommender(_meta_config(ctx, **copy.deepcopy(sections))).fit(warm, progress=False)
         return FittedMeta(rec).for_protocol(ctx.protocol)
     return fit
 
@@ -185,7 +185,7 @@ def _transfer(warm, ctx, **params):
 
     steps = ctx.config.meta.inner_steps
     cfg = _meta_config(ctx, meta={"inner_steps": 0}, serve={"inner_steps": max(steps, 1)})
-    return FittedMeta(MetaRecommender(cfg).fit(warm)).for_protocol(ctx.protocol)
+    return FittedMeta(MetaRecommender(cfg).fit(warm, progress=False)).for_protocol(ctx.protocol)
 
 
 def _rated(ctx) -> list:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from recmaml import distributed
 from recmaml import resume as resume_files
 from recmaml.config import Config
 from recmaml.data import UNKNOWN, Interactions, Vocabulary, is_count_column, relevant_rating
-from recmaml.errors import ConfigError, DataError, outside_stacklevel
+from recmaml.errors import ConfigError, DataError, warn_caller
 from recmaml.meta import TrainHistory, meta_train, training_length
 from recmaml.model import TIME_EDGES, FeatureSpec, Scorer, feature_tensors
 from recmaml.progress import optional_bar
@@ -242,10 +241,10 @@ def _check_positive_share(rating: np.ndarray, threshold: float, rating_col: str 
             fix = "leave tasks.positive_threshold out ('auto': every row a positive, as counts such as plays need)"
         else:
             fix = "use tasks.positive_threshold = 'auto' (the log's own scale) or a lower rating"
-        warnings.warn(FewPositivesWarning(
+        warn_caller(FewPositivesWarning(
             f"tasks.positive_threshold = {threshold:g} leaves {positives:,} of the warm log's {len(rating):,} rows "
             f"({100 * share:.2g}%) positive in its {_column(rating_col)} (values in {span}): meta-training "
-            f"learns from almost nothing; {fix}", share=share), stacklevel=outside_stacklevel())
+            f"learns from almost nothing; {fix}", share=share))
 
 
 def _init_popularity_biases(model: Scorer, warm: Interactions) -> None:

@@ -126,6 +126,8 @@ def save_recommender(rec, path) -> None:
         "sample_history": None if rec.sample_history is None else rec.sample_history.epochs,
         "rating_range": rec.rating_range,
         "columns": rec.columns,
+        "fitted_at": rec.fitted_at,
+        "training_users": rec.training_users,
     })
 
 
@@ -153,6 +155,9 @@ def load_recommender(make, path, device: str = "cpu"):
         rec.items = Vocabulary.from_json(meta["items"])
         rec.user_layout = meta["user_layout"]
         rec.columns = meta.get("columns")  # absent in models saved before it was recorded
+        rec.fitted_at = meta.get("fitted_at")  # these two as well: repr(rec) then says they were not recorded
+        training_users = meta.get("training_users")
+        rec.training_users = None if training_users is None else int(training_users)
         rating_range = meta.get("rating_range")  # absent in models saved before it was recorded: no clipping
         rec.rating_range = None if rating_range is None else (float(rating_range[0]), float(rating_range[1]))
         user_spec, item_spec = FeatureSpec.from_json(meta["user_spec"]), FeatureSpec.from_json(meta["item_spec"])

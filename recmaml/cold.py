@@ -8,7 +8,6 @@ the time users arrive at are read from it.
 from __future__ import annotations
 
 import datetime as dt
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 
 from recmaml.data import UNKNOWN, Interactions, Vocabulary
-from recmaml.errors import DataError, outside_stacklevel, spelled
+from recmaml.errors import DataError, spelled, warn_caller
 from recmaml.model import feature_tensors
 from recmaml.tasks import PaddedSet, group_positions, padded_sets
 from recmaml.times import SECONDS_PER_YEAR, date_of, in_seconds
@@ -62,9 +61,9 @@ def cold_users(rec, history: Interactions, extra_users=None, what: str = "histor
     known = item_idx != UNKNOWN
     if not known.all():
         unknown_ids = np.unique(history.items.ids[history.item_idx[~known]])
-        warnings.warn(UnknownItemsWarning(
+        warn_caller(UnknownItemsWarning(
             f"{int((~known).sum())} {what} rows name {len(unknown_ids)} items unknown to the model; "
-            "those rows were dropped", rows=int((~known).sum()), item_ids=unknown_ids, what=what), stacklevel=4)
+            "those rows were dropped", rows=int((~known).sum()), item_ids=unknown_ids, what=what))
     # a user whose items are all unknown is still served: it starts from the meta-learned initialization
     present = history.users.ids[np.unique(history.user_idx)]
     if extra_users is not None:
@@ -285,7 +284,7 @@ def _warn_at_ignored(rec, users: Vocabulary, timed: np.ndarray) -> None:
         timed = timed & asked
     ignored = int(timed.sum())
     if ignored:
-        warnings.warn(ArrivalWarning(at_ignored_message(ignored), ignored=ignored), stacklevel=outside_stacklevel())
+        warn_caller(ArrivalWarning(at_ignored_message(ignored), ignored=ignored))
 
 
 def at_ignored_message(ignored: int) -> str:
@@ -318,9 +317,8 @@ def check_arrival(rec, arrival) -> None:
     flag = spelled("at=", "--at")
     span = warm_time_range(rec)
     if span is None:
-        warnings.warn(ArrivalWarning(f"{flag} has no effect: this model reads no time (its warm log had no "
-                                     "timestamps, or it has no time-aware popularity); leave it out"),
-                      stacklevel=outside_stacklevel())
+        warn_caller(ArrivalWarning(f"{flag} has no effect: this model reads no time (its warm log had no "
+                                     "timestamps, or it has no time-aware popularity); leave it out"))
         return
     first, last = span
     times = np.atleast_1d(arrival[1] if isinstance(arrival, tuple) else arrival).astype(np.float64)
@@ -335,9 +333,8 @@ def check_arrival(rec, arrival) -> None:
         if far.any():
             example = times[far][0]
             who = "" if len(times) == 1 else f" for {int(far.sum())} of {len(times)} users"
-            warnings.warn(ArrivalWarning(f"{flag} {date_of(example)}{who} lies {where}; check the year and the unit "
-                                         f"(Unix seconds), or leave {flag} out to serve at the log's end"),
-                          stacklevel=outside_stacklevel())
+            warn_caller(ArrivalWarning(f"{flag} {date_of(example)}{who} lies {where}; check the year and the unit "
+                                         f"(Unix seconds), or leave {flag} out to serve at the log's end"))
 
 
 def _arrival_times(arrival, users: Vocabulary, latest: float) -> np.ndarray:
@@ -370,6 +367,14 @@ def arrivals(at):
 
 
 def _seconds(t) -> float:
+    """A time as Unix seconds (_as_seconds), finite: NaN or infinity, 'nan' as text too, is no time to arrive at."""
+    seconds = _as_seconds(t)
+    if not np.isfinite(seconds):
+        raise DataError(f"{spelled('at=', '--at')} {t!r} is not a time; give finite Unix seconds or an ISO date")
+    return seconds
+
+
+def _as_seconds(t) -> float:
     """A time as Unix seconds: a number is taken as seconds; a datetime, date or ISO text is converted (UTC
     unless it says otherwise)."""
     if isinstance(t, (int, float, np.integer, np.floating)) and not isinstance(t, bool):

@@ -430,6 +430,18 @@ class RankedLists:
             raise DataError(f"ranked lists need columns {list(cls.COLUMNS)}; missing {missing}; found {df.columns}")
         return cls(*(df[c].to_numpy() for c in cls.COLUMNS))
 
+    def to_dict(self) -> dict[str, list]:
+        """The four columns as JSON-ready lists (Python ints, floats and strings): json.dumps takes it."""
+        return {c: json_ready(getattr(self, c)) for c in self.COLUMNS}
+
+    def to_lists(self) -> list[dict]:
+        """One JSON-ready dict per user, in row order: {"user_id", "items" (best first), "scores", "ranks"},
+        the shape of recmaml serve's answers."""
+        starts = np.flatnonzero(self.rank == 1).tolist() + [len(self)]  # ranks restart at 1 for each user
+        return [{"user_id": json_ready(self.user_id[a]), "items": json_ready(self.item_id[a:b]),
+                 "scores": json_ready(self.score[a:b]), "ranks": json_ready(self.rank[a:b])}
+                for a, b in zip(starts[:-1], starts[1:])]
+
     def equals(self, other: RankedLists, *, score_tol: float = 0.0) -> bool:
         return (
             len(self) == len(other)
@@ -458,6 +470,24 @@ def is_count_column(rating: np.ndarray | None) -> bool:
     if lo < 0 or hi < COUNT_TAIL_RATIO * max(float(np.median(values)), 1.0):  # cheap tests first
         return False
     return bool(np.all(values == np.round(values))) and len(np.unique(values)) > COUNT_MIN_DISTINCT
+
+
+def json_ready(value):
+    """`value` with numpy arrays and scalars as Python lists and numbers, and non-finite floats (a -inf score,
+    a NaN) as None, which strict JSON cannot hold otherwise; dicts, lists and tuples converted throughout."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            return [json_ready(v) for v in value.tolist()]
+        return value.tolist()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
 
 
 def relevant_rating(rating: np.ndarray | None) -> float | None:

@@ -11,6 +11,7 @@ import contextlib
 import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 _surface = "api"  # "cli" while a command of recmaml.cli runs; module state: a message is built where it is raised
@@ -68,17 +69,26 @@ def shown(value, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
-_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# recmaml's own files (its connectors may be a link to ../connectors in a source checkout): a warning skips them
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_OWN_FOLDERS = tuple(dict.fromkeys(folder + os.sep for folder in (
+    _PACKAGE, os.path.realpath(_PACKAGE), os.path.realpath(os.path.join(_PACKAGE, "connectors")))))
 
 
-def outside_stacklevel() -> int:
-    """The stacklevel that makes warnings.warn, in the function calling this, point at the first line outside
-    recmaml: the user's call, however deep inside the package (and through whichever path) the warning is
-    found. As Python 3.12's skip_file_prefixes does, on 3.11 too."""
-    frame, level = sys._getframe(1), 1  # the function that warns is level 1
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+def outside_stacklevel(skip: int = 1) -> int:
+    """The stacklevel that makes warnings.warn, in the function `skip` frames up from here (1: the one calling
+    this), point at the first line outside recmaml: the user's call, however deep inside the package (and
+    through whichever path) the warning arises. As Python 3.12's skip_file_prefixes does, on 3.11 too."""
+    frame, level = sys._getframe(skip), 1  # level 1: the warning function's own line
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_OWN_FOLDERS):
         frame, level = frame.f_back, level + 1
     return level
+
+
+def warn_caller(warning: Warning | str, category: type[Warning] | None = None) -> None:
+    """warnings.warn pointing at the caller's line: the first frame outside recmaml (a fixed stacklevel
+    named recmaml's own lines, or sys:1 past the top)."""
+    warnings.warn(warning, category, stacklevel=outside_stacklevel(2) + 1)  # + 1: this function's own frame
 
 
 def install_extra(extra: str, package_dir: Path = Path(__file__).resolve().parent) -> str:

@@ -9,14 +9,13 @@ that connectors depends on recmaml and never the reverse.
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from recmaml.data import Interactions, SideFeatures, Vocabulary
-from recmaml.errors import DataError, shown, spelled
+from recmaml.errors import DataError, shown, spelled, warn_caller
 from recmaml.times import SECONDS_BELOW, in_seconds
 
 log = logging.getLogger(__name__)
@@ -312,7 +311,7 @@ def _latest_per_pair(
     dropped = len(rows) - len(repeated_keys)
     message = (f"{source}: {dropped} duplicated (user, item) rows; kept the latest of each pair"
                f" ({'by timestamp' if timestamp is not None else 'by row order'})")
-    warnings.warn(DuplicateInteractionsWarning(message, rows=dropped), stacklevel=4)
+    warn_caller(DuplicateInteractionsWarning(message, rows=dropped))
     return keep
 
 
@@ -412,6 +411,28 @@ def as_interactions(data, what: str, columns: Columns = Columns()) -> Interactio
         return frame_to_interactions(frame_of(data), f"{what} frame", columns)
     raise DataError(f"{what}: expected an Interactions or a pandas/polars DataFrame with columns user_id, item_id "
                     f"[, rating, timestamp], got {type(data).__name__}; read files with recmaml.connectors.read_interactions")
+
+
+RESULT_COLUMNS = ("score", "rank", "prediction")  # what recmaml adds beside the user and item columns
+
+
+def kept_names(names: Columns) -> dict[str, str]:
+    """The renaming that gives a result the input's user and item column names (keep_names=True, the
+    CLI's --keep-column-names) instead of user_id and item_id; a name a result column already has is
+    refused, as the output could not hold both."""
+    clash = [name for name in (names.user, names.item) if name in RESULT_COLUMNS]
+    if clash:
+        raise DataError(f"cannot keep the column name {clash[0]!r}: the output has its own {clash[0]!r} column; "
+                        f"leave out {spelled('keep_names=True', '--keep-column-names')} or rename that input column")
+    return {"user_id": names.user, "item_id": names.item}
+
+
+def renamed(frame, renaming: dict[str, str]):
+    """A pandas or polars frame with columns renamed (those it lacks are skipped)."""
+    renaming = {old: new for old, new in renaming.items() if old in frame.columns and old != new}
+    if not renaming:
+        return frame
+    return frame.rename(renaming) if isinstance(frame, FRAME_TYPES) else frame.rename(columns=renaming)
 
 
 def same_kind(ranked_or_frame, like):

@@ -12,13 +12,12 @@ user would silently get the same list (the meta-learned start's)."""
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from recmaml.data import UNKNOWN, Interactions, Vocabulary
-from recmaml.errors import DataError, spelled
+from recmaml.errors import DataError, spelled, warn_caller
 
 EXAMPLES = 3  # ids quoted from each side
 
@@ -62,10 +61,10 @@ class ItemTally:
         if self.unknown_rows == self.rows:
             raise DataError(f"{what}: none of its {self.rows:,} rows names an item the model knows ({examples}); "
                             f"{cause}. Every user would get the same list: pass {allow_it} if the job means that")
-        warnings.warn(ItemMismatchWarning(
+        warn_caller(ItemMismatchWarning(
             f"{what}: {self.unknown_rows:,} of its {self.rows:,} rows ({100 * self.unknown_rows / self.rows:.0f}%) "
             f"name items the model does not know ({examples}); {cause}; {_users(self.users_only_unknown)} left with "
-            f"no known item (pass {allow_it} to accept this without a warning)"), stacklevel=3)
+            f"no known item (pass {allow_it} to accept this without a warning)"))
 
 
 def _users(n: int) -> str:

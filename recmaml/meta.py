@@ -18,7 +18,7 @@ from torch import nn
 from recmaml import distributed, resume
 from recmaml.adapt import adapt, adapted_names, batched_loss, batched_scores, meta_lr_key
 from recmaml.config import Config, MetaConfig
-from recmaml.data import Interactions
+from recmaml.data import Interactions, json_ready
 from recmaml.errors import RecMamlError
 from recmaml.model import META_LR_PREFIX
 from recmaml.metrics import mean_metrics, ranking_metrics, rmse
@@ -49,6 +49,14 @@ class TrainHistory:
     max_seconds: float = 0.0  # meta.max_seconds
     metric: str = "nDCG@20"  # what the validation figures measure: 'nDCG@20' or 'RMSE'
     validation_users: int = 0  # how many users judged the epochs (0: tasks.validation_users = 0)
+
+    def to_dict(self) -> dict:
+        """JSON-ready: every epoch's record, the best epoch and its validation figure (None without
+        validation users), why training stopped (and in words), the seconds and the metric's name."""
+        best = self.validation(self.best_score) if self.best_epoch >= 1 else None
+        return json_ready({"epochs": self.epochs, "best_epoch": self.best_epoch if self.best_epoch >= 1 else None,
+                           "best_validation": best, "metric": self.metric, "stopped": str(self.stopped),
+                           "summary": self.summary(), "seconds": self.seconds})
 
     def restore(self, saved: dict) -> None:
         """Continue from a checkpoint's record of this history (recmaml.resume saves it)."""

@@ -31,7 +31,7 @@ def progress_bar(*, disable: bool = False, **kwargs):
     from tqdm.auto import tqdm
 
     stream = sys.stderr
-    if disable or _is_terminal(stream):
+    if disable or _is_terminal(stream) or in_notebook():  # a notebook redraws a line as a terminal does
         return tqdm(file=stream, dynamic_ncols=True, disable=disable, **kwargs)
     bar = tqdm(file=_Lines(stream), mininterval=LOG_INTERVAL_SECONDS, **kwargs)  # no width: nothing is cut
     # a new postfix or description redraws at once by default: in a log, a line per epoch
@@ -45,6 +45,23 @@ def _is_terminal(stream) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):  # a replaced or closed stream
         return False
+
+
+def in_notebook() -> bool:
+    """Running in a Jupyter (IPython) kernel, as tqdm.auto tells it: its output cell shows a bar, though
+    its stderr is no terminal."""
+    ipython = sys.modules.get("IPython")  # imported by every kernel; never imported here
+    get_ipython = getattr(ipython, "get_ipython", None)
+    shell = get_ipython() if callable(get_ipython) else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def watched(progress):
+    """The API's progress=None ('auto'): True (a bar) where someone watches, stderr being a terminal or the
+    process a notebook's kernel; False in a script's log, a pipe or a batch job. Any other value as is."""
+    if progress is not None:
+        return progress
+    return _is_terminal(sys.stderr) or in_notebook()
 
 
 def optional_bar(progress, total: int, unit: str, desc: str):

@@ -4,6 +4,8 @@ serving methods run recmaml.serve's pipeline, and save/load keep it in a model d
 from __future__ import annotations
 
 import copy
+import dataclasses
+import datetime
 import logging
 import warnings
 
@@ -17,17 +19,23 @@ from recmaml.cold import (UnknownItemsWarning, UserHistory, arrivals, check_arri
                           matrix_cold_users)
 from recmaml.config import HISTORY_KINDS, Config
 from recmaml.data import UNKNOWN, Interactions, RankedLists, Vocabulary
-from recmaml.errors import DataError, RecMamlError, spelled
-from recmaml.frames import (Columns, as_interactions, frame_of, is_frame, missing_columns, missing_columns_error,
-                            same_kind)
+from recmaml.errors import DataError, RecMamlError, spelled, warn_caller
+from recmaml.frames import (Columns, as_interactions, frame_of, is_frame, kept_names, missing_columns,
+                            missing_columns_error, renamed, same_kind)
 from recmaml.item_match import ItemTally
 from recmaml.meta import TrainHistory
 from recmaml.model import Scorer
 from recmaml.priors import ServingPriors
-from recmaml.progress import optional_bar
+from recmaml.progress import optional_bar, watched
 from recmaml.tasks import KIND_FIRST, KIND_SAMPLE
 
 log = logging.getLogger(__name__)
+
+
+class RelevanceScoresWarning(UserWarning):
+    """predict on a ranking model: its predictions are relevance scores that order items, not ratings (the
+    CLI's `recmaml predict` says the same in a note). Filter it where scores are what the job wants:
+    warnings.filterwarnings("ignore", category=RelevanceScoresWarning)."""
 
 
 class MetaRecommender:
@@ -48,17 +56,31 @@ class MetaRecommender:
         self.arrival = None  # the `at` of users without a timestamped history (see arriving_at)
         self.sample_history: TrainHistory | None = None
         self.rating_range: tuple[float, float] | None = None  # the warm log's ratings: predict clips to it
-        self.columns: dict | None = None  # the warm log's column names, when known: the CLI's later defaults
+        self.columns: dict | None = None  # the warm log's column names, when known: the later defaults (column_names)
         self.weights_sha256: str | None = None  # of the saved weights it was loaded from (recmaml serve's /model)
+        self.fitted_at: str | None = None  # when fit ended, ISO 8601 in UTC (None: a model saved before it was recorded)
+        self.training_users: int | None = None  # the warm users meta-trained on, validation users not counted
+
+    def __repr__(self) -> str:
+        """What the model is: 'MetaRecommender(1,682 items, objective 'ranking', history kind 'first',
+        fitted 2025-01-02T10:00:00+00:00 on 843 users)'."""
+        objective = f"objective {self.config.model.objective!r}"
+        if self.model is None:
+            return f"MetaRecommender(not fitted, {objective})"
+        when = f"fitted {self.fitted_at}" if self.fitted_at else "fitted (when not recorded)"
+        users = "" if self.training_users is None else f" on {self.training_users:,} users"
+        return (f"MetaRecommender({len(self.items):,} items, {objective}, history kind "
+                f"{self.config.serve.history_kind!r}, {when}{users})")
 
     # ---- training -------------------------------------------------------------------------------
-    def fit(self, warm, progress=False, item_factors=None, checkpoint_dir=None, resume: bool = False,
+    def fit(self, warm, progress=None, item_factors=None, checkpoint_dir=None, resume: bool = False,
             **columns) -> MetaRecommender:
         """Meta-train on the warm users of `warm` (each user is a task): an Interactions, or a pandas/polars
         frame with columns user_id, item_id and optionally rating, timestamp.
 
         progress: True shows a bar on stderr (epochs, meta-loss, validation figure) and, at the end, why
-        training stopped; or a callable(epoch, record) for your own display. Off by default.
+        training stopped; False shows nothing; or a callable(epoch, record) for your own display. None (the
+        default): a bar when stderr is a terminal or in a notebook, nothing in a script's log or a pipe.
 
         item_factors: optional (item_ids, factors) to start the item embeddings from, e.g. an implicit ALS
         model's `item_factors` with the item ids of its columns; items it lacks keep their random start.
@@ -69,7 +91,8 @@ class MetaRecommender:
         removes it once the model is saved (the CLI does).
 
         user_col=, item_col=, rating_col=, timestamp_col=: a frame's column names, as read_interactions
-        takes them; the model remembers them (`columns`) as the defaults of the CLI's later commands."""
+        takes them; the model remembers them (`columns`) as the defaults of recommend, predict and score,
+        and of the CLI's later commands."""
         if columns or is_frame(warm):
             self.columns = _column_names(Columns.named(**columns))
         prepared = build.prepare(self.config, as_interactions(warm, "warm log", Columns.named(**columns)),
@@ -77,6 +100,7 @@ class MetaRecommender:
         self.config, self.items, self.user_layout = prepared.config, prepared.log.items, prepared.user_layout
         self.rating_range = prepared.rating_range
         item_factors = build.item_factors_for(prepared, item_factors)
+        progress = watched(progress)
         self.model, self.history = build.trained_scorer(prepared, item_factors, progress, checkpoint_dir, resume)
         self.sample_model = self.sample_history = None
         if self.config.model.sample_weights and prepared.log.timestamp is not None:
@@ -87,6 +111,8 @@ class MetaRecommender:
         # how far serving steps per support size, and the serving priors' tables and weights
         chosen = calibrate(self, prepared.log, prepared.user_feats, prepared.val_users)
         self.config = self.config.replace(serve=chosen)
+        self.fitted_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self.training_users = len(prepared.train_users)
         return self
 
     # ---- what serves ---------------------------------------------------------------------------------
@@ -104,10 +130,22 @@ class MetaRecommender:
             raise RecMamlError("this MetaRecommender is not fitted; call fit(...) or MetaRecommender.load(path)")
         return self.model
 
+    def column_names(self, **columns) -> Columns:
+        """The frames' columns for recommend, predict and score: the keywords given (user_col=, item_col=,
+        rating_col=, timestamp_col=), else the names the model was fitted with (`self.columns`, as the
+        CLI's flags default to them), else user_id, item_id, rating, timestamp. A remembered rating or
+        timestamp column is read where a frame has it, not required: cold users may show neither."""
+        remembered = self.columns or {}
+        keywords = {f"{role}_col": name for role, name in remembered.items()
+                    if role in _ROLES and f"{role}_col" not in columns}
+        names = Columns.named(**keywords, **columns)
+        return dataclasses.replace(names, require_rating=names.require_rating and "rating_col" in columns,
+                                   require_timestamp=names.require_timestamp and "timestamp_col" in columns)
+
     def _checked_history(self, history, allow_unknown_items: bool, columns: dict) -> Interactions:
         """A history given to predict or score, read with the column keywords, its item ids checked
         against the model's (recmaml.item_match)."""
-        history = as_interactions(history, "history", Columns.named(**columns))
+        history = as_interactions(history, "history", self.column_names(**columns))
         tally = ItemTally(self.items)
         tally.add(history)
         tally.check("history", allow=allow_unknown_items)
@@ -164,7 +202,8 @@ class MetaRecommender:
     # ---- serving ------------------------------------------------------------------------------------
     def recommend(self, history, k: int = 20, exclude_seen: bool = True, candidates=None,
                   batch_size: int | None = None, progress=False, allow_unknown_items: bool = False,
-                  history_kind: str | None = None, at=None, explain: int = 0, **columns):
+                  history_kind: str | None = None, at=None, explain: int = 0, keep_names: bool = False,
+                  **columns):
         """Adapt every user of `history` on its interactions, then rank the whole catalog (or each user's
         `candidates`: (user_id, item_id) rows) and keep the top k. Users with candidates but no history
         rows are ranked from the meta-learned starting point.
@@ -176,8 +215,10 @@ class MetaRecommender:
         CLI and Spark are.
 
         user_col=, item_col=, rating_col=, timestamp_col=: the frames' column names (candidates: user and
-        item), as read_interactions takes them. A history none of whose rows names a model item is a
-        DataError (most of them: a warning), unless allow_unknown_items (recmaml.item_match).
+        item), as read_interactions takes them; by default the names the model was fitted with
+        (column_names). keep_names=True gives the returned frame those user and item names instead of
+        user_id, item_id. A history none of whose rows names a model item is a DataError (most of them: a
+        warning), unless allow_unknown_items (recmaml.item_match).
 
         history_kind: what the users' rows are, 'first' (their earliest interactions: a real new user) or
         'sample' (a random sample, as a random benchmark split shows); None: serve.history_kind, which fit
@@ -194,8 +235,8 @@ class MetaRecommender:
         if history_kind is not None or at is not None:
             return self.with_history_kind(history_kind).arriving_at(at).recommend(
                 history, k, exclude_seen, candidates, batch_size, progress, allow_unknown_items, explain=explain,
-                **columns)
-        names = Columns.named(**columns)
+                keep_names=keep_names, **columns)
+        names = self.column_names(**columns)
         log_ = as_interactions(history, "history", names)
         cand = None if candidates is None else as_interactions(candidates, "candidates", _pairs_only(names))
         parts: list[RankedLists] = []
@@ -208,8 +249,14 @@ class MetaRecommender:
         ranked = RankedLists.concat(parts)
         if explain:
             explained = self._explained(log_, ranked, ranked.to_polars(), explain, batch_size)
-            return same_kind(explained, history) if is_frame(history) else explained
-        return ranked if isinstance(history, Interactions) else same_kind(ranked, history)
+            if not is_frame(history):
+                return explained
+            out = same_kind(explained, history)
+        elif isinstance(history, Interactions):
+            return ranked
+        else:
+            out = same_kind(ranked, history)
+        return renamed(out, kept_names(names)) if keep_names else out
 
     def recommend_user(self, items, ratings=None, timestamps=None, *, k: int = 20, exclude_seen: bool = True,
                        candidates=None, by_index: bool = False, history_kind: str | None = None,
@@ -296,11 +343,13 @@ class MetaRecommender:
 
     def predict(self, history, user_ids, item_ids=None, batch_size: int | None = None,
                 allow_unknown_items: bool = False, history_kind: str | None = None, **columns):
-        """Predicted scores (ratings for the rating objective) of (user_id, item_id) pairs, each user adapted
-        on its rows of `history` (users absent from it start from the meta-learned initialization).
-        Pairs with items unknown to the model get NaN. Predicted ratings (the rating objective) are clipped
-        to the range of the warm log's ratings (rating_range): a 5.23 on a 1-5 scale reads 5. Rankings
-        (recommend, score) use the unclipped values, which keep the order above the top of the scale.
+        """Predicted scores of (user_id, item_id) pairs, each user adapted on its rows of `history` (users
+        absent from it start from the meta-learned initialization). Pairs with items unknown to the model
+        get NaN. A rating model (objective 'rating') predicts ratings, clipped to the range of the warm
+        log's ratings (rating_range): a 5.23 on a 1-5 scale reads 5; rankings (recommend, score) use the
+        unclipped values, which keep the order above the top of the scale. A ranking model predicts
+        relevance scores that order items, not ratings, on no fixed scale and never clipped; it says so
+        with a RelevanceScoresWarning, as the CLI's predict does in a note.
 
         Either arrays `user_ids`, `item_ids` (returns an array), or one pandas/polars frame of pairs with
         columns user_id, item_id as `user_ids` (returns a frame of the same kind with a column prediction)."""
@@ -311,7 +360,7 @@ class MetaRecommender:
         if item_ids is None and is_frame(user_ids):
             pairs = frame_of(user_ids)
             pairs = pairs.collect() if isinstance(pairs, pl.LazyFrame) else pairs
-            names = Columns.named(**columns)
+            names = self.column_names(**columns)
             missing = missing_columns(_pairs_only(names), pairs.columns)
             if missing:
                 raise missing_columns_error("pairs frame", missing, pairs.columns)
@@ -328,7 +377,11 @@ class MetaRecommender:
         cold = cold_users(self, history, extra_users=user_ids)
         out = serve.pair_scores(self, cold, cold.users.index(user_ids).astype(np.int64),
                                 self.items.index(item_ids).astype(np.int64), batch_size)
-        if self.config.model.objective == "rating" and self.rating_range is not None:
+        if self.config.model.objective != "rating":
+            warn_caller(RelevanceScoresWarning(
+                f"this is a ranking model (objective {self.config.model.objective!r}): its predictions are relevance "
+                "scores that order items, not ratings; a model fitted with objective = 'rating' predicts ratings"))
+        elif self.rating_range is not None:
             np.clip(out, *self.rating_range, out=out)  # NaN (unknown items) stays NaN
         return out
 
@@ -426,6 +479,9 @@ class MetaRecommender:
         return checkpoint.load_recommender(cls, path, device)
 
 
+_ROLES = ("user", "item", "rating", "timestamp")  # the columns a model remembers (self.columns)
+
+
 def _pairs_only(names: Columns) -> Columns:
     """The user and item columns of `names`, for tables of (user, item) rows (candidates, pairs)."""
     return Columns(user=names.user, item=names.item, rating=None, timestamp=None)
@@ -462,4 +518,4 @@ def _check_user_items(user_items, n_items: int):
 
 
 
-__all__ = ["MetaRecommender", "UnknownItemsWarning"]
+__all__ = ["MetaRecommender", "RelevanceScoresWarning", "UnknownItemsWarning"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
@@ -31,8 +30,8 @@ import torch
 
 from recmaml.cold import (ColdUsers, UserHistory, candidates_for, cold_users, history_cold_users, request_rows,
                           user_batches)
-from recmaml.data import UNKNOWN, Interactions, RankedLists, Vocabulary
-from recmaml.errors import DataError, spelled
+from recmaml.data import UNKNOWN, Interactions, RankedLists, Vocabulary, json_ready
+from recmaml.errors import DataError, spelled, warn_caller
 from recmaml.item_match import ItemTally
 from recmaml.rank import exclude_items_, rank_candidates, top_k, valid_entries
 from recmaml.scoring import adapted_users
@@ -107,8 +106,8 @@ def serve_chunks(rec, chunks: Iterable[Interactions], write: Callable[[RankedLis
     summary = ServeSummary() if summary is None else summary
     summary.items = ItemTally(rec.items)
     if candidates is None and k > len(rec.items):
-        warnings.warn(f"{spelled('k', '--k')} {k} is more than the model's {len(rec.items):,} items: every list "
-                      "holds the whole catalog (less the user's history)", stacklevel=2)
+        warn_caller(f"{spelled('k', '--k')} {k} is more than the model's {len(rec.items):,} items: every list "
+                      "holds the whole catalog (less the user's history)")
     served = []  # user ids served so far: candidate users never seen in a history are served at the end
     n_served = 0
     for chunk in _timed_chunks(chunks, times):
@@ -142,8 +141,8 @@ def serve_chunks(rec, chunks: Iterable[Interactions], write: Callable[[RankedLis
         shown = ", ".join(map(repr, summary.no_candidate_examples))
         users = "1 user of the history has" if summary.no_candidates == 1 else \
             f"{summary.no_candidates:,} users of the history have"
-        warnings.warn(f"{users} no candidate rows (e.g. {shown}) and got no list: the candidates restrict every "
-                      "list to the user's own", stacklevel=2)
+        warn_caller(f"{users} no candidate rows (e.g. {shown}) and got no list: the candidates restrict every "
+                      "list to the user's own")
     return n_served
 
 
@@ -265,6 +264,12 @@ class UserRanking:
     items: np.ndarray
     scores: np.ndarray
     unknown_items: int = 0
+
+    def to_dict(self) -> dict:
+        """JSON-ready: {"items" (best first), "scores", "ranks" (from 1), "unknown_items"}, numpy values as
+        Python ints, floats and strings (json.dumps takes it; recmaml serve answers the same fields)."""
+        return {"items": json_ready(self.items), "scores": json_ready(self.scores),
+                "ranks": list(range(1, len(self.items) + 1)), "unknown_items": int(self.unknown_items)}
 
 
 def rank_histories(rec, histories: list[UserHistory], k: int = 20, exclude_seen: bool = True,

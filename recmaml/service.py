@@ -1,7 +1,9 @@
 """`recmaml serve`: ranked lists for new users' first clicks, over HTTP (FastAPI on uvicorn; the `serve` extra).
 
-    POST /recommend   {"users": [{"items": [...], "ratings"?, "timestamps"?, "candidates"?}], "k"?, "exclude_seen"?}
-    POST /predict     {"users": [{"items": [...], ..., "score_items": [...]}]}: scores of (user, item) pairs
+    POST /recommend   {"users": [{"items": [...], "ratings"?, "timestamps"?, "candidates"?}], "k"?, "exclude_seen"?,
+                       "history_kind"?, "at"?}
+    POST /predict     {"users": [{"items": [...], ..., "score_items": [...]}], "history_kind"?, "at"?}: scores of
+                      (user, item) pairs
     GET  /health      GET /model (what is loaded)      POST /reload {"path"?}: take up a new model directory
     GET  /docs, /openapi.json: the schema the framework generates
 
@@ -34,18 +36,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recmaml.checkpoint import METADATA
-from recmaml.cold import UserHistory
+from recmaml.cold import UserHistory, arrivals
 from recmaml.errors import RecMamlError, cut
 from recmaml.recommender import MetaRecommender
 from recmaml.serve import UserRanking, rank_histories, score_histories
@@ -76,7 +78,24 @@ class UserIn(_Strict):
     candidates: list[Id] | None = Field(None, max_length=MAX_HISTORY)
 
 
-class RecommendIn(_Strict):
+class _ServedAs(_Strict):
+    """What MetaRecommender.recommend and .score take beside the users: the kind of history they show and
+    when they arrive."""
+
+    history_kind: Literal["first", "sample"] | None = Field(
+        None, description="what the users' items are: 'first' (their earliest interactions, a new user's) or "
+        "'sample' (a random sample of them); default: the service's (recmaml serve --history-kind), else the model's")
+    at: FiniteFloat | str | None = Field(
+        None, description="when users without timestamps arrive, for the time-aware popularity prior: Unix seconds "
+        "or an ISO date such as 2024-03-01; default: the end of the warm log")
+
+    @field_validator("at")
+    @classmethod
+    def _seconds(cls, at):
+        return arrivals(at)  # a time that does not read is a 422 naming `at`, before the request is queued
+
+
+class RecommendIn(_ServedAs):
     users: list[UserIn] = Field(min_length=1, max_length=MAX_USERS)
     k: int = Field(20, ge=1, le=MAX_K, description="list length")
     exclude_seen: bool = Field(True, description="leave the user's own items out of its list")
@@ -99,7 +118,7 @@ class PredictUserIn(UserIn):
     score_items: list[Id] = Field(min_length=1, max_length=MAX_HISTORY, description="item ids to score")
 
 
-class PredictIn(_Strict):
+class PredictIn(_ServedAs):
     users: list[PredictUserIn] = Field(min_length=1, max_length=MAX_USERS)
 
 
@@ -146,10 +165,12 @@ class Loaded:
     loaded_at: float = field(default_factory=time.time)
 
 
-def load_checked(path, threads: int | str | None = None, device: str = "cpu") -> Loaded:
+def load_checked(path, threads: int | str | None = None, device: str = "cpu",
+                 history_kind: str | None = None) -> Loaded:
     """A model directory loaded on `device` and checked by serving a user with no history (finite scores),
-    before it may replace the one being served; threads: serve.threads to serve it with (None: the model's)."""
-    rec = MetaRecommender.load(path, device=device)
+    before it may replace the one being served; threads: serve.threads to serve it with (None: the model's);
+    history_kind: the kind of history served when a request names none (None: the model's)."""
+    rec = MetaRecommender.load(path, device=device).with_history_kind(history_kind)
     if threads is not None:
         rec = rec.with_serving(threads=threads)
     probe = rec.recommend_user([], k=1)
@@ -219,6 +240,7 @@ class _Job:
     k: int
     exclude_seen: bool
     done: asyncio.Future
+    served_as: tuple = (None, None)  # the request's (history_kind, at): None keeps the served model's
 
 
 class Batcher:
@@ -230,10 +252,11 @@ class Batcher:
         self.service, self.max_users, self.max_wait = service, max_users, max_wait
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
 
-    async def rank(self, histories: list[UserHistory], k: int, exclude_seen: bool) -> tuple[list[UserRanking], str]:
+    async def rank(self, histories: list[UserHistory], k: int, exclude_seen: bool,
+                   served_as: tuple = (None, None)) -> tuple[list[UserRanking], str]:
         _count_users(len(histories))
         done = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Job(histories, k, exclude_seen, done))
+        await self.queue.put(_Job(histories, k, exclude_seen, done, served_as))
         return await done
 
     async def run(self) -> None:
@@ -271,14 +294,13 @@ class Batcher:
                     job.done.set_result((answer, loaded.sha256))
 
 
-def _rank_jobs(rec: MetaRecommender, jobs: list[_Job]) -> list:
-    """Every job's rankings, users of jobs alike in exclude_seen ranked together at the largest k; a
-    failing job (a bad history) gets its own error, the others their lists."""
+def _rank_jobs(served: MetaRecommender, jobs: list[_Job]) -> list:
+    """Every job's rankings, users of jobs alike in exclude_seen, history kind and arrival time ranked
+    together at the largest k; a failing job (a bad history) gets its own error, the others their lists."""
     answers: list = [None] * len(jobs)
-    for exclude_seen in (True, False):
-        group = [i for i, job in enumerate(jobs) if job.exclude_seen == exclude_seen]
-        if not group:
-            continue
+    for exclude_seen, served_as in dict.fromkeys((job.exclude_seen, job.served_as) for job in jobs):
+        group = [i for i, job in enumerate(jobs) if (job.exclude_seen, job.served_as) == (exclude_seen, served_as)]
+        rec = _served_as(served, *served_as)
         histories = [h for i in group for h in jobs[i].histories]
         try:
             ranked = rank_histories(rec, histories, max(jobs[i].k for i in group), exclude_seen)
@@ -304,8 +326,8 @@ class Service:
     still arriving."""
 
     def __init__(self, loaded: Loaded, max_users: int, max_wait: float, threads: int | str | None = None,
-                 device: str = "cpu"):
-        self.loaded, self.threads, self.device = loaded, threads, device
+                 device: str = "cpu", history_kind: str | None = None):
+        self.loaded, self.threads, self.device, self.history_kind = loaded, threads, device, history_kind
         self.loader = ThreadPoolExecutor(1, thread_name_prefix="recmaml-reload")
         self.batcher = Batcher(self, max_users, max_wait)
         self.arriving = 0  # requests received but not yet queued or answered (the batcher waits for them)
@@ -316,7 +338,8 @@ class Service:
         async with self.reload_lock:
             target = path or self.loaded.path
             loaded = await asyncio.get_running_loop().run_in_executor(self.loader, load_checked, target,
-                                                                         self.threads, self.device)
+                                                                         self.threads, self.device,
+                                                                         self.history_kind)
             self.loaded = loaded
             _refreeze()  # the old model's objects are collected once no batch holds them; the new one's frozen
             log.info("serving %s (weights %s)", loaded.path, loaded.sha256[:12])
@@ -334,15 +357,17 @@ def _refreeze() -> None:
 
 def create_app(model_dir, max_users: int = 256, max_wait_ms: float = 2.0, threads: int | str | None = None,
                max_body_bytes: int = MAX_BODY_BYTES, device: str = "cpu", reload_token: str | None = None,
-               reload_root=None, access: bool = True) -> FastAPI:
+               reload_root=None, access: bool = True, history_kind: str | None = None) -> FastAPI:
     """The HTTP service over the model directory `model_dir` (loaded on `device` and checked now: a bad one
     raises). threads: serve.threads for scoring (None: the model's). reload_token: the secret that turns POST
     /reload on (None: off); reload_root: the folder whose model directories it may take up (None: model_dir
-    itself). access: one access_log line per request."""
+    itself). access: one access_log line per request. history_kind: the kind of history served to requests
+    that name none (None: the model's serve.history_kind), kept across reloads."""
     if reload_token is not None and reload_token_problem(reload_token):
         raise RecMamlError(f"reload_token: {reload_token_problem(reload_token)}")
     policy = ReloadPolicy(reload_token, Path(model_dir if reload_root is None else reload_root).resolve())
-    service = Service(load_checked(model_dir, threads, device), max_users, max_wait_ms / 1000, threads, device)
+    service = Service(load_checked(model_dir, threads, device, history_kind), max_users, max_wait_ms / 1000,
+                      threads, device, history_kind)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -373,7 +398,7 @@ def create_app(model_dir, max_users: int = 256, max_wait_ms: float = 2.0, thread
         """Each user's top k items, adapted on its history (with the requests that arrive with it)."""
         histories = [_history(user) for user in body.users]
         _arrived(request, service)
-        answer, sha = await service.batcher.rank(histories, body.k, body.exclude_seen)
+        answer, sha = await service.batcher.rank(histories, body.k, body.exclude_seen, (body.history_kind, body.at))
         if isinstance(answer, RecMamlError):
             raise answer
         return RecommendOut(results=[_ranked(user, r) for user, r in zip(body.users, answer)], model=sha)
@@ -384,7 +409,8 @@ def create_app(model_dir, max_users: int = 256, max_wait_ms: float = 2.0, thread
         loaded = service.loaded
         histories = [_history(user, candidates=user.score_items) for user in body.users]
         _count_users(len(histories))
-        scores = score_histories(loaded.rec, histories)  # on the loop's thread, as the batches (Batcher.run)
+        rec = _served_as(loaded.rec, body.history_kind, body.at)
+        scores = score_histories(rec, histories)  # on the loop's thread, as the batches (Batcher.run)
         results = [ScoresOut(user_id=u.user_id, items=u.score_items,
                              scores=[None if math.isnan(s) else float(s) for s in row.tolist()])
                    for u, row in zip(body.users, scores)]
@@ -473,6 +499,11 @@ async def _reload_logged(service: Service) -> None:
         await service.reload(None)
     except RecMamlError as err:
         log.error("reload refused, the served model is unchanged: %s", cut(str(err), 500))
+
+
+def _served_as(rec: MetaRecommender, history_kind: str | None, at: float | None) -> MetaRecommender:
+    """The served model as a request asks (history_kind, at: None keeps the service's), a shallow copy."""
+    return rec.with_history_kind(history_kind).arriving_at(at)
 
 
 def _history(user: UserIn, candidates=None) -> UserHistory:
@@ -671,13 +702,14 @@ async def _send_json(send, status: int, body: bytes) -> None:
 
 def run(model_dir, host: str = "127.0.0.1", port: int = 8000, max_users: int = 256, max_wait_ms: float = 2.0,
         threads: int | str | None = None, log_level: str = "info", device: str = "cpu",
-        reload_token: str | None = None, reload_root=None, access: bool = True) -> None:
+        reload_token: str | None = None, reload_root=None, access: bool = True,
+        history_kind: str | None = None) -> None:
     """Serve until SIGTERM or Ctrl-C; the requests in flight are answered first, then it returns. The other
     arguments are create_app's."""
     import uvicorn
 
     app = create_app(model_dir, max_users=max_users, max_wait_ms=max_wait_ms, threads=threads, device=device,
-                     reload_token=reload_token, reload_root=reload_root, access=access)
+                     reload_token=reload_token, reload_root=reload_root, access=access, history_kind=history_kind)
     _log_reload_policy(app.state.policy)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                                            timeout_graceful_shutdown=30))

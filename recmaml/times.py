@@ -8,11 +8,10 @@ and how. Value by value, so that a batch of users whose clients send different u
 from __future__ import annotations
 
 import datetime as dt
-import warnings
 
 import numpy as np
 
-from recmaml.errors import outside_stacklevel
+from recmaml.errors import warn_caller
 
 SECONDS_BELOW = 1e11
 """Unix seconds of every date before the year 5138 are below this; a finer unit's dates after 1973 are not."""
@@ -73,6 +72,6 @@ def in_seconds(times: np.ndarray, what: str) -> np.ndarray:
     per_second = per_second_of(magnitude)
     finer = np.flatnonzero(per_second > 1)
     first = finer[0]
-    warnings.warn(converted_note(what, float(times[first]), int(per_second[first]), len(finer),
-                                 int(np.count_nonzero(~np.isnan(magnitude)))), stacklevel=outside_stacklevel())
+    warn_caller(converted_note(what, float(times[first]), int(per_second[first]), len(finer),
+                                 int(np.count_nonzero(~np.isnan(magnitude)))))
     return times // per_second.astype(times.dtype)

@@ -193,7 +193,8 @@ def tune(log: Interactions, space: list[Dimension], *, trials: int = 24, budget_
     def score(trial: Trial, seconds: float) -> None:
         """Fit the trial's config with `seconds` of meta-training and score it on the validation users."""
         began = time.perf_counter()
-        rec = MetaRecommender(trial_config(base, trial.params).replace(meta={"max_seconds": seconds})).fit(splits.val_warm)
+        cfg = trial_config(base, trial.params).replace(meta={"max_seconds": seconds})
+        rec = MetaRecommender(cfg).fit(splits.val_warm, progress=False)
         trial.scores[seconds] = validation_value(FittedMeta(rec), splits.val, protocol, False, relevance_threshold)
         trial.seconds += time.perf_counter() - began
         if progress is not None:

@@ -208,3 +208,185 @@ def test_k_beyond_the_catalog_warns_once(fitted):
     with pytest.warns(UserWarning, match=r"k 100000 is more than the model's") as caught:
         fitted.recommend(history_frame(), k=100_000)
     assert sum("more than the model's" in str(w.message) for w in caught) == 1
+
+
+# ---- the Python API as kind as the CLI -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def named(taste_log, tiny_config):
+    """A model fitted on a frame with MovieLens' column names and its ratings in 'stars'."""
+    frame = pd.DataFrame({"userId": taste_log.user_ids(), "movieId": taste_log.item_ids(), "stars": taste_log.rating})
+    return MetaRecommender(tiny_config.replace(meta={"epochs": 2})).fit(
+        frame, progress=False, user_col="userId", item_col="movieId", rating_col="stars")
+
+
+def named_history():
+    return history_frame().rename(columns={"user_id": "userId", "item_id": "movieId", "rating": "stars"})
+
+
+def test_the_names_a_model_was_fitted_with_are_the_defaults_of_recommend_predict_and_score(named, tmp_path):
+    cols = {"user_col": "userId", "item_col": "movieId", "rating_col": "stars"}
+    expected = named.recommend(named_history(), k=5, **cols)
+    assert RankedLists.from_frame(named.recommend(named_history(), k=5)).equals(RankedLists.from_frame(expected))
+    pairs = pd.DataFrame({"userId": [7, 8], "movieId": [3, 23]})
+    np.testing.assert_array_equal(named.predict(named_history(), pairs).prediction,
+                                  named.predict(named_history(), pairs, **cols).prediction)
+    np.testing.assert_array_equal(named.score(named_history()), named.score(named_history(), **cols))
+    cands = pd.DataFrame({"userId": [7, 7], "movieId": [3, 23]})
+    assert sorted(named.recommend(named_history(), k=5, candidates=cands).item_id) == [3, 23]
+    # a remembered rating column is read where present, not required: these cold users show no stars
+    assert len(named.recommend(named_history().drop(columns="stars"), k=5)) == 15
+    named.save(tmp_path / "m")
+    loaded = MetaRecommender.load(tmp_path / "m")
+    assert RankedLists.from_frame(loaded.recommend(named_history(), k=5)).equals(RankedLists.from_frame(expected))
+    # a keyword still wins, and a frame with other names gets the keyword to pass
+    with pytest.raises(DataError, match=r"missing columns 'userId' for the user.*pass user_col='user_id', item_col='item_id'"):
+        named.recommend(history_frame(), k=5)
+    assert len(named.recommend(history_frame(), k=5, user_col="user_id", item_col="item_id")) == 15
+
+
+def test_keep_names_gives_the_output_the_inputs_column_names(named, fitted):
+    out = named.recommend(named_history(), k=3, keep_names=True)
+    assert list(out.columns) == ["userId", "movieId", "score", "rank"]
+    assert list(named.recommend(named_history(), k=3).columns) == ["user_id", "item_id", "score", "rank"]
+    polars_out = named.recommend(pl.from_pandas(named_history()), k=3, keep_names=True)
+    assert polars_out.columns == ["userId", "movieId", "score", "rank"]
+    assert polars_out["movieId"].to_list() == out.movieId.tolist()
+    renamed = history_frame().rename(columns={"user_id": "user"})
+    assert list(fitted.recommend(renamed, k=3, user_col="user", keep_names=True).columns)[:2] == ["user", "item_id"]
+    clash = history_frame().rename(columns={"user_id": "score"})
+    with pytest.raises(DataError, match=r"cannot keep the column name 'score'.*leave out keep_names=True"):
+        fitted.recommend(clash, k=3, user_col="score", keep_names=True)
+
+
+def test_fit_shows_a_bar_by_default_on_a_terminal_and_nothing_in_a_log(taste_log, tiny_config, monkeypatch):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    config = tiny_config.replace(meta={"epochs": 2})
+    for stream, shown in ((Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr("sys.stderr", stream)
+        MetaRecommender(config).fit(taste_log)
+        assert ("meta-training" in stream.getvalue()) is shown, stream.getvalue()
+    quiet = Terminal()
+    monkeypatch.setattr("sys.stderr", quiet)
+    MetaRecommender(config).fit(taste_log, progress=False)
+    assert quiet.getvalue() == ""
+
+
+def test_progress_auto_shows_a_bar_in_a_notebook_kernel(monkeypatch):
+    import io
+    import types
+
+    from recmaml.progress import watched
+
+    monkeypatch.setattr("sys.stderr", io.StringIO())  # a kernel's stderr is no terminal
+    assert watched(None) is False
+    kernel = types.SimpleNamespace(config={"IPKernelApp": {}})
+    monkeypatch.setitem(__import__("sys").modules, "IPython", types.SimpleNamespace(get_ipython=lambda: kernel))
+    assert watched(None) is True
+    console = types.SimpleNamespace(config={"TerminalIPythonApp": {}})
+    monkeypatch.setitem(__import__("sys").modules, "IPython", types.SimpleNamespace(get_ipython=lambda: console))
+    assert watched(None) is False
+    assert watched(False) is False and watched(True) is True
+
+
+def test_predict_on_a_ranking_model_says_relevance_scores_and_is_not_clipped(fitted):
+    import copy
+
+    import torch
+
+    from recmaml import RelevanceScoresWarning
+
+    rec = copy.deepcopy(fitted)
+    assert rec.config.model.objective != "rating" and rec.rating_range == (1.0, 5.0)
+    with torch.no_grad():
+        rec.model.item_bias[rec.items.index(np.array([3, 23]))] += 100.0  # far above the warm log's 1-5 ratings
+    with pytest.warns(RelevanceScoresWarning, match="relevance scores that order items, not ratings"):
+        pred = rec.predict(history_frame(), [7, 8], [3, 23])
+    assert pred.min() > 5.0  # a ranking model's scores are not ratings: nothing clips them
+
+
+def _caught(call):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call()
+    return caught
+
+
+def test_every_warning_points_at_the_callers_line(fitted):
+    unknown = history_frame().assign(item_id=[0, 1, 999, 20, 21, 22, 40, 41, 42])
+    mostly_unknown = history_frame().assign(item_id=[0, 998, 999, 997, 996, 995, 994, 993, 992])
+    duplicated = pd.concat([history_frame(), history_frame().head(2)])
+    cands = pd.DataFrame({"user_id": [7], "item_id": [3]})
+    calls = {
+        "UnknownItemsWarning": lambda: fitted.recommend(unknown, k=5),
+        "UnknownItemsWarning, via history_kind": lambda: fitted.recommend(unknown, k=5, history_kind="sample"),
+        "UnknownItemsWarning, score": lambda: fitted.score(unknown),
+        "ItemMismatchWarning": lambda: fitted.recommend(mostly_unknown, k=5),
+        "DuplicateInteractionsWarning": lambda: fitted.recommend(duplicated, k=5),
+        "k beyond the catalog": lambda: fitted.recommend(history_frame(), k=1000),
+        "users without candidates": lambda: fitted.recommend(history_frame(), k=5, candidates=cands),
+        "RelevanceScoresWarning": lambda: fitted.predict(history_frame(), [7], [3]),
+        "recommend_user": lambda: fitted.recommend_user([0, 999], k=3, history_kind="first"),
+    }
+    for what, call in calls.items():
+        caught = _caught(call)
+        if what == "recommend_user":  # unknown ids are counted in its answer, never warned about
+            assert not caught
+            continue
+        assert caught, what
+        assert {(w.filename, w.lineno) for w in caught} == {(__file__, caught[0].lineno)}, (
+            what, [(w.filename, w.lineno, str(w.message)[:60]) for w in caught])
+
+
+def test_reading_a_file_with_duplicates_warns_at_the_readers_caller(tmp_path):
+    from recmaml.connectors import read_interactions
+
+    path = tmp_path / "log.csv"
+    path.write_text("user_id,item_id\n1,2\n1,2\n")
+    caught = _caught(lambda: read_interactions(path))
+    assert [w.filename for w in caught] == [__file__]
+
+
+def test_results_serialise_to_json(fitted):
+    import json
+
+    ranking = fitted.recommend_user([0, 1, 2], k=3)
+    as_dict = json.loads(json.dumps(ranking.to_dict()))
+    assert as_dict == {"items": ranking.items.tolist(), "scores": ranking.scores.tolist(), "ranks": [1, 2, 3],
+                       "unknown_items": 0}
+    interactions = Interactions.from_ids(*(history_frame()[c].to_numpy() for c in ("user_id", "item_id")),
+                                         rating=history_frame().rating.to_numpy())
+    ranked = fitted.recommend(interactions, k=3)
+    columns = json.loads(json.dumps(ranked.to_dict()))
+    assert RankedLists(*(np.asarray(columns[c]) for c in RankedLists.COLUMNS)).equals(ranked)
+    lists = json.loads(json.dumps(ranked.to_lists()))
+    assert [u["user_id"] for u in lists] == [7, 8, 9] and all(u["ranks"] == [1, 2, 3] for u in lists)
+    assert lists[0]["items"] == ranked.item_id[:3].tolist()
+    history = json.loads(json.dumps(fitted.history.to_dict(), allow_nan=False))
+    assert len(history["epochs"]) == len(fitted.history.epochs) and history["metric"] == "nDCG@20"
+    assert history["summary"] == fitted.history.summary()
+
+
+def test_repr_says_what_the_model_is_also_after_loading_and_for_old_models(fitted, tiny_config, tmp_path):
+    import json
+    import shutil
+
+    assert repr(MetaRecommender(tiny_config)) == "MetaRecommender(not fitted, objective 'implicit')"
+    text = repr(fitted)
+    assert text.startswith("MetaRecommender(60 items, objective 'implicit', history kind 'first', fitted 20")
+    assert text.endswith(f"on {fitted.training_users} users)") and 100 < fitted.training_users < 240  # less validation
+    fitted.save(tmp_path / "m")
+    assert repr(MetaRecommender.load(tmp_path / "m")) == text
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "m", old)
+    meta = json.loads((old / "model.json").read_text())
+    del meta["fitted_at"], meta["training_users"]
+    (old / "model.json").write_text(json.dumps(meta))
+    assert repr(MetaRecommender.load(old)).endswith("fitted (when not recorded))")

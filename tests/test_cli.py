@@ -612,3 +612,42 @@ def test_similar_names_the_signals_that_similar_items_takes():
     from recmaml.explain import SIGNALS
 
     assert tuple(SIGNAL_WORDS) == SIGNALS  # spelled twice so that `recmaml --help` imports no torch
+
+
+def test_fit_takes_epochs_seed_and_any_config_field_without_a_toml_file(files, tmp_path, capsys):
+    model = tmp_path / "model"
+    base = ["fit", "--config", str(REPO_ROOT / "configs/tiny.toml"), "--data", str(files / "warm.csv"), *COLS,
+            "--out", str(model), "--quiet"]
+    assert main([*base, "--epochs", "2", "--seed", "5", "--set", "tasks.order=random",
+                 "--set", "meta.max_seconds=600", "--set", 'model.user_hidden=[32, 16]']) == 0
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["config"]["meta"]["epochs"] == 2 and len(meta["history"]) == 2
+    assert meta["config"]["meta"]["seed"] == 5 and meta["config"]["meta"]["max_seconds"] == 600
+    assert meta["config"]["tasks"]["order"] == "random" and meta["config"]["model"]["user_hidden"] == [32, 16]
+    capsys.readouterr()
+    assert main([*base, "--set", "meta.epoch=3"]) == 2
+    err = capsys.readouterr().err
+    assert "--set meta.epoch=3: unknown key meta.epoch; valid keys of [meta]" in err and "'epochs'" in err
+    assert main([*base, "--seed", "-1"]) == 2
+    assert "--seed -1: meta.seed = -1" in capsys.readouterr().err
+    assert main([*base, "--set", "epochs=3"]) == 2
+    assert "--set epochs=3: give SECTION.KEY=VALUE, e.g. --set meta.epochs=5" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main([*base, "--epochs", "0"])
+    assert exit_.value.code == 2 and "--epochs: '0': use a whole number >= 1 or 'auto'" in capsys.readouterr().err
+
+
+def test_keep_column_names_writes_the_inputs_names(files, model_dir, tmp_path, capsys):
+    base = ["--model", str(model_dir), "--history", str(files / "cold.csv"), *COLS, "--quiet"]
+    assert main(["recommend", *base, "--k", "3", "--out", str(tmp_path / "r.csv"), "--keep-column-names"]) == 0
+    assert pl.read_csv(tmp_path / "r.csv").columns == ["user", "item", "score", "rank"]
+    assert main(["recommend", *base, "--k", "3", "--out", str(tmp_path / "plain.csv")]) == 0
+    assert pl.read_csv(tmp_path / "plain.csv").columns == ["user_id", "item_id", "score", "rank"]
+    assert main(["predict", *base, "--pairs", str(files / "pairs.csv"), "--out", str(tmp_path / "p.parquet"),
+                 "--keep-column-names"]) == 0
+    assert pl.read_parquet(tmp_path / "p.parquet").columns == ["user", "item", "prediction"]
+    capsys.readouterr()
+    clash = ["--model", str(model_dir), "--history", str(files / "cold.csv"), "--user-col", "score", "--item-col",
+             "item", "--out", str(tmp_path / "x.csv"), "--keep-column-names"]
+    assert main(["recommend", *clash]) == 2 and not (tmp_path / "x.csv").exists()
+    assert "cannot keep the column name 'score'" in capsys.readouterr().err

@@ -112,3 +112,10 @@ def test_indices_in_and_out_as_implicit(fitted, cold_frame):
     np.testing.assert_array_equal(by_index.scores, by_id.scores)
     with pytest.raises(DataError, match=r"items: with by_index=True"):
         fitted.recommend_user([len(fitted.items)], by_index=True)
+
+
+def test_an_arrival_time_that_is_not_finite_is_refused(tiny_model_dir):
+    rec = MetaRecommender.load(tiny_model_dir)
+    for at in ("nan", "inf", float("nan"), float("-inf")):
+        with pytest.raises(DataError, match=r"at= .* is not a time; give finite Unix seconds"):
+            rec.recommend_user([1, 2], k=3, at=at)

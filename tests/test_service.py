@@ -180,6 +180,9 @@ def test_health_and_model(served, model_dirs):
     ({"users": [{"items": list(range(MAX_HISTORY + 1))}]}, 422, "users[0].items"),
     ({"users": [{"items": [1]}], "exclude_seen": "maybe"}, 422, "exclude_seen"),
     ({"users": [{"items": [2**63]}]}, 422, "users[0].items[0]"),  # no 64-bit id (the fuzz found a 500 here)
+    ({"users": [{"items": [1]}], "history_kind": "recent"}, 422, "history_kind"),
+    ({"users": [{"items": [1]}], "at": "next tuesday"}, 422, "at"),
+    ({"users": [{"items": [1]}], "at": "nan"}, 422, "at"),  # a number as text must be finite too
 ])
 def test_bad_requests_name_the_field_and_the_fix(served, body, status, field):
     r = served.client.post("/recommend", json=body)
@@ -496,3 +499,63 @@ def _wait_for(condition, seconds: float = 60) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"not true after {seconds} s"
         time.sleep(0.1)  # each poll is an access-log line in the server's piped stderr: few of them
+
+
+def test_recommend_and_predict_take_history_kind_and_at_as_the_api_does(served, model_dirs, taste_log):
+    rec = MetaRecommender.load(model_dirs[0])
+    users = [{k: v for k, v in user.items() if k != "timestamps"} for user in _users(taste_log, 3)]  # arrive at `at`
+    lists = {}
+    for kind in ("first", "sample"):
+        r = served.client.post("/recommend", json={"users": users, "k": 5, "history_kind": kind, "at": "2024-03-01"})
+        assert r.status_code == 200, r.text
+        lists[kind] = r.json()["results"]
+        for user, result in zip(users, lists[kind]):
+            expected = rec.recommend_user(user["items"], user["ratings"], k=5, history_kind=kind, at="2024-03-01")
+            assert_same_ranking(result["items"], result["scores"], expected.items, expected.scores)
+    assert lists["first"] != lists["sample"]  # the sample weights answered the 'sample' request
+    r = served.client.post("/predict", json={"users": [{**users[0], "score_items": [0, 5]}], "history_kind": "sample",
+                                             "at": 1_700_000_000})
+    assert r.status_code == 200, r.text
+    import pandas as pd
+
+    history = pd.DataFrame({"user_id": users[0]["user_id"], "item_id": users[0]["items"], "rating": users[0]["ratings"]})
+    expected = rec.score(history, items=[0, 5], history_kind="sample", at=1_700_000_000)[0]
+    assert_close_scores(r.json()["results"][0]["scores"], expected)
+
+
+def test_serve_history_kind_sets_the_services_default(model_dirs, taste_log, monkeypatch):
+    from recmaml import service
+    from recmaml.cli import main
+
+    rec = MetaRecommender.load(model_dirs[0])
+    assert rec.config.serve.history_kind == "first"  # the model's own default (fitted with timestamps)
+    users = _users(taste_log, 2)
+    with Server(create_app(model_dirs[0], history_kind="sample", reload_token=TOKEN)) as server:
+        assert server.client.get("/model").json()["config"]["serve"]["history_kind"] == "sample"
+        for kind, body in (("sample", {}), ("first", {"history_kind": "first"})):  # a request's kind still wins
+            results = server.client.post("/recommend", json={"users": users, "k": 5, **body}).json()["results"]
+            for user, result in zip(users, results):
+                expected = _library(rec, user, 5, history_kind=kind)
+                assert_same_ranking(result["items"], result["scores"], expected.items, expected.scores)
+        assert server.client.post("/reload", headers=AUTH).status_code == 200  # a reload keeps the service's default
+        assert server.client.get("/model").json()["config"]["serve"]["history_kind"] == "sample"
+    calls = []
+    monkeypatch.setattr(service, "run", lambda *args, **kwargs: calls.append(kwargs))
+    assert main(["serve", "--model", str(model_dirs[0]), "--history-kind", "sample"]) == 0
+    assert calls[0]["history_kind"] == "sample"
+
+
+def test_a_batch_of_requests_served_as_different_kinds_and_times_answers_each_as_alone(model_dirs, taste_log):
+    from recmaml.cold import UserHistory
+    from recmaml.serve import rank_histories
+    from recmaml.service import _Job, _rank_jobs
+
+    rec = MetaRecommender.load(model_dirs[0])
+    users = _users(taste_log, 4)
+    histories = [UserHistory(u["items"], u["ratings"]) for u in users]  # no timestamps: they arrive at `at`
+    served_as = [("first", None), ("sample", None), (None, 1.6e9), ("sample", 1.6e9)]
+    jobs = [_Job([h], 5, True, None, how) for h, how in zip(histories, served_as)]
+    for job, answer in zip(jobs, _rank_jobs(rec, jobs)):
+        kind, at = job.served_as
+        alone = rank_histories(rec.with_history_kind(kind).arriving_at(at), job.histories, 5)[0]
+        assert_same_ranking(answer[0].items, answer[0].scores, alone.items, alone.scores)

@@ -49,8 +49,9 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
                        "e.g. latin-1, or utf8-lossy to replace undecodable bytes)")
 
 
-def threads_arg(text: str) -> int | str:
-    """--threads: a whole number >= 1, or 'auto' (the cores no other process is running on)."""
+def whole_or_auto(text: str) -> int | str:
+    """--threads ('auto': the cores no other process is running on) and fit's --epochs ('auto': from the
+    log's size): a whole number >= 1, or 'auto'."""
     if text == "auto":
         return text
     try:
@@ -60,6 +61,9 @@ def threads_arg(text: str) -> int | str:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: use a whole number >= 1 or 'auto'")
     return value
+
+
+threads_arg = whole_or_auto
 
 
 def add_training_threads(parser: argparse.ArgumentParser, more: str = "") -> None:
@@ -114,15 +118,21 @@ def add_config(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--config", help=help)
 
 
-def add_history_kind(parser: argparse.ArgumentParser, default: str = MODEL_HISTORY_KIND) -> None:
-    """--history-kind; `default` says what the command uses without it."""
+def add_history_kind(parser: argparse.ArgumentParser, default: str = MODEL_HISTORY_KIND, more: str = "") -> None:
+    """--history-kind; `default` says what the command uses without it, `more` adds to the help."""
     parser.add_argument("--history-kind", choices=["first", "sample"], default=None,
-                        help=f"{HISTORY_KIND_HELP}; default: {default}")
+                        help=f"{HISTORY_KIND_HELP}; default: {default}{more}")
 
 
 def add_user_features(parser: argparse.ArgumentParser, whose: str) -> None:
     """--user-features of `whose` users ("the users'", "the cold users'", "user")."""
     parser.add_argument("--user-features", help=f"table of {whose} side features keyed by --user-col")
+
+
+def add_keep_column_names(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keep-column-names", action="store_true", help="write the user and item columns "
+                        "under the input's names (--user-col, --item-col, or the model's) instead of user_id, "
+                        "item_id")
 
 
 def add_allow_unknown_items(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from recmaml.cli.common import checked_device, log
-from recmaml.cli.flags import add_command
+from recmaml.cli.flags import add_command, add_history_kind
 from recmaml.errors import RecMamlError, install_extra
 
 TOKEN_ENV = "RECMAML_RELOAD_TOKEN"  # recmaml.service.RELOAD_TOKEN_ENV; named here too: the extra may be missing
@@ -29,6 +29,7 @@ def add_serve(sub) -> None:
                     "in `ps` (default: that variable; unset: POST /reload is off, SIGHUP still reloads)")
     sv.add_argument("--reload-root", default=None, help="the folder whose model directories POST /reload may "
                     "take up, named relative to it (default: the served model directory itself)")
+    add_history_kind(sv, more="; a request's \"history_kind\" still wins")
     sv.set_defaults(func=cmd_serve)
 
 
@@ -53,7 +54,8 @@ def cmd_serve(args) -> None:
         log.warning("note: --reload-root is unused while POST /reload is off (set %s to turn it on)", TOKEN_ENV)
     service.run(args.model, host=args.host, port=args.port, max_users=args.max_batch_users,
                 max_wait_ms=args.max_wait_ms, threads=args.threads, log_level="warning" if args.quiet else "info",
-                device=device, reload_token=token, reload_root=args.reload_root, access=not args.quiet)
+                device=device, reload_token=token, reload_root=args.reload_root, access=not args.quiet,
+                history_kind=args.history_kind)
 
 
 def _reload_token(args, problem_of) -> str | None:

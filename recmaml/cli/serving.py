@@ -6,7 +6,7 @@ from __future__ import annotations
 from recmaml.cli.common import (LazyBar, RunWarnings, UserTotal, check_sizes, load_model, log, read_log,
                                 read_user_features, with_features)
 from recmaml.cli.flags import (add_allow_unknown_items, add_command, add_data_flags, add_history, add_history_kind,
-                               add_list_length, add_out, add_user_features)
+                               add_keep_column_names, add_list_length, add_out, add_user_features)
 from recmaml.errors import RecMamlError, install_extra
 
 _AT_HELP = ("when the users arrive, for those whose history has no timestamp (e.g. no rows at all): Unix seconds or "
@@ -20,6 +20,7 @@ def add_recommend(sub) -> None:
     add_list_length(rec)
     add_out(rec, "output: .csv, .tsv, .parquet, .jsonl, or an SQL URI with --table")
     rec.add_argument("--table", default=None, help="SQL table for an SQL --out (default ranked_lists)")
+    add_keep_column_names(rec)
     rec.add_argument("--candidates", help="user_id,item_id rows: rank only these items for each user (a user "
                      "with candidates and no history is ranked from the meta-learned start)")
     rec.add_argument("--candidates-format", help="format of --candidates when its extension does not say")
@@ -51,6 +52,7 @@ def cmd_recommend(args) -> None:
     check_sizes(args)
     check_output(args.out)
     rec = load_model(args)
+    names = _output_names(args)
     user_features = read_user_features(args)
     candidates = None
     if args.candidates:
@@ -67,7 +69,7 @@ def cmd_recommend(args) -> None:
     times = StageTimes() if args.timings else None
     summary = ServeSummary()
     start = time.perf_counter()
-    with (run_warnings.collecting(), RankedListsWriter(args.out, table=args.table) as out,
+    with (run_warnings.collecting(), RankedListsWriter(args.out, table=args.table, names=names) as out,
           LazyBar(args, unit="users", desc="scoring") as bar):
         reasons = ChunkReasons(rec, args.explain, args.batch_size, out.write)
 
@@ -98,6 +100,14 @@ class ChunkReasons:
 
     def write(self, ranked) -> None:
         self.out(ranked if not self.n else self.rec.explain(self.chunk, ranked, self.n, self.batch_size))
+
+
+def _output_names(args) -> dict[str, str]:
+    """The output's user_id and item_id renamed to the input's columns with --keep-column-names (checked
+    before any work: a name the output already has is an error)."""
+    from recmaml.frames import Columns, kept_names
+
+    return kept_names(Columns(user=args.user_col, item=args.item_col)) if args.keep_column_names else {}
 
 
 def _served(summary) -> str:
@@ -178,8 +188,9 @@ def add_predict(sub) -> None:
     pred.add_argument("--pairs", required=True, help="user_id,item_id rows to predict")
     pred.add_argument("--pairs-format", help="format of --pairs when its extension does not say")
     pred.add_argument("--pairs-table", help="table to read when --pairs is an SQL URI")
-    add_out(pred, "output with columns user_id, item_id, prediction")
+    add_out(pred, "output with columns user_id, item_id (or the input's names with --keep-column-names), prediction")
     pred.add_argument("--table", default=None, help="SQL table for an SQL --out (default predictions)")
+    add_keep_column_names(pred)
     pred.add_argument("--batch-size", type=int, default=None, help="users adapted together (default 4096)")
     add_history_kind(pred)
     add_user_features(pred, "the users'")
@@ -189,13 +200,18 @@ def add_predict(sub) -> None:
 
 
 def cmd_predict(args) -> None:
+    import warnings
+
     import polars as pl
+
+    from recmaml.recommender import RelevanceScoresWarning
 
     from recmaml.connectors import check_output, read_pairs, write_frame
 
     check_sizes(args)
     check_output(args.out)
     rec = load_model(args)
+    names = _output_names(args)
     history = read_log(args.history, args)
     if args.user_features:
         history = with_features(history, read_user_features(args), what="--history")
@@ -203,10 +219,11 @@ def cmd_predict(args) -> None:
                                     format=args.pairs_format, table=args.pairs_table)
     run_warnings = RunWarnings()
     with run_warnings.collecting():
+        warnings.filterwarnings("ignore", category=RelevanceScoresWarning)  # the note below says it, once
         pred = rec.predict(history, user_ids, item_ids, batch_size=args.batch_size,
                            allow_unknown_items=args.allow_unknown_items)
     run_warnings.report()
-    out = pl.DataFrame({"user_id": user_ids, "item_id": item_ids, "prediction": pred})
+    out = pl.DataFrame({"user_id": user_ids, "item_id": item_ids, "prediction": pred}).rename(names)
     n_unknown = int(out["prediction"].is_nan().sum())
     if n_unknown:
         log.warning("warning: %d pairs name items the model does not know; their prediction is NaN", n_unknown)

@@ -7,12 +7,14 @@ import logging
 import os
 import shlex
 import sys
+import tomllib
 from pathlib import Path
 
 from recmaml.cli.common import (LazyBar, Terminated, check_folder, checked_device, log, read_log,
                                 read_user_features, with_features, with_training_threads)
 from recmaml.cli.flags import (add_command, add_config, add_data_flags, add_out, add_training_threads,
-                               add_user_features)
+                               add_user_features, whole_or_auto)
+from recmaml.config import config_from_dict
 from recmaml.errors import RecMamlError
 from recmaml.progress import progress_bar
 
@@ -43,9 +45,53 @@ def add_fit(sub) -> None:
                      "data, else exit 2); starts from the first epoch when there is none. Without --resume an "
                      "existing checkpoint is ignored and overwritten. meta.max_seconds counts the training time "
                      "recorded in the checkpoint")
+    overrides = fit.add_argument_group("config overrides (applied over --config; saved with the model)")
+    overrides.add_argument("--epochs", type=whole_or_auto, default=None, help="meta.epochs: a whole number >= 1, or "
+                           "'auto' (from the log's size)")
+    overrides.add_argument("--seed", type=int, default=None, help="meta.seed: the seed of the split into training "
+                           "and validation users, the initial weights and the tasks drawn")
+    overrides.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
+                           help="any config field, as in the TOML file (repeatable), e.g. --set meta.max_seconds=600 "
+                           "--set model.objective=rating; VALUE is read as TOML, else as text")
     add_training_threads(fit)
     add_data_flags(fit)
     fit.set_defaults(func=cmd_fit)
+
+
+def with_overrides(config, args):
+    """The config with fit's override flags applied (--epochs, --seed, then each --set in order), checked
+    as the TOML file is: an unknown key or a wrong value names the flag and lists the valid ones."""
+    sections: dict[str, dict] = {}
+    given = []
+    for key, value in (("epochs", args.epochs), ("seed", args.seed)):
+        if value is not None:
+            sections.setdefault("meta", {})[key] = value
+            given.append(f"--{key} {value}")
+    for setting in args.overrides:
+        section, key, value = _setting(setting)
+        sections.setdefault(section, {})[key] = value
+        given.append(f"--set {setting}")
+    if not sections:
+        return config
+    raw = config.to_dict()
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return config_from_dict(raw, " ".join(given))
+
+
+def _setting(text: str) -> tuple[str, str, object]:
+    """--set SECTION.KEY=VALUE as (section, key, value): VALUE read as a TOML value (5, 0.1, true, [1, 2],
+    "text"), else taken as text (model.objective=rating needs no quotes)."""
+    name, equals, value = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not equals or not dot or not section or not key:
+        raise RecMamlError(f"--set {text}: give SECTION.KEY=VALUE, e.g. --set meta.epochs=5 (the sections and keys "
+                           "of the TOML config: docs/configuration.md)")
+    try:
+        parsed = tomllib.loads(f"value = {value.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return section, key, parsed
 
 
 def cmd_fit(args) -> None:
@@ -66,7 +112,7 @@ def cmd_fit(args) -> None:
     if rank != 0:  # one voice: rank 0 reports, shows progress and saves
         args.quiet = True
         logging.getLogger("recmaml").setLevel(logging.ERROR)
-    config = with_training_threads(load_config(args.config), args)
+    config = with_overrides(with_training_threads(load_config(args.config), args), args)
     if args.device:
         config = config.replace(meta={"device": checked_device(args)})
     check_folder(args.out, "--out")
