@@ -29,7 +29,7 @@ from recmaml.data import Interactions
 from recmaml.metrics import mean_metrics, ranking_metrics
 from recmaml.priors import EASE_LAMBDAS, WINDOWS_DAYS, ease_table, fit_priors, refit_priors, standardize_
 from recmaml.rank import exclude_items, top_k
-from recmaml.scoring import adapted_users
+from recmaml.scoring import adapted_users, with_dislikes
 from recmaml.tasks import TaskBatch, TaskSampler, split_users
 
 log = logging.getLogger(__name__)
@@ -147,12 +147,12 @@ def fit_calibrated_priors(rec, warm: Interactions, tasks: _ValidationTasks | Non
     priors = fit_priors(warm, threshold, FILTER_LAMBDA, threshold).to(rec.device)
     batch = tasks.batch(kind, 5) or tasks.batch(kind, 1)
     if batch is not None:
-        support = batch.support()
+        support = with_dislikes(rec.config, batch.support())  # EASE subtracts a dislike's row, as served
 
         def ease_value(lam: float, rows: float | None) -> float:
             if (float(priors.ease_lambda), priors.ease_rows()) != (lam, rows):
                 priors.set_ease(*ease_table(warm, rows, lam), lam, rows)
-            return ndcg(priors.ease(support.items, support.mask, support.ratings), batch)
+            return ndcg(priors.ease(support.items, support.signed(), support.ratings), batch)
 
         # which rows EASE reads, at a middle strength, then its strength with those rows
         values = {(FILTER_LAMBDA, rows): ease_value(FILTER_LAMBDA, rows) for rows in filters}
@@ -210,13 +210,14 @@ def choose_prior_weights(rec, tasks: _ValidationTasks) -> dict:
 
 def _best_weights(served, batch: TaskBatch) -> tuple[float, float]:
     """(EASE weight, popularity weight) for one bucket: EASE's best with no popularity, then popularity's."""
-    support = batch.support()
     priors = served.priors
     with torch.no_grad():
-        base = standardize_(adapted_users(served, support).model_scores())
+        users = adapted_users(served, batch.support())
+        support = users.support  # with its dislikes' labels
+        base = standardize_(users.model_scores())
         ease_w = recent_w = 0.0
         if bool(support.mask.any()):  # with no history EASE has nothing to say
-            ease = priors.ease(support.items, support.mask, support.ratings)
+            ease = priors.ease(support.items, support.signed(), support.ratings)
             ease_w = _best({w: ndcg(base + w * ease, batch) for w in PRIOR_GRID})
             base.add_(ease, alpha=ease_w)
         if priors.has_time:

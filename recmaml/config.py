@@ -205,6 +205,13 @@ class ServeConfig:
     """serve.first_ease_weights for 'sample' histories."""
     sample_recent_weights: tuple[float, ...] | str = "auto"
     """serve.first_recent_weights for 'sample' histories."""
+    dislike_threshold: float | str | None = "auto"
+    """Implicit objective: a history row rated below this is a dislike, which counts against its item
+    instead of for it (recmaml.scoring.with_dislikes): the inner step pushes its score down, the set encoder
+    leaves it out and the EASE prior subtracts its row. 'auto': tasks.positive_threshold (4 on a 1-5
+    scale); None: every row is a like, whatever its rating. A row without a rating (NaN) is a like."""
+    dislike_weight: float = 1.0
+    """How strongly a dislike counts against its item, against a like's 1 for it (0: a dislike is left out)."""
 
 
 SIZE_BUCKETS = (1, 2, 3, 5, 10, 20)
@@ -352,6 +359,11 @@ def _check_ranges(cfg: Config) -> list[str]:
     for name, threads in (("meta.threads", m.threads), ("serve.threads", cfg.serve.threads)):
         if (isinstance(threads, str) and threads != "auto") or (isinstance(threads, int) and threads < 1):
             problems.append(f"{name} = {threads!r}; use a whole number >= 1 or 'auto'")
+    if isinstance(cfg.serve.dislike_threshold, str) and cfg.serve.dislike_threshold != "auto":
+        problems.append(f"serve.dislike_threshold = {cfg.serve.dislike_threshold!r}; use a rating, 'auto' or leave it "
+                        "out")
+    if not cfg.serve.dislike_weight >= 0:
+        problems.append("serve.dislike_weight must be >= 0 (0: a dislike is left out)")
     if not cfg.serve.inner_lr_scale > 0:
         problems.append("serve.inner_lr_scale must be > 0")
     for names, buckets, what in ((("first_scales", "sample_scales"), SIZE_BUCKETS, "multipliers"),

@@ -10,6 +10,7 @@ standardized priors (recmaml.priors).
 from __future__ import annotations
 
 import weakref
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from recmaml.fast_adapt import fast_path_applies, fast_user_vectors
 from recmaml.model import Scorer
 from recmaml.ordered import item_dots, rows_mm
 from recmaml.priors import ServingPriors, blend_
-from recmaml.tasks import PaddedSet
+from recmaml.tasks import PaddedSet, dislike_labels
 
 
 class AdaptedUsers:
@@ -29,6 +30,7 @@ class AdaptedUsers:
     here; `scores` and `model_scores` may then be called for any items."""
 
     def __init__(self, scorer: Scorer, config: Config, priors: ServingPriors | None, support: PaddedSet, kind: int):
+        support = with_dislikes(config, support)
         self.scorer, self.config, self.priors, self.support, self.kind = scorer, config, priors, support, kind
         m = config.meta
         names = _adapted_names(scorer, m.adapt)
@@ -69,6 +71,32 @@ class AdaptedUsers:
             if model.cfg.objective == "rating":
                 scores = scores + self.bias[:, None] + model.global_bias
             return scores
+
+
+def dislike_threshold(config: Config) -> float | None:
+    """The rating below which a history row is a dislike (serve.dislike_threshold, 'auto': the positive
+    threshold), or None when no row is: the rating objective (ratings are its targets), a log without
+    ratings, or serve.dislike_threshold None."""
+    if config.model.objective != "implicit":
+        return None
+    threshold = config.serve.dislike_threshold
+    if threshold == "auto":
+        threshold = config.tasks.positive_threshold
+    return None if threshold is None or isinstance(threshold, str) else float(threshold)
+
+
+def with_dislikes(config: Config, support: PaddedSet) -> PaddedSet:
+    """`support` with its rows' labels (recmaml.tasks.dislike_labels): a dislike counts against its item in
+    the inner step and the EASE prior, and the set encoder reads the liked rows only (it was never trained
+    to tell a dislike from a like). Unchanged when no row is a dislike."""
+    threshold = dislike_threshold(config)
+    if support.labels is not None or threshold is None or not bool((support.ratings < threshold).any()):
+        return support
+    labels = dislike_labels(support.ratings, support.mask, threshold, config.serve.dislike_weight)
+    user_feats = dict(support.user_feats)
+    if "support_mask" in user_feats:
+        user_feats["support_mask"] = user_feats["support_mask"] * (labels > 0).to(labels.dtype)
+    return replace(support, labels=labels, user_feats=user_feats)
 
 
 _NAMES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # scorer -> {meta.adapt: its names}
