@@ -1,6 +1,8 @@
 """fit's last step: the serving choices worth making on validation users, made by fit on its own
 validation users and saved in the model, so that what the benchmark measures is what `recmaml fit` ships.
 
+0. Which history rows are dislikes (serve.dislike_threshold 'auto': the middle of the warm log's rating
+   scale, recmaml.scoring.resolved_dislike_threshold), first, so that what follows is chosen serving them.
 1. How far serving moves a cold user (serve.first_scales, serve.sample_scales). One inner step suits the
    support sizes a model was trained on as a whole, not each of them: one item is too little evidence for
    a full step (it can score below not adapting at all), twenty may want a longer one. So for every
@@ -29,7 +31,7 @@ from recmaml.data import Interactions
 from recmaml.metrics import mean_metrics, ranking_metrics
 from recmaml.priors import EASE_LAMBDAS, WINDOWS_DAYS, ease_table, fit_priors, refit_priors, standardize_
 from recmaml.rank import exclude_items, top_k
-from recmaml.scoring import adapted_users, with_dislikes
+from recmaml.scoring import adapted_users, resolved_dislike_threshold, with_dislikes
 from recmaml.tasks import TaskBatch, TaskSampler, split_users
 
 log = logging.getLogger(__name__)
@@ -234,11 +236,13 @@ def calibrate(rec, warm: Interactions, user_feats: dict[str, torch.Tensor], val_
     returns the [serve] fields left 'auto' to set. val_users: those users, as recmaml.build.prepare split
     them (None: split here). Without validation users the scales stay one rate for
     every size (1.0) and the priors' weights 0."""
+    # which history rows are dislikes, first: the scales and weights below are chosen serving them so
+    fields = {"dislike_threshold": resolved_dislike_threshold(rec.config, warm.rating)}
+    rec.config = rec.config.replace(serve=fields)
     cfg = rec.config
     if val_users is None:
         _, val_users = split_users(warm, cfg.tasks.validation_users, cfg.meta.seed)
     tasks = _ValidationTasks(rec, warm, val_users, user_feats) if len(val_users) else None
-    fields = {}
     if tasks is None:
         fields.update(first_scales=(1.0,) * len(SIZE_BUCKETS), sample_scales=(1.0,) * len(SIZE_BUCKETS))
     else:
@@ -260,4 +264,4 @@ def calibrate(rec, warm: Interactions, user_feats: dict[str, torch.Tensor], val_
             rec.priors = refit_priors(rec.priors, warm)  # served: the same settings, the whole warm log
         log.debug("serving priors: %s", describe(rec.priors))  # the CLI's fit says it once the bars are closed
         fields.update(weights)
-    return {k: v for k, v in fields.items() if getattr(cfg.serve, k) in ("auto", None)}
+    return {k: v for k, v in fields.items() if getattr(cfg.serve, k) in ("auto", None) or k == "dislike_threshold"}

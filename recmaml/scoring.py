@@ -74,21 +74,33 @@ class AdaptedUsers:
 
 
 def dislike_threshold(config: Config) -> float | None:
-    """The rating below which a history row is a dislike (serve.dislike_threshold, 'auto': the positive
-    threshold), or None when no row is: the rating objective (ratings are its targets), a log without
-    ratings, or serve.dislike_threshold None."""
-    if config.model.objective != "implicit":
-        return None
+    """The rating below which a history row is a dislike (serve.dislike_threshold, which fit resolves), or
+    None when no row is: the rating objective (ratings are its targets), a log without ratings, or
+    serve.dislike_threshold None or never resolved ('auto': a model saved before dislikes, whose serving
+    scales and prior weights were chosen with every row a like)."""
     threshold = config.serve.dislike_threshold
-    if threshold == "auto":
-        threshold = config.tasks.positive_threshold
-    return None if threshold is None or isinstance(threshold, str) else float(threshold)
+    if config.model.objective != "implicit" or threshold is None or isinstance(threshold, str):
+        return None
+    return float(threshold)
+
+
+def resolved_dislike_threshold(config: Config, ratings: np.ndarray | None) -> float | None:
+    """serve.dislike_threshold 'auto' for a warm log's `ratings`: the middle of their range (None for the
+    rating objective, a log without ratings or with one rating value); a set value stays."""
+    threshold = config.serve.dislike_threshold
+    if threshold != "auto":
+        return threshold
+    if config.model.objective != "implicit" or ratings is None or len(ratings) == 0:
+        return None
+    lo, hi = float(np.min(ratings)), float(np.max(ratings))
+    return None if lo == hi else (lo + hi) / 2
 
 
 def with_dislikes(config: Config, support: PaddedSet) -> PaddedSet:
-    """`support` with its rows' labels (recmaml.tasks.dislike_labels): a dislike counts against its item in
-    the inner step and the EASE prior, and the set encoder reads the liked rows only (it was never trained
-    to tell a dislike from a like). Unchanged when no row is a dislike."""
+    """`support` with its rows' labels (recmaml.tasks.dislike_labels): a dislike is left out of the inner step
+    and the EASE prior (serve.dislike_weight 0) or counts against its item there, and the set encoder reads
+    the liked rows only (it was never trained to tell a dislike from a like). Unchanged when no row is a
+    dislike."""
     threshold = dislike_threshold(config)
     if support.labels is not None or threshold is None or not bool((support.ratings < threshold).any()):
         return support

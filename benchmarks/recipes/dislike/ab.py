@@ -44,15 +44,15 @@ AUTO = {"first_scales": "auto", "sample_scales": "auto", **dict.fromkeys(PRIOR_W
 
 
 def variants(log) -> dict[str, dict]:
-    """Serving settings per variant: dislikes are the rows rated below the positive threshold ('auto'), or
+    """Serving settings per variant: dislikes are the rows rated below the positive threshold, or
     ('mid') below the middle of the log's rating scale (1-2 stars of 1-5); weight 1 counts a dislike
     against its item as strongly as a like counts for it, 0.25 a quarter as strongly, 0 leaves it out."""
     lo, hi = float(np.min(log.rating)), float(np.max(log.rating))
-    mid = (lo + hi) / 2
+    mid, positive = (lo + hi) / 2, relevant_rating(log.rating)  # the latter: tasks.positive_threshold 'auto'
     return {
-        "against": {"dislike_threshold": "auto", "dislike_weight": 1.0},
-        "against_quarter": {"dislike_threshold": "auto", "dislike_weight": 0.25},
-        "ignore": {"dislike_threshold": "auto", "dislike_weight": 0.0},
+        "against": {"dislike_threshold": positive, "dislike_weight": 1.0},
+        "against_quarter": {"dislike_threshold": positive, "dislike_weight": 0.25},
+        "ignore": {"dislike_threshold": positive, "dislike_weight": 0.0},
         "against_mid": {"dislike_threshold": mid, "dislike_weight": 1.0},
         "against_mid_quarter": {"dislike_threshold": mid, "dislike_weight": 0.25},
         "ignore_mid": {"dislike_threshold": mid, "dislike_weight": 0.0},
@@ -95,7 +95,8 @@ def run_cell(name: str, seed: int, out: Path, budget: float) -> None:
               "positive_threshold": rec.config.tasks.positive_threshold,
               "dislike_share": float(np.mean(log.rating < rec.config.tasks.positive_threshold)),
               "ndcg@20": {"old": ndcgs(rec, splits, protocols, threshold)}}
-    result["ndcg@20"]["against_nocal"] = ndcgs(rec.with_serving(dislike_threshold="auto", dislike_weight=1.0),
+    nocal = rec.with_serving(dislike_threshold=rec.config.tasks.positive_threshold, dislike_weight=1.0)
+    result["ndcg@20"]["against_nocal"] = ndcgs(nocal,
                                                splits, protocols, threshold)
     for variant, serve in variants(log).items():
         result["ndcg@20"][variant] = ndcgs(recalibrated(rec, prepared, serve), splits, protocols, threshold)
