@@ -214,7 +214,7 @@ class ServeConfig:
     dislike_weight: float = 0.0
     """How strongly a dislike counts against its item, against a like's 1 for it: the inner step pushes its
     score down, the EASE prior subtracts its row. 0 (the default) leaves a dislike out: counting against
-    measured 1-9% lower nDCG@20 on ML-100K (benchmarks/EXPERIMENTS.md, "Dislikes")."""
+    measured 2-9% lower nDCG@20 on ML-100K (benchmarks/EXPERIMENTS.md, "Dislikes")."""
 
 
 SIZE_BUCKETS = (1, 2, 3, 5, 10, 20)
