@@ -48,29 +48,38 @@ def task_loss(model: nn.Module, params: dict[str, torch.Tensor], data: dict, obj
     PaddedSet.tree() (what vmap hands each user).
 
     reduction 'mean' averages over the set; 'sum' adds up, so that an inner step moves a user further
-    the more evidence it shows (as a ridge-regression fold-in would)."""
+    the more evidence it shows (as a ridge-regression fold-in would).
+
+    Implicit objective: a row labelled -w (a dislike, data["labels"]; recmaml.tasks.dislike_labels) counts
+    against its item with weight w: the softmax's -log p of a like becomes +w log p (its score pushed down,
+    the exact mirror of a like's gradient), the sampled softmax's and BPR's terms are mirrored the same way."""
     mask = data["mask"]
     n = mask.sum().clamp(min=1.0) if reduction == "mean" else mask.new_ones(())
     if objective == "rating":
         pred = functional_call(model, params, (data["user_feats"], data["items"]))
         return ((pred - data["ratings"]) ** 2 * mask).sum() / n
 
+    labels = data.get("labels", mask)  # 1 a like, -w a dislike, 0 padding
+    if reduction == "mean":  # a dislike left out (weight 0) is not part of the set the mean is over
+        n = (labels != 0).to(mask.dtype).sum().clamp(min=1.0)
     if data["negatives"].shape[-1] == 0:  # exact softmax over the whole catalog
         scores = functional_call(model, params, (data["user_feats"],))
         if "exclude" in data:  # items the user already showed are not candidates of the query ranking
             scores = scores.scatter_add(0, data["exclude"], _SKIP_PENALTY * data["exclude_mask"])
         logp = torch.log_softmax(scores, dim=0)
-        return -(logp[data["items"]] * mask).sum() / n
+        return -(logp[data["items"]] * labels).sum() / n
 
     pos = functional_call(model, params, (data["user_feats"], data["items"]))
     neg = functional_call(model, params, (data["user_feats"], data["negatives"]))
     neg = torch.where(data["negative_mask"] > 0, neg, torch.full_like(neg, _SKIP_PENALTY))
+    sign, weight = torch.sign(labels), labels.abs()  # a dislike: its term mirrored (pos and negatives swapped)
     if loss == "bpr":
-        pair_mask = mask[:, None] * data["negative_mask"][None, :]
-        return (F.softplus(neg[None, :] - pos[:, None]) * pair_mask).sum() / pair_mask.sum().clamp(min=1.0)
+        pair_mask = weight[:, None] * data["negative_mask"][None, :]
+        margins = sign[:, None] * (neg[None, :] - pos[:, None])
+        return (F.softplus(margins) * pair_mask).sum() / (pair_mask != 0).to(mask.dtype).sum().clamp(min=1.0)
     # sampled softmax with logQ correction: each positive against the user's shared negatives
     lse = torch.logsumexp(neg - data["negative_logq"], dim=0)
-    return (F.softplus(lse - pos) * mask).sum() / n
+    return (F.softplus(sign * (lse - pos)) * weight).sum() / n
 
 
 def split_params(model: nn.Module, names: list[str]) -> tuple[dict, dict]:

@@ -1,6 +1,8 @@
 """fit's last step: the serving choices worth making on validation users, made by fit on its own
 validation users and saved in the model, so that what the benchmark measures is what `recmaml fit` ships.
 
+0. Which history rows are dislikes (serve.dislike_threshold 'auto': the middle of the warm log's rating
+   scale, recmaml.scoring.resolved_dislike_threshold), first, so that what follows is chosen serving them.
 1. How far serving moves a cold user (serve.first_scales, serve.sample_scales). One inner step suits the
    support sizes a model was trained on as a whole, not each of them: one item is too little evidence for
    a full step (it can score below not adapting at all), twenty may want a longer one. So for every
@@ -29,7 +31,7 @@ from recmaml.data import Interactions
 from recmaml.metrics import mean_metrics, ranking_metrics
 from recmaml.priors import EASE_LAMBDAS, WINDOWS_DAYS, ease_table, fit_priors, refit_priors, standardize_
 from recmaml.rank import exclude_items, top_k
-from recmaml.scoring import adapted_users
+from recmaml.scoring import adapted_users, resolved_dislike_threshold, with_dislikes
 from recmaml.tasks import TaskBatch, TaskSampler, split_users
 
 log = logging.getLogger(__name__)
@@ -147,12 +149,12 @@ def fit_calibrated_priors(rec, warm: Interactions, tasks: _ValidationTasks | Non
     priors = fit_priors(warm, threshold, FILTER_LAMBDA, threshold).to(rec.device)
     batch = tasks.batch(kind, 5) or tasks.batch(kind, 1)
     if batch is not None:
-        support = batch.support()
+        support = with_dislikes(rec.config, batch.support())  # EASE subtracts a dislike's row, as served
 
         def ease_value(lam: float, rows: float | None) -> float:
             if (float(priors.ease_lambda), priors.ease_rows()) != (lam, rows):
                 priors.set_ease(*ease_table(warm, rows, lam), lam, rows)
-            return ndcg(priors.ease(support.items, support.mask, support.ratings), batch)
+            return ndcg(priors.ease(support.items, support.signed(), support.ratings), batch)
 
         # which rows EASE reads, at a middle strength, then its strength with those rows
         values = {(FILTER_LAMBDA, rows): ease_value(FILTER_LAMBDA, rows) for rows in filters}
@@ -210,13 +212,14 @@ def choose_prior_weights(rec, tasks: _ValidationTasks) -> dict:
 
 def _best_weights(served, batch: TaskBatch) -> tuple[float, float]:
     """(EASE weight, popularity weight) for one bucket: EASE's best with no popularity, then popularity's."""
-    support = batch.support()
     priors = served.priors
     with torch.no_grad():
-        base = standardize_(adapted_users(served, support).model_scores())
+        users = adapted_users(served, batch.support())
+        support = users.support  # with its dislikes' labels
+        base = standardize_(users.model_scores())
         ease_w = recent_w = 0.0
         if bool(support.mask.any()):  # with no history EASE has nothing to say
-            ease = priors.ease(support.items, support.mask, support.ratings)
+            ease = priors.ease(support.items, support.signed(), support.ratings)
             ease_w = _best({w: ndcg(base + w * ease, batch) for w in PRIOR_GRID})
             base.add_(ease, alpha=ease_w)
         if priors.has_time:
@@ -233,11 +236,13 @@ def calibrate(rec, warm: Interactions, user_feats: dict[str, torch.Tensor], val_
     returns the [serve] fields left 'auto' to set. val_users: those users, as recmaml.build.prepare split
     them (None: split here). Without validation users the scales stay one rate for
     every size (1.0) and the priors' weights 0."""
+    # which history rows are dislikes, first: the scales and weights below are chosen serving them so
+    fields = {"dislike_threshold": resolved_dislike_threshold(rec.config, warm.rating)}
+    rec.config = rec.config.replace(serve=fields)
     cfg = rec.config
     if val_users is None:
         _, val_users = split_users(warm, cfg.tasks.validation_users, cfg.meta.seed)
     tasks = _ValidationTasks(rec, warm, val_users, user_feats) if len(val_users) else None
-    fields = {}
     if tasks is None:
         fields.update(first_scales=(1.0,) * len(SIZE_BUCKETS), sample_scales=(1.0,) * len(SIZE_BUCKETS))
     else:
@@ -259,4 +264,4 @@ def calibrate(rec, warm: Interactions, user_feats: dict[str, torch.Tensor], val_
             rec.priors = refit_priors(rec.priors, warm)  # served: the same settings, the whole warm log
         log.debug("serving priors: %s", describe(rec.priors))  # the CLI's fit says it once the bars are closed
         fields.update(weights)
-    return {k: v for k, v in fields.items() if getattr(cfg.serve, k) in ("auto", None)}
+    return {k: v for k, v in fields.items() if getattr(cfg.serve, k) in ("auto", None) or k == "dislike_threshold"}

@@ -145,7 +145,9 @@ def fast_user_vectors(model: nn.Module, support, *, names: list[str], steps: int
                else torch.full((batch,), float(inner_lr), device=support.items.device))
     lr_cols = lr_rows[:, None]  # one rate per user, against (B, width) gradients
     mask = support.mask
-    n = mask.sum(dim=1).clamp(min=1.0) if reduction == "mean" else mask.new_ones(batch)
+    labels = support.signed()  # 1 a like, -w a dislike (counted against its item), 0 padding
+    n = ((labels != 0).to(mask.dtype).sum(dim=1).clamp(min=1.0) if reduction == "mean"
+         else mask.new_ones(batch))  # as adapt.task_loss: a dislike of weight 0 is left out of the mean
     corrections: dict[int, list] = {}
 
     def tower(ui):
@@ -161,11 +163,12 @@ def fast_user_vectors(model: nn.Module, support, *, names: list[str], steps: int
                 pred = (item_dots(item_vectors, support.items, u) + item_bias[support.items]).double() + (
                     ub[:, None] + model.global_bias).double()
                 losses = ((pred - support.ratings.double()) ** 2 * mask).sum(dim=1) / n
-            else:  # -mean log softmax at the support items = (rows / n) * logsumexp - mean support logit
+            else:  # -mean label * log softmax at the support items = (sum of labels / n) * logsumexp - mean
+                # labelled logit (a like's label 1; a dislike's -w: +w log p, its score pushed down)
                 logits = (item_dots(item_vectors, support.items, u) + item_bias[support.items]).double()
                 same_start = step == 0 and feats is None  # user_init is shared; user inputs would differ
                 lse = catalog_logsumexp(u, item_vectors.detach(), item_bias, same_start)
-                losses = (mask.sum(dim=1) / n) * lse - (logits * mask).sum(dim=1) / n
+                losses = (labels.sum(dim=1) / n) * lse - (logits * labels).sum(dim=1) / n
             wanted = [ui, ub] + [out for i, out in pre_acts if i in adapted_layers]
             grads = torch.autograd.grad(losses.sum(), wanted, allow_unused=True)  # users are independent
         g_ui, g_ub, g_layers = grads[0], grads[1], grads[2:]

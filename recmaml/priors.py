@@ -59,7 +59,7 @@ def blend_(scores: torch.Tensor, priors: ServingPriors, support, ease_w: torch.T
         hi = min(lo + BLOCK_ROWS, scores.shape[0])
         block = standardize_(scores[lo:hi])
         if ease_w is not None:
-            block.addcmul_(ease_w[lo:hi, None], priors.ease(support.items[lo:hi], support.mask[lo:hi],
+            block.addcmul_(ease_w[lo:hi, None], priors.ease(support.items[lo:hi], support.signed()[lo:hi],
                                                             support.ratings[lo:hi]))
         if recent_w is not None:
             block.addcmul_(recent_w[lo:hi, None], priors.recent(support.user_feats["time"][lo:hi]))
@@ -115,18 +115,20 @@ class ServingPriors(nn.Module):
         """The end of the warm log: the time of a user with no timestamp and no `at`."""
         return float(self.time_edges[-1]) if self.has_time else 0.0
 
-    def ease(self, items: torch.Tensor, mask: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
-        """(B, n_items): the standardized sum of the EASE rows of each user's support items (mask > 0), those
-        rated below ease_threshold left out (a missing rating, NaN, is no dislike)."""
-        return standardize_(self._ease_sums(*self._ease_entries(items, mask, ratings)))
+    def ease(self, items: torch.Tensor, labels: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+        """(B, n_items): the standardized sum of the EASE rows of each user's support items, each row times its
+        label (PaddedSet.signed(): 1 a like, -w a dislike, whose row is subtracted; 0 padding); a like rated
+        below ease_threshold left out (a missing rating, NaN, is no dislike)."""
+        return standardize_(self._ease_sums(*self._ease_entries(items, labels, ratings)))
 
-    def _ease_entries(self, items: torch.Tensor, mask: torch.Tensor, ratings: torch.Tensor
+    def _ease_entries(self, items: torch.Tensor, labels: torch.Tensor, ratings: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(index, weight), each (B, S * NEIGHBORS): the EASE rows of each user's support items, a row that does
-        not count (padding, or rated below the threshold) with weight 0."""
+        """(index, weight), each (B, S * NEIGHBORS): the EASE rows of each user's support items times their
+        labels, a row that does not count (padding, or a like rated below the threshold) with weight 0."""
+        mask = labels
         threshold = float(self.ease_threshold)
         if threshold == threshold:  # not NaN
-            mask = mask * (~(ratings < threshold)).to(mask.dtype)
+            mask = mask * (~((ratings < threshold) & (mask > 0))).to(mask.dtype)
         index = self._long_index()[items].flatten(1)
         weight = (self.ease_weight[items] * mask.unsqueeze(-1)).flatten(1)
         return index, weight

@@ -10,6 +10,7 @@ standardized priors (recmaml.priors).
 from __future__ import annotations
 
 import weakref
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from recmaml.fast_adapt import fast_path_applies, fast_user_vectors
 from recmaml.model import Scorer
 from recmaml.ordered import item_dots, rows_mm
 from recmaml.priors import ServingPriors, blend_
-from recmaml.tasks import PaddedSet
+from recmaml.tasks import PaddedSet, dislike_labels
 
 
 class AdaptedUsers:
@@ -32,6 +33,7 @@ class AdaptedUsers:
 
     def __init__(self, scorer: Scorer, config: Config, priors: ServingPriors | None, support: PaddedSet, kind: int,
                  sizes: torch.Tensor | None = None):
+        support = with_dislikes(config, support)
         self.scorer, self.config, self.priors, self.support, self.kind = scorer, config, priors, support, kind
         self.sizes = support.mask.sum(dim=1) if sizes is None else sizes
         m = config.meta
@@ -73,6 +75,44 @@ class AdaptedUsers:
             if model.cfg.objective == "rating":
                 scores = scores + self.bias[:, None] + model.global_bias
             return scores
+
+
+def dislike_threshold(config: Config) -> float | None:
+    """The rating below which a history row is a dislike (serve.dislike_threshold, which fit resolves), or
+    None when no row is: the rating objective (ratings are its targets), a log without ratings, or
+    serve.dislike_threshold None or never resolved ('auto': a model saved before dislikes, whose serving
+    scales and prior weights were chosen with every row a like)."""
+    threshold = config.serve.dislike_threshold
+    if config.model.objective != "implicit" or threshold is None or isinstance(threshold, str):
+        return None
+    return float(threshold)
+
+
+def resolved_dislike_threshold(config: Config, ratings: np.ndarray | None) -> float | None:
+    """serve.dislike_threshold 'auto' for a warm log's `ratings`: the middle of their range (None for the
+    rating objective, a log without ratings or with one rating value); a set value stays."""
+    threshold = config.serve.dislike_threshold
+    if threshold != "auto":
+        return threshold
+    if config.model.objective != "implicit" or ratings is None or len(ratings) == 0:
+        return None
+    lo, hi = float(np.min(ratings)), float(np.max(ratings))
+    return None if lo == hi else (lo + hi) / 2
+
+
+def with_dislikes(config: Config, support: PaddedSet) -> PaddedSet:
+    """`support` with its rows' labels (recmaml.tasks.dislike_labels): a dislike is left out of the inner step
+    and the EASE prior (serve.dislike_weight 0) or counts against its item there, and the set encoder reads
+    the liked rows only (it was never trained to tell a dislike from a like). Unchanged when no row is a
+    dislike."""
+    threshold = dislike_threshold(config)
+    if support.labels is not None or threshold is None or not bool((support.ratings < threshold).any()):
+        return support
+    labels = dislike_labels(support.ratings, support.mask, threshold, config.serve.dislike_weight)
+    user_feats = dict(support.user_feats)
+    if "support_mask" in user_feats:
+        user_feats["support_mask"] = user_feats["support_mask"] * (labels > 0).to(labels.dtype)
+    return replace(support, labels=labels, user_feats=user_feats)
 
 
 _NAMES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # scorer -> {meta.adapt: its names}

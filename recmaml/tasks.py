@@ -37,6 +37,9 @@ class PaddedSet:
     negative_mask: torch.Tensor = field(default_factory=_empty)
     exclude: torch.Tensor | None = None  # (B, E) items a query's ranking loss skips (the support's)
     exclude_mask: torch.Tensor | None = None
+    # (B, S) per row, how much it counts for its item: 1 a like, -dislike_weight a dislike, 0 padding
+    # (dislike_labels); None: every real row a like (the mask)
+    labels: torch.Tensor | None = None
 
     def __post_init__(self):
         batch = self.items.shape[0]
@@ -47,6 +50,10 @@ class PaddedSet:
 
     def __len__(self) -> int:
         return int(self.items.shape[0])
+
+    def signed(self) -> torch.Tensor:
+        """(B, S) how much each row counts for its item: labels, else the mask (every row a like)."""
+        return self.mask if self.labels is None else self.labels
 
     def tree(self) -> dict:
         """The fields as a dict of tensors, the pytree that torch.func.vmap splits into one user's set."""
@@ -108,6 +115,15 @@ class TaskBatch:
         return PaddedSet(self.user_feats, self.query_items, self.query_ratings, self.query_mask,
                          self.negatives, self.negative_logq, self.negative_mask,
                          exclude=self.support_items, exclude_mask=self.support_mask)
+
+
+def dislike_labels(ratings: torch.Tensor, mask: torch.Tensor, threshold: float | None, weight: float) -> torch.Tensor:
+    """(B, S) labels of padded rows: 1 for a like, -weight for a dislike (rated below `threshold`; a NaN
+    rating, no rating given, is a like), 0 for padding. threshold None: every row a like."""
+    if threshold is None:
+        return mask
+    disliked = ratings < threshold  # False for NaN
+    return torch.where(disliked, -weight * mask, mask)
 
 
 def group_positions(user_idx: np.ndarray, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
