@@ -69,10 +69,15 @@ def shown(value, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
-# recmaml's own files (its connectors may be a link to ../connectors in a source checkout): a warning skips them
+# recmaml's own files, which a warning skips: the package, and its connectors, which an editable install of a
+# checkout maps to the checkout's top-level connectors/ (a checkout: pyproject.toml beside the package; in
+# site-packages a folder of that name beside recmaml would be another project's)
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_CHECKOUT = os.path.dirname(_PACKAGE)
 _OWN_FOLDERS = tuple(dict.fromkeys(folder + os.sep for folder in (
-    _PACKAGE, os.path.realpath(_PACKAGE), os.path.realpath(os.path.join(_PACKAGE, "connectors")))))
+    _PACKAGE, os.path.realpath(_PACKAGE), os.path.realpath(os.path.join(_PACKAGE, "connectors")),
+    *((os.path.realpath(os.path.join(_CHECKOUT, "connectors")),)
+      if os.path.isfile(os.path.join(_CHECKOUT, "pyproject.toml")) else ()))))
 
 
 def outside_stacklevel(skip: int = 1) -> int:
