@@ -74,6 +74,9 @@ def test_a_missing_extra_is_installed_from_the_checkout_not_a_package_index(mode
     # no package index has recmaml: `pip install 'recmaml[serve]'` fails; the checkout's editable install works
     monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the serve extra were not installed
     monkeypatch.delitem(sys.modules, "recmaml.service", raising=False)
+    import recmaml
+
+    monkeypatch.delattr(recmaml, "service", raising=False)  # `from recmaml import service` reads it first
     assert main(["serve", "--model", str(model_dir)]) == 2
     err = capsys.readouterr().err
     assert f"{sys.executable} -m pip install -e '{REPO_ROOT}[serve]'" in err and "'recmaml[serve]'" not in err
