@@ -56,9 +56,10 @@ def similar_rows(rec, items: np.ndarray, k: int, signal: str, allowed: torch.Ten
     out_pos = np.zeros((len(items), k), np.int64)
     out_scores = np.zeros((len(items), k), np.float32)
     with torch.no_grad():
+        unit = _unit_vectors(rec)  # the catalog's item tower once, not once per block
         for lo in range(0, len(items), SIMILAR_ROWS):
             rows = torch.as_tensor(items[lo:lo + SIMILAR_ROWS], device=rec.device)
-            scores = _similarities(rec, rows, signal)
+            scores = _similarities(rec, unit, rows, signal)
             scores[torch.arange(len(rows), device=scores.device), rows] = float("-inf")  # not its own neighbour
             if allowed is not None:
                 scores = scores.masked_fill(~allowed, float("-inf"))
@@ -75,9 +76,9 @@ def _items_each_row_offers(rec, items: np.ndarray, allowed: torch.Tensor | None)
     return int(pool.sum()) - int(pool[items].any()) if len(items) else int(pool.sum())
 
 
-def _similarities(rec, rows: torch.Tensor, signal: str) -> torch.Tensor:
-    """(len(rows), n_items) similarities of the items at `rows` to every item."""
-    embedded = _cosines(rec, rows)
+def _similarities(rec, unit: torch.Tensor, rows: torch.Tensor, signal: str) -> torch.Tensor:
+    """(len(rows), n_items) similarities of the items at `rows` to every item (unit: _unit_vectors)."""
+    embedded = unit[rows] @ unit.T
     if signal == "embedding":
         return embedded
     priors = rec.priors
@@ -87,10 +88,10 @@ def _similarities(rec, rows: torch.Tensor, signal: str) -> torch.Tensor:
     return torch.where(has_row, ease, embedded)
 
 
-def _cosines(rec, rows: torch.Tensor) -> torch.Tensor:
+def _unit_vectors(rec) -> torch.Tensor:
+    """The item tower's vectors of the whole catalog, each scaled to length 1 (their products: cosines)."""
     vectors = rec.serving_scorer.catalog_vectors()
-    unit = vectors / vectors.norm(dim=1, keepdim=True).clamp(min=1e-12)
-    return unit[rows] @ unit.T
+    return vectors / vectors.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
 
 # ---- reasons: leave-one-out over the history ------------------------------------------------------------

@@ -17,6 +17,7 @@ import torch
 
 from recmaml.adapt import adapt, adapted_names, batched_scores
 from recmaml.config import PRIOR_BUCKETS, SIZE_BUCKETS, Config
+from recmaml.data import is_count_column
 from recmaml.fast_adapt import fast_path_applies, fast_user_vectors
 from recmaml.model import Scorer
 from recmaml.ordered import item_dots, rows_mm
@@ -90,11 +91,12 @@ def dislike_threshold(config: Config) -> float | None:
 
 def resolved_dislike_threshold(config: Config, ratings: np.ndarray | None) -> float | None:
     """serve.dislike_threshold 'auto' for a warm log's `ratings`: the middle of their range (None for the
-    rating objective, a log without ratings or with one rating value); a set value stays."""
+    rating objective, a log without ratings or with one rating value, and a column of counts, which says
+    how much, not whether a user liked it: recmaml.data.is_count_column); a set value stays."""
     threshold = config.serve.dislike_threshold
     if threshold != "auto":
         return threshold
-    if config.model.objective != "implicit" or ratings is None or len(ratings) == 0:
+    if config.model.objective != "implicit" or ratings is None or len(ratings) == 0 or is_count_column(ratings):
         return None
     lo, hi = float(np.min(ratings)), float(np.max(ratings))
     return None if lo == hi else (lo + hi) / 2

@@ -84,6 +84,8 @@ def test_fit_makes_the_lower_half_of_the_rating_scale_dislikes_and_never_for_a_r
     assert resolved_dislike_threshold(tiny_config.replace(serve={"dislike_threshold": None}), ratings) is None
     assert resolved_dislike_threshold(tiny_config.replace(serve={"dislike_threshold": 4.0}), ratings) == 4.0
     assert resolved_dislike_threshold(tiny_config.replace(model={"objective": "rating"}), ratings) is None
+    plays = np.minimum(np.random.default_rng(0).zipf(1.6, 2000), 100_000).astype(np.float32)
+    assert resolved_dislike_threshold(tiny_config, plays) is None  # counts say how much, not whether: all likes
     # serving reads the resolved value; 'auto' never resolved (a model saved before dislikes): no dislikes
     assert dislike_threshold(tiny_config.replace(serve={"dislike_threshold": 3.0})) == 3.0
     assert dislike_threshold(tiny_config) is None
