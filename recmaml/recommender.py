@@ -337,8 +337,7 @@ class MetaRecommender:
             pool = np.asarray(items, dtype=np.int64)
             if len(pool) and (pool.min() < 0 or pool.max() >= len(self.items)):
                 raise DataError(f"items: indices must lie in [0, {len(self.items)}), got {pool.min()}..{pool.max()}")
-            allowed = torch.zeros(len(self.items), dtype=torch.bool, device=self.device)
-            allowed[torch.as_tensor(pool, device=self.device)] = True
+            allowed = self._item_mask(pool)
         return serve.ranked_arrays(self, cold, N, filter_already_liked_items, allowed, batch_size)
 
     def predict(self, history, user_ids, item_ids=None, batch_size: int | None = None,
@@ -409,8 +408,7 @@ class MetaRecommender:
         allowed = None
         if candidates is not None:
             pool = self._item_positions(np.asarray(candidates), "candidates", by_index)
-            allowed = torch.zeros(len(self.items), dtype=torch.bool, device=self.device)
-            allowed[torch.as_tensor(pool, device=self.device)] = True
+            allowed = self._item_mask(pool)
         positions, scores = reasons.similar_rows(self, query, k, signal, allowed)
         ids = positions if by_index else self.items.ids[positions]
         return (ids[0], scores[0]) if one else (ids, scores)
@@ -466,6 +464,12 @@ class MetaRecommender:
             raise DataError(f"{spelled(what, '--' + what)}: {count} of this model (e.g. "
                             f"{unknown[:3].tolist()}); give ids of its warm log (e.g. {self.items.ids[:3].tolist()})")
         return positions.astype(np.int64)
+
+    def _item_mask(self, positions: np.ndarray) -> torch.Tensor:
+        """(n_items,) True at `positions`: the items a caller allows in its lists."""
+        allowed = torch.zeros(len(self.items), dtype=torch.bool, device=self.device)
+        allowed[torch.as_tensor(positions, device=self.device)] = True
+        return allowed
 
     # ---- persistence --------------------------------------------------------------------------------
     def save(self, path) -> None:
