@@ -14,6 +14,7 @@ so every score matrix lives in the warm log's item index space.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,6 +39,15 @@ def liked_rows(log: Interactions, threshold: float | None) -> Interactions:
     if threshold is None or log.rating is None:
         return log
     return log.take(log.rating >= threshold)
+
+
+SAME_ROWS = "same"  # a history's rows read as the warm log's are (support_threshold's default)
+
+
+def _history_threshold(threshold: float | None, support_threshold) -> float | None:
+    """The rating a history row needs to count: the warm log's threshold unless support_threshold is set
+    (None: every history row counts, whatever the warm log reads)."""
+    return threshold if isinstance(support_threshold, str) and support_threshold == SAME_ROWS else support_threshold
 
 
 def _binary_csr(log: Interactions) -> sp.csr_matrix:
@@ -244,15 +254,21 @@ class EASE:
     Cholesky factorization (the regularized Gram matrix is symmetric positive definite), in float64 up to
     `FLOAT32_ABOVE` items and in float32 above (about 5x faster than a float64 general inverse at 5000
     items; the top-20 lists agree with float64 on ML-100K-size random data, ml-latest-small and CiaoDVD).
+
+    `threshold` keeps the warm log's rows rated at least that; `support_threshold` the history's (default:
+    the same as the warm log's; None: every history row). The two are separate choices: on ML-100K's first
+    interactions EASE fitted on every warm row but reading only the history's liked rows is the stronger.
     """
 
     FLOAT32_ABOVE = 2000
 
-    def __init__(self, lam: float = 200.0, threshold: float | None = None, max_items: int | None = 5000):
+    def __init__(self, lam: float = 200.0, threshold: float | None = None, max_items: int | None = 5000,
+                 support_threshold: float | None | str = SAME_ROWS):
         if max_items is not None and max_items < 1:
             raise ValueError(f"max_items must be None or >= 1, got {max_items}")
         self.lam = lam
         self.threshold = threshold
+        self.support_threshold = support_threshold
         self.max_items = max_items
         self.B: np.ndarray | None = None
         self.items: np.ndarray | None = None
@@ -295,7 +311,7 @@ class EASE:
 
     def score(self, support_user_idx, support_item_idx, n_users: int, support_rating=None) -> np.ndarray:
         X = _binary_support(support_user_idx, support_item_idx, n_users, self.n_items, support_rating,
-                            self.threshold)
+                            _history_threshold(self.threshold, self.support_threshold))
         if self.items is None:
             return np.asarray(X @ self.B, dtype=np.float32)
         kept = np.asarray(X[:, self.items] @ self.B, dtype=np.float32)
@@ -313,20 +329,22 @@ class ItemKNN:
 
     Each item keeps its `neighbors` most similar other items (the rest of its row is set to 0; the
     diagonal is 0), and a cold user scores  score(u) = sum over u's support items j of sim(j, .).
-    `threshold`: when set and the log has ratings, only rows rated at least that count, in the warm log and
-    in the support alike. The similarity rows are computed a chunk of items at a time (a sparse X^T X
+    `threshold`: when set and the log has ratings, only rows rated at least that count in the warm log, and
+    in the support too unless `support_threshold` says otherwise (None: every history row). The similarity rows are computed a chunk of items at a time (a sparse X^T X
     block per chunk; rows with more than `neighbors` similar items are pruned together by argpartition),
     so memory stays bounded and nothing loops per item.
     """
 
     CHUNK_ENTRIES = 1 << 23  # dense similarity entries per chunk (32 MB of float32)
 
-    def __init__(self, neighbors: int = 100, shrink: float = 0.0, threshold: float | None = None):
+    def __init__(self, neighbors: int = 100, shrink: float = 0.0, threshold: float | None = None,
+                 support_threshold: float | None | str = SAME_ROWS):
         if int(neighbors) != neighbors or neighbors < 1:
             raise ValueError(f"neighbors must be an integer >= 1, got {neighbors}")
         if shrink < 0:
             raise ValueError(f"shrink must be >= 0, got {shrink}")
         self.neighbors, self.shrink, self.threshold = int(neighbors), float(shrink), threshold
+        self.support_threshold = support_threshold
         self.W: sp.csr_matrix | None = None
 
     def fit(self, warm: Interactions) -> ItemKNN:
@@ -372,7 +390,7 @@ class ItemKNN:
 
     def score(self, support_user_idx, support_item_idx, n_users: int, support_rating=None) -> np.ndarray:
         X = _binary_support(support_user_idx, support_item_idx, n_users, self.W.shape[0], support_rating,
-                            self.threshold)
+                            _history_threshold(self.threshold, self.support_threshold))
         return (X @ self.W).toarray().astype(np.float32, copy=False)
 
 
@@ -425,6 +443,38 @@ def _random_subsets(X: sp.csr_matrix, low: int, high: int, gen: np.random.Genera
     return sp.csr_matrix((np.ones(len(chosen), np.float32), X.indices[chosen], indptr), shape=X.shape)
 
 
+class _EarlyStopping:
+    """MultVAE.fit's validation checks: the best value so far, its weights and epoch count, and whether
+    `patience` checks in a row have found nothing better. Without a validate function it does nothing."""
+
+    def __init__(self, model: MultVAE, validate):
+        self.model, self.validate = model, validate
+        self.best, self.best_state, self.misses, self.last_check = -np.inf, None, 0, 0
+        self.done = False
+
+    def after_epoch(self) -> None:
+        model = self.model
+        if self.validate is None or model.steps_run - self.last_check < model.CHECK_STEPS:
+            return
+        self.last_check = model.steps_run
+        value = float(self.validate(model))
+        model.net.train()  # scoring switched it to eval mode
+        model.curve.append((model.epochs_run, value))
+        if value > self.best:
+            self.best, self.misses, model.best_epochs = value, 0, model.epochs_run
+            self.best_state = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
+        else:
+            self.misses += 1
+            if self.misses >= model.patience:
+                self.done, model.stopped_by = True, "patience"
+
+    def restore_best(self) -> None:
+        if self.best_state is not None:
+            self.model.net.load_state_dict(self.best_state)
+        else:  # no check ran (or none was asked for): the weights of the last epoch are the ones kept
+            self.model.best_epochs = self.model.epochs_run
+
+
 def _adam(params) -> torch.optim.Optimizer:
     """Adam (lr 1e-3, no weight decay), fused where this torch build has it: on CPU the fused step is
     several times faster on the two (n_items x hidden) weight matrices, the same update up to rounding."""
@@ -457,15 +507,23 @@ class MultVAE:
     last possibly partial), `steps_run` and `train_seconds` record it. Two fits with the same `seed` give
     the same scores as long as the time budget does not cut them: with max_seconds=None, always (a budget
     that binds makes the score follow the machine's load).
+
+    Early stopping: `fit(warm, validate=f)` calls f(model) (a value to maximize, e.g. validation nDCG@20
+    of the model as it stands) at the end of the first epoch after every CHECK_STEPS updates, stops once
+    `patience` calls in a row found nothing better, and keeps the best weights; `best_epochs` is the
+    number of epochs they took (what a refit on more users is given as `epochs`), `stopped_by` says what
+    ended training ('patience', 'epochs' or 'time') and `curve` holds (epoch, value) of every call.
     """
 
     SCORE_BATCH = 1024
+    CHECK_STEPS = 50
 
     def __init__(self, hidden: int = 600, latent: int = 200, dropout: float = 0.5, beta: float = 0.2,
                  anneal_steps: int = 2000, epochs: int = 100, batch_size: int = 256, max_seconds: float | None = 60.0,
-                 input_items: tuple[int, int] = (1, 20), threshold: float | None = None, seed: int = 0):
+                 input_items: tuple[int, int] = (1, 20), threshold: float | None = None, seed: int = 0,
+                 patience: int = 5):
         for name, value in (("hidden", hidden), ("latent", latent), ("epochs", epochs),
-                            ("batch_size", batch_size)):
+                            ("batch_size", batch_size), ("patience", patience)):
             if int(value) != value or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value}")
         if not 0.0 <= dropout < 1.0:
@@ -486,13 +544,17 @@ class MultVAE:
         self.anneal_steps, self.epochs, self.batch_size = int(anneal_steps), int(epochs), int(batch_size)
         self.max_seconds = None if max_seconds is None else float(max_seconds)
         self.input_items, self.threshold, self.seed = (low, high), threshold, seed
+        self.patience = int(patience)
         self.net: _MultVAENet | None = None
         self.n_items = 0
         self.epochs_run = 0
         self.steps_run = 0
         self.train_seconds = 0.0
+        self.best_epochs: int | None = None
+        self.stopped_by = ""
+        self.curve: list[tuple[int, float]] = []
 
-    def fit(self, warm: Interactions) -> MultVAE:
+    def fit(self, warm: Interactions, validate: Callable[[MultVAE], float] | None = None) -> MultVAE:
         X = _binary_csr(liked_rows(warm, self.threshold))
         X = X[np.flatnonzero(np.diff(X.indptr) > 0)]  # users left with no interaction teach nothing
         self.n_items = n_items = X.shape[1]
@@ -500,14 +562,16 @@ class MultVAE:
         gen = np.random.default_rng(self.seed)
         start = time.perf_counter()
         self.epochs_run = self.steps_run = 0
+        self.stopped_by, self.curve, self.best_epochs = "epochs", [], None
         with torch.random.fork_rng(devices=[]):  # seeded here without disturbing the caller's RNG
             torch.manual_seed(self.seed)
             self.net = net = _MultVAENet(n_items, self.hidden, self.latent)
             optimizer = _adam(net.parameters())
             net.train()
             out_of_time = n_train == 0
+            stopping = _EarlyStopping(self, validate)
             for _ in range(self.epochs):
-                if out_of_time:
+                if out_of_time or stopping.done:
                     break
                 self.epochs_run += 1
                 inputs = _random_subsets(X, *self.input_items, gen)
@@ -531,7 +595,10 @@ class MultVAE:
                     self.steps_run += 1
                     if self.max_seconds is not None and time.perf_counter() - start >= self.max_seconds:
                         out_of_time = True
+                        self.stopped_by = "time"
                         break
+                stopping.after_epoch()
+            stopping.restore_best()
         net.eval()
         self.train_seconds = time.perf_counter() - start
         return self

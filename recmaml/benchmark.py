@@ -54,7 +54,7 @@ class BenchmarkSpec:
     systems: tuple[str, ...] = ()  # () = every system
     relevance_threshold: float | None = None  # None: derived from the log (log_relevance_threshold)
     cold_fraction: float = 0.2
-    budget_seconds: float = 300.0  # training budget of each iterative system (meta-training, Mult-VAE)
+    budget_seconds: float = 300.0  # meta-training budget of each recmaml fit (Mult-VAE stops early instead)
     grid: str = "full"  # "minimal": the first value of every grid, no tuning (smoke runs)
     config: Config = field(default_factory=Config)  # recmaml's systems start from this config
     command: str = ""  # the command line that reproduces the run, recorded in every cell
@@ -137,7 +137,10 @@ class CellContext:
     threads: int = 0  # implicit's ALS threads (0: its own choice)
     shared_fits: dict = field(default_factory=dict)  # recmaml fits shared by cells that differ only in K
     chosen: dict = field(default_factory=dict)  # system name -> the params its finished cell chose (the blend's parts)
-    blend_fits: dict = field(default_factory=dict)  # the blend's parts, fitted once per warm log
+    val_fits: dict = field(default_factory=dict)  # system name -> its chosen point fitted on the validation warm log
+    test_fits: dict = field(default_factory=dict)  # system name -> its fit on the warm log (this cell's)
+    validation: tuple | None = None  # while tuning: (validation splits, protocol, relevance threshold)
+    last_fit: dict = field(default_factory=dict)  # _history_rows_baseline's one shared fit per model class
 
 
 @dataclass(frozen=True)
@@ -151,10 +154,46 @@ class System:
     doc: str = ""
     needs_ratings: bool = False  # left out on logs without ratings
     needs_timestamps: bool = False  # left out on logs without timestamps
+    tune: Callable[..., tuple[dict, list]] | None = None  # (splits, ctx) -> (params, tried): a search of its own
 
 
 def _baseline(factory):
     return lambda warm, ctx, **params: _Baseline(factory(**params).fit(warm))
+
+
+def _history_rows_baseline(factory):
+    """A baseline whose `support_threshold` (which history rows it reads) changes its scoring, not its fit:
+    the grid's points that differ only there share one fit (the grid varies support_threshold fastest)."""
+    def fit(warm, ctx, support_threshold=baselines.SAME_ROWS, **params):
+        key = (factory, id(warm), repr(sorted(params.items())))
+        cached = ctx.last_fit.get(factory)
+        if cached is None or cached[0] != key:
+            cached = (key, factory(**params).fit(warm), warm)  # warm kept: its id is not reused meanwhile
+            ctx.last_fit[factory] = cached
+        model = copy.copy(cached[1])
+        model.support_threshold = support_threshold
+        return _Baseline(model)
+    return fit
+
+
+MULT_VAE_MAX_EPOCHS = 2000  # a cap that early stopping ends first (the cells record what stopped each fit)
+
+
+def _mult_vae_fit(warm, ctx, **params):
+    """Mult-VAE as a careful practitioner trains it: while tuning, until the validation users' nDCG@20
+    stops improving (early stopping, no time budget); the refit on every warm user runs the epochs the
+    chosen point took (`epochs`, a learned parameter)."""
+    if "epochs" in params or ctx.validation is None:
+        return _Baseline(baselines.MultVAE(max_seconds=None, **params).fit(warm))
+    val_splits, protocol, relevance_threshold = ctx.validation
+    model = baselines.MultVAE(max_seconds=None, epochs=MULT_VAE_MAX_EPOCHS, **params)
+    model.fit(warm, validate=lambda m: validation_value(_Baseline(m), val_splits, protocol, False,
+                                                        relevance_threshold))
+    fitted = _Baseline(model)
+    fitted.learned = {"epochs": model.best_epochs}
+    fitted.notes = {"stopped_by": model.stopped_by, "epochs_run": model.epochs_run,
+                    "train_s": round(model.train_seconds, 1)}
+    return fitted
 
 
 def _meta_config(ctx: CellContext, **sections) -> Config:
@@ -192,67 +231,112 @@ def _rated(ctx) -> list:
     return [None, ctx.relevance_threshold] if ctx.relevance_threshold is not None and ctx.has_ratings else [None]
 
 
-BLEND_PARTS = ("ease", "mult_vae", "recent_popularity")
-BLEND_WEIGHTS = (0.0, 0.5, 1.0)
+BLEND_PARTS = ("popularity", "recent_popularity", "ease", "item_knn", "mult_vae")
+BLEND_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # what coordinate ascent tries for each part's weight
+BLEND_SWEEPS = 2
 
 
 def _zscored(scores: np.ndarray) -> np.ndarray:
-    """Each row standardized (mean 0, standard deviation 1), so that models on other scales can be added."""
-    scores = np.asarray(scores, np.float64)
-    return (scores - scores.mean(axis=1, keepdims=True)) / (scores.std(axis=1, keepdims=True) + 1e-9)
+    """Each row standardized (mean 0, standard deviation 1), float32, so that models on other scales can be added."""
+    scores = np.asarray(scores, np.float32)
+    mean = scores.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
+    spread = scores.std(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
+    return (scores - mean) / (spread + 1e-9)
+
+
+def _support_size(split: ColdSplit) -> int:
+    """The K of a K-shot split: its users' (equal) number of revealed rows."""
+    sizes = np.bincount(split.cold_support.user_idx, minlength=split.n_cold)
+    return int(sizes.max()) if len(sizes) else 0
 
 
 class _Blend:
-    """A weighted sum of fitted baselines' per-user z-scored scores. `memo` keeps each part's z-scores of a
-    split, shared by every point of the weight grid (up to MEMO_ENTRIES scores in all)."""
+    """A weighted sum of fitted baselines' per-user z-scored scores, with weights per support size K (a
+    K not tuned takes the nearest tuned one's)."""
 
-    MEMO_ENTRIES = 200_000_000
-
-    def __init__(self, parts: dict, weights: dict, memo: dict):
-        self.parts, self.weights, self.memo = parts, weights, memo
-
-    def _part(self, name: str, split: ColdSplit) -> np.ndarray:
-        key = (name, id(split))
-        if key in self.memo:
-            return self.memo[key][1]
-        z = _zscored(self.parts[name].scores(split)).astype(np.float32)
-        if sum(v[1].size for v in self.memo.values()) + z.size <= self.MEMO_ENTRIES:
-            self.memo[key] = (split, z)  # the split is kept too, so that its id is not reused
-        return z
+    def __init__(self, parts: dict, weights: dict):
+        self.parts, self.weights = parts, {int(k): w for k, w in weights.items()}
 
     def scores(self, split: ColdSplit) -> np.ndarray:
+        k = _support_size(split)
+        weights = self.weights[min(self.weights, key=lambda t: (abs(t - k), t))]
         total = np.zeros((split.n_cold, split.cold_support.n_items), np.float32)  # all weights 0: no order
-        for name in self.parts:
-            if self.weights.get(name, 0.0):
-                total += self.weights[name] * self._part(name, split)
+        for name, w in weights.items():
+            if w:
+                total += np.float32(w) * _zscored(self.parts[name].scores(split))
         return total
-
-
-def _blend_fit(warm, ctx, **weights):
-    """The blend reference line: EASE, Mult-VAE and time-aware popularity (where the log has timestamps),
-    each with the hyperparameters its own cell chose on the validation users (ctx.chosen), fitted once
-    per warm log and shared by every point of the weight grid."""
-    fits = ctx.blend_fits
-    key = _fingerprint(warm)
-    if key not in fits:
-        parts = {}
-        for name in _blend_parts(ctx):
-            parts[name] = SYSTEMS[name].fit(warm, ctx, **ctx.chosen.get(name, _first_point(name, ctx)))
-        fits[key] = (parts, {})
-    parts, memo = fits[key]
-    return _Blend(parts, weights, memo)
 
 
 def _blend_parts(ctx) -> tuple[str, ...]:
     return tuple(n for n in BLEND_PARTS if ctx.has_timestamps or not SYSTEMS[n].needs_timestamps)
 
 
+def _fitted_parts(warm, ctx, fits: dict) -> dict:
+    """The blend's parts on `warm`, each with the hyperparameters its own cell chose on the validation
+    users (ctx.chosen), taken from `fits` (those already fitted on this log) where they are there."""
+    parts = {}
+    for name in _blend_parts(ctx):
+        known = fits.get(name)
+        if known is not None and getattr(known, "warm_id", None) == id(warm):
+            parts[name] = known
+        else:
+            parts[name] = SYSTEMS[name].fit(warm, ctx, **ctx.chosen.get(name, _first_point(name, ctx)))
+    return parts
+
+
+def _blend_fit(warm, ctx, **weights):
+    """The blend reference line, its parts refitted on all warm users (or the cells' own fits, when they
+    ran in this process)."""
+    return _Blend(_fitted_parts(warm, ctx, ctx.test_fits), weights)
+
+
+def _blend_tune(splits: _Splits, ctx) -> tuple[dict, list]:
+    """Per support size K, the parts' weights that maximize the validation users' nDCG@20 at that K, by
+    coordinate ascent from the best single part (so on validation the blend is never below its best part)."""
+    parts = _fitted_parts(splits.val_warm, ctx, ctx.val_fits)
+    chosen, tried = {}, []
+    for k, split in splits.val.items():
+        z = {name: _zscored(part.scores(split)) for name, part in parts.items()}
+
+        def value(weights: dict) -> float:
+            total = np.zeros_like(next(iter(z.values())))
+            for name, w in weights.items():
+                if w:
+                    total += np.float32(w) * z[name]
+            return ranking_cell(total, split, ctx.relevance_threshold, full=False)["ndcg@20"]
+
+        weights, best = _coordinate_ascent(list(z), value)
+        chosen[str(k)] = weights
+        tried.append({"k": str(k), "weights": weights, "validation": best})
+    return chosen, tried
+
+
+def _coordinate_ascent(names: list[str], value: Callable[[dict], float]) -> tuple[dict, float]:
+    """Weights over `names` from BLEND_WEIGHTS: the best single name at weight 1, then BLEND_SWEEPS passes
+    that change one weight at a time when that raises `value` (NaN counts as no value)."""
+    def score(weights):
+        v = value(weights)
+        return v if np.isfinite(v) else -np.inf
+
+    singles = {name: score({n: float(n == name) for n in names}) for name in names}
+    start = max(singles, key=singles.get)
+    weights, best = {n: float(n == start) for n in names}, singles[start]
+    for _ in range(BLEND_SWEEPS):
+        for name in names:
+            for w in BLEND_WEIGHTS:
+                if w == weights[name]:
+                    continue
+                candidate = {**weights, name: w}
+                if not any(candidate.values()):
+                    continue
+                v = score(candidate)
+                if v > best:
+                    weights, best = candidate, v
+    return weights, best
+
+
 def _first_point(name: str, ctx) -> dict:
     return _grid_points(SYSTEMS[name].grid(ctx))[0]
-
-
-def _blend_grid(ctx) -> dict[str, list]:
-    return {name: list(BLEND_WEIGHTS) for name in _blend_parts(ctx)}
 
 
 SYSTEMS: dict[str, System] = {s.name: s for s in [
@@ -271,17 +355,22 @@ SYSTEMS: dict[str, System] = {s.name: s for s in [
            lambda warm, ctx, **p: _Baseline(baselines.ALSFoldIn(num_threads=ctx.threads, **p).fit(warm)),
            lambda ctx: {"factors": [32, 128, 256], "regularization": [10.0, 100.0, 1000.0], "alpha": [1.0, 10.0]},
            doc="implicit ALS, cold users folded in with recalculate_user"),
-    System("ease", "baseline", False, _baseline(baselines.EASE),
-           lambda ctx: {"lam": [2.0, 10.0, 100.0, 500.0, 2000.0, 10000.0, 50000.0]}, doc="EASE (Steck 2019)"),
-    System("item_knn", "baseline", False, _baseline(baselines.ItemKNN),
-           lambda ctx: {"neighbors": [50, 200, 1000, 5000], "shrink": [1.0, 10.0, 100.0, 500.0]}, doc="item-kNN, cosine"),
-    System("mult_vae", "baseline", False,
-           lambda warm, ctx, **p: _Baseline(baselines.MultVAE(max_seconds=ctx.budget_seconds or None,
-                                                              **p).fit(warm)),
-           lambda ctx: {"input_items": [(1, 5), (1, 20), (1, 50)], "anneal_steps": [500]},
-           doc="Mult-VAE (Liang et al. 2018), trained on few-item inputs, encoder fold-in"),
-    System("blend", "reference", False, _blend_fit, _blend_grid,
-           doc="z-scored EASE + Mult-VAE + time-aware popularity, weights tuned on the validation users"),
+    System("ease", "baseline", False, _history_rows_baseline(baselines.EASE),
+           lambda ctx: {"lam": [1.0, 10.0, 100.0, 500.0, 2000.0, 10000.0, 30000.0, 100000.0, 300000.0, 1000000.0],
+                        "threshold": _rated(ctx), "support_threshold": _rated(ctx)},
+           doc="EASE (Steck 2019) on every row or the liked rows, of the warm log and of the history"),
+    System("item_knn", "baseline", False, _history_rows_baseline(baselines.ItemKNN),
+           lambda ctx: {"neighbors": [10, 25, 50, 100, 200, 500, 1000, 5000, 20000],
+                        "shrink": [0.0, 10.0, 50.0, 200.0, 1000.0],
+                        "threshold": _rated(ctx), "support_threshold": _rated(ctx)},
+           doc="item-kNN, cosine, on every row or the liked rows, of the warm log and of the history"),
+    System("mult_vae", "baseline", False, _mult_vae_fit,
+           lambda ctx: {"input_items": [(1, 5), (1, 20), (1, 50)], "threshold": _rated(ctx), "anneal_steps": [500]},
+           doc="Mult-VAE (Liang et al. 2018), trained on few-item inputs until validation stops improving, "
+               "encoder fold-in"),
+    System("blend", "reference", False, _blend_fit, tune=_blend_tune,
+           doc="z-scored popularity, time-aware popularity, EASE, item-kNN and Mult-VAE, each as its cell chose, weights "
+               "per K by coordinate ascent on the validation users"),
     System("recmaml_maml", "recmaml", True, _meta(meta={"method": "maml"}),
            doc="second-order MAML: `recmaml fit` with the config given, served as `recommend` serves"),
     System("recmaml_fomaml", "recmaml", True, _meta(meta={"method": "fomaml"}), doc="first-order MAML"),
@@ -443,17 +532,11 @@ def run_system(system: System, log: Interactions, splits: _Splits, ctx: CellCont
         fitted = fitted_cache[system.derived_from].zero_steps()
         record.update(params={}, fit_s=0.0, tune_s=0.0, grid=[])
     else:
-        points = _grid_points(system.grid(ctx))[: 1 if ctx.grid == "minimal" else None]
         start = time.perf_counter()
-        tried = []
-        if len(points) > 1:
-            for params in points:
-                value = validation_value(system.fit(splits.val_warm, ctx, **params), splits.val, protocol, rating,
-                                          relevance_threshold)
-                tried.append({"params": params, "validation": value})
-            best = max(tried, key=lambda t: t["validation"] if np.isfinite(t["validation"]) else -np.inf)["params"]
+        if system.tune is not None:
+            best, tried = system.tune(splits, ctx)
         else:
-            best = points[0]
+            best, tried = _grid_search(system, splits, ctx, rating)
         record["tune_s"] = time.perf_counter() - start
         record["grid"] = tried
         record["params"] = best
@@ -471,6 +554,7 @@ def run_system(system: System, log: Interactions, splits: _Splits, ctx: CellCont
             if system.family == "recmaml" and protocol != "melu":
                 ctx.shared_fits[key] = fitted
         record["fit_s"] = time.perf_counter() - start
+        fitted.warm_id = id(splits.warm)  # the blend reuses this fit on the same warm log
         fitted_cache[system.name] = fitted
         if isinstance(fitted, FittedMeta) and fitted.rec.history is not None:
             record["epochs"] = len(fitted.rec.history.epochs)
@@ -481,6 +565,32 @@ def run_system(system: System, log: Interactions, splits: _Splits, ctx: CellCont
                        for k, split in splits.test.items()}
     record["serve_s"] = time.perf_counter() - start
     return record
+
+
+def _grid_search(system: System, splits: _Splits, ctx: CellContext, rating: bool) -> tuple[dict, list]:
+    """The grid point with the best validation value, with what its fit learned while tuning (a Mult-VAE's
+    epochs); every point tried, with its value. The best point's validation fit is kept in ctx.val_fits."""
+    points = _grid_points(system.grid(ctx))[: 1 if ctx.grid == "minimal" else None]
+    if len(points) == 1:
+        return points[0], []
+    tried, best_value = [], -np.inf
+    ctx.validation = (splits.val, ctx.protocol, ctx.relevance_threshold)
+    try:
+        for params in points:
+            fitted = system.fit(splits.val_warm, ctx, **params)
+            value = validation_value(fitted, splits.val, ctx.protocol, rating, ctx.relevance_threshold)
+            entry = {"params": params, "validation": value}
+            entry.update({k: v for k, v in (("learned", getattr(fitted, "learned", None)),
+                                            ("notes", getattr(fitted, "notes", None))) if v})
+            tried.append(entry)
+            if np.isfinite(value) and value > best_value:
+                best_value = value
+                fitted.warm_id = id(splits.val_warm)
+                ctx.val_fits[system.name] = fitted
+    finally:
+        ctx.validation = None
+    best = max(tried, key=lambda t: t["validation"] if np.isfinite(t["validation"]) else -np.inf)
+    return {**best["params"], **best.get("learned", {})}, tried
 
 
 def _fingerprint(log: Interactions) -> str:
@@ -542,10 +652,12 @@ def run_benchmark(log: Interactions, spec: BenchmarkSpec, out: Path, progress=No
     for seed in spec.seeds:
         shared_fits.clear()
         for protocol in protocols:
-            todo = [s for s in systems if not cell_path(out, spec.name, protocol, seed, s).is_file()]
-            paths += [cell_path(out, spec.name, protocol, seed, s) for s in systems]
+            # the blend of baselines ranks; the MeLU protocol's rating metrics have nothing to compare it with
+            here = [s for s in systems if protocol != "melu" or SYSTEMS[s].family != "reference"]
+            todo = [s for s in here if not cell_path(out, spec.name, protocol, seed, s).is_file()]
+            paths += [cell_path(out, spec.name, protocol, seed, s) for s in here]
             if progress is not None:
-                progress.update(len(systems) - len(todo))
+                progress.update(len(here) - len(todo))
             if not todo:
                 continue
             splits = make_splits(log, protocol, seed, spec.ks, spec.cold_fraction)
@@ -554,13 +666,13 @@ def run_benchmark(log: Interactions, spec: BenchmarkSpec, out: Path, progress=No
                               config=spec.config, grid=spec.grid,
                               threads=torch.get_num_threads(),  # implicit's ALS: as many threads as torch
                               shared_fits=shared_fits)
-            fitted_cache: dict = {}
+            fitted_cache: dict = ctx.test_fits
             for name in SYSTEMS:  # finished cells' choices, for the blend (its parts may be another run's cells)
                 path = cell_path(out, spec.name, protocol, seed, name)
                 if name not in todo and path.is_file():
                     ctx.chosen[name] = json.loads(path.read_text(encoding="utf-8")).get("params") or {}
             # a derived system needs its source's fit: refit the source when only the derived cell is missing
-            needed = [s for s in systems if s in todo or any(SYSTEMS[t].derived_from == s for t in todo)]
+            needed = [s for s in here if s in todo or any(SYSTEMS[t].derived_from == s for t in todo)]
             for name in needed:
                 if progress is not None:
                     progress.set_description(f"{spec.name} {protocol} seed {seed} {name}")

@@ -139,7 +139,8 @@ def _grid_edge(cells: list[dict]) -> list[str]:
     if not grid:
         return []
     notes = []
-    names = list(dict.fromkeys(n for g in grid for n in g["params"]))  # training, then serving parameters
+    # training, then serving parameters (a search of its own, the blend's, has no grid points)
+    names = list(dict.fromkeys(n for g in grid for n in g.get("params", {})))
     for name in names:
         values = sorted({_key(g["params"][name]) for g in grid if name in g["params"]}, key=_sort_key)
         where = []
@@ -199,7 +200,15 @@ def _metrics_table(block: dict, k: str, metrics) -> list[str]:
 
 
 def _short(params) -> str:
-    return ", ".join(f"{k}={v}" for k, v in (params or {}).items())
+    """'lam=500.0, threshold=4.0'; the blend's weights per K as 'K=5: ease 1, mult_vae 0.5'."""
+    def value(v):
+        if isinstance(v, dict):
+            return ", ".join(f"{name} {w:g}" for name, w in v.items() if w) or "none"
+        return v
+
+    if params and all(isinstance(v, dict) for v in params.values()):
+        return " · ".join(f"K={k}: {value(v)}" for k, v in params.items())
+    return ", ".join(f"{k}={value(v)}" for k, v in (params or {}).items())
 
 
 def _comparison_lines(block: dict) -> list[str]:
@@ -218,8 +227,8 @@ def _comparison_lines(block: dict) -> list[str]:
     blend = [f"K={k} {c['reference_ratio']:.3f}" for k, comp in block["comparison"].items()
              for metric, c in comp.items() if "reference" in c and metric != "mae"]
     if blend:
-        lines += ["", "recmaml's best system against the blend of baselines (a reference line: z-scored EASE + "
-                  "Mult-VAE + time-aware popularity, weights tuned on validation users): " + ", ".join(blend) + "."]
+        lines += ["", "recmaml's best system against the blend of baselines (a reference line: z-scored popularity, time-aware popularity, EASE + "
+                  "item-kNN + Mult-VAE + time-aware popularity, weights per K tuned on validation users): " + ", ".join(blend) + "."]
     return lines
 
 

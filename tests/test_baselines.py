@@ -167,6 +167,19 @@ def test_item_knn_threshold_filters_warm_log_and_support():
     assert ItemKNN().fit(log).score([0], [0], 1)[0, 2] > 0  # without a threshold the dislike counts
 
 
+@pytest.mark.parametrize("model", [lambda **p: ItemKNN(**p), lambda **p: EASE(lam=1.0, **p)],
+                         ids=["item_knn", "ease"])
+def test_the_history_rows_read_are_a_choice_apart_from_the_warm_logs(model):
+    # every warm row counts (item 0 and item 2 co-occur); the history's row on item 0 is rated 1
+    log = Interactions.from_ids([0, 0, 1, 1, 2, 2], [0, 1, 0, 1, 0, 2], rating=[5, 5, 4, 5, 1, 1])
+    history = ([0], [0], 1, [1.0])
+    assert model().fit(log).score(*history)[0, 2] > 0  # the same rows as the warm log's: every row
+    assert not model(support_threshold=4.0).fit(log).score(*history).any()  # liked history rows only
+    liked_warm = model(threshold=4.0, support_threshold=None).fit(log)  # warm: liked rows; history: every row
+    assert liked_warm.score(*history)[0, 1] > 0 and liked_warm.score(*history)[0, 2] == 0
+    assert not model(threshold=4.0).fit(log).score(*history).any()  # by default the history reads as the warm log
+
+
 def test_item_knn_rejects_bad_parameters():
     with pytest.raises(ValueError, match="neighbors"):
         ItemKNN(neighbors=0)
@@ -194,6 +207,24 @@ def test_mult_vae_stops_at_its_time_budget(warm):
     assert model.score(*_cold_support(warm)).shape == (3, warm.n_items)
     full = _small_vae(epochs=2, batch_size=48).fit(warm)
     assert full.epochs_run == 2 and full.steps_run == 10  # 240 users in batches of 48
+
+
+def test_mult_vae_stops_early_keeping_the_best_weights(warm):
+    support = _cold_support(warm)
+    peak = 4  # the validation value rises for 4 checks, then falls
+
+    def validate(model):
+        return -abs(len(model.curve) + 1 - peak)
+
+    model = _small_vae(epochs=1000, batch_size=48, patience=3).fit(warm, validate=validate)  # 5 updates an epoch
+    checks_every = -(-MultVAE.CHECK_STEPS // 5)  # epochs per check
+    assert model.stopped_by == "patience" and len(model.curve) == peak + 3
+    assert model.best_epochs == peak * checks_every and model.epochs_run == (peak + 3) * checks_every
+    assert [e for e, _ in model.curve] == [checks_every * (i + 1) for i in range(peak + 3)]
+    # the weights kept are the best check's: a fit of that many epochs under the same seed gives the same scores
+    again = _small_vae(epochs=model.best_epochs, batch_size=48).fit(warm)
+    np.testing.assert_array_equal(model.score(*support), again.score(*support))
+    assert again.best_epochs == model.best_epochs and again.stopped_by == "epochs"
 
 
 def test_mult_vae_inputs_are_small_subsets_of_each_user():

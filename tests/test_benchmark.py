@@ -224,7 +224,7 @@ def test_smoke_every_system_through_the_cli(tmp_path):
                  "--out", str(out)])
     assert code == 0
     cells = read_cells(out)
-    assert len(cells) == 2 * 2 * len(SYSTEMS)
+    assert len(cells) == 2 * (2 * len(SYSTEMS) - 1)  # the blend ranks: not on the MeLU protocol
     for cell in cells:
         for k, metrics in cell["per_k"].items():
             assert np.isfinite(metrics["ndcg@20"]), (cell["system"], k)
@@ -243,7 +243,7 @@ def test_smoke_every_system_through_the_cli(tmp_path):
     assert "![tiny](plots/tiny.png)" in text  # linked relative to the page
     reproduce = [line for line in text.splitlines() if line.startswith("Reproduce: ")]
     assert reproduce and not any(" /" in line for line in reproduce), reproduce[:1]  # no machine's absolute paths
-    assert json.loads((out / "results.json").read_text())["tiny"]["melu"]["cells"] == 2 * len(SYSTEMS)
+    assert json.loads((out / "results.json").read_text())["tiny"]["melu"]["cells"] == 2 * (len(SYSTEMS) - 1)
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys, log):
@@ -360,20 +360,85 @@ def test_one_recmaml_fit_serves_both_protocols_of_a_seed(log, tmp_path, tiny_con
 def test_the_blend_reuses_its_parts_choices_and_is_a_reference_line_not_a_baseline(log, tmp_path, tiny_config):
     from recmaml.report import summarize
 
-    spec = BenchmarkSpec(name="planted", protocols=("random",), ks=(3,), seeds=(0,),
-                         systems=("popularity", "ease", "mult_vae", "recent_popularity", "blend", "recmaml_maml"), budget_seconds=5,
-                         config=tiny_config)
+    spec = BenchmarkSpec(name="planted", protocols=("random",), ks=(1, 3), seeds=(0,),
+                         systems=("popularity", "ease", "mult_vae", "recent_popularity", "blend", "recmaml_maml"),
+                         budget_seconds=5, config=tiny_config, grid="minimal")  # the parts' first points: quick
     run_benchmark(log, spec, tmp_path)
     cells = {c["system"]: c for c in read_cells(tmp_path)}
     blend = cells["blend"]
-    assert blend["family"] == "reference" and set(blend["params"]) == {"ease", "mult_vae", "recent_popularity"}
-    assert any(blend["params"].values())  # some part weighs: the all-zero point orders nothing
-    best = max(g["validation"] for g in blend["grid"])
-    assert math.isclose(max(g["validation"] for g in blend["grid"] if g["params"] == blend["params"]), best)
+    assert blend["family"] == "reference" and set(blend["params"]) == {"1", "3"}  # weights per K
+    parts = {"popularity", "recent_popularity", "ease", "item_knn", "mult_vae"}
+    for k, weights in blend["params"].items():
+        assert set(weights) == parts and any(weights.values())  # the all-zero point orders nothing
+        assert [g["weights"] for g in blend["grid"] if g["k"] == k] == [weights]
     comparison = summarize(read_cells(tmp_path))["planted"]["random"]["comparison"]["3"]["ndcg@20"]
     assert comparison["baseline"] != "blend" and comparison["reference"] == "blend"
     assert math.isclose(comparison["reference_ratio"],
                         cells["recmaml_maml"]["per_k"]["3"]["ndcg@20"] / blend["per_k"]["3"]["ndcg@20"], rel_tol=1e-3)
+
+
+def test_the_blends_weights_start_from_its_best_part_and_only_climb():
+    from recmaml.benchmark import BLEND_WEIGHTS, _coordinate_ascent
+
+    # a value that peaks at a = 1, b = 0.5, c = 0, which no single part reaches
+    def value(w):
+        return -(w["a"] - 1) ** 2 - (w["b"] - 0.5) ** 2 - w["c"] ** 2
+
+    weights, best = _coordinate_ascent(["a", "b", "c"], value)
+    assert weights == {"a": 1.0, "b": 0.5, "c": 0.0} and best == 0.0
+    assert best > max(value({n: float(n == m) for n in "abc"}) for m in "abc")
+    assert set(weights.values()) <= set(BLEND_WEIGHTS)
+    # nothing beats the best single part: it is kept
+    assert _coordinate_ascent(["a", "b"], lambda w: 1.0 if w == {"a": 1.0, "b": 0.0} else 0.0) == ({"a": 1.0, "b": 0.0}, 1.0)
+
+
+def test_mult_vae_is_tuned_until_validation_stops_improving_and_refitted_for_those_epochs(log, tmp_path, monkeypatch):
+    import dataclasses
+
+    import recmaml.benchmark as benchmark
+    from recmaml.baselines import MultVAE
+
+    refits = []
+    original_fit = MultVAE.fit
+
+    def spy(self, warm, validate=None):
+        if validate is None:
+            refits.append((self.epochs, self.max_seconds))
+        return original_fit(self, warm, validate)
+
+    monkeypatch.setattr(MultVAE, "fit", spy)
+    monkeypatch.setattr(benchmark, "MULT_VAE_MAX_EPOCHS", 400)
+    small = {"input_items": [(1, 5), (1, 20)], "hidden": [64], "latent": [16]}  # two quick points
+    monkeypatch.setitem(benchmark.SYSTEMS, "mult_vae", dataclasses.replace(SYSTEMS["mult_vae"], grid=lambda ctx: small))
+    spec = BenchmarkSpec(name="planted", protocols=("random",), ks=(3,), seeds=(0,), systems=("mult_vae",),
+                         budget_seconds=0.01)  # a budget the early stopping ignores
+    run_benchmark(log, spec, tmp_path)
+    cell = read_cells(tmp_path)[0]
+    assert all(g["notes"]["stopped_by"] in ("patience", "epochs") and g["learned"]["epochs"] >= 1 for g in cell["grid"])
+    best = max(cell["grid"], key=lambda g: g["validation"])
+    assert cell["params"] == {**best["params"], "epochs": best["learned"]["epochs"]}
+    assert refits == [(best["learned"]["epochs"], None)]  # the refit on every warm user: those epochs, no budget
+
+
+def test_points_that_differ_only_in_the_history_rows_share_one_fit(log, tmp_path, monkeypatch):
+    from recmaml.baselines import EASE
+
+    fits = []
+    original_fit = EASE.fit
+
+    def spy(self, warm):
+        fits.append((self.lam, self.threshold))
+        return original_fit(self, warm)
+
+    monkeypatch.setattr(EASE, "fit", spy)
+    rated = Interactions.from_ids(log.users.ids[log.user_idx], log.items.ids[log.item_idx],
+                                  rating=np.where(np.arange(len(log)) % 3, 5.0, 2.0))
+    run_benchmark(rated, BenchmarkSpec(name="rated", protocols=("random",), ks=(3,), seeds=(0,), systems=("ease",)),
+                  tmp_path)
+    cell = read_cells(tmp_path)[0]
+    assert len(cell["grid"]) == 2 * len(fits[:-1]) == len(set(fits[:-1])) * 2  # two history choices per fit
+    liked = log_relevance_threshold(rated)
+    assert liked is not None and {g["params"]["support_threshold"] for g in cell["grid"]} == {None, liked}
 
 
 def test_a_blend_run_alone_takes_its_parts_choices_from_their_finished_cells(log, tmp_path, tiny_config):
