@@ -13,9 +13,10 @@ validation users and saved in the model, so that what the benchmark measures is 
    rated at least the positive threshold) and its strength (priors.EASE_LAMBDAS), by the validation
    nDCG@20 of EASE alone on 5-item histories; which rows the popularity counts and its window
    (priors.WINDOWS_DAYS), by that of the windowed popularity alone on users with no history; then, per
-   support-size bucket
-   (config.PRIOR_BUCKETS, 0 included) and history kind, the weight of each prior beside the served
-   scorer (config.PRIOR_GRID): first EASE's, then the window's given EASE's; 0 unless a weight beats it.
+   history kind, the weight of each prior beside the served scorer, first EASE's, then the window's
+   given EASE's: for histories of 1 to 20 items a smooth function of the size (a weight at 1 item and
+   one at 20, from config.PRIOR_GRID, joined on the log of the size), chosen on every size's users
+   together; for users with no history the window's weight on its own. 0 unless a weight beats it.
 """
 
 from __future__ import annotations
@@ -189,45 +190,76 @@ def describe(priors) -> str:
     return text
 
 
+def smooth_weights(at_one: float, at_most: float) -> tuple[float, ...]:
+    """A prior's weights for the support sizes of PRIOR_BUCKETS from 1 item up: on the line from `at_one`
+    (1 item) to `at_most` (SIZE_BUCKETS[-1] items and more) in the log of the size."""
+    position = np.log(SIZE_BUCKETS) / np.log(SIZE_BUCKETS[-1])
+    return tuple(round(float(at_one + (at_most - at_one) * t), 4) for t in position)
+
+
+SMOOTH_PAIRS = tuple((a, b) for a in PRIOR_GRID for b in PRIOR_GRID)  # (weight at 1 item, at 20 or more)
+
+
 def choose_prior_weights(rec, tasks: _ValidationTasks) -> dict:
-    """serve.{first,sample}_{ease,recent}_weights for `rec` (its scales chosen, its priors fitted)."""
+    """serve.{first,sample}_{ease,recent}_weights for `rec` (its scales chosen, its priors fitted): per
+    history kind, EASE's weights, then the popularity's given EASE's (_prior_curve)."""
     chosen = {}
     for kind in tasks.kinds:
         served = rec.with_history_kind(kind)
-        ease_w, recent_w = [], []
-        for size in PRIOR_BUCKETS:
-            batch = tasks.batch(kind, size)
-            if batch is None:
-                ease_w.append(ease_w[-1] if ease_w else 0.0)
-                recent_w.append(recent_w[-1] if recent_w else 0.0)
-                continue
-            e, r = _best_weights(served, batch)
-            ease_w.append(e)
-            recent_w.append(r)
-        chosen[kind] = (tuple(ease_w), tuple(recent_w))
+        ease_w = _prior_curve(served, tasks, kind, "ease", None)
+        recent_w = _prior_curve(served, tasks, kind, "recent", ease_w) if served.priors.has_time else (0.0,) * len(PRIOR_BUCKETS)
+        chosen[kind] = (ease_w, recent_w)
     chosen.setdefault("first", chosen["sample"])
     return {"first_ease_weights": chosen["first"][0], "first_recent_weights": chosen["first"][1],
             "sample_ease_weights": chosen["sample"][0], "sample_recent_weights": chosen["sample"][1]}
 
 
-def _best_weights(served, batch: TaskBatch) -> tuple[float, float]:
-    """(EASE weight, popularity weight) for one bucket: EASE's best with no popularity, then popularity's."""
+def _prior_curve(served, tasks: _ValidationTasks, kind: str, prior: str, ease_w: tuple | None) -> tuple[float, ...]:
+    """One prior's weight per PRIOR_BUCKETS size, for one history kind. Users with some history get a smooth
+    function of their history's size (smooth_weights: a weight at 1 item and one at 20, from PRIOR_GRID),
+    the pair with the best validation nDCG@20 summed over every size's users: two choices made on all the
+    validation users, where a free weight per size, each chosen on one size's users, followed their noise
+    (two fits of one log chose EASE weights 0 and 0.5 for 5-9 items). Users with no history get the
+    popularity's best weight of PRIOR_GRID on their own (EASE has nothing to say to them). 0 unless a
+    weight beats it."""
+    values, users = {}, {}
+    for bucket, size in enumerate(PRIOR_BUCKETS):
+        batch = tasks.batch(kind, size)
+        if batch is None or (prior == "ease" and size == 0):
+            continue
+        base, signal = _scorer_and_prior(served, batch, prior, ease_w[bucket] if ease_w else 0.0)
+        if signal is None:
+            continue
+        weights = PRIOR_GRID if size == 0 else sorted({smooth_weights(*pair)[bucket - 1] for pair in SMOOTH_PAIRS})
+        with torch.no_grad():
+            values[bucket] = {w: ndcg(base + w * signal, batch) for w in weights}
+        users[bucket] = int((batch.query_mask.sum(1) > 0).sum())
+    at_zero = _best(values.pop(0)) if 0 in values else 0.0
+
+    def total(pair) -> float:
+        curve = smooth_weights(*pair)
+        return sum(users[b] * values[b][curve[b - 1]] for b in values if np.isfinite(values[b][curve[b - 1]]))
+
+    pair = _best({pair: total(pair) for pair in SMOOTH_PAIRS}) if values else (0.0, 0.0)
+    log.debug("serving priors, %s histories, %s: %s items -> %s; none -> %s", kind, prior,
+              {PRIOR_BUCKETS[b]: users[b] for b in users}, smooth_weights(*pair), at_zero)
+    return (at_zero, *smooth_weights(*pair))
+
+
+def _scorer_and_prior(served, batch: TaskBatch, prior: str, ease_weight: float):
+    """(the served scorer's standardized scores of the batch's users, plus `ease_weight` times EASE's when
+    `prior` is the popularity; the prior's standardized scores, None when it has nothing to say)."""
     priors = served.priors
     with torch.no_grad():
         users = adapted_users(served, batch.support())
         support = users.support  # with its dislikes' labels
         base = standardize_(users.model_scores())
-        ease_w = recent_w = 0.0
-        if bool(support.mask.any()):  # with no history EASE has nothing to say
-            ease = priors.ease(support.items, support.signed(), support.ratings)
-            ease_w = _best({w: ndcg(base + w * ease, batch) for w in PRIOR_GRID})
-            base.add_(ease, alpha=ease_w)
-        if priors.has_time:
-            recent = priors.recent(support.user_feats["time"])
-            recent_w = _best({w: ndcg(base + w * recent, batch) for w in PRIOR_GRID})
-    log.debug("serving priors, %d-item histories: EASE %s, popularity %s", int(support.mask.sum(1).max()),
-              ease_w, recent_w)
-    return ease_w, recent_w
+        has_history = bool(support.mask.any())
+        if prior == "ease":
+            return base, priors.ease(support.items, support.signed(), support.ratings) if has_history else None
+        if ease_weight and has_history:
+            base.add_(priors.ease(support.items, support.signed(), support.ratings), alpha=ease_weight)
+        return base, priors.recent(support.user_feats["time"])
 
 
 def calibrate(rec, warm: Interactions, user_feats: dict[str, torch.Tensor], val_users: np.ndarray | None = None) -> dict:

@@ -199,7 +199,9 @@ class ServeConfig:
     first_ease_weights: tuple[float, ...] | str = "auto"
     """Per support size (PRIOR_BUCKETS: 0, 1, 2, 3-4, 5-9, 10-19, 20 or more items), the weight of the
     support's standardized EASE scores beside the scorer's standardized scores, for 'first' histories.
-    'auto': fit chooses each from PRIOR_GRID on its validation users and records them."""
+    'auto': fit chooses them on its validation users and records them: for 1 to 20 items a smooth function
+    of the size (a weight at 1 item and one at 20 from PRIOR_GRID, joined on the log of the size,
+    recmaml.calibrate.smooth_weights), for none one weight of PRIOR_GRID."""
     first_recent_weights: tuple[float, ...] | str = "auto"
     """The same for the time-aware popularity at the user's time ('first' histories)."""
     sample_ease_weights: tuple[float, ...] | str = "auto"
@@ -227,8 +229,8 @@ PRIOR_BUCKETS = (0, *SIZE_BUCKETS)
 """Lower bounds of the support-size buckets of the serving priors' weights (size 0 included: a user with
 no history is ranked by the priors and the meta-learned start)."""
 PRIOR_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 16.0)
-"""The weights fit tries for each serving prior, per support size and history kind (16: the prior alone,
-all but breaking its ties by the scorer)."""
+"""The weights fit tries for each serving prior, at 1 and at 20 history items (and for none), per history
+kind (16: the prior alone, all but breaking its ties by the scorer)."""
 PRIOR_WEIGHT_FIELDS = ("first_ease_weights", "first_recent_weights", "sample_ease_weights", "sample_recent_weights")
 
 

@@ -8,6 +8,7 @@ import torch
 
 from recmaml import DataError, Interactions, MetaRecommender
 from recmaml.config import PRIOR_BUCKETS, PRIOR_GRID, PRIOR_WEIGHT_FIELDS
+from recmaml.calibrate import SMOOTH_PAIRS, smooth_weights
 from recmaml.priors import EASE_LAMBDAS, WINDOWS_DAYS, fit_priors
 
 DAY = 86400
@@ -33,7 +34,9 @@ def test_fit_chooses_the_priors_and_they_ship_with_the_model(fitted, tmp_path):
     serve = fitted.config.serve
     for name in PRIOR_WEIGHT_FIELDS:
         weights = getattr(serve, name)
-        assert len(weights) == len(PRIOR_BUCKETS) and set(weights) <= set(PRIOR_GRID), (name, weights)
+        # no history: one weight of the grid; 1 to 20 items: a smooth function of the size, two choices
+        assert len(weights) == len(PRIOR_BUCKETS) and weights[0] in PRIOR_GRID, (name, weights)
+        assert tuple(weights[1:]) in {smooth_weights(*pair) for pair in SMOOTH_PAIRS}, (name, weights)
     assert serve.first_ease_weights[0] == serve.sample_ease_weights[0] == 0.0  # no history: EASE has no say
     priors = fitted.priors
     assert float(priors.ease_lambda) in EASE_LAMBDAS and priors.has_time
@@ -85,6 +88,14 @@ def test_the_ease_prior_reads_the_liked_items_of_a_history_only_when_fit_chose_s
     every = ease_only.priors.ease(support_items, support_mask, torch.ones(1, 3))
     torch.testing.assert_close(every, ease_only.priors.ease(support_items, support_mask, torch.full((1, 3), 5.0)))
     assert torch.count_nonzero(every) > 0
+
+
+def test_smooth_weights_run_from_one_item_to_twenty_on_the_log_of_the_size():
+    assert smooth_weights(0.5, 0.5) == (0.5,) * 6
+    rising = smooth_weights(0.0, 2.0)  # sizes 1, 2, 3, 5, 10, 20
+    assert rising[0] == 0.0 and rising[-1] == 2.0 and list(rising) == sorted(rising)
+    assert rising[3] == round(2.0 * np.log(5) / np.log(20), 4)
+    assert (0.0, 0.0) == SMOOTH_PAIRS[0]  # ties go to no prior at all
 
 
 def _shifting_log() -> Interactions:
