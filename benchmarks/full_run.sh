@@ -14,7 +14,8 @@ OUT="${1:-$ROOT/benchmarks/full-run}"
 DATA="${RECMAML_SHARED_DATA:-$ROOT/../shared/data}"  # e.g. when running a copy of the code kept elsewhere
 export OPENBLAS_NUM_THREADS=1
 # RECMAML_SYSTEMS picks systems (e.g. recmaml_maml,recmaml_0_steps: the code's defaults only) and
-# RECMAML_BUDGET_SECONDS caps each iterative fit (600: the defaults' own stopping decides on every log).
+# RECMAML_BUDGET_SECONDS caps each meta-training (600: the defaults' own stopping decides on every log; Mult-VAE
+# stops on its validation users, never on a budget).
 SYSTEMS="${RECMAML_SYSTEMS:-all}"
 BUDGET="${RECMAML_BUDGET_SECONDS:-600}"
 run() { "$VENV/bin/recmaml" benchmark --data "$1" --name "$2" --support-sizes 0,1,3,5,10,20 --seeds 0,1,2 \
