@@ -47,7 +47,7 @@ SAME_ROWS = "same"  # a history's rows read as the warm log's are (support_thres
 def _history_threshold(threshold: float | None, support_threshold) -> float | None:
     """The rating a history row needs to count: the warm log's threshold unless support_threshold is set
     (None: every history row counts, whatever the warm log reads)."""
-    return threshold if isinstance(support_threshold, str) and support_threshold == SAME_ROWS else support_threshold
+    return threshold if support_threshold == SAME_ROWS else support_threshold
 
 
 def _binary_csr(log: Interactions) -> sp.csr_matrix:

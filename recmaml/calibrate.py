@@ -198,6 +198,7 @@ def smooth_weights(at_one: float, at_most: float) -> tuple[float, ...]:
 
 
 SMOOTH_PAIRS = tuple((a, b) for a in PRIOR_GRID for b in PRIOR_GRID)  # (weight at 1 item, at 20 or more)
+SMOOTH_CURVES = {pair: smooth_weights(*pair) for pair in SMOOTH_PAIRS}  # each pair's weights, sizes 1 to 20+
 
 
 def choose_prior_weights(rec, tasks: _ValidationTasks) -> dict:
@@ -230,20 +231,19 @@ def _prior_curve(served, tasks: _ValidationTasks, kind: str, prior: str, ease_w:
         base, signal = _scorer_and_prior(served, batch, prior, ease_w[bucket] if ease_w else 0.0)
         if signal is None:
             continue
-        weights = PRIOR_GRID if size == 0 else sorted({smooth_weights(*pair)[bucket - 1] for pair in SMOOTH_PAIRS})
+        weights = PRIOR_GRID if size == 0 else sorted({curve[bucket - 1] for curve in SMOOTH_CURVES.values()})
         with torch.no_grad():
             values[bucket] = {w: ndcg(base + w * signal, batch) for w in weights}
         users[bucket] = int((batch.query_mask.sum(1) > 0).sum())
     at_zero = _best(values.pop(0)) if 0 in values else 0.0
 
-    def total(pair) -> float:
-        curve = smooth_weights(*pair)
+    def total(curve) -> float:
         return sum(users[b] * values[b][curve[b - 1]] for b in values if np.isfinite(values[b][curve[b - 1]]))
 
-    pair = _best({pair: total(pair) for pair in SMOOTH_PAIRS}) if values else (0.0, 0.0)
+    pair = _best({pair: total(curve) for pair, curve in SMOOTH_CURVES.items()}) if values else (0.0, 0.0)
     log.debug("serving priors, %s histories, %s: %s items -> %s; none -> %s", kind, prior,
-              {PRIOR_BUCKETS[b]: users[b] for b in users}, smooth_weights(*pair), at_zero)
-    return (at_zero, *smooth_weights(*pair))
+              {PRIOR_BUCKETS[b]: users[b] for b in users}, SMOOTH_CURVES[pair], at_zero)
+    return (at_zero, *SMOOTH_CURVES[pair])
 
 
 def _scorer_and_prior(served, batch: TaskBatch, prior: str, ease_weight: float):
