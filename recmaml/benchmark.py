@@ -343,25 +343,28 @@ SYSTEMS: dict[str, System] = {s.name: s for s in [
     System("popularity", "baseline", False, _baseline(baselines.Popularity),
            lambda ctx: {"threshold": _rated(ctx)}, doc="warm interaction counts (or counts of relevant ones)"),
     System("recent_popularity", "baseline", False, _baseline(baselines.RecentPopularity),
-           lambda ctx: {"window_days": [30.0, 91.0, 182.0, 365.0, 730.0, 1095.0], "threshold": _rated(ctx)},
+           lambda ctx: {"window_days": [7.0, 14.0, 30.0, 91.0, 182.0, 365.0, 730.0, 1095.0, 1825.0, 3650.0],
+                        "threshold": _rated(ctx)},
            doc="counts in a window before the cold user's time (its latest revealed interaction, or arrival)",
            needs_timestamps=True),
     System("item_mean", "baseline", True, _baseline(lambda **p: baselines.ItemMean(user_offset=False, **p)),
-           lambda ctx: {"damping": [0.0, 5.0, 20.0, 50.0, 200.0]}, doc="damped item mean rating", needs_ratings=True),
+           lambda ctx: {"damping": [0.0, 5.0, 20.0, 50.0, 200.0, 1000.0]}, doc="damped item mean rating",
+           needs_ratings=True),
     System("item_mean_offset", "baseline", True, _baseline(baselines.ItemMean),
-           lambda ctx: {"damping": [0.0, 5.0, 20.0, 50.0], "user_damping": [0.0, 2.0, 5.0, 20.0]},
+           lambda ctx: {"damping": [0.0, 5.0, 20.0, 50.0], "user_damping": [0.0, 2.0, 5.0, 20.0, 50.0, 200.0]},
            doc="damped item mean + the user's damped mean offset on its support", needs_ratings=True),
     System("als", "baseline", False,
            lambda warm, ctx, **p: _Baseline(baselines.ALSFoldIn(num_threads=ctx.threads, **p).fit(warm)),
            lambda ctx: {"factors": [32, 128, 256], "regularization": [10.0, 100.0, 1000.0], "alpha": [1.0, 10.0]},
            doc="implicit ALS, cold users folded in with recalculate_user"),
     System("ease", "baseline", False, _history_rows_baseline(baselines.EASE),
-           lambda ctx: {"lam": [1.0, 10.0, 100.0, 500.0, 2000.0, 10000.0, 30000.0, 100000.0, 300000.0, 1000000.0],
+           lambda ctx: {"lam": [0.1, 1.0, 10.0, 100.0, 500.0, 2000.0, 10000.0, 30000.0, 100000.0, 300000.0, 1000000.0,
+                                3000000.0, 10000000.0],
                         "threshold": _rated(ctx), "support_threshold": _rated(ctx)},
            doc="EASE (Steck 2019) on every row or the liked rows, of the warm log and of the history"),
     System("item_knn", "baseline", False, _history_rows_baseline(baselines.ItemKNN),
-           lambda ctx: {"neighbors": [10, 25, 50, 100, 200, 500, 1000, 5000, 20000],
-                        "shrink": [0.0, 10.0, 50.0, 200.0, 1000.0],
+           lambda ctx: {"neighbors": [5, 10, 25, 50, 100, 200, 500, 1000, 5000, 20000],
+                        "shrink": [0.0, 10.0, 50.0, 200.0, 1000.0, 3000.0, 10000.0],
                         "threshold": _rated(ctx), "support_threshold": _rated(ctx)},
            doc="item-kNN, cosine, on every row or the liked rows, of the warm log and of the history"),
     System("mult_vae", "baseline", False, _mult_vae_fit,
@@ -575,22 +578,67 @@ def _grid_search(system: System, splits: _Splits, ctx: CellContext, rating: bool
         return points[0], []
     tried, best_value = [], -np.inf
     ctx.validation = (splits.val, ctx.protocol, ctx.relevance_threshold)
+
+    def evaluate(params: dict) -> None:
+        nonlocal best_value
+        fitted = system.fit(splits.val_warm, ctx, **params)
+        value = validation_value(fitted, splits.val, ctx.protocol, rating, ctx.relevance_threshold)
+        entry = {"params": params, "validation": value}
+        entry.update({k: v for k, v in (("learned", getattr(fitted, "learned", None)),
+                                        ("notes", getattr(fitted, "notes", None))) if v})
+        tried.append(entry)
+        if np.isfinite(value) and value > best_value:
+            best_value = value
+            fitted.warm_id = id(splits.val_warm)
+            ctx.val_fits[system.name] = fitted
+
+    def best() -> dict:
+        return max(tried, key=lambda t: t["validation"] if np.isfinite(t["validation"]) else -np.inf)
+
     try:
         for params in points:
-            fitted = system.fit(splits.val_warm, ctx, **params)
-            value = validation_value(fitted, splits.val, ctx.protocol, rating, ctx.relevance_threshold)
-            entry = {"params": params, "validation": value}
-            entry.update({k: v for k, v in (("learned", getattr(fitted, "learned", None)),
-                                            ("notes", getattr(fitted, "notes", None))) if v})
-            tried.append(entry)
-            if np.isfinite(value) and value > best_value:
-                best_value = value
-                fitted.warm_id = id(splits.val_warm)
-                ctx.val_fits[system.name] = fitted
+            evaluate(params)
+        if ctx.grid != "minimal":
+            for params in iter(lambda: _past_the_edge(best()["params"], tried, points), None):
+                evaluate(params)
     finally:
         ctx.validation = None
-    best = max(tried, key=lambda t: t["validation"] if np.isfinite(t["validation"]) else -np.inf)
-    return {**best["params"], **best.get("learned", {})}, tried
+    chosen = best()
+    return {**chosen["params"], **chosen.get("learned", {})}, tried
+
+
+GRID_EXTENSIONS = 3  # values a search adds past each end of a numeric axis while its optimum sits there
+
+
+def _past_the_edge(params: dict, tried: list[dict], grid: list[dict]) -> dict | None:
+    """The next point to try when the best point so far, `params`, sits at an end of a numeric axis of the
+    `grid` (a scale of two or more numbers, such as EASE's L2 strength or ALS's factors): that point with
+    the axis moved one step further out, the step the two outermost values make (a factor), until the
+    optimum is inside or GRID_EXTENSIONS values were added at that end. A line search from the optimum,
+    not a new slice of the grid, so that a grid which stops short of the optimum no longer decides it.
+    An axis that starts at 0 (no shrink, no damping) has its natural end there. None: nothing to try."""
+    seen = [t["params"] for t in tried]
+    for name, value in params.items():
+        original = sorted({p[name] for p in grid if _is_number(p.get(name))})
+        if len(original) < 2 or not _is_number(value):
+            continue
+        axis = sorted({p[name] for p in seen if _is_number(p.get(name))})
+        ends = [(axis[-1], axis[-1] / axis[-2], sum(v > original[-1] for v in axis))]
+        if original[0] > 0:
+            ends.append((axis[0], axis[0] / axis[1], sum(v < original[0] for v in axis)))
+        for end, step, added in ends:
+            if value != end or added >= GRID_EXTENSIONS:
+                continue
+            further = value * step
+            further = int(round(further)) if isinstance(value, int) else float(f"{further:.6g}")
+            candidate = {**params, name: further}
+            if further > 0 and further != value and candidate not in seen:
+                return candidate
+    return None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _fingerprint(log: Interactions) -> str:

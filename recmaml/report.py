@@ -134,22 +134,35 @@ def _compare(by_system: dict, table: dict, k: str, protocol: str) -> dict:
 
 
 def _grid_edge(cells: list[dict]) -> list[str]:
-    """For each tuned parameter, where the chosen values sat in the grid: 'lam=1000 (inside)' etc."""
-    grid = cells[0].get("grid") or []  # every seed tries the same grid
-    if not grid:
-        return []
-    notes = []
+    """For each tuned parameter, where the chosen values sat in the grid: 'lam: 1000.0 (inside)' etc. Each
+    value is placed in the grid of the cell that chose it (a grid widened after some cells were made leaves
+    cells of both kinds); a value at the edge of any such grid is an edge."""
     # training, then serving parameters (a search of its own, the blend's, has no grid points)
-    names = list(dict.fromkeys(n for g in grid for n in g.get("params", {})))
+    names = list(dict.fromkeys(n for c in cells for g in c.get("grid") or [] for n in g.get("params", {})))
+    notes = []
     for name in names:
-        values = sorted({_key(g["params"][name]) for g in grid if name in g["params"]}, key=_sort_key)
-        where = []
-        for v in sorted({_key(c["params"][name]) for c in cells}, key=_sort_key):
-            pos = values.index(v)
-            edge = "inside" if len(values) == 1 or 0 < pos < len(values) - 1 else ("low edge" if pos == 0 else "high edge")
-            where.append(f"{v} ({edge})")
-        notes.append(f"{name}: " + ", ".join(where))
+        where: dict[str, str] = {}
+        for cell in cells:
+            values = sorted({_key(g["params"][name]) for g in cell.get("grid") or [] if name in g.get("params", {})},
+                            key=_sort_key)
+            if not values or name not in (cell.get("params") or {}):
+                continue
+            value = _key(cell["params"][name])
+            if where.get(value, "inside") == "inside":
+                where[value] = _place(values, value)
+        notes.append(f"{name}: " + ", ".join(f"{v} ({where[v]})" for v in sorted(where, key=_sort_key)))
     return notes
+
+
+def _place(values: list[str], value: str) -> str:
+    """Where `value` sits among a grid's sorted `values`: inside, at the low or high edge (a grid to
+    widen), or 'one of N' for a choice that is no scale (a value that is not a number: which rows, None)."""
+    if value not in values:
+        return "off the grid"
+    if any(_sort_key(v)[0] for v in values):
+        return f"one of {len(values)}"
+    pos = values.index(value)
+    return "inside" if len(values) == 1 or 0 < pos < len(values) - 1 else ("low edge" if pos == 0 else "high edge")
 
 
 def _key(v) -> str:
@@ -157,10 +170,16 @@ def _key(v) -> str:
 
 
 def _sort_key(v: str):
+    """Numbers by value, tuples of numbers ('(1, 20)', as _key writes a list) by their values, the rest
+    (None, names) after them by their text."""
     try:
-        return (0, float(v))
+        return (0, (float(v),))
     except ValueError:
-        return (1, v)
+        pass
+    try:
+        return (0, tuple(float(x) for x in v.strip("()").split(",")))
+    except ValueError:
+        return (1, (v,))
 
 
 # ------------------------------------------------------------------------------------------- markdown
@@ -281,7 +300,8 @@ def markdown(summary: dict, plots: dict[str, str], header: list[str] = ()) -> st
             lines += ["", "recmaml's best system against the best baseline:", ""] + _comparison_lines(block)
             edges = {n: e for n, e in block["grid_edges"].items() if e}
             if edges:
-                lines += ["", "Where the validation optimum landed in each grid: " + "; ".join(
+                lines += ["", "Where the validation optimum landed in each grid (an edge: a grid to widen; 'one of N': a "
+                          "choice of rows, which has no edge): " + "; ".join(
                     f"{n}: {', '.join(e)}" for n, e in edges.items()), ""]
             lines += ["", "Reproduce: " + "; ".join(f"`{_portable(c)}`" for c in block["commands"] if c), ""]
     return "\n".join(lines)

@@ -377,6 +377,57 @@ def test_the_blend_reuses_its_parts_choices_and_is_a_reference_line_not_a_baseli
                         cells["recmaml_maml"]["per_k"]["3"]["ndcg@20"] / blend["per_k"]["3"]["ndcg@20"], rel_tol=1e-3)
 
 
+def test_a_grid_search_goes_past_the_grids_end_while_its_optimum_sits_there():
+    from recmaml.benchmark import GRID_EXTENSIONS, _grid_points, _past_the_edge
+
+    def search(grid: dict, value) -> list[dict]:
+        points = _grid_points(grid)
+        tried = [{"params": p, "validation": value(p)} for p in points]
+        best = lambda: max(tried, key=lambda t: t["validation"])["params"]  # noqa: E731
+        while (extra := _past_the_edge(best(), tried, points)) is not None:
+            tried.append({"params": extra, "validation": value(extra)})
+        return tried
+
+    # the optimum (lam 1e5) lies past the grid's top: the search steps out by the grid's own factor (10)
+    tried = search({"lam": [10.0, 100.0, 1000.0], "rows": [None, 4.0]},
+                   lambda p: -abs(np.log10(p["lam"]) - 5) - (p["rows"] is None))
+    assert [t["params"] for t in tried[6:]] == [{"lam": 1e4, "rows": 4.0}, {"lam": 1e5, "rows": 4.0},
+                                                {"lam": 1e6, "rows": 4.0}]
+    assert max(tried, key=lambda t: t["validation"])["params"] == {"lam": 1e5, "rows": 4.0}
+    # no further than GRID_EXTENSIONS steps at an end; an integer axis stays integers
+    tried = search({"factors": [32, 128, 256]}, lambda p: p["factors"])
+    assert [t["params"]["factors"] for t in tried[3:]] == [512, 1024, 2048][:GRID_EXTENSIONS]
+    # down from the bottom, unless the axis starts at 0 (no shrink: its natural end)
+    assert [t["params"]["window"] for t in search({"window": [30.0, 90.0, 365.0]}, lambda p: -p["window"])[3:]] == [
+        10.0, 3.33333, 1.11111]
+    assert len(search({"shrink": [0.0, 10.0, 100.0]}, lambda p: -p["shrink"])) == 3
+    # an optimum inside the grid, or a choice that is no number, adds nothing
+    assert len(search({"lam": [10.0, 100.0, 1000.0]}, lambda p: -abs(p["lam"] - 100))) == 3
+    assert len(search({"rows": [None, 4.0], "items": [(1, 5), (1, 50)]}, lambda p: p["items"][1])) == 4
+
+
+def test_grid_edges_place_each_choice_in_its_own_cells_grid():
+    from recmaml.report import _grid_edge
+
+    def cell(grid, **chosen):
+        return {"grid": [{"params": p, "validation": 0.0} for p in grid], "params": chosen}
+
+    narrow = [{"lam": v} for v in (1.0, 10.0, 100.0)]
+    wide = narrow + [{"lam": 1000.0}]
+    # an old cell at its own grid's edge stays an edge beside a wider grid's cells; a value the narrow grid
+    # never had (1000) is placed in the wide one
+    assert _grid_edge([cell(narrow, lam=100.0), cell(wide, lam=100.0), cell(wide, lam=1000.0)]) == [
+        "lam: 100.0 (high edge), 1000.0 (high edge)"]
+    assert _grid_edge([cell(wide, lam=100.0), cell(wide, lam=10.0)]) == ["lam: 10.0 (inside), 100.0 (inside)"]
+    # tuples sort by their numbers ((1, 5) < (1, 20) < (1, 50)), not by their text; a parameter an old
+    # cell's grid lacked is placed only where a cell chose it
+    items = [{"input_items": [1, n], "threshold": None} for n in (5, 20, 50)]
+    assert _grid_edge([cell(items, input_items=[1, 20], threshold=None), cell(narrow, lam=10.0)]) == [
+        "input_items: (1, 20) (inside)", "threshold: None (one of 1)", "lam: 10.0 (inside)"]
+    rows = [{"threshold": t} for t in (4.0, None)]  # which rows: a choice, not a scale with edges
+    assert _grid_edge([cell(rows, threshold=4.0), cell(rows, threshold=None)]) == ["threshold: 4.0 (one of 2), None (one of 2)"]
+
+
 def test_the_blends_weights_start_from_its_best_part_and_only_climb():
     from recmaml.benchmark import BLEND_WEIGHTS, _coordinate_ascent
 
