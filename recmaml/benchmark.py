@@ -35,7 +35,7 @@ from recmaml.data import Interactions, relevant_rating
 from recmaml.errors import DataError
 from recmaml.metrics import reciprocal_ranks
 from recmaml.protocol import (
-    ColdSplit, RankedCatalog, kshot_split, melu_split, query_ndcg_per_user, scores_at, support_arrays,
+    ColdSplit, RankedCatalog, kshot_split, melu_split, past_the_edge, query_ndcg_per_user, scores_at, support_arrays,
 )
 
 PROTOCOLS = ("random", "temporal", "melu")
@@ -599,46 +599,12 @@ def _grid_search(system: System, splits: _Splits, ctx: CellContext, rating: bool
         for params in points:
             evaluate(params)
         if ctx.grid != "minimal":
-            for params in iter(lambda: _past_the_edge(best()["params"], tried, points), None):
+            for params in iter(lambda: past_the_edge(best()["params"], [t["params"] for t in tried], points), None):
                 evaluate(params)
     finally:
         ctx.validation = None
     chosen = best()
     return {**chosen["params"], **chosen.get("learned", {})}, tried
-
-
-GRID_EXTENSIONS = 3  # values a search adds past each end of a numeric axis while its optimum sits there
-
-
-def _past_the_edge(params: dict, tried: list[dict], grid: list[dict]) -> dict | None:
-    """The next point to try when the best point so far, `params`, sits at an end of a numeric axis of the
-    `grid` (a scale of two or more numbers, such as EASE's L2 strength or ALS's factors): that point with
-    the axis moved one step further out, the step the two outermost values make (a factor), until the
-    optimum is inside or GRID_EXTENSIONS values were added at that end. A line search from the optimum,
-    not a new slice of the grid, so that a grid which stops short of the optimum no longer decides it.
-    An axis that starts at 0 (no shrink, no damping) has its natural end there. None: nothing to try."""
-    seen = [t["params"] for t in tried]
-    for name, value in params.items():
-        original = sorted({p[name] for p in grid if _is_number(p.get(name))})
-        if len(original) < 2 or not _is_number(value):
-            continue
-        axis = sorted({p[name] for p in seen if _is_number(p.get(name))})
-        ends = [(axis[-1], axis[-1] / axis[-2], sum(v > original[-1] for v in axis))]
-        if original[0] > 0:
-            ends.append((axis[0], axis[0] / axis[1], sum(v < original[0] for v in axis)))
-        for end, step, added in ends:
-            if value != end or added >= GRID_EXTENSIONS:
-                continue
-            further = value * step
-            further = int(round(further)) if isinstance(value, int) else float(f"{further:.6g}")
-            candidate = {**params, name: further}
-            if further > 0 and further != value and candidate not in seen:
-                return candidate
-    return None
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _fingerprint(log: Interactions) -> str:

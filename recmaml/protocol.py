@@ -288,15 +288,19 @@ def metarec_scores(rec, cold_support: Interactions, batch_size: int | None = Non
 
 
 def tune(fit_and_score: Callable[..., float], grid: dict[str, list]) -> tuple[dict, float, list[tuple[dict, float]]]:
-    """The grid point with the highest `fit_and_score(**params)` (e.g. validation nDCG@20).
+    """The grid point with the highest `fit_and_score(**params)` (e.g. validation nDCG@20), the search
+    going past the grid's ends while the best point sits at one (past_the_edge).
 
-    Returns (best params, best value, every (params, value) tried, in grid order)."""
-    results = []
-    for values in itertools.product(*grid.values()):
-        params = dict(zip(grid.keys(), values))
+    Returns (best params, best value, every (params, value) tried, in the order tried)."""
+    points = [dict(zip(grid.keys(), values)) for values in itertools.product(*grid.values())]
+    results = [(params, float(fit_and_score(**params))) for params in points]
+
+    def best():
+        return max(results, key=lambda r: r[1] if np.isfinite(r[1]) else -np.inf)
+
+    while (params := past_the_edge(best()[0], [r[0] for r in results], points)) is not None:
         results.append((params, float(fit_and_score(**params))))
-    best = max(results, key=lambda r: r[1] if np.isfinite(r[1]) else -np.inf)
-    return best[0], best[1], results
+    return best()[0], best()[1], results
 
 
 def tune_baseline(factory: Callable, grid: dict[str, list], val: ColdSplit, k: int = 20,
@@ -309,3 +313,37 @@ def tune_baseline(factory: Callable, grid: dict[str, list], val: ColdSplit, k: i
         return evaluate_ranking(scores, val.cold_support, val.cold_query, k, relevance_threshold)[f"ndcg@{k}"]
 
     return tune(ndcg, grid)
+
+
+GRID_EXTENSIONS = 3  # values a search adds past each end of a numeric axis while its optimum sits there
+
+
+def past_the_edge(params: dict, seen: list[dict], grid: list[dict]) -> dict | None:
+    """The next point to try when the best point so far, `params`, sits at an end of a numeric axis of the
+    `grid` (a scale of two or more numbers, such as EASE's L2 strength or ALS's factors): that point with
+    the axis moved one step further out, the step the two outermost values make (a factor), until the
+    optimum is inside or GRID_EXTENSIONS values were added at that end. A line search from the optimum,
+    not a new slice of the grid, so that a grid which stops short of the optimum no longer decides it.
+    An axis that starts at 0 (no shrink, no damping) has its natural end there. `seen`: the points tried
+    so far (the grid's among them). None: nothing to try."""
+    for name, value in params.items():
+        original = sorted({p[name] for p in grid if _is_number(p.get(name))})
+        if len(original) < 2 or not _is_number(value):
+            continue
+        axis = sorted({p[name] for p in seen if _is_number(p.get(name))})
+        ends = [(axis[-1], axis[-1] / axis[-2], sum(v > original[-1] for v in axis))]
+        if original[0] > 0:
+            ends.append((axis[0], axis[0] / axis[1], sum(v < original[0] for v in axis)))
+        for end, step, added in ends:
+            if value != end or added >= GRID_EXTENSIONS:
+                continue
+            further = value * step
+            further = int(round(further)) if isinstance(value, int) else float(f"{further:.6g}")
+            candidate = {**params, name: further}
+            if further > 0 and further != value and candidate not in seen:
+                return candidate
+    return None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

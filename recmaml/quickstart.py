@@ -29,7 +29,7 @@ ML100K = "ml-100k"
 K = 20
 RELEVANCE_THRESHOLD = 4.0
 # small grids around the benchmark's validation optima on ML-100K (benchmarks/RESULTS.md), at full
-# strength all the same: EASE and item-kNN choose whether they read every row or the liked ones, of the
+# strength all the same (the search steps past a grid's end while the optimum sits there: protocol.tune): EASE and item-kNN choose whether they read every row or the liked ones, of the
 # warm log and of a history; Mult-VAE trains on few-item inputs until the validation users' nDCG@20 stops
 # improving (mult_vae_tuned), so the baselines here are tuned on validation users as the benchmark's are
 BASELINE_GRIDS = {

@@ -378,13 +378,14 @@ def test_the_blend_reuses_its_parts_choices_and_is_a_reference_line_not_a_baseli
 
 
 def test_a_grid_search_goes_past_the_grids_end_while_its_optimum_sits_there():
-    from recmaml.benchmark import GRID_EXTENSIONS, _grid_points, _past_the_edge
+    from recmaml.benchmark import _grid_points
+    from recmaml.protocol import GRID_EXTENSIONS, past_the_edge, tune
 
     def search(grid: dict, value) -> list[dict]:
         points = _grid_points(grid)
         tried = [{"params": p, "validation": value(p)} for p in points]
         best = lambda: max(tried, key=lambda t: t["validation"])["params"]  # noqa: E731
-        while (extra := _past_the_edge(best(), tried, points)) is not None:
+        while (extra := past_the_edge(best(), [t["params"] for t in tried], points)) is not None:
             tried.append({"params": extra, "validation": value(extra)})
         return tried
 
@@ -404,6 +405,10 @@ def test_a_grid_search_goes_past_the_grids_end_while_its_optimum_sits_there():
     # an optimum inside the grid, or a choice that is no number, adds nothing
     assert len(search({"lam": [10.0, 100.0, 1000.0]}, lambda p: -abs(p["lam"] - 100))) == 3
     assert len(search({"rows": [None, 4.0], "items": [(1, 5), (1, 50)]}, lambda p: p["items"][1])) == 4
+    # the quickstart's small grids (protocol.tune) step out the same way
+    best, value, tried = tune(lambda lam, rows: -abs(np.log10(lam) - 5) - (rows is None),
+                              {"lam": [10.0, 100.0, 1000.0], "rows": [None, 4.0]})
+    assert best == {"lam": 1e5, "rows": 4.0} and value == 0.0 and len(tried) == 9
 
 
 def test_grid_edges_place_each_choice_in_its_own_cells_grid():

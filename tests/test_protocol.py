@@ -109,7 +109,9 @@ def test_query_ndcg_and_rating_errors():
 def test_tune_baseline_picks_from_grid(log):
     val = cold_split(log, seed=0)
     best, value, results = tune_baseline(EASE, {"lam": [1.0, 10.0]}, val)
-    assert best in [r[0] for r in results] and len(results) == 2
+    # the grid's two points, then steps past whichever end holds the optimum (at most 3 there)
+    assert [r[0] for r in results[:2]] == [{"lam": 1.0}, {"lam": 10.0}] and 2 <= len(results) <= 5
+    assert best in [r[0] for r in results]
     assert value == max(r[1] for r in results)
     scores = EASE(**best).fit(val.warm).score(*support_arrays(val.cold_support))
     assert scores.shape == (val.n_cold, log.n_items)
