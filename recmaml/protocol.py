@@ -331,7 +331,9 @@ def past_the_edge(params: dict, seen: list[dict], grid: list[dict]) -> dict | No
         if len(original) < 2 or not _is_number(value):
             continue
         axis = sorted({p[name] for p in seen if _is_number(p.get(name))})
-        ends = [(axis[-1], axis[-1] / axis[-2], sum(v > original[-1] for v in axis))]
+        ends = []  # (end, the factor past it, values added there so far); a factor needs positive values
+        if axis[-2] > 0:
+            ends.append((axis[-1], axis[-1] / axis[-2], sum(v > original[-1] for v in axis)))
         if original[0] > 0:
             ends.append((axis[0], axis[0] / axis[1], sum(v < original[0] for v in axis)))
         for end, step, added in ends:

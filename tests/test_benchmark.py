@@ -402,6 +402,7 @@ def test_a_grid_search_goes_past_the_grids_end_while_its_optimum_sits_there():
     assert [t["params"]["window"] for t in search({"window": [30.0, 90.0, 365.0]}, lambda p: -p["window"])[3:]] == [
         10.0, 3.33333, 1.11111]
     assert len(search({"shrink": [0.0, 10.0, 100.0]}, lambda p: -p["shrink"])) == 3
+    assert len(search({"shrink": [0.0, 10.0]}, lambda p: p["shrink"])) == 2  # no factor from 0 to 10
     # an optimum inside the grid, or a choice that is no number, adds nothing
     assert len(search({"lam": [10.0, 100.0, 1000.0]}, lambda p: -abs(p["lam"] - 100))) == 3
     assert len(search({"rows": [None, 4.0], "items": [(1, 5), (1, 50)]}, lambda p: p["items"][1])) == 4
