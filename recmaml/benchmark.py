@@ -35,7 +35,8 @@ from recmaml.data import Interactions, relevant_rating
 from recmaml.errors import DataError
 from recmaml.metrics import reciprocal_ranks
 from recmaml.protocol import (
-    ColdSplit, RankedCatalog, kshot_split, melu_split, past_the_edge, query_ndcg_per_user, scores_at, support_arrays,
+    ColdSplit, RankedCatalog, grid_points, kshot_split, melu_split, past_the_edge, query_ndcg_per_user, scores_at,
+    support_arrays,
 )
 
 PROTOCOLS = ("random", "temporal", "melu")
@@ -336,7 +337,7 @@ def _coordinate_ascent(names: list[str], value: Callable[[dict], float]) -> tupl
 
 
 def _first_point(name: str, ctx) -> dict:
-    return _grid_points(SYSTEMS[name].grid(ctx))[0]
+    return grid_points(SYSTEMS[name].grid(ctx))[0]
 
 
 SYSTEMS: dict[str, System] = {s.name: s for s in [
@@ -519,12 +520,6 @@ def validation_value(fitted, splits: dict, protocol: str, rating: bool, relevanc
     return float(np.mean(values))
 
 
-def _grid_points(grid: dict) -> list[dict]:
-    import itertools
-
-    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
-
-
 def run_system(system: System, log: Interactions, splits: _Splits, ctx: CellContext, fitted_cache: dict) -> dict:
     """Tune `system` on the validation users, refit on all warm users, score every K; one cell's record."""
     protocol, relevance_threshold = ctx.protocol, ctx.relevance_threshold
@@ -573,7 +568,7 @@ def run_system(system: System, log: Interactions, splits: _Splits, ctx: CellCont
 def _grid_search(system: System, splits: _Splits, ctx: CellContext, rating: bool) -> tuple[dict, list]:
     """The grid point with the best validation value, with what its fit learned while tuning (a Mult-VAE's
     epochs); every point tried, with its value. The best point's validation fit is kept in ctx.val_fits."""
-    points = _grid_points(system.grid(ctx))[: 1 if ctx.grid == "minimal" else None]
+    points = grid_points(system.grid(ctx))[: 1 if ctx.grid == "minimal" else None]
     if len(points) == 1:
         return points[0], []
     tried, best_value = [], -np.inf

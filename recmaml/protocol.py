@@ -287,12 +287,17 @@ def metarec_scores(rec, cold_support: Interactions, batch_size: int | None = Non
     return rec.score(cold_support, users=cold_support.users.ids, batch_size=batch_size)
 
 
+def grid_points(grid: dict[str, list]) -> list[dict]:
+    """Every combination of a grid's values, as parameter dicts (an empty grid: one empty point)."""
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
 def tune(fit_and_score: Callable[..., float], grid: dict[str, list]) -> tuple[dict, float, list[tuple[dict, float]]]:
     """The grid point with the highest `fit_and_score(**params)` (e.g. validation nDCG@20), the search
     going past the grid's ends while the best point sits at one (past_the_edge).
 
     Returns (best params, best value, every (params, value) tried, in the order tried)."""
-    points = [dict(zip(grid.keys(), values)) for values in itertools.product(*grid.values())]
+    points = grid_points(grid)
     results = [(params, float(fit_and_score(**params))) for params in points]
 
     def best():

@@ -378,11 +378,10 @@ def test_the_blend_reuses_its_parts_choices_and_is_a_reference_line_not_a_baseli
 
 
 def test_a_grid_search_goes_past_the_grids_end_while_its_optimum_sits_there():
-    from recmaml.benchmark import _grid_points
-    from recmaml.protocol import GRID_EXTENSIONS, past_the_edge, tune
+    from recmaml.protocol import GRID_EXTENSIONS, grid_points, past_the_edge, tune
 
     def search(grid: dict, value) -> list[dict]:
-        points = _grid_points(grid)
+        points = grid_points(grid)
         tried = [{"params": p, "validation": value(p)} for p in points]
         best = lambda: max(tried, key=lambda t: t["validation"])["params"]  # noqa: E731
         while (extra := past_the_edge(best(), [t["params"] for t in tried], points)) is not None:
