@@ -420,6 +420,9 @@ def _mae_panel(ax, block: dict) -> None:
     ax.set(xlabel="revealed ratings", ylabel="MAE (lower is better)")
 
 
+MACHINE_PREFIX = "- Machine: "  # the first generated line under a page's title
+
+
 def write_report(out: Path, page: Path | None = None) -> dict:
     """results.json, results.md and plots/ of every cell under `out`; returns the summary. page: also
     write the markdown there (e.g. benchmarks/RESULTS.md), its plot links relative to the page."""
@@ -433,9 +436,25 @@ def write_report(out: Path, page: Path | None = None) -> dict:
     header = environment_lines(cells)
     for target in [out / "results.md"] + ([Path(page)] if page else []):
         links = {data: os.path.relpath(path.resolve(), target.resolve().parent) for data, path in plots.items()}
-        text = markdown(summary, links, header)
+        preface = kept_preface(target) if target != out / "results.md" else []
+        text = markdown(summary, links, preface + header)
         atomic_write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return summary
+
+
+def kept_preface(page: Path) -> list[str]:
+    """The hand-written lines of an existing page between its title and the generated "- Machine:" line,
+    so that rebuilding the page in place keeps what a person wrote there (and its plot links stay relative
+    to the page, which a page built elsewhere and pasted in would get wrong)."""
+    if not page.is_file():
+        return []
+    lines = page.read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0] != "# Benchmark results":
+        return []
+    for end, line in enumerate(lines):
+        if line.startswith(MACHINE_PREFIX):
+            return lines[2:end]
+    return []
 
 
 def environment_lines(cells: list[dict]) -> list[str]:
@@ -458,7 +477,7 @@ def environment_lines(cells: list[dict]) -> list[str]:
     if spans:
         first, last = min(s for s, _ in spans), max(e for _, e in spans)
         span = f", from {first:%Y-%m-%d %H:%M} to {last:%H:%M} ({(last - first).total_seconds() / 60:.0f} min wall)"
-    return [f"- Machine: {env.get('machine', '?')}; torch threads per run: {_thread_counts(cells)}",
+    return [f"{MACHINE_PREFIX}{env.get('machine', '?')}; torch threads per run: {_thread_counts(cells)}",
             f"- Versions: {versions}",
             f"- Cells: {len(cells)}{span}",
             "- Compute per data set (tuning + fitting + scoring, summed over cells): " + ", ".join(

@@ -553,3 +553,26 @@ def test_the_page_spells_todays_flags_and_every_thread_count_its_cells_ran_with(
     cells[0].write_text(json.dumps(one))
     write_report(tmp_path)
     assert f"torch threads per run: 1 ({len(cells) - 1} cells), 2 (1 cells)" in (tmp_path / "results.md").read_text()
+
+
+def test_rebuilding_a_page_in_place_keeps_its_hand_written_preface_and_links_its_plots_from_the_page(tmp_path):
+    import shutil
+
+    from recmaml.report import write_report
+
+    out = tmp_path / "run"
+    shutil.copytree(REPO_ROOT / "benchmarks/full-run/cells/filmtrust/random", out / "cells/filmtrust/random")
+    page = tmp_path / "docs" / "RESULTS.md"
+    page.parent.mkdir()
+    write_report(out, page=page)
+    first = page.read_text()
+    assert "![filmtrust](../run/plots/filmtrust.png)" in first
+    assert (page.parent / "../run/plots/filmtrust.png").resolve().is_file()
+    lines = first.splitlines()
+    page.write_text("\n".join([lines[0], "", "Written by a person: what this run shows.", "", *lines[2:]]) + "\n")
+    write_report(out, page=page)
+    second = page.read_text()
+    assert second.count("Written by a person: what this run shows.") == 1
+    assert second.index("Written by a person") < second.index("- Machine: ")
+    assert "Written by a person" not in (out / "results.md").read_text()
+    assert second.replace("Written by a person: what this run shows.\n\n", "") == first
