@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The full cold-start benchmark behind benchmarks/RESULTS.md: every protocol, K = 0,1,3,5,10,20, seeds 0-2
-# and every system on the four shared logs, with the code's default config for recmaml's systems.
+# and every system on the five shared logs, with the code's default config for recmaml's systems.
 #     bash benchmarks/full_run.sh [OUT]        # default OUT: benchmarks/full-run
 # Two lanes run side by side with one torch thread each (2 cores); finished cells under OUT are kept, so
 # running it again resumes a stopped run. The results page is rebuilt from every cell at the end.
@@ -22,7 +22,8 @@ run() { "$VENV/bin/recmaml" benchmark --data "$1" --name "$2" --support-sizes 0,
         --systems "$SYSTEMS" --budget-seconds "$BUDGET" --threads 1 --out "$OUT"; }
 # CiaoDVD (17,615 users x 16,121 items) takes about as long as the other three together
 lane1() { run "$DATA/movielens/ml-100k" ml-100k; run "$DATA/filmtrust" filmtrust;
-          run "$DATA/movielens/ml-latest-small" ml-latest-small; }
+          run "$DATA/movielens/ml-latest-small" ml-latest-small;
+          run "$DATA/lastfm-hetrec2011" lastfm; }  # plays, no ratings or dates: the random protocol only
 lane2() { run "$DATA/ciaodvd" ciaodvd; }
 start=$(date +%s)
 lane1 & pid1=$!

@@ -41,9 +41,11 @@ _FORMATS = {
     "ml-latest": ("movielens", "ml-latest"),
     "filmtrust": ("librec", "filmtrust"),
     "ciaodvd": ("librec", "ciaodvd"),
+    "lastfm": ("hetrec", "lastfm"),
+    "hetrec-lastfm": ("hetrec", "lastfm"),
 }
 # Readers of whole data sets (a folder or its ratings file), which return Interactions, not a frame.
-_DATASET_KINDS = ("movielens", "librec")
+_DATASET_KINDS = ("movielens", "librec", "hetrec")
 _EXTENSIONS = {
     ".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet",
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".db": "sql", ".sqlite": "sql", ".sqlite3": "sql",
@@ -51,7 +53,7 @@ _EXTENSIONS = {
 _COMPRESSED = (".gz", ".zst", ".zlib")
 _SQL_PREFIXES = ("sqlite://", "postgresql://", "postgres://")
 _DELIMITERS = ("\t", ",", ";", "|")  # detection order: on a tie the first wins
-_ACCEPTED = "csv, tsv, parquet, jsonl, sql, movielens-100k, movielens-1m, movielens-latest, filmtrust, ciaodvd"
+_ACCEPTED = "csv, tsv, parquet, jsonl, sql, movielens-100k, movielens-1m, movielens-latest, filmtrust, ciaodvd, lastfm"
 # Rows used to guess column types; the whole file is scanned only when this guess turns out wrong.
 _INFER_ROWS = 10_000
 
@@ -73,8 +75,8 @@ def read_interactions(
     encoding: str = "utf8",
     decimal: str = ".",
 ) -> Interactions:
-    """Read an interaction log: a CSV/TSV/Parquet/JSON Lines file, a SQL database, a MovieLens, FilmTrust
-    or CiaoDVD folder or ratings file, or a pandas/polars frame. The format comes from `format=` or from
+    """Read an interaction log: a CSV/TSV/Parquet/JSON Lines file, a SQL database, a MovieLens, FilmTrust,
+    CiaoDVD or HetRec Last.fm folder or ratings file, or a pandas/polars frame. The format comes from `format=` or from
     the file's extension (data-set folders and their ratings files are recognised by their file names).
 
     rating_col=None (or "") reads implicit feedback; timestamp_col=None (or "") ignores timestamps. The
@@ -223,6 +225,8 @@ def resolve_source_format(source, format: str | None) -> tuple[str, str | None]:
     librec = _detect_librec(path)
     if librec is not None:
         return "librec", librec
+    if _detect_hetrec(path) is not None:  # a folder holding user_artists.dat, or that .dat file
+        return "hetrec", "lastfm"
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] in _COMPRESSED:  # ratings.csv.gz reads as ratings.csv
         suffixes = suffixes[:-1]
@@ -252,8 +256,14 @@ def _detect_librec(path: Path) -> str | None:
     return detect_librec(path)
 
 
+def _detect_hetrec(path: Path) -> str | None:
+    from recmaml.connectors.hetrec import detect_hetrec
+
+    return detect_hetrec(path)
+
+
 def _dataset_name(kind: str, variant: str | None) -> str:
-    return {"filmtrust": "FilmTrust", "ciaodvd": "CiaoDVD"}.get(variant, "MovieLens")
+    return {"filmtrust": "FilmTrust", "ciaodvd": "CiaoDVD", "lastfm": "HetRec Last.fm"}.get(variant, "MovieLens")
 
 
 def _check_exists(path: Path) -> None:
@@ -366,6 +376,10 @@ def _read_dataset(source, kind, variant, rating_range, user_features, item_featu
         from recmaml.connectors.movielens import read_movielens
 
         interactions = read_movielens(source, variant, rating_range=rating_range)
+    elif kind == "hetrec":  # plays: counts, no rating range to check
+        from recmaml.connectors.hetrec import read_lastfm
+
+        interactions = read_lastfm(source)
     else:
         from recmaml.connectors.librec import read_ciaodvd, read_filmtrust
 

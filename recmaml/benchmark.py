@@ -31,7 +31,7 @@ import numpy as np
 from recmaml import baselines
 from recmaml.files import write_json
 from recmaml.config import Config
-from recmaml.data import Interactions, relevant_rating
+from recmaml.data import Interactions, is_count_column, relevant_rating
 from recmaml.errors import DataError
 from recmaml.metrics import reciprocal_ranks
 from recmaml.protocol import (
@@ -59,6 +59,12 @@ class BenchmarkSpec:
     grid: str = "full"  # "minimal": the first value of every grid, no tuning (smoke runs)
     config: Config = field(default_factory=Config)  # recmaml's systems start from this config
     command: str = ""  # the command line that reproduces the run, recorded in every cell
+
+
+def has_rating_scale(log: Interactions) -> bool:
+    """True for a log of ratings; False without a rating column, and for one of counts (plays): their MAE
+    and item means say nothing a user asks for, so the MeLU protocol and the rating models leave them out."""
+    return log.rating is not None and not is_count_column(log.rating)
 
 
 def log_relevance_threshold(log: Interactions) -> float | None:
@@ -633,14 +639,16 @@ def run_benchmark(log: Interactions, spec: BenchmarkSpec, out: Path, progress=No
     """Run every (protocol, seed, system) cell of `spec` on `log` that `out` does not already hold, and
     return the paths of all its cells. Each cell is written atomically when done, so an interrupted run
     resumes at the first missing cell. progress: optional tqdm-like object (update, set_description)."""
-    systems = tuple(s for s in resolve_systems(spec.systems) if (log.rating is not None or not SYSTEMS[s].needs_ratings)
+    rated = has_rating_scale(log)
+    systems = tuple(s for s in resolve_systems(spec.systems) if (rated or not SYSTEMS[s].needs_ratings)
                     and (log.timestamp is not None or not SYSTEMS[s].needs_timestamps))
     protocols = list(spec.protocols)
     for p in protocols:
         if p not in PROTOCOLS:
             raise DataError(f"unknown protocol {p!r}; choose from {list(PROTOCOLS)} (--protocol)")
-    if "melu" in protocols and log.rating is None:
-        raise DataError(f"{spec.name}: the MeLU protocol evaluates ratings and this log has none; leave 'melu' "
+    if "melu" in protocols and not rated:
+        what = "none" if log.rating is None else "counts (plays), not ratings"
+        raise DataError(f"{spec.name}: the MeLU protocol evaluates ratings and this log has {what}; leave 'melu' "
                         "out of --protocol (or give the log a rating column: --rating-col)")
     if "temporal" in protocols and log.timestamp is None:
         raise DataError(f"{spec.name}: the temporal protocol needs timestamps and this log has none; leave "
@@ -670,7 +678,7 @@ def run_benchmark(log: Interactions, spec: BenchmarkSpec, out: Path, progress=No
             if not todo:
                 continue
             splits = make_splits(log, protocol, seed, spec.ks, spec.cold_fraction)
-            ctx = CellContext(protocol, relevance_threshold, has_ratings=log.rating is not None,
+            ctx = CellContext(protocol, relevance_threshold, has_ratings=rated,
                               has_timestamps=log.timestamp is not None, budget_seconds=spec.budget_seconds,
                               config=spec.config, grid=spec.grid,
                               threads=torch.get_num_threads(),  # implicit's ALS: as many threads as torch

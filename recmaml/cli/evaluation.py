@@ -145,7 +145,7 @@ def add_benchmark(sub) -> None:
                         "recmaml benchmark --data ../shared/data/movielens/ml-100k --protocol random,temporal,melu "
                         "--support-sizes 1,3,5,10,20 --seeds 0,1,2 --systems all --out bench", uses_model=False,
                         device=False)
-    bench.add_argument("--data", help="interaction log (file, folder, SQL URI): MovieLens, FilmTrust, CiaoDVD, CSV...")
+    bench.add_argument("--data", help="interaction log (file, folder, SQL URI): MovieLens, FilmTrust, CiaoDVD, Last.fm, CSV...")
     bench.add_argument("--name", help="the data set's name in the tables (default: the file or folder name)")
     bench.add_argument("--protocol", help="comma-separated: random, temporal, melu (default: all the log allows)")
     # the suite's support sizes and system names live in recmaml.benchmark, which imports torch: their help
@@ -219,11 +219,12 @@ def cmd_benchmark(args) -> None:
         log_ = read_log(args.data, args)
         protocols = _csv_list(args.protocol, "--protocol") if args.protocol else tuple(
             p for p in benchmark.PROTOCOLS if (p != "temporal" or log_.timestamp is not None)
-            and (p != "melu" or log_.rating is not None))
+            and (p != "melu" or benchmark.has_rating_scale(log_)))
         if not args.protocol and log_.timestamp is None:
             log.info("note: the log has no timestamps; the temporal protocol is left out")
-        if not args.protocol and log_.rating is None:
-            log.info("note: the log has no ratings; the MeLU protocol and the item-mean baselines are left out")
+        if not args.protocol and not benchmark.has_rating_scale(log_):
+            what = "no ratings" if log_.rating is None else "counts (plays) for ratings"
+            log.info(f"note: the log has {what}; the MeLU protocol and the item-mean baselines are left out")
         spec = benchmark.BenchmarkSpec(
             name=args.name or Path(args.data.rstrip("/")).stem, protocols=protocols,
             ks=_csv_list(args.support_sizes or _default_support_sizes(), "--support-sizes", int),
