@@ -23,7 +23,7 @@ from torch import nn
 
 from recmaml.config import ModelConfig
 from recmaml.data import SideFeatures
-from recmaml.ordered import ordered_sum
+from recmaml.ordered import ordered_embedding_sum, ordered_sum
 
 
 TIME_EDGES = 128  # times at which the time prior's cumulative counts are kept (quantiles of the warm log)
@@ -190,8 +190,11 @@ class Scorer(nn.Module):
             parts.append(self.user_features(user_feats))
         if self.support_embedding is not None:
             mask = user_feats["support_mask"].unsqueeze(-1)
-            embedded = self.support_embedding(user_feats["support_items"])
-            total = ordered_sum(embedded * mask, dim=-2)
+            items, table = user_feats["support_items"], self.support_embedding.weight
+            if torch.is_grad_enabled() and table.requires_grad:  # meta-training: the embedding's own backward
+                total = ordered_sum(self.support_embedding(items) * mask, dim=-2)
+            else:  # serving: the same bits without the (B, S, width) array
+                total = ordered_embedding_sum(table, items, mask)
             parts.append(torch.tanh(total / mask.sum(dim=-2).clamp(min=1.0).sqrt()))
         if self.kind_code is not None:
             parts.append(self.kind_code(user_feats["history_kind"]))

@@ -119,24 +119,28 @@ class ServingPriors(nn.Module):
         """(B, n_items): the standardized sum of the EASE rows of each user's support items, each row times its
         label (PaddedSet.signed(): 1 a like, -w a dislike, whose row is subtracted; 0 padding); a like rated
         below ease_threshold left out (a missing rating, NaN, is no dislike)."""
-        return standardize_(self._ease_sums(*self._ease_entries(items, labels, ratings)))
+        return standardize_(self._ease_sums(items, self._ease_labels(labels, ratings)))
 
-    def _ease_entries(self, items: torch.Tensor, labels: torch.Tensor, ratings: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(index, weight), each (B, S * NEIGHBORS): the EASE rows of each user's support items times their
-        labels, a row that does not count (padding, or a like rated below the threshold) with weight 0."""
-        mask = labels
+    def _ease_labels(self, labels: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+        """(B, S) how much each support row's EASE row counts: its label, 0 for padding and for a like rated
+        below the threshold."""
         threshold = float(self.ease_threshold)
         if threshold == threshold:  # not NaN
-            mask = mask * (~((ratings < threshold) & (mask > 0))).to(mask.dtype)
-        index = self._long_index()[items].flatten(1)
-        weight = (self.ease_weight[items] * mask.unsqueeze(-1)).flatten(1)
-        return index, weight
+            return labels * (~((ratings < threshold) & (labels > 0))).to(labels.dtype)
+        return labels
 
-    def _ease_sums(self, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(index.shape[0], self.ease_index.shape[0], device=index.device)
-        # scatter_add adds a row's entries in their order: the padding (weight 0) comes last and changes nothing
-        return out.scatter_add_(1, index, weight)
+    def _ease_sums(self, items: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:
+        """(B, n_items): each user's EASE rows times `counted`, added in support order. Only the rows that
+        count are gathered (padding and left-out likes would add zeros, which change no bit), and their
+        entries go into the flat (B * n_items) output by one scatter_add, which adds in index order: an
+        output entry gets its terms in the order of the user's support, as one row at a time would."""
+        batch, n_items = items.shape[0], self.ease_index.shape[0]
+        users, positions = counted.nonzero(as_tuple=True)  # row-major: by user, then support position
+        rows = items[users, positions]
+        flat = self._long_index().index_select(0, rows).add_((users * n_items).unsqueeze(1))
+        weight = self.ease_weight.index_select(0, rows).mul_(counted[users, positions].unsqueeze(1))
+        out = torch.zeros(batch * n_items, device=items.device)
+        return out.scatter_add_(0, flat.flatten(), weight.flatten()).view(batch, n_items)
 
     def _long_index(self) -> torch.Tensor:
         """ease_index as int64, which gather and scatter take (saved as int32: half the file), kept while the

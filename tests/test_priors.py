@@ -152,3 +152,31 @@ def test_a_model_saved_with_a_dense_table_of_counts_serves_the_same_popularity()
     times = torch.tensor([0.0, 60.0 * DAY, 200.0 * DAY, 390.0 * DAY, 10**9], dtype=torch.float64)
     torch.testing.assert_close(loaded.recent(times), priors.recent(times), rtol=0, atol=0)
     assert loaded.recent(times)[1:4].abs().sum() > 0
+
+
+def test_the_ease_sums_add_each_users_rows_in_support_order_in_float32():
+    """The prior's sums against a plain float32 loop (IEEE adds, the same on any machine): padding and a
+    like rated below the threshold add nothing, a dislike subtracts its row."""
+    from recmaml.priors import ServingPriors
+
+    rng = np.random.default_rng(4)
+    n_items, neighbors = 40, 6
+    priors = ServingPriors(n_items, neighbors, 0)
+    index = np.stack([rng.choice(n_items, neighbors, replace=False) for _ in range(n_items)]).astype(np.int32)
+    weight = rng.normal(size=(n_items, neighbors)).astype(np.float32)
+    priors.set_ease(index, weight, 100.0, 4.0)
+    items = torch.from_numpy(rng.integers(0, n_items, size=(9, 7)))
+    labels = torch.from_numpy(rng.choice([1.0, 1.0, -0.5, 0.0], size=(9, 7)).astype(np.float32))
+    labels[3] = 0.0  # a user with no row that counts
+    ratings = torch.from_numpy(rng.choice([2.0, 4.0, 5.0, np.nan], size=(9, 7)).astype(np.float32))
+    got = priors._ease_sums(items, priors._ease_labels(labels, ratings)).numpy()
+    want = np.zeros((9, n_items), dtype=np.float32)
+    for b in range(9):
+        for s in range(7):
+            label, rating = labels[b, s].item(), ratings[b, s].item()
+            if label == 0 or (label > 0 and rating < 4.0):
+                continue
+            row = items[b, s].item()
+            for j, w in zip(index[row], weight[row]):
+                want[b, j] = np.float32(want[b, j] + np.float32(w * np.float32(label)))
+    assert np.array_equal(got, want) and not want[3].any()
