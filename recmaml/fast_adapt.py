@@ -160,12 +160,12 @@ def fast_user_vectors(model: nn.Module, support, *, names: list[str], steps: int
             ub = user_bias.requires_grad_(True)
             u, pre_acts, inputs = tower(ui)
             if cfg.objective == "rating":
-                pred = (item_dots(item_vectors, support.items, u) + item_bias[support.items]).double() + (
+                pred = (item_dots(item_vectors, support.items, u, mask) + item_bias[support.items]).double() + (
                     ub[:, None] + model.global_bias).double()
                 losses = ((pred - support.ratings.double()) ** 2 * mask).sum(dim=1) / n
             else:  # -mean label * log softmax at the support items = (sum of labels / n) * logsumexp - mean
                 # labelled logit (a like's label 1; a dislike's -w: +w log p, its score pushed down)
-                logits = (item_dots(item_vectors, support.items, u) + item_bias[support.items]).double()
+                logits = (item_dots(item_vectors, support.items, u, mask) + item_bias[support.items]).double()
                 same_start = step == 0 and feats is None  # user_init is shared; user inputs would differ
                 lse = catalog_logsumexp(u, item_vectors.detach(), item_bias, same_start)
                 losses = (labels.sum(dim=1) / n) * lse - (logits * labels).sum(dim=1) / n

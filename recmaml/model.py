@@ -23,7 +23,7 @@ from torch import nn
 
 from recmaml.config import ModelConfig
 from recmaml.data import SideFeatures
-from recmaml.ordered import ordered_embedding_sum, ordered_sum
+from recmaml.ordered import ordered_embedding_sum, ordered_sum, zero_row_float64
 
 
 TIME_EDGES = 128  # times at which the time prior's cumulative counts are kept (quantiles of the warm log)
@@ -194,11 +194,22 @@ class Scorer(nn.Module):
             if torch.is_grad_enabled() and table.requires_grad:  # meta-training: the embedding's own backward
                 total = ordered_sum(self.support_embedding(items) * mask, dim=-2)
             else:  # serving: the same bits without the (B, S, width) array
-                total = ordered_embedding_sum(table, items, mask)
+                total = ordered_embedding_sum(table, items, mask, self._support_table64())
             parts.append(torch.tanh(total / mask.sum(dim=-2).clamp(min=1.0).sqrt()))
         if self.kind_code is not None:
             parts.append(self.kind_code(user_feats["history_kind"]))
         return torch.cat(parts, dim=-1) if parts else None
+
+    def _support_table64(self) -> torch.Tensor:
+        """The support embedding as ordered_embedding_sum reads it (float64, a zero row appended), kept
+        while the weights are unchanged: serving reads it once per batch."""
+        weight = self.support_embedding.weight
+        key = (weight.data_ptr(), weight._version)
+        cached = getattr(self, "_table64_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, zero_row_float64(weight))
+            self._table64_cache = cached
+        return cached[1]
 
     def item_biases(self, user_feats: dict[str, torch.Tensor] | None = None, kind: int | None = None) -> torch.Tensor:
         """The item biases a user's scores start from: item_bias, plus kind_bias for a user who shows its first

@@ -63,39 +63,69 @@ def ordered_sum(x: torch.Tensor, dim: int) -> torch.Tensor:
     return acc.to(x.dtype)
 
 
-def ordered_embedding_sum(table: torch.Tensor, items: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """ordered_sum(table[items] * weights, dim=-2) for items (..., S) and weights (..., S, 1), bit for bit,
-    without the (..., S, width) array: each position's rows are gathered, weighted and added in turn. The
-    set encoder's sum over a support (4,096 users x 20 items x 256 wide: 84 MB read three times before)."""
-    acc = None
-    for position in range(items.shape[-1]):
-        term = table[items[..., position]] * weights[..., position, :]
-        acc = term.to(torch.float64, copy=True) if acc is None else acc.add_(term)
-    if acc is None:
+def ordered_embedding_sum(table: torch.Tensor, items: torch.Tensor, mask: torch.Tensor,
+                          table64: torch.Tensor | None = None) -> torch.Tensor:
+    """ordered_sum(table[items] * mask, dim=-2) for items (..., S) and a 0/1 mask (..., S, 1), bit for bit,
+    without the (..., S, width) array: a masked position reads a row of zeros, and each position's rows are
+    gathered from the float64 table and added in turn (the set encoder's sum over a support: 4,096 users x
+    20 items x 256 wide was 84 MB, read three times). table64: zero_row_float64(table), when the caller keeps
+    one (serving's weights do not change between batches)."""
+    if table64 is None:
+        table64 = zero_row_float64(table)
+    index = torch.where(mask[..., 0] > 0, items, table.shape[0]).movedim(-1, 0).contiguous()
+    if index.shape[0] == 0:
         return table.new_zeros(*items.shape[:-1], table.shape[-1])
+    shape = (*index.shape[1:], table.shape[-1])
+
+    def rows(position: int) -> torch.Tensor:  # index_select: a plain gather, cheaper than advanced indexing
+        return table64.index_select(0, index[position].reshape(-1)).view(shape)
+
+    acc = rows(0)  # a new tensor: the in-place adds below write nothing shared
+    for position in range(1, index.shape[0]):
+        acc.add_(rows(position))
     return acc.to(table.dtype)
 
 
+def zero_row_float64(table: torch.Tensor) -> torch.Tensor:
+    """`table` (n, width) in float64 with a row of zeros appended (row n): what masked positions read."""
+    return torch.cat([table.detach().to(torch.float64), table.new_zeros(1, table.shape[1], dtype=torch.float64)])
+
+
 class _ItemDots(torch.autograd.Function):
-    """(B, S) products u_b . v_i, differentiable wrt the users only (serving never differentiates the item
-    side). The backward's sum over the S items is an ordered_sum, so the gradient (and the adapted user)
-    does not change in its last bits with the batch's padded length."""
+    """(B, S) products u_b . v_i of the real entries (rows, cols) of a padded (B, S) batch, 0 at padding,
+    differentiable wrt the users only (serving never differentiates the item side). The backward adds each
+    user's entries in support order in float64 (index_add_ adds in index order), so the gradient (and the
+    adapted user) has the bits of an ordered_sum over the padded row, whatever the batch's padded length."""
 
     @staticmethod
-    def forward(ctx, picked, users):
-        ctx.save_for_backward(picked)
-        return (picked * users.unsqueeze(1)).sum(dim=2)
+    def forward(ctx, picked, users, rows, cols, shape):
+        ctx.save_for_backward(picked, rows, cols)
+        ctx.batch = shape[0]
+        out = picked.new_zeros(shape)
+        out[rows, cols] = (picked * users.index_select(0, rows)).sum(dim=1)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        (picked,) = ctx.saved_tensors
-        return None, ordered_sum(grad_out.unsqueeze(2) * picked, dim=1)
+        picked, rows, cols = ctx.saved_tensors
+        terms = grad_out[rows, cols].unsqueeze(1) * picked
+        total = terms.new_zeros(ctx.batch, picked.shape[1], dtype=torch.float64)
+        return None, total.index_add_(0, rows, terms.to(torch.float64)).to(picked.dtype), None, None, None
 
 
-def item_dots(item_vectors: torch.Tensor, items: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
-    """(B, S) products u_b . v_i of each user's items (B, S), in float32. A product and a sum over the
-    embedding dimension rather than a bmm: that sum has the same length and order in every batch, where the
-    bmm's kernel (and so the last bits of its result and of the gradient it passes back) follows the
-    batch's padded shape. Sums over S of these values are taken in float64 by the callers, for the same
-    reason; the gradient's sum over S is ordered (_ItemDots)."""
-    return _ItemDots.apply(item_vectors[items].detach(), users)
+def item_dots(item_vectors: torch.Tensor, items: torch.Tensor, users: torch.Tensor,
+              mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, S) products u_b . v_i of each user's items (B, S), in float32; with a (B, S) mask, only its
+    nonzero entries are computed (0 elsewhere: a padded support's padding costs nothing). A product and a
+    sum over the embedding dimension rather than a bmm: that sum has the same length and order for every
+    entry, where the bmm's kernel (and so the last bits of its result and of the gradient it passes back)
+    follows the batch's padded shape. Sums over S of these values are taken in float64 by the callers, for
+    the same reason; the gradient's sum over S is ordered (_ItemDots)."""
+    if mask is None:
+        rows, cols = (t.flatten() for t in torch.meshgrid(torch.arange(items.shape[0], device=items.device),
+                                                           torch.arange(items.shape[1], device=items.device),
+                                                           indexing="ij"))
+    else:
+        rows, cols = mask.nonzero(as_tuple=True)  # row-major: by user, then support position
+    picked = item_vectors.detach().index_select(0, items[rows, cols])
+    return _ItemDots.apply(picked, users, rows, cols, tuple(items.shape))
