@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from recmaml.data import Interactions, SideFeatures, Vocabulary
+from recmaml.data import INDEX_DTYPE, Interactions, SideFeatures, Vocabulary
 from recmaml.errors import DataError, shown, spelled, warn_caller
 from recmaml.times import SECONDS_BELOW, in_seconds
 
@@ -174,6 +174,23 @@ def _to_numpy(series: pl.Series, dtype, keep: np.ndarray | None = None) -> np.nd
         out[filled : filled + len(block)] = block
         filled += len(block)
     return out
+
+
+def factorized_ids(series: pl.Series) -> tuple[Vocabulary, np.ndarray]:
+    """Vocabulary.fit_transform(ids_to_numpy(series)): the sorted unique ids and each row's index. String
+    ids are factorized by polars (sorted unique ids, then a hash join for each row's index) and only the
+    unique ids become a numpy array: numpy's unique sorts every row's string (about 10 x slower on 250,000
+    rows of 20,000 user ids)."""
+    if series.dtype.is_integer() or series.dtype.is_float():
+        return Vocabulary.fit_transform(ids_to_numpy(series))
+    text = series.cast(pl.String)
+    unique = text.unique().sort()  # UTF-8 byte order: code point order, as numpy sorts str
+    ids = unique.to_numpy().astype(str)
+    if ids.size > 1 and not np.all(ids[1:] > ids[:-1]):  # numpy's str drops trailing NULs: two ids became one
+        return Vocabulary.fit_transform(ids_to_numpy(series))
+    lookup = pl.DataFrame({"id": unique, "index": pl.int_range(len(unique), eager=True, dtype=pl.Int32)})
+    index = text.to_frame("id").join(lookup, on="id", how="left", maintain_order="left")["index"]
+    return Vocabulary(ids), index.to_numpy().astype(INDEX_DTYPE, copy=False)
 
 
 def ids_to_numpy(series: pl.Series) -> np.ndarray:
@@ -349,8 +366,8 @@ def frame_to_interactions(
     check_ids(df, source, columns.item)
     rating = _rating_column(df, source, rating_col, rating_range, columns.decimal) if rating_col else None
     timestamp = _timestamp_column(df, source, ts_col) if ts_col else None
-    users, user_idx = Vocabulary.fit_transform(ids_to_numpy(df[columns.user]))
-    items, item_idx = Vocabulary.fit_transform(ids_to_numpy(df[columns.item]))
+    users, user_idx = factorized_ids(df[columns.user])
+    items, item_idx = factorized_ids(df[columns.item])
     del df
 
     # Ratings and timestamps become numpy arrays last, and only for the rows kept: the peak memory is then

@@ -142,3 +142,17 @@ def test_interaction_files_round_trip_any_ids(users, items, fmt, data, tmp_path_
     log = read_interactions(path)
     back = {(str(u), str(i), float(r)) for u, i, r in zip(log.user_ids(), log.item_ids(), log.rating)}
     assert back == {(str(u), str(i), float(r)) for (u, i), r in zip(rows, ratings)}
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.text(min_size=1, max_size=6), min_size=1, max_size=40))
+def test_string_ids_factorized_by_polars_match_numpys_unique(values):
+    import polars as pl
+
+    from recmaml.frames import factorized_ids, ids_to_numpy
+
+    series = pl.Series("id", values, dtype=pl.String)
+    vocab, index = factorized_ids(series)
+    want_vocab, want_index = Vocabulary.fit_transform(ids_to_numpy(series))
+    assert np.array_equal(vocab.ids, want_vocab.ids) and np.array_equal(index, want_index)
+    assert index.dtype == want_index.dtype
