@@ -7,6 +7,7 @@ the only translator between the two, and every translation is vectorized.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,22 @@ INDEX_DTYPE = np.int32
 # Integer ids whose span (max id - min id) is at most this, or at most twice the number of values, are
 # mapped through a dense lookup table (O(n)); sparser ids are sorted instead (O(n log n)).
 _DENSE_LOOKUP_MIN_SPAN = 1 << 20
+
+
+_PYTHON_PARSE_MAX = 256  # text ids parsed one by one in Python up to this many; polars beyond
+# the characters polars' strip_chars() removes (Unicode White_Space; Python's str.strip() also removes \x1c-\x1f)
+_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+
+
+def _integer_text(text: str) -> int | None:
+    """`text` as polars' cast of the stripped text to Int64 reads it: an optional sign and ASCII digits,
+    within int64; else None."""
+    text = text.strip(_WHITESPACE)
+    if not _INTEGER_TEXT.fullmatch(text):
+        return None
+    number = int(text)
+    return number if -(2**63) <= number < 2**63 else None
 
 
 def _as_id_array(values) -> np.ndarray:
@@ -131,14 +148,22 @@ class Vocabulary:
 
     def _index_integer_text(self, values: np.ndarray) -> np.ndarray:
         """Indices of text ids in this integer vocabulary: "42" matches 42, "abc" matches nothing. One text
-        value among integer ids turns a whole column into text; the other rows must still match."""
-        import polars as pl
+        value among integer ids turns a whole column into text; the other rows must still match. A few ids
+        (one request's history) are parsed in Python, as polars parses many: polars' fixed cost per call
+        (about 2 ms for its three operations) was most of a single user's latency."""
+        if values.size <= _PYTHON_PARSE_MAX:
+            parsed = [_integer_text(str(v)) for v in values.ravel()]
+            ok = np.array([p is not None for p in parsed], dtype=bool)
+            numbers = np.array([p for p in parsed if p is not None], dtype=np.int64)
+        else:
+            import polars as pl
 
-        parsed = pl.Series(values.ravel().astype(str)).str.strip_chars().cast(pl.Int64, strict=False)
+            series = pl.Series(values.ravel().astype(str)).str.strip_chars().cast(pl.Int64, strict=False)
+            ok = series.is_not_null().to_numpy()
+            numbers = series.filter(series.is_not_null()).to_numpy()
         out = np.full(values.size, UNKNOWN, dtype=INDEX_DTYPE)
-        ok = parsed.is_not_null().to_numpy()
         if ok.any():
-            out[ok] = self.index(parsed.filter(parsed.is_not_null()).to_numpy())
+            out[ok] = self.index(numbers)
         return out.reshape(values.shape)
 
     def lookup(self, indices) -> np.ndarray:

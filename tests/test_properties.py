@@ -156,3 +156,23 @@ def test_string_ids_factorized_by_polars_match_numpys_unique(values):
     want_vocab, want_index = Vocabulary.fit_transform(ids_to_numpy(series))
     assert np.array_equal(vocab.ids, want_vocab.ids) and np.array_equal(index, want_index)
     assert index.dtype == want_index.dtype
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.one_of(st.from_regex(r"\s*[+-]?[0-9]{1,20}\s*", fullmatch=True), st.text(max_size=8)),
+                       min_size=1, max_size=12))
+def test_text_ids_of_an_integer_vocabulary_match_alike_in_python_and_in_polars(values):
+    """A request's few ids are parsed in Python, a frame's many by polars: the same indices either way."""
+    import recmaml.data as data
+
+    vocab = Vocabulary(np.array([-5, 0, 7, 42, 2**63 - 1], dtype=np.int64))
+    text = np.array(values + ["42", " 7\n", "+0", "x"], dtype=str)
+    few = vocab.index(text)
+    limit = data._PYTHON_PARSE_MAX
+    try:
+        data._PYTHON_PARSE_MAX = 0  # every text through polars
+        many = vocab.index(text)
+    finally:
+        data._PYTHON_PARSE_MAX = limit
+    assert np.array_equal(few, many)
+    assert few[-4:].tolist() == [3, 2, 1, -1]
