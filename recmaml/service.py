@@ -17,7 +17,8 @@ Concurrent requests are gathered (at most `max_wait_ms`, at most `max_users` use
 request is in flight) and adapted in one batched computation on the event loop's thread, through the batch
 path's steps (recmaml.serve.rank_histories): the lists equal those of `recommend`. A reload (POST /reload
 or SIGHUP) loads and checks the new model beside the old one, which answers until the swap; a damaged
-model is refused and the old one stays. Bad requests get a 4xx with a JSON body naming the field and the
+model is refused and the old one stays. Past capacity /recommend sheds load: a request that would wait
+behind more than `max_queue_ms` of queued users gets a 503 with Retry-After at once. Bad requests get a 4xx with a JSON body naming the field and the
 fix; no traceback reaches a client. uvicorn finishes the requests in flight on SIGTERM.
 """
 
@@ -59,6 +60,9 @@ MAX_BODY_BYTES = 1 << 20  # 1 MiB: about 10,000 users of 5 items
 MAX_USERS = 1000  # users per request
 MAX_HISTORY = 1000  # items per user's history, and candidates or items to score per user
 MAX_K = 1000
+ABSORB_ROUNDS = 8  # event-loop rounds after each batch for the requests that arrived during it
+ABSORB_SECONDS = 0.01  # and at most this long while some are still being parsed
+MAX_QUEUE_MS = 500.0  # queued work past which /recommend sheds load (a 503 beats a wait that outlasts the client)
 
 Id = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | str  # an item id: a 64-bit integer or a string
 
@@ -243,27 +247,62 @@ class _Job:
     served_as: tuple = (None, None)  # the request's (history_kind, at): None keeps the served model's
 
 
+class Overloaded(Exception):
+    """A request refused because the users queued ahead of it would take longer than the service's
+    max_queue to rank: a 503 with Retry-After, at once, rather than a wait that outlasts the client."""
+
+    def __init__(self, wait: float):
+        super().__init__(f"about {wait:.2f} s of users are queued")
+        self.wait = wait
+
+
 class Batcher:
     """Gathers the users of concurrent /recommend requests and ranks them in one batched computation: the
     requests that arrive while one batch is computed form the next; a batch waits up to max_wait seconds
-    for more users only while other requests are in flight."""
+    for more users only while other requests are in flight.
 
-    def __init__(self, service: Service, max_users: int, max_wait: float):
-        self.service, self.max_users, self.max_wait = service, max_users, max_wait
+    Past capacity it sheds load: a request that would wait behind more than max_queue seconds of queued
+    users (at the rate the recent batches ran) is refused with Overloaded. Batches run on the event loop's
+    thread, so the requests that arrive during one wait in their sockets; after each batch the loop takes
+    them in (_absorb_arrivals), so that they queue or are refused before the next one starts. A request
+    finding the queue empty is always taken; max_queue None takes every request. (A request's own age is
+    not used: a client slow to send its body is not the service falling behind.)"""
+
+    RATE_MEMORY = 0.8  # the users/s estimate keeps this much of its past at each batch
+
+    def __init__(self, service: Service, max_users: int, max_wait: float, max_queue: float | None = None):
+        self.service, self.max_users, self.max_wait, self.max_queue = service, max_users, max_wait, max_queue
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self.queued_users = 0  # users of the requests in the queue (not yet in a batch)
+        self.rate: float | None = None  # users ranked per second by recent batches (None: none yet)
+
+    def expected_wait(self) -> float | None:
+        """Seconds the users queued now would take to rank; None while the queue is empty or no batch ran."""
+        if self.queued_users == 0 or not self.rate:
+            return None
+        return self.queued_users / self.rate
 
     async def rank(self, histories: list[UserHistory], k: int, exclude_seen: bool,
                    served_as: tuple = (None, None)) -> tuple[list[UserRanking], str]:
+        wait = self.expected_wait()
+        if self.max_queue is not None and wait is not None and wait > self.max_queue:
+            raise Overloaded(wait)
         _count_users(len(histories))
         done = asyncio.get_running_loop().create_future()
+        self.queued_users += len(histories)
         await self.queue.put(_Job(histories, k, exclude_seen, done, served_as))
         return await done
+
+    def _took(self, users: int, seconds: float) -> None:
+        rate = users / max(seconds, 1e-6)
+        self.rate = rate if self.rate is None else self.RATE_MEMORY * self.rate + (1 - self.RATE_MEMORY) * rate
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             jobs = [await self.queue.get()]
             users = len(jobs[0].histories)
+            self.queued_users -= users
             deadline = loop.time() + self.max_wait
             while users < self.max_users:
                 if self.queue.empty():
@@ -275,6 +314,7 @@ class Batcher:
                 job = self.queue.get_nowait()
                 jobs.append(job)
                 users += len(job.histories)
+                self.queued_users -= len(job.histories)
             loaded = self.service.loaded  # a reload swaps it between batches, never within one
             started = time.perf_counter()
             try:
@@ -282,6 +322,7 @@ class Batcher:
                 # they fought the loop for it (one user took 7-13 ms there beside 15 requests being parsed,
                 # 2 ms here); the requests that arrive meanwhile wait in the socket and form the next batch
                 answers = _rank_jobs(loaded.rec, jobs)
+                self._took(users, time.perf_counter() - started)
                 log.debug("batch of %d users (%d requests): %.2f ms", users, len(jobs),
                           1000 * (time.perf_counter() - started))
             except Exception as err:  # noqa: BLE001 - every waiting request must get an answer
@@ -292,6 +333,18 @@ class Batcher:
             for job, answer in zip(jobs, answers):
                 if not job.done.done():  # a client that went away
                     job.done.set_result((answer, loaded.sha256))
+            await self._absorb_arrivals()
+
+    async def _absorb_arrivals(self) -> None:
+        """Let the event loop take in the requests that reached the server's sockets during the batch
+        (accept, read, parse, queue: a few loop rounds each), so that they queue, or are refused, before
+        the next batch starts, instead of waiting unseen in their sockets through it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ABSORB_SECONDS
+        for _ in range(ABSORB_ROUNDS):  # rounds enough to bring a request from the socket to the queue
+            await asyncio.sleep(0)
+        while self.service.arriving > 0 and loop.time() < deadline:
+            await asyncio.sleep(0)
 
 
 def _rank_jobs(served: MetaRecommender, jobs: list[_Job]) -> list:
@@ -326,10 +379,10 @@ class Service:
     still arriving."""
 
     def __init__(self, loaded: Loaded, max_users: int, max_wait: float, threads: int | str | None = None,
-                 device: str = "cpu", history_kind: str | None = None):
+                 device: str = "cpu", history_kind: str | None = None, max_queue: float | None = None):
         self.loaded, self.threads, self.device, self.history_kind = loaded, threads, device, history_kind
         self.loader = ThreadPoolExecutor(1, thread_name_prefix="recmaml-reload")
-        self.batcher = Batcher(self, max_users, max_wait)
+        self.batcher = Batcher(self, max_users, max_wait, max_queue)
         self.arriving = 0  # requests received but not yet queued or answered (the batcher waits for them)
         self.in_flight = 0  # requests received and not yet answered (GET /health says how many)
         self.reload_lock = asyncio.Lock()
@@ -357,17 +410,19 @@ def _refreeze() -> None:
 
 def create_app(model_dir, max_users: int = 256, max_wait_ms: float = 2.0, threads: int | str | None = None,
                max_body_bytes: int = MAX_BODY_BYTES, device: str = "cpu", reload_token: str | None = None,
-               reload_root=None, access: bool = True, history_kind: str | None = None) -> FastAPI:
+               reload_root=None, access: bool = True, history_kind: str | None = None,
+               max_queue_ms: float = MAX_QUEUE_MS) -> FastAPI:
     """The HTTP service over the model directory `model_dir` (loaded on `device` and checked now: a bad one
     raises). threads: serve.threads for scoring (None: the model's). reload_token: the secret that turns POST
     /reload on (None: off); reload_root: the folder whose model directories it may take up (None: model_dir
     itself). access: one access_log line per request. history_kind: the kind of history served to requests
-    that name none (None: the model's serve.history_kind), kept across reloads."""
+    that name none (None: the model's serve.history_kind), kept across reloads. max_queue_ms: past this much
+    queued work a /recommend request gets a 503 with Retry-After at once (0: never; see Batcher)."""
     if reload_token is not None and reload_token_problem(reload_token):
         raise RecMamlError(f"reload_token: {reload_token_problem(reload_token)}")
     policy = ReloadPolicy(reload_token, Path(model_dir if reload_root is None else reload_root).resolve())
     service = Service(load_checked(model_dir, threads, device, history_kind), max_users, max_wait_ms / 1000,
-                      threads, device, history_kind)
+                      threads, device, history_kind, max_queue_ms / 1000 if max_queue_ms > 0 else None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -393,12 +448,17 @@ def create_app(model_dir, max_users: int = 256, max_wait_ms: float = 2.0, thread
     bad = {422: {"model": ErrorOut, "description": "a field is wrong; the body names it and the fix"},
            413: {"model": ErrorOut, "description": "the body is too large"}}
 
-    @app.post("/recommend", response_model=RecommendOut, responses=bad)
+    @app.post("/recommend", response_model=RecommendOut,
+              responses={**bad, 503: {"model": ErrorOut, "description": "past capacity: retry after Retry-After"}})
     async def recommend(body: RecommendIn, request: Request) -> RecommendOut:
         """Each user's top k items, adapted on its history (with the requests that arrive with it)."""
         histories = [_history(user) for user in body.users]
         _arrived(request, service)
-        answer, sha = await service.batcher.rank(histories, body.k, body.exclude_seen, (body.history_kind, body.at))
+        try:
+            answer, sha = await service.batcher.rank(histories, body.k, body.exclude_seen,
+                                                     (body.history_kind, body.at))
+        except Overloaded as busy:
+            return _overloaded(busy)
         if isinstance(answer, RecMamlError):
             raise answer
         return RecommendOut(results=[_ranked(user, r) for user, r in zip(body.users, answer)], model=sha)
@@ -488,6 +548,13 @@ def _not_taken_up() -> JSONResponse:
     return _error(409, "the model was not taken up; the served model is unchanged",
                   "give a model directory under the server's reload root, relative to it; the server's log "
                   "says why this one was refused", field="path")
+
+
+def _overloaded(busy: Overloaded) -> JSONResponse:
+    retry = max(1, math.ceil(busy.wait))
+    return _error(503, f"the service is past its capacity: {busy}", f"retry after {retry} s (Retry-After), send "
+                  "users at a lower rate, add replicas, or start recmaml serve with a larger --max-queue-ms",
+                  headers={"Retry-After": str(retry)})
 
 
 def _error(status: int, error: str, fix: str, field: str = "", headers: dict | None = None) -> JSONResponse:
@@ -703,13 +770,14 @@ async def _send_json(send, status: int, body: bytes) -> None:
 def run(model_dir, host: str = "127.0.0.1", port: int = 8000, max_users: int = 256, max_wait_ms: float = 2.0,
         threads: int | str | None = None, log_level: str = "info", device: str = "cpu",
         reload_token: str | None = None, reload_root=None, access: bool = True,
-        history_kind: str | None = None) -> None:
+        history_kind: str | None = None, max_queue_ms: float = MAX_QUEUE_MS) -> None:
     """Serve until SIGTERM or Ctrl-C; the requests in flight are answered first, then it returns. The other
     arguments are create_app's."""
     import uvicorn
 
     app = create_app(model_dir, max_users=max_users, max_wait_ms=max_wait_ms, threads=threads, device=device,
-                     reload_token=reload_token, reload_root=reload_root, access=access, history_kind=history_kind)
+                     reload_token=reload_token, reload_root=reload_root, access=access, history_kind=history_kind,
+                     max_queue_ms=max_queue_ms)
     _log_reload_policy(app.state.policy)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                                            timeout_graceful_shutdown=30))
@@ -730,5 +798,5 @@ def _log_reload_policy(policy: ReloadPolicy) -> None:
         log.info("POST /reload is on, with the token; it may take up model directories under %s", policy.root)
 
 
-__all__ = ["AccessLog", "Batcher", "Loaded", "MAX_BODY_BYTES", "RELOAD_TOKEN_ENV", "ReloadPolicy", "create_app",
+__all__ = ["AccessLog", "Batcher", "Loaded", "MAX_BODY_BYTES", "MAX_QUEUE_MS", "Overloaded", "RELOAD_TOKEN_ENV", "ReloadPolicy", "create_app",
            "load_checked", "reload_token_problem", "run"]

@@ -559,3 +559,41 @@ def test_a_batch_of_requests_served_as_different_kinds_and_times_answers_each_as
         kind, at = job.served_as
         alone = rank_histories(rec.with_history_kind(kind).arriving_at(at), job.histories, 5)[0]
         assert_same_ranking(answer[0].items, answer[0].scores, alone.items, alone.scores)
+
+
+def test_past_capacity_requests_are_refused_at_once_with_retry_after(model_dirs, taste_log, monkeypatch):
+    """Batches made slow (0.3 s each): the requests that queue behind more than max_queue_ms of work get a
+    503 with Retry-After and a body naming the fix at once; every request taken is answered as alone."""
+    import recmaml.service as service_module
+
+    rank_jobs = service_module._rank_jobs
+
+    def slow(served, jobs):
+        time.sleep(0.3)  # on the event loop's thread, as real work is: requests pile up meanwhile
+        return rank_jobs(served, jobs)
+
+    monkeypatch.setattr(service_module, "_rank_jobs", slow)
+    rec = MetaRecommender.load(model_dirs[0])
+    users = _users(taste_log, 24)
+    with Server(create_app(model_dirs[0], max_users=2, max_queue_ms=50, access=False)) as server:
+        assert server.client.post("/recommend", json={"users": users[:1], "k": 3}).status_code == 200  # a rate
+
+        def ask(i):
+            with httpx.Client(base_url=str(server.client.base_url), timeout=60) as client:
+                started = time.monotonic()
+                answer = client.post("/recommend", json={"users": [users[i]], "k": 3})
+                return i, answer, time.monotonic() - started
+
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(ask, range(12)))
+    refused = [(i, r, s) for i, r, s in answers if r.status_code == 503]
+    taken = [(i, r) for i, r, _ in answers if r.status_code == 200]
+    assert refused and taken and len(refused) + len(taken) == 12
+    for _, answer, _ in refused:
+        assert int(answer.headers["Retry-After"]) >= 1
+        body = answer.json()
+        assert "past its capacity" in body["error"] and "--max-queue-ms" in body["fix"]
+    for i, answer in taken:
+        expected = _library(rec, users[i], 3)
+        result = answer.json()["results"][0]
+        assert_same_ranking(result["items"], result["scores"], expected.items, expected.scores)

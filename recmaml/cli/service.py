@@ -24,6 +24,9 @@ def add_serve(sub) -> None:
                     "one batched computation, at most (default 256)")
     sv.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch may wait for requests "
                     "already arriving (default 2; never when no other request is in flight)")
+    sv.add_argument("--max-queue-ms", type=float, default=500.0, help="past this much queued work (the users "
+                    "waiting, at the rate recent batches ran) a /recommend request gets 503 with Retry-After at "
+                    "once instead of waiting out its client (default 500; 0: never refuse)")
     sv.add_argument("--reload-token", default=None, help=f"the secret that turns POST /reload on (clients send "
                     f"Authorization: Bearer <it>); prefer the environment variable {TOKEN_ENV}, as a flag shows "
                     "in `ps` (default: that variable; unset: POST /reload is off, SIGHUP still reloads)")
@@ -40,6 +43,8 @@ def cmd_serve(args) -> None:
         raise RecMamlError(f"--max-batch-users {args.max_batch_users}: give at least 1")
     if not 0 <= args.max_wait_ms <= 1000:
         raise RecMamlError(f"--max-wait-ms {args.max_wait_ms}: give 0 to 1000 milliseconds")
+    if not 0 <= args.max_queue_ms <= 60_000:
+        raise RecMamlError(f"--max-queue-ms {args.max_queue_ms}: give 0 (never refuse) to 60000 milliseconds")
     if args.reload_root is not None and not Path(args.reload_root).is_dir():
         raise RecMamlError(f"--reload-root {args.reload_root}: no such folder; name the folder that holds the "
                            "model directories POST /reload may take up")
@@ -55,7 +60,7 @@ def cmd_serve(args) -> None:
     service.run(args.model, host=args.host, port=args.port, max_users=args.max_batch_users,
                 max_wait_ms=args.max_wait_ms, threads=args.threads, log_level="warning" if args.quiet else "info",
                 device=device, reload_token=token, reload_root=args.reload_root, access=not args.quiet,
-                history_kind=args.history_kind)
+                history_kind=args.history_kind, max_queue_ms=args.max_queue_ms)
 
 
 def _reload_token(args, problem_of) -> str | None:
