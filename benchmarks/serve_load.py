@@ -8,7 +8,9 @@ script; beside them, the in-process fast path (MetaRecommender.recommend_user) o
 The server is `python -m recmaml serve --model M` in its own process, on this machine beside wrk (one wrk
 thread), so both share its cores, as the issue's targets assume. Each request body is one cold user of the
 ML-100K split's: its first 5 rows (items, ratings, timestamps), k = 20; wrk cycles through --users of them.
-Targets (issue 22): p99 <= 25 ms at 16 connections; at least 1,500 users/s at 64 connections; no error.
+Targets (issue 29): p99 <= 10 ms at 16 connections; at 64, at least 4,000 users/s answered with p99 <= 50 ms;
+no error. A 503 (the server shedding load past capacity, with Retry-After) is counted apart, as shed/s, not
+as an answer or an error; wrk's latencies include the 503s, which come back at once.
 """
 
 from __future__ import annotations
@@ -38,6 +40,17 @@ wrk.headers["Content-Type"] = "application/json"
 request = function()
   i = i %% #bodies + 1
   return wrk.format(nil, "/recommend", nil, bodies[i])
+end
+shed = 0  -- 503s (past capacity: refused at once with Retry-After), a global so that done() can read it
+response = function(status, headers, body)
+  if status == 503 then shed = shed + 1 end
+end
+local threads = {}
+setup = function(thread) table.insert(threads, thread) end
+done = function(summary, latency, requests)
+  local n = 0
+  for _, t in ipairs(threads) do n = n + t:get("shed") end
+  io.write(string.format("Shed: %%d\\n", n))
 end
 """
 
@@ -84,7 +97,7 @@ def wait_healthy(port: int, proc: subprocess.Popen, seconds: float = 120) -> Non
 
 
 def run_wrk(port: int, script: Path, connections: int, seconds: int) -> dict:
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s",
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "2s",
                           "-s", str(script), f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True)
     text = out.stdout
 
@@ -94,11 +107,15 @@ def run_wrk(port: int, script: Path, connections: int, seconds: int) -> dict:
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    total = int(re.search(r"(\d+) requests in", text).group(1))
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    shed = int(re.search(r"^Shed: (\d+)$", text, re.M).group(1))
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    errors = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
+    errors = ((int(non_2xx.group(1)) if non_2xx else 0) - shed
+              + (sum(map(int, socket_errors.groups())) if socket_errors else 0))
+    answered = rps * (total - shed) / total if total else 0.0  # users/s that got their lists
     return {"connections": connections, "p50_ms": ms("50"), "p99_ms": ms("99"), "requests_per_s": rps,
-            "errors": errors, "raw": text}
+            "users_per_s": answered, "shed": shed, "errors": errors, "raw": text}
 
 
 def fast_path_ms(rec, bodies: list[dict], calls: int) -> tuple[float, float]:
@@ -121,7 +138,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="an ML-100K model directory")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/movielens/ml-100k")
-    parser.add_argument("--connections", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 16, 64, 512])
     parser.add_argument("--seconds", type=int, default=10, help="wrk's duration per connection count")
     parser.add_argument("--users", type=int, default=189, help="distinct request bodies wrk cycles through")
     parser.add_argument("--json", type=Path, default=None)
@@ -150,18 +167,21 @@ def main(argv=None) -> int:
     p50, p99 = fast_path_ms(rec, bodies, 300)
     print(f"{len(rec.items):,}-item catalog ({args.model}); {os.cpu_count()} CPUs; load average before "
           f"{os.getloadavg()[0]:.2f}; one user of 5 items per request, k = 20; wrk -t1, {args.seconds} s each")
-    print(f"{'connections':>11} {'p50 ms':>8} {'p99 ms':>8} {'users/s':>9} {'errors':>7}")
+    print(f"{'connections':>11} {'p50 ms':>8} {'p99 ms':>8} {'users/s':>9} {'shed/s':>7} {'errors':>7}")
     for r in results:
-        print(f"{r['connections']:>11} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['requests_per_s']:>9.0f} {r['errors']:>7}")
+        shed_rate = r["requests_per_s"] - r["users_per_s"]
+        print(f"{r['connections']:>11} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['users_per_s']:>9.0f} "
+              f"{shed_rate:>7.0f} {r['errors']:>7}")
     print(f"in process, recommend_user (one thread): p50 {p50:.2f} ms, p99 {p99:.2f} ms")
     by = {r["connections"]: r for r in results}
     checks = []
     if 16 in by:
-        checks.append((f"p99 <= 25 ms at 16 connections: {by[16]['p99_ms']:.1f} ms", by[16]["p99_ms"] <= 25))
+        checks.append((f"p99 <= 10 ms at 16 connections: {by[16]['p99_ms']:.1f} ms", by[16]["p99_ms"] <= 10))
     if 64 in by:
-        checks.append((f">= 1,500 users/s at 64 connections: {by[64]['requests_per_s']:.0f}",
-                       by[64]["requests_per_s"] >= 1500))
-    checks.append((f"no error: {sum(r['errors'] for r in results)}", all(r["errors"] == 0 for r in results)))
+        checks.append((f">= 4,000 users/s with p99 <= 50 ms at 64 connections: {by[64]['users_per_s']:.0f}, "
+                       f"{by[64]['p99_ms']:.1f} ms", by[64]["users_per_s"] >= 4000 and by[64]["p99_ms"] <= 50))
+    checks.append((f"no error (503s past capacity aside): {sum(r['errors'] for r in results)}",
+                   all(r["errors"] == 0 for r in results)))
     for text, met in checks:
         print(f"  target {text}: {'met' if met else 'MISSED'}")
     if args.json:
