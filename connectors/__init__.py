@@ -14,8 +14,9 @@ from recmaml.connectors.features import read_side_features
 from recmaml.connectors.writers import RankedListsWriter, check_output, read_ranked_lists, write_frame, write_ranked_lists
 
 __all__ = [
-    "RankedListsWriter", "check_output", "detect_hetrec", "detect_librec", "detect_movielens", "download_movielens", "iter_user_chunks",
-    "read_ciaodvd", "read_filmtrust", "read_frame", "read_interactions", "read_lastfm", "read_movielens", "read_movielens_items",
+    "RankedListsWriter", "check_output", "detect_hetrec", "detect_librec", "detect_movielens", "download_movielens",
+    "iter_user_chunks", "read_ciaodvd", "read_filmtrust", "read_frame", "read_interactions", "read_lastfm",
+    "read_movielens", "read_movielens_items",
     "read_pairs",
     "read_ranked_lists", "read_side_features", "read_sql_frame", "write_frame", "write_ranked_lists", "write_sql_table",
 ]

@@ -26,7 +26,8 @@ _DENSE_LOOKUP_MIN_SPAN = 1 << 20
 
 _PYTHON_PARSE_MAX = 256  # text ids parsed one by one in Python up to this many; polars beyond
 # the characters polars' strip_chars() removes (Unicode White_Space; Python's str.strip() also removes \x1c-\x1f)
-_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+_WHITESPACE = ("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+               "\u2028\u2029\u202f\u205f\u3000")
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+", re.ASCII)
 
 

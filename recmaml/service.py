@@ -18,8 +18,8 @@ request is in flight) and adapted in one batched computation on the event loop's
 path's steps (recmaml.serve.rank_histories): the lists equal those of `recommend`. A reload (POST /reload
 or SIGHUP) loads and checks the new model beside the old one, which answers until the swap; a damaged
 model is refused and the old one stays. Past capacity /recommend sheds load: a request that would wait
-behind more than `max_queue_ms` of queued users gets a 503 with Retry-After at once. Bad requests get a 4xx with a JSON body naming the field and the
-fix; no traceback reaches a client. uvicorn finishes the requests in flight on SIGTERM.
+behind more than `max_queue_ms` of queued users gets a 503 with Retry-After at once. Bad requests get a
+4xx with a JSON body naming the field and the fix; no traceback reaches a client. uvicorn finishes the requests in flight on SIGTERM.
 """
 
 from __future__ import annotations
@@ -269,12 +269,14 @@ class Batcher:
     not used: a client slow to send its body is not the service falling behind.)"""
 
     RATE_MEMORY = 0.8  # the users/s estimate keeps this much of its past at each batch
+    WARMUP_BATCHES = 3  # the first batches of a model build its caches: too slow to say what it can do
 
     def __init__(self, service: Service, max_users: int, max_wait: float, max_queue: float | None = None):
         self.service, self.max_users, self.max_wait, self.max_queue = service, max_users, max_wait, max_queue
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self.queued_users = 0  # users of the requests in the queue (not yet in a batch)
-        self.rate: float | None = None  # users ranked per second by recent batches (None: none yet)
+        self.rate: float | None = None  # users ranked per second by recent batches (None: none counted yet)
+        self._rated: tuple = (None, 0)  # (the model the rate is of, its batches so far)
 
     def expected_wait(self) -> float | None:
         """Seconds the users queued now would take to rank; None while the queue is empty or no batch ran."""
@@ -293,7 +295,14 @@ class Batcher:
         await self.queue.put(_Job(histories, k, exclude_seen, done, served_as))
         return await done
 
-    def _took(self, users: int, seconds: float) -> None:
+    def _took(self, loaded, users: int, seconds: float) -> None:
+        """Count a batch in the rate: a reloaded model starts a new rate, after its warm-up batches."""
+        model, batches = self._rated
+        if model is not loaded:
+            model, batches, self.rate = loaded, 0, None
+        self._rated = (model, batches + 1)
+        if batches < self.WARMUP_BATCHES:
+            return
         rate = users / max(seconds, 1e-6)
         self.rate = rate if self.rate is None else self.RATE_MEMORY * self.rate + (1 - self.RATE_MEMORY) * rate
 
@@ -322,17 +331,17 @@ class Batcher:
                 # they fought the loop for it (one user took 7-13 ms there beside 15 requests being parsed,
                 # 2 ms here); the requests that arrive meanwhile wait in the socket and form the next batch
                 answers = _rank_jobs(loaded.rec, jobs)
-                self._took(users, time.perf_counter() - started)
+                self._took(loaded, users, time.perf_counter() - started)
                 log.debug("batch of %d users (%d requests): %.2f ms", users, len(jobs),
                           1000 * (time.perf_counter() - started))
             except Exception as err:  # noqa: BLE001 - every waiting request must get an answer
                 for job in jobs:
                     if not job.done.done():
                         job.done.set_exception(err)
-                continue
-            for job, answer in zip(jobs, answers):
-                if not job.done.done():  # a client that went away
-                    job.done.set_result((answer, loaded.sha256))
+            else:
+                for job, answer in zip(jobs, answers):
+                    if not job.done.done():  # a client that went away
+                        job.done.set_result((answer, loaded.sha256))
             await self._absorb_arrivals()
 
     async def _absorb_arrivals(self) -> None:
@@ -798,5 +807,6 @@ def _log_reload_policy(policy: ReloadPolicy) -> None:
         log.info("POST /reload is on, with the token; it may take up model directories under %s", policy.root)
 
 
-__all__ = ["AccessLog", "Batcher", "Loaded", "MAX_BODY_BYTES", "MAX_QUEUE_MS", "Overloaded", "RELOAD_TOKEN_ENV", "ReloadPolicy", "create_app",
+__all__ = ["AccessLog", "Batcher", "Loaded", "MAX_BODY_BYTES", "MAX_QUEUE_MS", "Overloaded", "RELOAD_TOKEN_ENV",
+           "ReloadPolicy", "create_app",
            "load_checked", "reload_token_problem", "run"]

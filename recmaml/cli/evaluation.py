@@ -145,7 +145,8 @@ def add_benchmark(sub) -> None:
                         "recmaml benchmark --data ../shared/data/movielens/ml-100k --protocol random,temporal,melu "
                         "--support-sizes 1,3,5,10,20 --seeds 0,1,2 --systems all --out bench", uses_model=False,
                         device=False)
-    bench.add_argument("--data", help="interaction log (file, folder, SQL URI): MovieLens, FilmTrust, CiaoDVD, Last.fm, CSV...")
+    bench.add_argument("--data", help="interaction log (file, folder, SQL URI): MovieLens, FilmTrust, CiaoDVD, "
+                       "Last.fm, CSV...")
     bench.add_argument("--name", help="the data set's name in the tables (default: the file or folder name)")
     bench.add_argument("--protocol", help="comma-separated: random, temporal, melu (default: all the log allows)")
     # the suite's support sizes and system names live in recmaml.benchmark, which imports torch: their help

@@ -33,7 +33,8 @@ MODEL_HISTORY_KIND = "the model's serve.history_kind, 'first' for a model fitted
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("input columns (of every input file) and the log's format")
     group.add_argument("--format", help="format of --data / --history / --heldout: csv, tsv, parquet, jsonl, sql, "
-                       "movielens-100k, movielens-1m, movielens-latest, filmtrust, ciaodvd, lastfm; inferred from the extension or folder by default")
+                       "movielens-100k, movielens-1m, movielens-latest, filmtrust, ciaodvd, lastfm; inferred from the "
+                       "extension or folder by default")
     group.add_argument("--user-col", default=None, help=f"user id column (default: user_id{REMEMBERED})")
     group.add_argument("--item-col", default=None, help=f"item id column (default: item_id{REMEMBERED})")
     group.add_argument("--rating-col", default=None, help="rating column (default: rating, optional; "

@@ -28,7 +28,8 @@ def add_recommend(sub) -> None:
     rec.add_argument("--include-seen", action="store_true", help="allow items of a user's history in its list")
     add_history_kind(rec)
     rec.add_argument("--at", default=None, help=_AT_HELP)
-    rec.add_argument("--batch-size", type=int, default=None, help="cold users adapted together (default: the model's serve.batch_size, 1024 unless set)")
+    rec.add_argument("--batch-size", type=int, default=None, help="cold users adapted together (default: the "
+                     "model's serve.batch_size, 1024 unless set)")
     rec.add_argument("--chunk-rows", type=int, default=2_000_000,
                      help="history rows held in memory at once (default 2,000,000); larger histories are "
                           "split by user in one streaming pass")
@@ -191,7 +192,8 @@ def add_predict(sub) -> None:
     add_out(pred, "output with columns user_id, item_id (or the input's names with --keep-column-names), prediction")
     pred.add_argument("--table", default=None, help="SQL table for an SQL --out (default predictions)")
     add_keep_column_names(pred)
-    pred.add_argument("--batch-size", type=int, default=None, help="users adapted together (default: the model's serve.batch_size, 1024 unless set)")
+    pred.add_argument("--batch-size", type=int, default=None, help="users adapted together (default: the "
+                      "model's serve.batch_size, 1024 unless set)")
     add_history_kind(pred)
     add_user_features(pred, "the users'")
     add_allow_unknown_items(pred)
