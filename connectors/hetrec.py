@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from recmaml.connectors.librec import _as_number, _fields
+from recmaml.connectors.librec import number_column, text_fields
 from recmaml.data import Interactions
 from recmaml.errors import DataError
 from recmaml.frames import Columns, frame_to_interactions
@@ -37,7 +37,7 @@ def read_lastfm(path) -> Interactions:
     """Plays per (user, artist) of HetRec 2011 Last.fm: a folder holding user_artists.dat, or the file.
     The rating column is the play count (1 and up); there are no timestamps."""
     file = _plays_file(path)
-    frame = _fields(file, "\t", _HEADER)
+    frame = text_fields(file, "\t", _HEADER)
     header = frame.row(0, named=True)
     if [header[name] for name in _HEADER] != _HEADER:
         raise DataError(f"{file}: line 1 should be the header {' '.join(_HEADER)!r} (tab-separated), got "
@@ -47,9 +47,9 @@ def read_lastfm(path) -> Interactions:
         raise DataError(f"{file}: no play rows under the header; expected lines of userID, artistID, weight")
     frame = frame.select(
         "line",
-        _as_number(frame, file, "userID", pl.Int64, "a user id").alias("user_id"),
-        _as_number(frame, file, "artistID", pl.Int64, "an artist id").alias("item_id"),
-        _as_number(frame, file, "weight", pl.Float64, "a play count").alias("rating"),
+        number_column(frame, file, "userID", pl.Int64, "a user id").alias("user_id"),
+        number_column(frame, file, "artistID", pl.Int64, "an artist id").alias("item_id"),
+        number_column(frame, file, "weight", pl.Float64, "a play count").alias("rating"),
     )
     bad = frame["rating"] < 1
     if bad.any():

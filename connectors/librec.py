@@ -48,11 +48,11 @@ def read_filmtrust(path, *, rating_range=(0.5, 4.0)) -> Interactions:
     """FilmTrust ratings (a folder holding ratings.txt, or the file): no timestamps, so of a repeated
     (user, item) pair the last row in the file is kept. rating_range=None skips the range check."""
     file = _ratings_file(path, "filmtrust")
-    frame = _fields(file, None, _FILMTRUST_FIELDS)
+    frame = text_fields(file, None, _FILMTRUST_FIELDS)
     frame = frame.select(
-        _as_number(frame, file, "user_id", pl.Int64, "a user id"),
-        _as_number(frame, file, "item_id", pl.Int64, "an item id"),
-        _as_number(frame, file, "rating", pl.Float64, "a rating"),
+        number_column(frame, file, "user_id", pl.Int64, "a user id"),
+        number_column(frame, file, "item_id", pl.Int64, "an item id"),
+        number_column(frame, file, "rating", pl.Float64, "a rating"),
     )
     return frame_to_interactions(frame, str(file), _FILMTRUST_COLUMNS, rating_range=rating_range)
 
@@ -64,12 +64,12 @@ def read_ciaodvd(path, *, rating_range=(1.0, 5.0)) -> Interactions:
     genre in the LibRec release, and should one have several, the most frequent (then the smallest id)
     is taken. rating_range=None skips the range check."""
     file = _ratings_file(path, "ciaodvd")
-    frame = _fields(file, ",", _CIAODVD_FIELDS)
+    frame = text_fields(file, ",", _CIAODVD_FIELDS)
     frame = frame.select(
-        _as_number(frame, file, "user_id", pl.Int64, "a user id"),
-        _as_number(frame, file, "item_id", pl.Int64, "a movie id"),
-        _as_number(frame, file, "genre", pl.Int64, "a genre id"),
-        _as_number(frame, file, "rating", pl.Float64, "a rating"),
+        number_column(frame, file, "user_id", pl.Int64, "a user id"),
+        number_column(frame, file, "item_id", pl.Int64, "a movie id"),
+        number_column(frame, file, "genre", pl.Int64, "a genre id"),
+        number_column(frame, file, "rating", pl.Float64, "a rating"),
         _as_date(frame, file).alias("timestamp"),  # frame_to_interactions turns a Date into Unix seconds
     )
     return frame_to_interactions(
@@ -95,9 +95,10 @@ def _ratings_file(path, kind: str) -> Path:
     return file
 
 
-def _fields(file: Path, separator: str | None, names: list[str]) -> pl.DataFrame:
+def text_fields(file: Path, separator: str | None, names: list[str]) -> pl.DataFrame:
     """The file's non-blank lines split into String columns `names` (on `separator`, or on any run of
-    whitespace when None), plus `line`: the 1-based line number, for errors.
+    whitespace when None), plus `line`: the 1-based line number, for errors (connectors.hetrec reads with
+    it too).
 
     Lines are split here rather than by pl.read_csv so that a row with the wrong number of fields is
     reported with its line number and text; CRLF endings and a missing final newline need no care."""
@@ -107,7 +108,7 @@ def _fields(file: Path, separator: str | None, names: list[str]) -> pl.DataFrame
         raise DataError(f"{file}: cannot read the file ({err.strerror or err}); check the path and its "
                         "permissions") from err
     except UnicodeDecodeError as err:
-        raise DataError(f"{file}: not UTF-8 text at byte {err.start}; is it the original LibRec file?") from err
+        raise DataError(f"{file}: not UTF-8 text at byte {err.start}; is it the data set's original file?") from err
     lines = (
         pl.DataFrame({"text": pl.Series([text]).str.split("\n").explode()})
         .with_row_index("line", offset=1)
@@ -133,7 +134,7 @@ def _fields(file: Path, separator: str | None, names: list[str]) -> pl.DataFrame
     return pl.DataFrame({"line": lines["line"], **columns})
 
 
-def _as_number(frame: pl.DataFrame, file: Path, col: str, dtype, what: str) -> pl.Series:
+def number_column(frame: pl.DataFrame, file: Path, col: str, dtype, what: str) -> pl.Series:
     # A non-strict cast turns what does not parse ("x", "3.0" as an integer id) into null.
     return _first_bad(frame, file, col, frame[col].cast(dtype, strict=False), what)
 
