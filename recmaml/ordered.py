@@ -121,11 +121,7 @@ def item_dots(item_vectors: torch.Tensor, items: torch.Tensor, users: torch.Tens
     entry, where the bmm's kernel (and so the last bits of its result and of the gradient it passes back)
     follows the batch's padded shape. Sums over S of these values are taken in float64 by the callers, for
     the same reason; the gradient's sum over S is ordered (_ItemDots)."""
-    if mask is None:
-        rows, cols = (t.flatten() for t in torch.meshgrid(torch.arange(items.shape[0], device=items.device),
-                                                           torch.arange(items.shape[1], device=items.device),
-                                                           indexing="ij"))
-    else:
-        rows, cols = mask.nonzero(as_tuple=True)  # row-major: by user, then support position
+    # row-major: by user, then support position (every entry when no mask is given)
+    rows, cols = (torch.ones_like(items, dtype=torch.bool) if mask is None else mask != 0).nonzero(as_tuple=True)
     picked = item_vectors.detach().index_select(0, items[rows, cols])
     return _ItemDots.apply(picked, users, rows, cols, tuple(items.shape))
