@@ -144,7 +144,7 @@ def fit_calibrated_priors(rec, warm: Interactions, tasks: _ValidationTasks | Non
     threshold = rec.config.tasks.positive_threshold
     if tasks is None:
         priors = fit_priors(warm, threshold, DEFAULT_LAMBDA, threshold).to(rec.device)
-        return priors.with_window(DEFAULT_WINDOW_DAYS) if priors.has_time else priors
+        return priors.with_window(DEFAULT_WINDOW_DAYS) if priors.has_time else priors  # (no times: every row)
     kind = "first" if "first" in tasks.kinds else "sample"
     filters = (threshold, None) if threshold is not None else (None,)
     priors = fit_priors(warm, threshold, FILTER_LAMBDA, threshold).to(rec.device)
@@ -164,14 +164,17 @@ def fit_calibrated_priors(rec, warm: Interactions, tasks: _ValidationTasks | Non
         lam, rows = _best(values)
         log.debug("serving priors, EASE (strength, rows rated at least): %s -> %s", values, (lam, rows))
         ease_value(lam, rows)
-    if priors.has_time:
+    if priors.has_popularity:
+        # a log without times has one window, the whole log: only its rows are chosen
+        windows = WINDOWS_DAYS if priors.has_time else (float("inf"),)
         batch = tasks.batch(kind, 0)
         values = {}
         for rows in filters if batch is not None else ():
             priors.set_time(warm, rows)
-            times = batch.support().user_feats["time"]
-            values.update({(days, rows): ndcg(priors.with_window(days).recent(times), batch) for days in WINDOWS_DAYS})
-        days, rows = _best(values) if values else (DEFAULT_WINDOW_DAYS, threshold)
+            support = batch.support()
+            values.update({(days, rows): ndcg(priors.with_window(days).popularity(support.user_feats, len(support.items)),
+                                              batch) for days in windows})
+        days, rows = _best(values) if values else (DEFAULT_WINDOW_DAYS if priors.has_time else windows[0], threshold)
         log.debug("serving priors, popularity (window, rows rated at least): %s -> %s", values, (days, rows))
         priors.set_time(warm, rows)
         priors.with_window(days)
@@ -187,6 +190,8 @@ def describe(priors) -> str:
     if priors.has_time:
         text += (f"; popularity over the {float(priors.window_seconds) / 86400:g} days before a user's time, "
                  f"on {rows(priors.recent_rows())}")
+    elif priors.has_popularity:
+        text += f"; popularity over the whole log (no timestamps), on {rows(priors.recent_rows())}"
     return text
 
 
@@ -208,7 +213,8 @@ def choose_prior_weights(rec, tasks: _ValidationTasks) -> dict:
     for kind in tasks.kinds:
         served = rec.with_history_kind(kind)
         ease_w = _prior_curve(served, tasks, kind, "ease", None)
-        recent_w = _prior_curve(served, tasks, kind, "recent", ease_w) if served.priors.has_time else (0.0,) * len(PRIOR_BUCKETS)
+        recent_w = (_prior_curve(served, tasks, kind, "recent", ease_w) if served.priors.has_popularity
+                    else (0.0,) * len(PRIOR_BUCKETS))
         chosen[kind] = (ease_w, recent_w)
     chosen.setdefault("first", chosen["sample"])
     return {"first_ease_weights": chosen["first"][0], "first_recent_weights": chosen["first"][1],
@@ -259,7 +265,7 @@ def _scorer_and_prior(served, batch: TaskBatch, prior: str, ease_weight: float):
             return base, priors.ease(support.items, support.signed(), support.ratings) if has_history else None
         if ease_weight and has_history:
             base.add_(priors.ease(support.items, support.signed(), support.ratings), alpha=ease_weight)
-        return base, priors.recent(support.user_feats["time"])
+        return base, priors.popularity(support.user_feats, len(support.items))
 
 
 def calibrate(rec, warm: Interactions, user_feats: dict[str, torch.Tensor], val_users: np.ndarray | None = None) -> dict:

@@ -23,6 +23,7 @@ from torch import nn
 
 from recmaml.config import ModelConfig
 from recmaml.data import SideFeatures
+from recmaml.memo import kept_while_unchanged
 from recmaml.ordered import ordered_embedding_sum, ordered_sum, zero_row_float64
 
 
@@ -204,12 +205,7 @@ class Scorer(nn.Module):
         """The support embedding as ordered_embedding_sum reads it (float64, a zero row appended), kept
         while the weights are unchanged: serving reads it once per batch."""
         weight = self.support_embedding.weight
-        key = (weight.data_ptr(), weight._version)
-        cached = getattr(self, "_table64_cache", None)
-        if cached is None or cached[0] != key:
-            cached = (key, zero_row_float64(weight))
-            self._table64_cache = cached
-        return cached[1]
+        return kept_while_unchanged(self, "_table64_kept", [weight], lambda: zero_row_float64(weight))
 
     def item_biases(self, user_feats: dict[str, torch.Tensor] | None = None, kind: int | None = None) -> torch.Tensor:
         """The item biases a user's scores start from: item_bias, plus kind_bias for a user who shows its first
@@ -247,14 +243,12 @@ class Scorer(nn.Module):
         """item_vectors() of the whole catalog without a graph, computed once and reused by serving calls
         until an item-side parameter or buffer changes (an optimizer step, load_state_dict or a move to
         another device bumps its version or storage), so each call no longer pays a pass of the item tower."""
-        key = tuple((t.data_ptr(), t._version) for name, t in self.state_dict(keep_vars=True).items()
-                    if name.startswith("item_"))
-        cached = getattr(self, "_catalog_cache", None)
-        if cached is None or cached[0] != key:
+        item_side = [t for name, t in self.state_dict(keep_vars=True).items() if name.startswith("item_")]
+
+        def vectors() -> torch.Tensor:
             with torch.no_grad():
-                cached = (key, self.item_vectors())
-            self._catalog_cache = cached
-        return cached[1]
+                return self.item_vectors()
+        return kept_while_unchanged(self, "_catalog_kept", item_side, vectors)
 
     def set_time_prior(self, edges: np.ndarray, cumulative: np.ndarray) -> None:
         """The time prior's table: TIME_EDGES sorted times (Unix seconds) and, per edge, each item's count of

@@ -9,14 +9,17 @@ that fit chooses per support size and history kind on its own validation users (
                liked ones: fit chooses) in a window before the user's time (the latest timestamp of its
                history, or the caller's `at`), rounded down to the last of up to TIME_EDGES quantiles of
                the log's times; the rows are saved in time bins and serving's table of every window's
-               standardized counts is built at first use
+               standardized counts is built at first use. A log without timestamps keeps one bin and an
+               endless window: the popularity of the whole log, the same for every user
 
     served scores = z(scorer) + w_ease * z(ease) + w_recent * z(recent)      (z: per user, over the catalog)
 
 Why beside the scorer rather than inside it: EASE is the strongest baseline on sparse logs (CiaoDVD), and a
 meta-learned weight inside the inner loop did not reach it (EXPERIMENTS.md, "the item-item signal"); with
-no history at all (K = 0) nothing but the user's time tells users apart. A weight chosen on validation users
-is 0 wherever a signal does not help, so the priors never cost what the scorer alone would score there.
+no history at all (K = 0) nothing but the user's time tells users apart, and without times the log's
+popularity is the classic answer (on FilmTrust and Last.fm it beat the scorer's zero-step scores). A weight
+chosen on validation users is 0 wherever a signal does not help, so the priors never cost what the scorer
+alone would score there.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 from torch import nn
 
 from recmaml.data import Interactions
+from recmaml.memo import kept_while_unchanged
 from recmaml.ordered import rows_mm
 
 NEIGHBORS = 256  # EASE weights kept per item row
@@ -62,7 +66,8 @@ def blend_(scores: torch.Tensor, priors: ServingPriors, support, ease_w: torch.T
             block.addcmul_(ease_w[lo:hi, None], priors.ease(support.items[lo:hi], support.signed()[lo:hi],
                                                             support.ratings[lo:hi]))
         if recent_w is not None:
-            block.addcmul_(recent_w[lo:hi, None], priors.recent(support.user_feats["time"][lo:hi]))
+            times = {"time": support.user_feats["time"][lo:hi]} if priors.has_time else {}
+            block.addcmul_(recent_w[lo:hi, None], priors.popularity(times, hi - lo))
     return scores
 
 
@@ -100,8 +105,23 @@ class ServingPriors(nn.Module):
         return priors
 
     @property
-    def has_time(self) -> bool:
+    def has_popularity(self) -> bool:
+        """Whether the popularity prior has a table (not for an empty log, nor in a model of a log without
+        timestamps saved before such logs had one)."""
         return self.time_edges.numel() > 0
+
+    @property
+    def has_time(self) -> bool:
+        """Whether the popularity reads a user's time: a log without timestamps keeps one bin at time 0 and an
+        endless window, the popularity of its whole log."""
+        return self.has_popularity and bool(torch.isfinite(self.window_seconds))
+
+    def popularity(self, user_feats: dict[str, torch.Tensor], n_users: int) -> torch.Tensor:
+        """(n_users, n_items): recent() at each user's time, or, without times, the whole log's popularity
+        (one row, shared by every user)."""
+        if self.has_time:
+            return self.recent(user_feats["time"])
+        return self.recent_table()[-1].expand(n_users, -1)
 
     def ease_rows(self) -> float | None:
         """The rating a row needs to count in EASE (warm log and support alike); None: every row counts."""
@@ -145,12 +165,7 @@ class ServingPriors(nn.Module):
     def _long_index(self) -> torch.Tensor:
         """ease_index as int64, which gather and scatter take (saved as int32: half the file), kept while the
         buffer is unchanged."""
-        key = (self.ease_index.data_ptr(), self.ease_index._version)
-        cached = getattr(self, "_long_cache", None)
-        if cached is None or cached[0] != key:
-            cached = (key, self.ease_index.long())
-            self._long_cache = cached
-        return cached[1]
+        return kept_while_unchanged(self, "_long_kept", [self.ease_index], self.ease_index.long)
 
     def recent(self, times: torch.Tensor) -> torch.Tensor:
         """(B, n_items): the standardized log count of each item's rows in the window before each time. A time
@@ -162,10 +177,8 @@ class ServingPriors(nn.Module):
     def recent_table(self) -> torch.Tensor:
         """(len(time_edges) + 1, n_items): row e is recent() for a time in [time_edges[e - 1], time_edges[e])
         (row 0: before the log, all zeros); computed once per window and kept (not saved)."""
-        key = (float(self.window_seconds), self.time_counts.data_ptr(), self.time_counts._version)
-        if getattr(self, "_recent_key", None) != key:
-            self._recent_rows, self._recent_key = self._window_table(), key
-        return self._recent_rows
+        return kept_while_unchanged(self, "_recent_kept", [self.time_counts], self._window_table,
+                                    float(self.window_seconds))
 
     def _window_table(self, chunk: int = 256) -> torch.Tensor:
         """recent_table's rows: the cumulative counts up to each edge, then, from the last row down, each row
@@ -198,7 +211,7 @@ class ServingPriors(nn.Module):
         self.time_starts = torch.from_numpy(starts).to(self.time_edges.device)
         self.time_items = torch.from_numpy(items).to(self.time_edges.device)
         self.time_counts = torch.from_numpy(counts).to(self.time_edges.device)
-        self._recent_key = None  # new buffers: a freed one's address may come back, so the table is rebuilt
+        self._recent_kept = None  # new buffers: a freed one's address may come back, so the table is rebuilt
         self.recent_threshold.fill_(float("nan") if threshold is None else threshold)
 
     def with_window(self, days: float) -> ServingPriors:
@@ -210,16 +223,17 @@ class ServingPriors(nn.Module):
 def fit_priors(warm: Interactions, threshold: float | None, lam: float,
                recent_threshold: float | None = None) -> ServingPriors:
     """The priors' tables from the warm log: EASE (strength `lam`, on the rows rated >= `threshold`, or every
-    row when None) cut to NEIGHBORS per row, and, when the log has timestamps, the cumulative counts of each
-    item's rows (rated >= `recent_threshold`, or every row), with the longest window of WINDOWS_DAYS
-    (fit's calibration chooses the strength, the thresholds and the window)."""
-    has_time = warm.timestamp is not None and len(warm) > 0
-    priors = ServingPriors(warm.n_items, max(min(NEIGHBORS, warm.n_items - 1), 1),
-                           time_edges_for(warm.n_items) if has_time else 0)
+    row when None) cut to NEIGHBORS per row, and the cumulative counts of each item's rows (rated >=
+    `recent_threshold`, or every row) in time bins, with the longest window of WINDOWS_DAYS; without
+    timestamps one bin and an endless window (fit's calibration chooses the strength, the thresholds and the
+    window)."""
+    has_time = warm.timestamp is not None
+    edges = (time_edges_for(warm.n_items) if has_time else 1) if len(warm) else 0
+    priors = ServingPriors(warm.n_items, max(min(NEIGHBORS, warm.n_items - 1), 1), edges)
     priors.set_ease(*ease_table(warm, threshold, lam), lam, threshold)
-    if has_time:
+    if edges:
         priors.set_time(warm, recent_threshold)
-        priors.with_window(WINDOWS_DAYS[-1])
+        priors.with_window(WINDOWS_DAYS[-1] if has_time else float("inf"))
     return priors
 
 
@@ -280,7 +294,8 @@ def time_bins(warm: Interactions, threshold: float | None, n_edges: int
     from recmaml.baselines import liked_rows
 
     liked = liked_rows(warm, threshold)
-    times = liked.timestamp.astype(np.float64)
+    # a log without timestamps: every row at time 0, one bin (the popularity of the whole log)
+    times = np.zeros(len(liked)) if liked.timestamp is None else liked.timestamp.astype(np.float64)
     edges = np.unique(np.quantile(times, np.linspace(0.0, 1.0, n_edges))) if len(times) else np.zeros(1)
     bins = np.searchsorted(edges, times, side="left") + 1
     keys, counts = np.unique(bins * np.int64(warm.n_items) + liked.item_idx, return_counts=True)

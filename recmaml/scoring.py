@@ -169,7 +169,7 @@ def prior_weights(config: Config, priors: ServingPriors | None, support: PaddedS
         return None  # 'auto' never resolved (a model saved before fit chose them): the scorer alone
     sizes = support.mask.sum(dim=1) if sizes is None else sizes
     bucket = np.searchsorted(PRIOR_BUCKETS, sizes.cpu().numpy(), side="right") - 1
-    if not priors.has_time:
+    if not priors.has_popularity:  # a model fitted before logs without times had a popularity prior
         recent = (0.0,) * len(PRIOR_BUCKETS)
     per_user = [np.asarray(w, np.float32)[bucket] for w in (ease, recent)]
     # never None for a batch whose users all have weight 0: every user's scores are standardized, so that a

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from recmaml import DataError, Interactions, MetaRecommender
+from recmaml.cold import ArrivalWarning
 from recmaml.config import PRIOR_BUCKETS, PRIOR_GRID, PRIOR_WEIGHT_FIELDS
 from recmaml.calibrate import SMOOTH_PAIRS, smooth_weights
 from recmaml.priors import EASE_LAMBDAS, WINDOWS_DAYS, fit_priors
@@ -125,11 +126,54 @@ def test_the_popularity_prior_follows_when_a_user_arrives(tiny_config):
     early = rec.score(no_rows, users=["early", "late"], at={"early": 60 * DAY, "late": 390 * DAY})
     index = rec.items.index(np.array([0, 1]))
     assert early[0, index[0]] > early[0, index[1]] and early[1, index[1]] > early[1, index[0]]
-    dated = rec.score(no_rows, users=["late"], at="1971-01-26")  # day 390 as an ISO date
+    with pytest.warns(ArrivalWarning, match="ignored for 1 user"):  # no_rows' own user is served at its time
+        dated = rec.score(no_rows, users=["late"], at="1971-01-26")  # day 390 as an ISO date
     np.testing.assert_array_equal(dated[0], early[1])
     # without `at`, a user without rows arrives at the end of the warm log: the late half's item leads
     default = rec.score(no_rows, users=["someone"])
     assert default[0, index[1]] > default[0, index[0]]
+
+
+def test_a_log_without_timestamps_gets_the_popularity_of_its_whole_log(tiny_config, tmp_path):
+    """Without times the popularity prior is the whole log's (one bin, an endless window), the same for every
+    user and any `at`; fit chooses its weight as with times, and it ships with the model."""
+    timed = _shifting_log()
+    log = Interactions.from_ids(timed.users.lookup(timed.user_idx), timed.items.lookup(timed.item_idx))
+    priors = fit_priors(log, None, 500.0)
+    assert priors.has_popularity and not priors.has_time and len(priors.time_edges) == 1
+    counts = np.bincount(log.item_idx, minlength=log.n_items)
+    popular = priors.popularity({}, 2)
+    assert popular.shape == (2, log.n_items) and torch.equal(popular[0], popular[1])
+    assert np.array_equal(np.argsort(-popular[0].numpy(), kind="stable"), np.argsort(-counts, kind="stable"))
+    from recmaml.calibrate import describe
+    assert "whole log" in describe(priors)
+    rec = MetaRecommender(tiny_config.replace(meta={"epochs": 2})).fit(log)
+    assert rec.priors.has_popularity and not rec.priors.has_time
+    assert all(len(getattr(rec.config.serve, name)) == len(PRIOR_BUCKETS) for name in PRIOR_WEIGHT_FIELDS)
+    boosted = _with_weights(rec, 0.0, 16.0)
+    no_rows = Interactions.from_ids(np.array(["x"]), np.array([5]))  # a history to hold ids
+    with pytest.warns(ArrivalWarning, match="no effect"):
+        scores = boosted.score(no_rows, users=["new", "later"], at={"later": 10**9})
+    np.testing.assert_array_equal(scores[0], scores[1])  # no time to tell them apart
+    assert int(np.argmax(scores[0])) == int(rec.items.index(log.items.lookup(np.array([np.argmax(counts)])))[0])
+    assert not np.array_equal(scores, _with_weights(rec, 0.0, 0.0).score(no_rows, users=["new", "later"]))
+    rec.save(tmp_path / "model")
+    loaded = _with_weights(MetaRecommender.load(tmp_path / "model"), 0.0, 16.0)
+    np.testing.assert_array_equal(loaded.score(no_rows, users=["new", "later"]), scores)
+
+
+def test_a_model_without_a_popularity_table_serves_without_its_weights(fitted):
+    """A model of a log without timestamps saved before such logs had a popularity prior has no table: its
+    popularity weights are read as 0, and it serves EASE beside the scorer as it did."""
+    from recmaml.priors import ServingPriors
+    old = _with_weights(fitted, 1.0, 4.0)
+    n_items, neighbors = fitted.priors.ease_index.shape
+    old.priors = ServingPriors(n_items, neighbors, 0)
+    old.priors.set_ease(fitted.priors.ease_index.numpy(), fitted.priors.ease_weight.numpy(), 500.0, None)
+    assert not old.priors.has_popularity and not old.priors.has_time
+    history = Interactions.from_ids(np.array(["a"] * 3), np.array([0, 1, 2]))
+    without = _with_weights(old, 1.0, 0.0)
+    np.testing.assert_array_equal(old.score(history, users=["a", "new"]), without.score(history, users=["a", "new"]))
 
 
 def test_a_time_that_is_no_time_is_an_error_naming_at(fitted):
