@@ -329,13 +329,17 @@ def past_the_edge(params: dict, seen: list[dict], grid: list[dict]) -> dict | No
     the axis moved one step further out, the step the two outermost values make (a factor), until the
     optimum is inside or GRID_EXTENSIONS values were added at that end. A line search from the optimum,
     not a new slice of the grid, so that a grid which stops short of the optimum no longer decides it.
-    An axis that starts at 0 (no shrink, no damping) has its natural end there. `seen`: the points tried
-    so far (the grid's among them). None: nothing to try."""
+    An axis that starts at 0 (no shrink, no damping) has its natural end there. A range axis, pairs
+    (low, high) with one low in the whole grid (Mult-VAE's input sizes), is the axis of its highs, moved
+    to (low, further). `seen`: the points tried so far (the grid's among them). None: nothing to try."""
     for name, value in params.items():
-        original = sorted({p[name] for p in grid if _is_number(p.get(name))})
-        if len(original) < 2 or not _is_number(value):
+        low = _fixed_low(name, grid)
+        number = _axis_number(value, low)
+        original = sorted({n for p in grid if _is_number(n := _axis_number(p.get(name), low))})
+        if len(original) < 2 or not _is_number(number):
             continue
-        axis = sorted({p[name] for p in seen if _is_number(p.get(name))})
+        value = number
+        axis = sorted({n for p in seen if _is_number(n := _axis_number(p.get(name), low))})
         ends = []  # (end, the factor past it, values added there so far); a factor needs positive values
         if axis[-2] > 0:
             ends.append((axis[-1], axis[-1] / axis[-2], sum(v > original[-1] for v in axis)))
@@ -346,9 +350,27 @@ def past_the_edge(params: dict, seen: list[dict], grid: list[dict]) -> dict | No
                 continue
             further = value * step
             further = int(round(further)) if isinstance(value, int) else float(f"{further:.6g}")
-            candidate = {**params, name: further}
+            candidate = {**params, name: further if low is None else (low, further)}
             if further > 0 and further != value and candidate not in seen:
                 return candidate
+    return None
+
+
+def _fixed_low(name: str, grid: list[dict]):
+    """The one low of a range axis (every grid value a pair (low, high) of numbers with the same low), else
+    None."""
+    values = [p.get(name) for p in grid]
+    pairs = all(isinstance(v, (tuple, list)) and len(v) == 2 and all(map(_is_number, v)) for v in values)
+    lows = {v[0] for v in values} if pairs and values else set()
+    return lows.pop() if len(lows) == 1 else None
+
+
+def _axis_number(value, low):
+    """A value's place on its axis: the value, or a range's high where the axis is a range's (`low` set)."""
+    if low is None:
+        return value
+    if isinstance(value, (tuple, list)) and len(value) == 2 and value[0] == low:
+        return value[1]
     return None
 
 

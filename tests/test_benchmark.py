@@ -404,7 +404,15 @@ def test_a_grid_search_goes_past_the_grids_end_while_its_optimum_sits_there():
     assert len(search({"shrink": [0.0, 10.0]}, lambda p: p["shrink"])) == 2  # no factor from 0 to 10
     # an optimum inside the grid, or a choice that is no number, adds nothing
     assert len(search({"lam": [10.0, 100.0, 1000.0]}, lambda p: -abs(p["lam"] - 100))) == 3
-    assert len(search({"rows": [None, 4.0], "items": [(1, 5), (1, 50)]}, lambda p: p["items"][1])) == 4
+    assert len(search({"rows": [None, 4.0]}, lambda p: p["rows"] is None)) == 2
+    # a range axis with one low (Mult-VAE's input sizes) steps its high, up and down, and stays a range
+    ranges = {"rows": [None, 4.0], "items": [(1, 5), (1, 20), (1, 50)]}
+    tried = search(ranges, lambda p: p["items"][1] + (p["rows"] is None))
+    assert [t["params"] for t in tried[6:]] == [{"rows": None, "items": (1, 125)}, {"rows": None, "items": (1, 312)},
+                                                {"rows": None, "items": (1, 779)}]
+    tried = search(ranges, lambda p: -p["items"][1])
+    assert [t["params"]["items"] for t in tried[6:]] == [(1, 1)]  # 5 / 4 rounds to 1; below that, 0: no size
+    assert len(search({"items": [(1, 5), (2, 50)]}, lambda p: p["items"][1])) == 2  # two lows: no axis
     # the quickstart's small grids (protocol.tune) step out the same way
     best, value, tried = tune(lambda lam, rows: -abs(np.log10(lam) - 5) - (rows is None),
                               {"lam": [10.0, 100.0, 1000.0], "rows": [None, 4.0]})
