@@ -195,10 +195,10 @@ class ServeConfig:
     sample_scales: tuple[float, ...] | str = "auto"
     """The same for 'sample' histories."""
     priors: bool = True
-    """Add the serving priors to the scorer's scores (recmaml.priors): the support's EASE scores and, on a
-    log with timestamps, what was popular when the user arrived, each with a weight per support size and
-    history kind that fit chooses on its validation users (0 where it does not help). Implicit objective
-    only (a rating model predicts ratings, not ranks)."""
+    """Add the serving priors to the scorer's scores (recmaml.priors): the support's EASE scores and what
+    was popular when the user arrived (on a log without timestamps, in the whole log), each with a weight
+    per support size and history kind that fit chooses on its validation users (0 where it does not
+    help). Implicit objective only (a rating model predicts ratings, not ranks)."""
     first_ease_weights: tuple[float, ...] | str = "auto"
     """Per support size (PRIOR_BUCKETS: 0, 1, 2, 3-4, 5-9, 10-19, 20 or more items), the weight of the
     support's standardized EASE scores beside the scorer's standardized scores, for 'first' histories.
@@ -206,7 +206,8 @@ class ServeConfig:
     of the size (a weight at 1 item and one at 20 from PRIOR_GRID, joined on the log of the size,
     recmaml.calibrate.smooth_weights), for none one weight of PRIOR_GRID."""
     first_recent_weights: tuple[float, ...] | str = "auto"
-    """The same for the time-aware popularity at the user's time ('first' histories)."""
+    """The same for the popularity at the user's time, or of the whole log without timestamps ('first'
+    histories)."""
     sample_ease_weights: tuple[float, ...] | str = "auto"
     """serve.first_ease_weights for 'sample' histories."""
     sample_recent_weights: tuple[float, ...] | str = "auto"
