@@ -18,7 +18,7 @@ from pathlib import Path
 from recmaml.baselines import EASE, ALSFoldIn, ItemKNN, MultVAE, Popularity
 from recmaml.config import load_config
 from recmaml.errors import DataError
-from recmaml.protocol import cold_split, evaluate_ranking, metarec_scores, support_arrays, tune_baseline
+from recmaml.protocol import cold_split, evaluate_ranking, metarec_scores, support_arrays, tune, tune_baseline
 from recmaml.recommender import MetaRecommender
 from recmaml.threads import serving_threads, torch_threads
 
@@ -31,8 +31,9 @@ RELEVANCE_THRESHOLD = 4.0
 # small grids around the benchmark's validation optima on ML-100K (benchmarks/RESULTS.md), at full
 # strength all the same: the search steps past a grid's end while the optimum sits there (protocol.tune);
 # EASE and item-kNN choose whether they read every row or the liked ones, of the warm log and of a
-# history; Mult-VAE trains on few-item inputs until the validation users' nDCG@20 stops improving
-# (mult_vae_tuned), so the baselines here are tuned on validation users as the benchmark's are
+# history; Mult-VAE trains on few-item inputs until the validation users' nDCG@20 stops improving, for each
+# largest input size of its grid (mult_vae_tuned), so the baselines here are tuned on validation users as
+# the benchmark's are
 BASELINE_GRIDS = {
     "popularity": (Popularity, {"threshold": [None, RELEVANCE_THRESHOLD]}),
     "als": (ALSFoldIn, {"factors": [16, 32, 64], "regularization": [1.0, 10.0, 30.0], "alpha": [1.0, 10.0]}),
@@ -41,7 +42,8 @@ BASELINE_GRIDS = {
     "item_knn": (ItemKNN, {"neighbors": [100, 500, 1000], "shrink": [10.0, 50.0, 200.0],
                            "threshold": [None, RELEVANCE_THRESHOLD], "support_threshold": [None]}),
 }
-MULT_VAE = {"input_items": (1, 50), "threshold": RELEVANCE_THRESHOLD, "anneal_steps": 500, "seed": 0}
+MULT_VAE = {"threshold": RELEVANCE_THRESHOLD, "anneal_steps": 500, "seed": 0}
+MULT_VAE_INPUTS = [(1, 5), (1, 20), (1, 50)]  # the benchmark's input sizes; the search steps past their ends
 
 
 @dataclass
@@ -113,10 +115,9 @@ def run(out_dir: Path, data: DataChoice, config=None, seed: int = 0, progress=No
             scores = factory(**best).fit(split.warm).score(*support_arrays(split.cold_support))
             results[name] = {**evaluate_ranking(scores, split.cold_support, split.cold_query, K, RELEVANCE_THRESHOLD),
                              "params": best}
-        model, epochs = mult_vae_tuned(split.warm, validation)
+        model, params = mult_vae_tuned(split.warm, validation)
         results["mult_vae"] = {**evaluate_ranking(model.score(*support_arrays(split.cold_support)), split.cold_support,
-                                                  split.cold_query, K, RELEVANCE_THRESHOLD),
-                               "params": {**MULT_VAE, "epochs": epochs}}
+                                                  split.cold_query, K, RELEVANCE_THRESHOLD), "params": params}
 
     start = time.perf_counter()
     rec = MetaRecommender(cfg).fit(split.warm, progress=progress)
@@ -140,15 +141,26 @@ def run(out_dir: Path, data: DataChoice, config=None, seed: int = 0, progress=No
             "cold_users": split.n_cold}
 
 
-def mult_vae_tuned(warm, validation) -> tuple[MultVAE, int]:
+def mult_vae_tuned(warm, validation) -> tuple[MultVAE, dict]:
     """Mult-VAE trained on the validation split's warm users until its cold users' nDCG@20 stops improving,
-    then refitted on `warm` for as many epochs (seeded: the same every run, whatever the machine's load)."""
+    for each input size of MULT_VAE_INPUTS (and past its ends while the best sits there), then the best
+    refitted on `warm` for as many epochs as it took (seeded: the same every run, whatever the machine's
+    load); the model and its parameters, epochs included."""
     def ndcg(model: MultVAE) -> float:
         scores = model.score(*support_arrays(validation.cold_support))
         return evaluate_ranking(scores, validation.cold_support, validation.cold_query, K, RELEVANCE_THRESHOLD)[f"ndcg@{K}"]
 
-    tuned = MultVAE(epochs=2000, max_seconds=None, **MULT_VAE).fit(validation.warm, validate=ndcg)
-    return MultVAE(epochs=tuned.best_epochs, max_seconds=None, **MULT_VAE).fit(warm), tuned.best_epochs
+    epochs = {}
+
+    def best_value(input_items) -> float:
+        model = MultVAE(epochs=2000, max_seconds=None, input_items=input_items, **MULT_VAE).fit(validation.warm,
+                                                                                                 validate=ndcg)
+        epochs[tuple(input_items)] = model.best_epochs
+        return max(value for _, value in model.curve)
+
+    best, _, _ = tune(best_value, {"input_items": MULT_VAE_INPUTS})
+    params = {**best, **MULT_VAE, "epochs": epochs[tuple(best["input_items"])]}
+    return MultVAE(max_seconds=None, **params).fit(warm), params
 
 
 def format_table(summary: dict) -> str:

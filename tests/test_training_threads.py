@@ -95,11 +95,13 @@ def test_the_quickstarts_mult_vae_is_bounded_by_its_validation_users_not_by_the_
     split = cold_split(log_, cold_fraction=0.2, n_support=3, order="random", seed=0)
     validation = cold_split(split.warm, cold_fraction=0.2, n_support=3, order="random", seed=1)
     monkeypatch.setattr(quickstart, "MULT_VAE", {**quickstart.MULT_VAE, "hidden": 32, "latent": 8})
-    idle, idle_epochs = quickstart.mult_vae_tuned(split.warm, validation)
+    idle, idle_params = quickstart.mult_vae_tuned(split.warm, validation)
     clock = iter(range(0, 10**9, 1000))  # every look at the clock: 1,000 s later, a very busy machine
     monkeypatch.setattr(time, "perf_counter", lambda: float(next(clock)))
-    busy, busy_epochs = quickstart.mult_vae_tuned(split.warm, validation)
-    assert busy_epochs == idle_epochs >= 1 and busy.max_seconds is None and busy.seed == 0
+    busy, busy_params = quickstart.mult_vae_tuned(split.warm, validation)
+    assert busy_params == idle_params and busy_params["epochs"] >= 1 and busy.max_seconds is None and busy.seed == 0
+    # the input sizes were tuned: the chosen one is the benchmark's grid's, or a step past its ends
+    assert busy_params["input_items"][0] == 1 and busy.input_items == tuple(busy_params["input_items"])
     np.testing.assert_array_equal(busy.score(*support_arrays(split.cold_support)),
                                   idle.score(*support_arrays(split.cold_support)))
 
