@@ -144,7 +144,8 @@ def fit_calibrated_priors(rec, warm: Interactions, tasks: _ValidationTasks | Non
     threshold = rec.config.tasks.positive_threshold
     if tasks is None:
         priors = fit_priors(warm, threshold, DEFAULT_LAMBDA, threshold).to(rec.device)
-        return priors.with_window(DEFAULT_WINDOW_DAYS) if priors.has_time else priors  # (no times: every row)
+        # without timestamps the window stays the whole log's, as fit_priors set it
+        return priors.with_window(DEFAULT_WINDOW_DAYS) if priors.has_time else priors
     kind = "first" if "first" in tasks.kinds else "sample"
     filters = (threshold, None) if threshold is not None else (None,)
     priors = fit_priors(warm, threshold, FILTER_LAMBDA, threshold).to(rec.device)

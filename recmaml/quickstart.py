@@ -31,9 +31,9 @@ RELEVANCE_THRESHOLD = 4.0
 # small grids around the benchmark's validation optima on ML-100K (benchmarks/RESULTS.md), at full
 # strength all the same: the search steps past a grid's end while the optimum sits there (protocol.tune);
 # EASE and item-kNN choose whether they read every row or the liked ones, of the warm log and of a
-# history; Mult-VAE trains on few-item inputs until the validation users' nDCG@20 stops improving, for each
-# largest input size of its grid (mult_vae_tuned), so the baselines here are tuned on validation users as
-# the benchmark's are
+# history; Mult-VAE trains on few-item inputs until the validation users' nDCG@20 stops improving, once per
+# range of input sizes (mult_vae_tuned), so the baselines here are tuned on validation users as the
+# benchmark's are
 BASELINE_GRIDS = {
     "popularity": (Popularity, {"threshold": [None, RELEVANCE_THRESHOLD]}),
     "als": (ALSFoldIn, {"factors": [16, 32, 64], "regularization": [1.0, 10.0, 30.0], "alpha": [1.0, 10.0]}),
