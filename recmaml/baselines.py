@@ -486,6 +486,11 @@ def _adam(params) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=1e-3, weight_decay=0.0)
 
 
+# the ranges of input sizes a careful practitioner tries (the benchmark's and the quickstart's grid; their
+# search steps past its ends while the best sits there)
+MULT_VAE_INPUT_GRID = ((1, 5), (1, 20), (1, 50))
+
+
 class MultVAE:
     """Mult-VAE (Liang et al., "Variational Autoencoders for Collaborative Filtering", WWW 2018), trained
     to imitate cold users.

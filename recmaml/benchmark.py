@@ -375,7 +375,8 @@ SYSTEMS: dict[str, System] = {s.name: s for s in [
                         "threshold": _rated(ctx), "support_threshold": _rated(ctx)},
            doc="item-kNN, cosine, on every row or the liked rows, of the warm log and of the history"),
     System("mult_vae", "baseline", False, _mult_vae_fit,
-           lambda ctx: {"input_items": [(1, 5), (1, 20), (1, 50)], "threshold": _rated(ctx), "anneal_steps": [500]},
+           lambda ctx: {"input_items": list(baselines.MULT_VAE_INPUT_GRID), "threshold": _rated(ctx),
+                        "anneal_steps": [500]},
            doc="Mult-VAE (Liang et al. 2018), trained on few-item inputs until validation stops improving, "
                "encoder fold-in"),
     System("blend", "reference", False, _blend_fit, tune=_blend_tune,

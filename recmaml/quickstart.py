@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from recmaml.baselines import EASE, ALSFoldIn, ItemKNN, MultVAE, Popularity
+from recmaml.baselines import MULT_VAE_INPUT_GRID, EASE, ALSFoldIn, ItemKNN, MultVAE, Popularity
 from recmaml.config import load_config
 from recmaml.errors import DataError
 from recmaml.protocol import cold_split, evaluate_ranking, metarec_scores, support_arrays, tune, tune_baseline
@@ -43,7 +43,6 @@ BASELINE_GRIDS = {
                            "threshold": [None, RELEVANCE_THRESHOLD], "support_threshold": [None]}),
 }
 MULT_VAE = {"threshold": RELEVANCE_THRESHOLD, "anneal_steps": 500, "seed": 0}
-MULT_VAE_INPUTS = [(1, 5), (1, 20), (1, 50)]  # the benchmark's input sizes; the search steps past their ends
 
 
 @dataclass
@@ -143,7 +142,7 @@ def run(out_dir: Path, data: DataChoice, config=None, seed: int = 0, progress=No
 
 def mult_vae_tuned(warm, validation) -> tuple[MultVAE, dict]:
     """Mult-VAE trained on the validation split's warm users until its cold users' nDCG@20 stops improving,
-    for each input size of MULT_VAE_INPUTS (and past its ends while the best sits there), then the best
+    for each input size of MULT_VAE_INPUT_GRID (and past its ends while the best sits there), then the best
     refitted on `warm` for as many epochs as it took (seeded: the same every run, whatever the machine's
     load); the model and its parameters, epochs included."""
     def ndcg(model: MultVAE) -> float:
@@ -158,7 +157,7 @@ def mult_vae_tuned(warm, validation) -> tuple[MultVAE, dict]:
         epochs[tuple(input_items)] = model.best_epochs
         return max(value for _, value in model.curve)
 
-    best, _, _ = tune(best_value, {"input_items": MULT_VAE_INPUTS})
+    best, _, _ = tune(best_value, {"input_items": list(MULT_VAE_INPUT_GRID)})
     params = {**best, **MULT_VAE, "epochs": epochs[tuple(best["input_items"])]}
     return MultVAE(max_seconds=None, **params).fit(warm), params
 
