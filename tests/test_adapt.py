@@ -208,4 +208,10 @@ def test_catalog_vectors_are_reused_until_an_item_parameter_changes(taste_log, t
     assert changed is not first
     torch.testing.assert_close(changed, model.item_vectors().detach())
     model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()})
-    assert model.catalog_vectors() is not changed
+    reloaded = model.catalog_vectors()
+    assert reloaded is not changed
+    old = model.item_embedding
+    model.item_embedding = torch.nn.Embedding(old.num_embeddings, old.embedding_dim)  # a module replaced
+    replaced = model.catalog_vectors()
+    assert replaced is not reloaded
+    torch.testing.assert_close(replaced, model.item_vectors().detach())
