@@ -6,7 +6,8 @@ script; beside them, the in-process fast path (MetaRecommender.recommend_user) o
     .venv/bin/python benchmarks/serve_load.py --model runs/latency-ml100k
 
 The server is `python -m recmaml serve --model M` in its own process, on this machine beside wrk (one wrk
-thread), so both share its cores, as the issue's targets assume. Each request body is one cold user of the
+thread), so both share its cores, as the issue's targets assume; `--workers N` starts it with that many
+serving processes. Each request body is one cold user of the
 ML-100K split's: its first 5 rows (items, ratings, timestamps), k = 20; wrk cycles through --users of them.
 Targets (issue 29): p99 <= 10 ms at 16 connections; at 64, at least 4,000 users/s answered with p99 <= 50 ms;
 no error. A 503 (the server shedding load past capacity, with Retry-After) is counted apart, as shed/s, not
@@ -141,6 +142,7 @@ def main(argv=None) -> int:
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 16, 64, 512])
     parser.add_argument("--seconds", type=int, default=10, help="wrk's duration per connection count")
     parser.add_argument("--users", type=int, default=189, help="distinct request bodies wrk cycles through")
+    parser.add_argument("--workers", type=int, default=1, help="recmaml serve --workers: processes answering")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -155,7 +157,8 @@ def main(argv=None) -> int:
         script.write_text(LUA % lines)
         port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "recmaml", "serve", "--model", str(args.model), "--port",
-                                 str(port), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 str(port), "--quiet", "--workers", str(args.workers)], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True,
                                 env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
         try:
             wait_healthy(port, proc)
@@ -166,7 +169,8 @@ def main(argv=None) -> int:
             proc.wait(60)
     p50, p99 = fast_path_ms(rec, bodies, 300)
     print(f"{len(rec.items):,}-item catalog ({args.model}); {os.cpu_count()} CPUs; load average before "
-          f"{os.getloadavg()[0]:.2f}; one user of 5 items per request, k = 20; wrk -t1, {args.seconds} s each")
+          f"{os.getloadavg()[0]:.2f}; one user of 5 items per request, k = 20; {args.workers} serving process(es); "
+          f"wrk -t1, {args.seconds} s each")
     print(f"{'connections':>11} {'p50 ms':>8} {'p99 ms':>8} {'users/s':>9} {'shed/s':>7} {'errors':>7}")
     for r in results:
         shed_rate = r["requests_per_s"] - r["users_per_s"]

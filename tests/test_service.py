@@ -332,7 +332,7 @@ def cli_main():
     return main
 
 
-def test_the_reload_token_and_root_are_checked_at_start(model_dirs, monkeypatch, capsys, cli_main):
+def test_the_reload_token_root_and_workers_are_checked_at_start(model_dirs, monkeypatch, capsys, cli_main):
     from recmaml.cli.service import TOKEN_ENV
     from recmaml.service import RELOAD_TOKEN_ENV
 
@@ -340,7 +340,8 @@ def test_the_reload_token_and_root_are_checked_at_start(model_dirs, monkeypatch,
     serve = ["serve", "--model", str(model_dirs[0]), "--port", "1"]
     cases = [({"RECMAML_RELOAD_TOKEN": "short"}, [], "RECMAML_RELOAD_TOKEN: the secret has 5 characters"),
              ({}, ["--reload-token", "sixteen chars and a space"], "--reload-token: the secret travels"),
-             ({}, ["--reload-root", str(model_dirs[0] / "nowhere")], "--reload-root"),]
+             ({}, ["--reload-root", str(model_dirs[0] / "nowhere")], "--reload-root"),
+             ({}, ["--workers", "0"], "--workers 0: give at least 1")]
     for env, flags, words in cases:
         monkeypatch.delenv("RECMAML_RELOAD_TOKEN", raising=False)
         for name, value in env.items():
@@ -598,3 +599,65 @@ def test_past_capacity_requests_are_refused_at_once_with_retry_after(model_dirs,
         expected = _library(rec, users[i], 3)
         result = answer.json()["results"][0]
         assert_same_ranking(result["items"], result["scores"], expected.items, expected.scores)
+
+
+def _children(pid: int) -> set[int]:
+    """The worker processes of the server `pid` (Linux's /proc): its children started by multiprocessing's
+    spawn (not its resource tracker)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    spawned = b"spawn_main" in f.read()
+            except (OSError, ValueError, IndexError):
+                continue  # a process that ended while we looked
+            if parent == pid and spawned:
+                found.add(int(entry))
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the worker processes in /proc")
+def test_workers_answer_the_librarys_lists_and_all_follow_a_reload(model_dirs, taste_log, tmp_path):
+    """`recmaml serve --workers 2`: two processes answer on the port with the library's lists; a POST /reload
+    taken up by one of them is taken up by both (each replaced by a new process serving the new model);
+    SIGTERM stops them all."""
+    root = tmp_path / "models"
+    for name, source in zip(("a", "b"), model_dirs):
+        shutil.copytree(source, root / name)
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "recmaml", "serve", "--model", str(root / "a"), "--port", str(port),
+                             "--workers", "2", "--reload-root", str(root)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "RECMAML_RELOAD_TOKEN": TOKEN})
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_healthy(base, proc)
+        _wait_for(lambda: len(_children(proc.pid)) == 2)
+        workers = _children(proc.pid)
+        rec = MetaRecommender.load(model_dirs[0])
+        users = _users(taste_log, 8)
+        with ThreadPoolExecutor(8) as pool:  # concurrent connections: both workers answer some
+            answers = list(pool.map(lambda u: httpx.post(f"{base}/recommend", json={"users": [u], "k": 5}, timeout=30),
+                                    users))
+        for user, answer in zip(users, answers):
+            assert answer.status_code == 200, answer.text
+            expected, result = _library(rec, user, 5), answer.json()["results"][0]
+            assert_same_ranking(result["items"], result["scores"], expected.items, expected.scores)
+        reloaded = httpx.post(f"{base}/reload", json={"path": "b"}, headers=AUTH, timeout=60)
+        assert reloaded.status_code == 200, reloaded.text
+        new_sha = json.loads((model_dirs[1] / "model.json").read_text())["weights_sha256"]
+        assert reloaded.json()["weights_sha256"] == new_sha
+        # every worker is replaced by one that serves the new model (started before its predecessor stops)
+        _wait_for(lambda: not (_children(proc.pid) & workers) and len(_children(proc.pid)) == 2)
+        shas = {httpx.get(f"{base}/model", timeout=30).json()["weights_sha256"] for _ in range(20)}
+        assert shas == {new_sha}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert "POST /reload is on" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

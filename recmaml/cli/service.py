@@ -32,6 +32,10 @@ def add_serve(sub) -> None:
                     "in `ps` (default: that variable; unset: POST /reload is off, SIGHUP still reloads)")
     sv.add_argument("--reload-root", default=None, help="the folder whose model directories POST /reload may "
                     "take up, named relative to it (default: the served model directory itself)")
+    sv.add_argument("--workers", type=int, default=1, help="processes answering on the port, each with its own "
+                    "copy of the model and one torch thread unless --threads says otherwise (default 1; on a "
+                    "machine of N cores, N answers about N times the users/s of one under load); SIGHUP to the main "
+                    "process replaces them one by one with the served directory reloaded")
     add_history_kind(sv, more="; a request's \"history_kind\" still wins")
     sv.set_defaults(func=cmd_serve)
 
@@ -45,6 +49,8 @@ def cmd_serve(args) -> None:
         raise RecMamlError(f"--max-wait-ms {args.max_wait_ms}: give 0 to 1000 milliseconds")
     if not 0 <= args.max_queue_ms <= 60_000:
         raise RecMamlError(f"--max-queue-ms {args.max_queue_ms}: give 0 (never refuse) to 60000 milliseconds")
+    if args.workers < 1:
+        raise RecMamlError(f"--workers {args.workers}: give at least 1")
     if args.reload_root is not None and not Path(args.reload_root).is_dir():
         raise RecMamlError(f"--reload-root {args.reload_root}: no such folder; name the folder that holds the "
                            "model directories POST /reload may take up")
@@ -60,7 +66,7 @@ def cmd_serve(args) -> None:
     service.run(args.model, host=args.host, port=args.port, max_users=args.max_batch_users,
                 max_wait_ms=args.max_wait_ms, threads=args.threads, log_level="warning" if args.quiet else "info",
                 device=device, reload_token=token, reload_root=args.reload_root, access=not args.quiet,
-                history_kind=args.history_kind, max_queue_ms=args.max_queue_ms)
+                history_kind=args.history_kind, max_queue_ms=args.max_queue_ms, workers=args.workers)
 
 
 def _reload_token(args, problem_of) -> str | None:
