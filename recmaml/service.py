@@ -834,15 +834,29 @@ def _run_workers(model_dir, workers: int, *, host: str, port: int, log_level: st
     loaded = load_checked(model_dir, app["threads"], app["device"], app["history_kind"])  # a bad model fails here
     _log_reload_policy(ReloadPolicy(reload_token, Path(app["reload_root"]).resolve()))
     del loaded
+    # the workers' settings and token travel in their environment (not on a command line), kept while the
+    # supervisor may start new workers and restored after
+    environment = {WORKERS_ENV: None, RELOAD_TOKEN_ENV: reload_token}
+    before = {name: os.environ.get(name) for name in environment}
     with tempfile.TemporaryDirectory(prefix="recmaml-serve-") as folder:
         served = Path(folder) / "served"
         served.write_text(str(Path(model_dir).resolve()), encoding="utf-8")
-        os.environ[WORKERS_ENV] = json.dumps({"served": str(served), "quiet": log_level != "info", "app": app})
-        if reload_token is not None:
-            os.environ[RELOAD_TOKEN_ENV] = reload_token  # the workers' environment, not their command line
-        uvicorn.run("recmaml.service:worker_app", factory=True, workers=workers, host=host, port=port,
-                    log_level=log_level, access_log=False, timeout_graceful_shutdown=30)
+        environment[WORKERS_ENV] = json.dumps({"served": str(served), "quiet": log_level != "info", "app": app})
+        try:
+            _set_environment(environment)
+            uvicorn.run("recmaml.service:worker_app", factory=True, workers=workers, host=host, port=port,
+                        log_level=log_level, access_log=False, timeout_graceful_shutdown=30)
+        finally:
+            _set_environment(before)
     log.info("stopped; every request in flight was answered")
+
+
+def _set_environment(values: dict) -> None:
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def worker_app() -> FastAPI:
