@@ -870,7 +870,10 @@ def worker_app() -> FastAPI:
         part = served.with_suffix(".part")
         part.write_text(model_dir, encoding="utf-8")
         os.replace(part, served)
-        os.kill(os.getppid(), signal.SIGHUP)
+        if hasattr(signal, "SIGHUP"):
+            os.kill(os.getppid(), signal.SIGHUP)
+        else:  # no SIGHUP (Windows): the others take it up when they restart
+            log.warning("this worker serves %s; the other workers take it up when they restart", model_dir)
 
     return create_app(served.read_text(encoding="utf-8"), reload_token=os.environ.get(RELOAD_TOKEN_ENV),
                       on_reload=follow, **spec["app"])
