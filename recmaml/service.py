@@ -812,6 +812,7 @@ def run(model_dir, host: str = "127.0.0.1", port: int = 8000, max_users: int = 2
 
 
 WORKERS_ENV = "RECMAML_SERVE_WORKERS"  # what a worker process of `recmaml serve --workers N` starts from
+WORKER_READY_SECONDS = 120  # how long a new worker may take to load its model and answer
 
 
 def _run_workers(model_dir, workers: int, *, host: str, port: int, log_level: str, reload_token: str | None,
@@ -844,8 +845,11 @@ def _run_workers(model_dir, workers: int, *, host: str, port: int, log_level: st
         environment[WORKERS_ENV] = json.dumps({"served": str(served), "quiet": log_level != "info", "app": app})
         try:
             _set_environment(environment)
+            # a new worker imports torch and loads the model before it answers: uvicorn's 5 s to be ready
+            # cut restarts short on a busy machine (its predecessor then kept serving the old model)
             uvicorn.run("recmaml.service:worker_app", factory=True, workers=workers, host=host, port=port,
-                        log_level=log_level, access_log=False, timeout_graceful_shutdown=30)
+                        log_level=log_level, access_log=False, timeout_graceful_shutdown=30,
+                        timeout_worker_healthcheck=WORKER_READY_SECONDS)
         finally:
             _set_environment(before)
     log.info("stopped; every request in flight was answered")

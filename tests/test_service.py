@@ -651,7 +651,7 @@ def test_workers_answer_the_librarys_lists_and_all_follow_a_reload(model_dirs, t
         new_sha = json.loads((model_dirs[1] / "model.json").read_text())["weights_sha256"]
         assert reloaded.json()["weights_sha256"] == new_sha
         # every worker is replaced by one that serves the new model (started before its predecessor stops)
-        _wait_for(lambda: not (_children(proc.pid) & workers) and len(_children(proc.pid)) == 2)
+        _wait_for(lambda: not (_children(proc.pid) & workers) and len(_children(proc.pid)) == 2, seconds=240)
         shas = {httpx.get(f"{base}/model", timeout=30).json()["weights_sha256"] for _ in range(20)}
         assert shas == {new_sha}
         proc.send_signal(signal.SIGTERM)
