@@ -820,29 +820,38 @@ def _run_workers(model_dir, workers: int, *, host: str, port: int, log_level: st
     """`workers` processes answer on one port, each with its own model, batcher and (unless `threads` says
     otherwise) one torch thread: the service's Python (HTTP, JSON, the batcher) runs on one core per process,
     so one process leaves the second core mostly idle (ML-100K model, one user per request, 64 connections on
-    2 cores beside wrk: one process 3,100-3,300 requests/s, two processes 5,300-5,400 with p99 17-21 ms;
-    two processes on all threads each fought over the cores, p99 130-200 ms).
+    2 cores beside wrk, benchmarks/serve_load.py: one process 3,466 users/s, `--workers 2` 4,904, p99 22 ms;
+    in a probe, a second server left on all threads fought the first over the cores, p99 130-200 ms).
 
     uvicorn's supervisor runs them: SIGTERM stops every worker after the requests in flight; SIGHUP to this
     process replaces the workers one by one, each new one loading the served model directory and serving
     before its predecessor stops (one that fails to load leaves the old ones serving). The served directory
     is kept in a file the workers read when they start: a POST /reload taken up by one worker writes its
-    directory there and sends this process SIGHUP, so every worker follows."""
+    directory there and sends this process SIGHUP, so every worker follows, one after another: meanwhile
+    some answer with the old model (each answer's `model` names its weights). Needs uvicorn >= 0.51 (its
+    restart starts each new worker before it stops the old). WORKER_READY_SECONDS is also uvicorn's
+    liveness timeout: a wedged worker is replaced after it, and a SIGTERM during a restart waits for it."""
     import tempfile
 
     import uvicorn
 
+    if reload_token is not None and reload_token_problem(reload_token):  # here, not in a worker that restarts
+        raise RecMamlError(f"reload_token: {reload_token_problem(reload_token)}")
     loaded = load_checked(model_dir, app["threads"], app["device"], app["history_kind"])  # a bad model fails here
     _log_reload_policy(ReloadPolicy(reload_token, Path(app["reload_root"]).resolve()))
     del loaded
+    gc.collect()
     # the workers' settings and token travel in their environment (not on a command line), kept while the
     # supervisor may start new workers and restored after
     environment = {WORKERS_ENV: None, RELOAD_TOKEN_ENV: reload_token}
     before = {name: os.environ.get(name) for name in environment}
+    handlers = {sig: signal.getsignal(sig) for sig in signal.valid_signals() if signal.getsignal(sig) is not None}
     with tempfile.TemporaryDirectory(prefix="recmaml-serve-") as folder:
         served = Path(folder) / "served"
         served.write_text(str(Path(model_dir).resolve()), encoding="utf-8")
-        environment[WORKERS_ENV] = json.dumps({"served": str(served), "quiet": log_level != "info", "app": app})
+        environment[WORKERS_ENV] = json.dumps({"served": str(served), "supervisor": os.getpid(),
+                                                "quiet": logging.getLevelName(log_level.upper()) > logging.INFO,
+                                                "app": app})
         try:
             _set_environment(environment)
             # a new worker imports torch and loads the model before it answers: uvicorn's 5 s to be ready
@@ -852,6 +861,9 @@ def _run_workers(model_dir, workers: int, *, host: str, port: int, log_level: st
                         timeout_worker_healthcheck=WORKER_READY_SECONDS)
         finally:
             _set_environment(before)
+            for sig, handler in handlers.items():  # uvicorn's supervisor replaced them and leaves its own
+                with contextlib.suppress(OSError, ValueError, TypeError):
+                    signal.signal(sig, handler)
     log.info("stopped; every request in flight was answered")
 
 
@@ -866,21 +878,24 @@ def _set_environment(values: dict) -> None:
 def worker_app() -> FastAPI:
     """The app of one worker process of `recmaml serve --workers N` (uvicorn calls it in each new process):
     create_app's settings from WORKERS_ENV, the model directory from the file they share."""
-    spec = json.loads(os.environ[WORKERS_ENV])
+    spec = json.loads(os.environ.pop(WORKERS_ENV))  # what this worker starts stays out of its children's reach
+    token = os.environ.pop(RELOAD_TOKEN_ENV, None)
     logging.basicConfig(level=logging.ERROR if spec["quiet"] else logging.INFO, format="%(message)s", force=True)
     served = Path(spec["served"])
 
     def follow(model_dir: str) -> None:  # the other workers take up what this one took up
-        part = served.with_suffix(".part")
-        part.write_text(model_dir, encoding="utf-8")
-        os.replace(part, served)
-        if hasattr(signal, "SIGHUP"):
-            os.kill(os.getppid(), signal.SIGHUP)
-        else:  # no SIGHUP (Windows): the others take it up when they restart
-            log.warning("this worker serves %s; the other workers take it up when they restart", model_dir)
+        try:
+            part = served.with_name(f"served.{os.getpid()}.part")  # one per worker: two reloads at once
+            part.write_text(model_dir, encoding="utf-8")
+            os.replace(part, served)
+            if not hasattr(signal, "SIGHUP") or os.getppid() != spec["supervisor"]:
+                raise OSError("no supervisor to signal (no SIGHUP here, or it has stopped)")
+            os.kill(spec["supervisor"], signal.SIGHUP)
+        except OSError as err:
+            log.error("POST /reload: this worker serves %s; the other workers take it up only when they restart "
+                      "(%s)", model_dir, err)
 
-    return create_app(served.read_text(encoding="utf-8"), reload_token=os.environ.get(RELOAD_TOKEN_ENV),
-                      on_reload=follow, **spec["app"])
+    return create_app(served.read_text(encoding="utf-8"), reload_token=token, on_reload=follow, **spec["app"])
 
 
 def _log_reload_policy(policy: ReloadPolicy) -> None:

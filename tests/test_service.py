@@ -659,5 +659,7 @@ def test_workers_answer_the_librarys_lists_and_all_follow_a_reload(model_dirs, t
         assert "POST /reload is on" in proc.stdout.read()
     finally:
         if proc.poll() is None:
+            for worker in _children(proc.pid):  # not left listening when the test fails
+                os.kill(worker, signal.SIGKILL)
             proc.kill()
             proc.wait()
