@@ -790,14 +790,14 @@ def run(model_dir, host: str = "127.0.0.1", port: int = 8000, max_users: int = 2
     that many processes answer on the port (see _run_workers); the other arguments are create_app's."""
     import uvicorn
 
+    settings = dict(max_users=max_users, max_wait_ms=max_wait_ms, threads=threads, device=device,
+                    reload_root=reload_root, access=access, history_kind=history_kind, max_queue_ms=max_queue_ms)
     if workers > 1:
-        return _run_workers(model_dir, workers, host=host, port=port, log_level=log_level, reload_token=reload_token,
-                            app=dict(max_users=max_users, max_wait_ms=max_wait_ms, threads=1 if threads is None else threads,
-                                     device=device, reload_root=str(model_dir if reload_root is None else reload_root),
-                                     access=access, history_kind=history_kind, max_queue_ms=max_queue_ms))
-    app = create_app(model_dir, max_users=max_users, max_wait_ms=max_wait_ms, threads=threads, device=device,
-                     reload_token=reload_token, reload_root=reload_root, access=access, history_kind=history_kind,
-                     max_queue_ms=max_queue_ms)
+        _run_workers(model_dir, workers, host=host, port=port, log_level=log_level, reload_token=reload_token,
+                     settings={**settings, "threads": 1 if threads is None else threads,
+                               "reload_root": str(model_dir if reload_root is None else reload_root)})
+        return
+    app = create_app(model_dir, reload_token=reload_token, **settings)
     _log_reload_policy(app.state.policy)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                                            timeout_graceful_shutdown=30))
@@ -816,9 +816,9 @@ WORKER_READY_SECONDS = 120  # how long a new worker may take to load its model a
 
 
 def _run_workers(model_dir, workers: int, *, host: str, port: int, log_level: str, reload_token: str | None,
-                 app: dict) -> None:
+                 settings: dict) -> None:
     """`workers` processes answer on one port, each with its own model, batcher and (unless `threads` says
-    otherwise) one torch thread: the service's Python (HTTP, JSON, the batcher) runs on one core per process,
+    otherwise) one torch thread (`settings`: create_app's keywords): the service's Python (HTTP, JSON, the batcher) runs on one core per process,
     so one process leaves the second core mostly idle (ML-100K model, one user per request, 64 connections on
     2 cores beside wrk, benchmarks/serve_load.py: one process 3,466 users/s, `--workers 2` 4,904, p99 22 ms;
     in a probe, a second server left on all threads fought the first over the cores, p99 130-200 ms).
@@ -837,10 +837,9 @@ def _run_workers(model_dir, workers: int, *, host: str, port: int, log_level: st
 
     if reload_token is not None and reload_token_problem(reload_token):  # here, not in a worker that restarts
         raise RecMamlError(f"reload_token: {reload_token_problem(reload_token)}")
-    loaded = load_checked(model_dir, app["threads"], app["device"], app["history_kind"])  # a bad model fails here
-    _log_reload_policy(ReloadPolicy(reload_token, Path(app["reload_root"]).resolve()))
-    del loaded
-    gc.collect()
+    load_checked(model_dir, settings["threads"], settings["device"], settings["history_kind"])  # a bad model fails here
+    gc.collect()  # that check's model: the workers load their own
+    _log_reload_policy(ReloadPolicy(reload_token, Path(settings["reload_root"]).resolve()))
     # the workers' settings and token travel in their environment (not on a command line), kept while the
     # supervisor may start new workers and restored after
     environment = {WORKERS_ENV: None, RELOAD_TOKEN_ENV: reload_token}
@@ -851,7 +850,7 @@ def _run_workers(model_dir, workers: int, *, host: str, port: int, log_level: st
         served.write_text(str(Path(model_dir).resolve()), encoding="utf-8")
         environment[WORKERS_ENV] = json.dumps({"served": str(served), "supervisor": os.getpid(),
                                                 "quiet": logging.getLevelName(log_level.upper()) > logging.INFO,
-                                                "app": app})
+                                                "settings": settings})
         try:
             _set_environment(environment)
             # a new worker imports torch and loads the model before it answers: uvicorn's 5 s to be ready
@@ -895,7 +894,7 @@ def worker_app() -> FastAPI:
             log.error("POST /reload: this worker serves %s; the other workers take it up only when they restart "
                       "(%s)", model_dir, err)
 
-    return create_app(served.read_text(encoding="utf-8"), reload_token=token, on_reload=follow, **spec["app"])
+    return create_app(served.read_text(encoding="utf-8"), reload_token=token, on_reload=follow, **spec["settings"])
 
 
 def _log_reload_policy(policy: ReloadPolicy) -> None:
