@@ -163,8 +163,8 @@ def _init_rating_biases(model: Scorer, warm: Interactions, damping: float = 5.0)
 
 
 def _check_model_fits_in_memory(config: Config, n_items: int) -> None:
-    """Refuse, before any allocation, a model whose item tables (weights, gradients and Adam's two moments)
-    would not fit in this machine's memory: a mistyped model.embedding_dim would otherwise take minutes to
+    """Refuse, before any allocation, a model whose item tables (weights, the gradient summed over the
+    gradient groups and one group's, Adam's two moments) would not fit in this machine's memory: a mistyped model.embedding_dim would otherwise take minutes to
     fail deep inside torch."""
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -172,7 +172,7 @@ def _check_model_fits_in_memory(config: Config, n_items: int) -> None:
         return
     m = config.model
     per_item = m.embedding_dim + m.support_encoder + 1 + m.item_knn
-    needed = 4 * 4 * n_items * per_item  # float32 x (weights, gradients, two Adam moments)
+    needed = 4 * 5 * n_items * per_item  # float32 x (weights, two gradients, two Adam moments)
     if needed > memory:
         raise ConfigError(f"model.embedding_dim = {m.embedding_dim} (with support_encoder = {m.support_encoder}) "
                           f"needs about {needed / 2**30:.0f} GiB for {n_items:,} items, more than this machine's "

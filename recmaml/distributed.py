@@ -1,11 +1,12 @@
 """Data-parallel meta-training with torch.distributed: gloo on CPUs, nccl on GPUs.
 
-Every rank draws the same meta-batch (the task sampler is seeded alike), adapts and scores its share of
-the users (rank r takes users r, r + N, ...), and the ranks sum their gradients; each share's loss is
-divided by the number of users of the whole batch, so the sum is the gradient of the whole batch's mean
-loss, and every rank takes the same optimizer step. N ranks with 1/N of the batch each therefore make
-the same meta-update as one process with all of it (tests/test_distributed.py checks this), in about
-1/N of the time of the inner loops, which dominate.
+Every rank draws the same meta-batch (the task sampler is seeded alike). The batch's users are cut into
+meta.gradient_groups fixed groups (user i in group i mod groups), whether one process trains or several;
+rank r of N adapts and scores groups r, r + N, ..., each group's loss divided by the whole batch's users,
+and the ranks sum a (groups x parameters) table of the groups' gradients (GroupTable), whose rows are
+then added in group order, as one process adds them. Every rank therefore takes the one-process
+optimizer step bit for bit (tests/test_distributed.py checks the weights of whole fits for equality),
+in about 1/N of the time of the inner loops, which dominate.
 
 Launch with `recmaml fit --nproc N ...` (which runs torchrun), or torchrun directly:
 
@@ -62,26 +63,38 @@ def broadcast_parameters(model: torch.nn.Module) -> None:
             dist.broadcast(tensor, src=0)
 
 
-def sum_gradients(parameters) -> None:
-    """Sum the gradients over the ranks, in one flat buffer. A parameter that no rank's loss reached keeps
-    no gradient (as in one process, so that the optimizer skips it, weight decay included); one that some
-    rank's share did not reach adds zeros there."""
-    params = [p for p in parameters if p.requires_grad]
-    reached = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=params[0].device)
-    dist.all_reduce(reached, op=dist.ReduceOp.MAX)
-    params = [p for p, hit in zip(params, reached.tolist()) if hit]
-    if not params:
-        return
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.reshape(-1) for p in params])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad.copy_(flat[offset:offset + n].view_as(p))
-        offset += n
+class GroupTable:
+    """The meta-batch's gradient groups (recmaml.meta.batch_gradient) as one (groups x parameters) table:
+    a rank fills the rows of its groups, the others stay zero; summed over the ranks, every entry is one
+    rank's value plus zeros, which is that value exactly, and the rows are then added in group order as one
+    process adds its groups' gradients: N ranks make the one-process gradient bit for bit."""
+
+    def __init__(self, groups: int, params: list[torch.Tensor]):
+        self.sizes = [p.numel() for p in params]
+        self.shapes = [p.shape for p in params]
+        device = params[0].device
+        self.rows = torch.zeros(groups, sum(self.sizes), dtype=params[0].dtype, device=device)
+        self.reached = torch.zeros(groups, len(params), device=device)
+        self.losses = torch.zeros(groups, dtype=torch.float64, device=device)
+
+    def put(self, group: int, grads, loss: float) -> None:
+        for i, (piece, grad) in enumerate(zip(self.rows[group].split(self.sizes), grads)):
+            if grad is not None:
+                piece.copy_(grad.reshape(-1))
+                self.reached[group, i] = 1.0
+        self.losses[group] = loss
+
+    def summed_over_ranks(self) -> tuple[list[torch.Tensor | None], list[float]]:
+        """Every rank's (gradients, group losses): a parameter that no group reached has None."""
+        for tensor in (self.rows, self.reached, self.losses):
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        grads = [None] * len(self.sizes)
+        for group in range(self.rows.shape[0]):
+            hits = self.reached[group].tolist()
+            for i, piece in enumerate(self.rows[group].split(self.sizes)):
+                if hits[i]:
+                    grads[i] = piece.clone() if grads[i] is None else grads[i].add_(piece)
+        return [None if g is None else g.view(shape) for g, shape in zip(grads, self.shapes)], self.losses.tolist()
 
 
 def from_rank_zero(value: float, device) -> float:
@@ -91,10 +104,4 @@ def from_rank_zero(value: float, device) -> float:
     return float(tensor.item())
 
 
-def summed(value: float, device) -> float:
-    tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return float(tensor.item())
-
-
-__all__ = ["broadcast_parameters", "from_rank_zero", "init_from_env", "launched", "rank_and_size", "sum_gradients"]
+__all__ = ["broadcast_parameters", "from_rank_zero", "init_from_env", "launched", "rank_and_size", "GroupTable"]

@@ -110,16 +110,40 @@ def meta_loss(model: nn.Module, batch: TaskBatch, cfg: Config, names: list[str],
     return (losses * has_query).sum() / divisor
 
 
-def _share_loss(model: nn.Module, batch: TaskBatch, cfg: Config, names: list[str], rank: int,
-                size: int) -> torch.Tensor | None:
-    """This rank's part of the batch's mean meta-loss: the ranks' parts sum to the whole batch's loss."""
-    if size == 1:
-        return meta_loss(model, batch, cfg, names)
+def batch_gradient(model: nn.Module, batch: TaskBatch, cfg: Config, names: list[str], rank: int = 0,
+                   size: int = 1) -> float:
+    """Set the parameters' .grad to the gradient of the batch's mean meta-loss and return that loss.
+
+    The batch's users are cut into meta.gradient_groups fixed groups (user i in group i mod groups); each
+    group's gradient is taken on its own (its loss divided by the whole batch's users), and the groups'
+    gradients are added in group order. One process takes every group; N ranks take groups r, r + N, ...,
+    put them in a (groups x parameters) table that is zero elsewhere and sum the table over the ranks
+    (x + 0 is exact in floating point), then add its rows in the same order: the same operations on the
+    same numbers, so N ranks make the one-process meta-update bit for bit. A parameter no group reached
+    keeps no gradient (the optimizer skips it, weight decay included)."""
+    groups = cfg.meta.gradient_groups
+    params = [p for p in model.parameters() if p.requires_grad]
     users_in_batch = (batch.query_mask.sum(dim=1) > 0).float().sum().clamp(min=1.0)
-    share = batch.rows(slice(rank, None, size))
-    if len(share) == 0:  # a last batch smaller than the ranks: this rank adds nothing (None)
-        return None
-    return meta_loss(model, share, cfg, names, users_in_batch=users_in_batch)
+    grads, losses = [None] * len(params), [0.0] * groups
+    table = None if size == 1 else distributed.GroupTable(groups, params)
+    for group in range(rank, groups, size):
+        share = batch.rows(slice(group, None, groups))
+        if len(share) == 0:  # a last batch with fewer users than groups: this group adds nothing
+            continue
+        loss = meta_loss(model, share, cfg, names, users_in_batch=users_in_batch)
+        group_grads = torch.autograd.grad(loss, params, allow_unused=True)
+        losses[group] = float(loss.detach())
+        if table is not None:
+            table.put(group, group_grads, losses[group])
+            continue
+        for i, grad in enumerate(group_grads):  # in group order: the rows' sum of the ranks' table below
+            if grad is not None:
+                grads[i] = grad if grads[i] is None else grads[i] + grad
+    if table is not None:
+        grads, losses = table.summed_over_ranks()
+    for p, grad in zip(params, grads):
+        p.grad = None if grad is None else grad.contiguous()  # clipping scales it in place
+    return sum(losses)
 
 
 def validation_score(model: nn.Module, batch: TaskBatch, cfg: Config, names: list[str], k: int = 20) -> float:
@@ -190,7 +214,10 @@ def _meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: d
     if m.method == "metasgd" and getattr(model, META_LR_PREFIX, None) is None:
         enable_meta_sgd(model, names, m.inner_lr)
     model.to(m.device)
-    rank, size = distributed.rank_and_size()  # several ranks: each adapts its share of every meta-batch
+    rank, size = distributed.rank_and_size()  # several ranks: each adapts its groups of every meta-batch
+    if size > m.gradient_groups:
+        raise RecMamlError(f"meta-training on {size} processes needs meta.gradient_groups >= {size} (now "
+                           f"{m.gradient_groups}): each process takes whole groups of every meta-batch's users")
     if size > 1:
         distributed.broadcast_parameters(model)
     train_users, val_users = split if split is not None else split_users(log_, cfg.tasks.validation_users, m.seed)
@@ -221,19 +248,12 @@ def _meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: d
         model.train()
         losses = []
         for batch in sampler.epoch(m.meta_batch_size):
-            loss = _share_loss(model, batch.to(m.device), cfg, names, rank, size)
-            loss_value = 0.0 if loss is None else float(loss.detach())
-            if size > 1:
-                loss_value = distributed.summed(loss_value, m.device)
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = batch_gradient(model, batch.to(m.device), cfg, names, rank, size)
             if not np.isfinite(loss_value):
                 raise RecMamlError(
                     f"meta-training diverged at epoch {epoch + 1} (meta-loss {loss_value}); lower meta.inner_lr "
                     f"(now {m.inner_lr}), meta.inner_steps (now {m.inner_steps}) or meta.meta_lr (now {m.meta_lr})")
-            optimizer.zero_grad(set_to_none=True)
-            if loss is not None:
-                loss.backward()
-            if size > 1:
-                distributed.sum_gradients(model.parameters())
             if m.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), m.grad_clip)
             optimizer.step()

@@ -25,26 +25,24 @@ def train(config_name: str, batch_size: int, epochs: int) -> dict:
 
 
 def first_meta_gradient(batch_size: int) -> dict:
-    """The meta-gradient of meta_train's first meta-batch (the tiny config), on this rank's share of it
-    summed over the ranks when several run, else on the whole batch."""
+    """The meta-gradient of meta_train's first meta-batch (the tiny config with its 2 gradient groups): this
+    rank's groups summed over the ranks when several run, else every group in this process."""
     from recmaml.adapt import adapted_names
-    from recmaml.meta import _share_loss
+    from recmaml.meta import batch_gradient
     from recmaml.tasks import TaskSampler, split_users
 
     log = taste_groups()
-    cfg = load_config("tiny").replace(model={"item_init": "random"}, tasks={"validation_users": 0.0})
+    cfg = load_config("tiny").replace(model={"item_init": "random"}, tasks={"validation_users": 0.0},
+                                      meta={"gradient_groups": 2})
     torch.manual_seed(cfg.meta.seed)
     model = Scorer(log.n_items, cfg.model)
     user_feats = feature_tensors(None, model.user_spec, log.n_users)
     train_users, _ = split_users(log, 0.0, cfg.meta.seed)
     batch = next(iter(TaskSampler(log, train_users, cfg.tasks, user_feats, seed=cfg.meta.seed).epoch(batch_size)))
     rank, size = distributed.rank_and_size()
-    loss = _share_loss(model, batch, cfg, adapted_names(model, cfg.meta.adapt), rank, size)
-    if loss is not None:  # None: this rank's share is empty
-        loss.backward()
-    if size > 1:
-        distributed.sum_gradients(model.parameters())
-    return {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
+    loss = batch_gradient(model, batch, cfg, adapted_names(model, cfg.meta.adapt), rank, size)
+    grads = {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
+    return {**grads, "loss": torch.tensor(loss, dtype=torch.float64)}
 
 
 if __name__ == "__main__":

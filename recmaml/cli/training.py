@@ -33,9 +33,10 @@ def add_fit(sub) -> None:
     fit.add_argument("--item-features", help="table of item side features keyed by --item-col "
                      "(text: categorical; 'a|b': multi-hot; numbers: numeric)")
     fit.add_argument("--nproc", type=int, default=None, help="meta-train on N processes of this machine "
-                     "(torch.distributed via torchrun: gloo on CPUs, nccl on GPUs); each adapts 1/N of every "
-                     "meta-batch and the ranks' gradients are summed, so it trains the same model as one process "
-                     "up to rounding (the weights differ slightly, by up to 0.018 in a measured fit). It pays on several "
+                     "(torch.distributed via torchrun: gloo on CPUs, nccl on GPUs); each takes every N-th of the "
+                     "meta-batch's meta.gradient_groups groups of users (N <= gradient_groups, 2 by default) and the "
+                     "groups' gradients are added in one order, so it trains the model one process trains, bit for bit "
+                     "with the same --threads per process. It pays on several "
                      "GPUs or many idle cores with large meta-batches; on a few CPU cores one process is faster "
                      "(2 processes on 2 cores: 1.44 x slower than one), since torch already uses every core. N "
                      "above the cores only adds contention (a warning says so)")
@@ -105,6 +106,13 @@ def cmd_fit(args) -> None:
         log.warning("warning: --nproc %d starts more processes than this machine's %d cores; the ranks share the "
                     "cores, which adds contention and no speed (--nproc %d at most; on CPUs one process is often "
                     "the fastest, see --help)", args.nproc, cores, cores)
+    config = with_overrides(with_training_threads(load_config(args.config), args), args)
+    if args.nproc and args.nproc > config.meta.gradient_groups:
+        raise RecMamlError(
+            f"--nproc {args.nproc} asks for more processes than meta.gradient_groups = {config.meta.gradient_groups} "
+            "(each process takes whole groups of every meta-batch's users): add --set "
+            f"meta.gradient_groups={args.nproc}, or gradient_groups = {args.nproc} under [meta] in the --config file "
+            "(a one-process fit with that setting trains the same model), or use fewer processes")
     if args.nproc and args.nproc > 1 and not distributed.launched():
         _fit_on_ranks(args)
         return
@@ -112,7 +120,6 @@ def cmd_fit(args) -> None:
     if rank != 0:  # one voice: rank 0 reports, shows progress and saves
         args.quiet = True
         logging.getLogger("recmaml").setLevel(logging.ERROR)
-    config = with_overrides(with_training_threads(load_config(args.config), args), args)
     if args.device:
         config = config.replace(meta={"device": checked_device(args)})
     check_folder(args.out, "--out")
@@ -143,7 +150,7 @@ def cmd_fit(args) -> None:
 
 def _fit_on_ranks(args) -> None:
     """`recmaml fit --nproc N`: the same command on N processes started by torchrun (one node, gloo on
-    CPUs, nccl on GPUs), each adapting 1/N of every meta-batch; rank 0 saves the model."""
+    CPUs, nccl on GPUs), each taking every N-th gradient group of every meta-batch; rank 0 saves the model."""
     import subprocess
 
     argv, skip = [], False
