@@ -149,6 +149,8 @@ def load_recommender(make, path, device: str = "cpu"):
                               "the model directory is corrupt")
     if isinstance(config.get("model"), dict) and "history_kind" not in config["model"]:
         config = {**config, "model": {**config["model"], "history_kind": False}}  # saved before it existed
+    if isinstance(config.get("meta"), dict) and "gradient_groups" not in config["meta"]:
+        config = {**config, "meta": {**config["meta"], "gradient_groups": 1}}  # trained before the groups
     rec = make(config_from_dict(config, f"{path}/{METADATA}"))
     rec.weights_sha256 = meta.get("weights_sha256")  # checked against the file by load_checkpoint
     try:

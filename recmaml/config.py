@@ -147,8 +147,10 @@ class MetaConfig:
     """The meta-batch's gradient is taken in this many fixed groups of its users (user i in group i mod
     gradient_groups, each group's gradient on its own) and the groups' gradients are added in group order.
     fit --nproc N gives each of N processes every N-th group (N <= gradient_groups), so the arithmetic is
-    the same in one process and in N, and so is the model, bit for bit, with the same threads per process.
-    2 costs a one-process fit about 5% over 1 on ML-100K; set 4 or 8 to train on that many processes or GPUs."""
+    the same in one process and in N CPU processes of one machine, and so is the model, bit for bit, with
+    the same threads per process (GPUs: as deterministic as their kernels). 2 costs a one-process fit about
+    5% over 1 on ML-100K (two fits each); set 4 or 8 to train on that many processes or GPUs. Models saved
+    before it existed read as 1, which is how they were trained."""
     epochs: int | str = "auto"
     """Most passes over the training users; 'auto' derives them from the log's size (about 6,000 outer
     steps, within 10 to 300 epochs: recmaml.meta.training_length), recorded in the model's config."""
@@ -358,8 +360,8 @@ def _check_ranges(cfg: Config) -> list[str]:
             problems.append(f"meta.{name} = {value!r}; use a whole number or 'auto'")
     if m.meta_batch_size < 1 or (isinstance(m.epochs, int) and m.epochs < 1):
         problems.append("meta.meta_batch_size and meta.epochs must be >= 1")
-    if not 1 <= m.gradient_groups <= max(1, m.meta_batch_size):
-        problems.append(f"meta.gradient_groups = {m.gradient_groups}; it must be in [1, meta.meta_batch_size]")
+    if m.gradient_groups < 1:  # more groups than a batch's users is allowed: the empty ones add nothing
+        problems.append(f"meta.gradient_groups = {m.gradient_groups}; it must be >= 1")
     if isinstance(m.patience, int) and m.patience < 0:
         problems.append("meta.patience must be >= 0 (0 disables early stopping)")
     if cfg.model.item_knn < 0 or cfg.model.item_knn_shrink < 0:

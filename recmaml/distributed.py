@@ -66,13 +66,15 @@ def broadcast_parameters(model: torch.nn.Module) -> None:
 class GroupTable:
     """The meta-batch's gradient groups (recmaml.meta.batch_gradient) as one (groups x parameters) table:
     a rank fills the rows of its groups, the others stay zero; summed over the ranks, every entry is one
-    rank's value plus zeros, which is that value exactly, and the rows are then added in group order as one
-    process adds its groups' gradients: N ranks make the one-process gradient bit for bit."""
+    rank's value plus zeros, which is that value exactly (but for the sign of a zero: -0 + 0 is +0, which no
+    later step tells apart), and the rows are then added in group order as one process adds its groups'
+    gradients: N ranks make the one-process gradient bit for bit."""
 
     def __init__(self, groups: int, params: list[torch.Tensor]):
         self.sizes = [p.numel() for p in params]
         self.shapes = [p.shape for p in params]
         device = params[0].device
+        assert all(p.dtype == params[0].dtype for p in params), "one table holds one dtype"
         self.rows = torch.zeros(groups, sum(self.sizes), dtype=params[0].dtype, device=device)
         self.reached = torch.zeros(groups, len(params), device=device)
         self.losses = torch.zeros(groups, dtype=torch.float64, device=device)

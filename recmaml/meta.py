@@ -101,7 +101,7 @@ def enable_meta_sgd(model: nn.Module, names: list[str], inner_lr: float) -> None
 def meta_loss(model: nn.Module, batch: TaskBatch, cfg: Config, names: list[str],
               users_in_batch: torch.Tensor | None = None) -> torch.Tensor:
     """Mean query loss after adapting on the support, over users that have a query. users_in_batch: the
-    divisor when `batch` is one rank's share of a larger batch (its users that have a query)."""
+    divisor when `batch` is one gradient group of a larger batch (that batch's users that have a query)."""
     fast = adapt(model, batch.support(), names=names, steps=cfg.meta.inner_steps,
                  inner_lr=cfg.meta.inner_lr, first_order=cfg.meta.method == "fomaml", reduction=cfg.meta.support_reduction)
     losses = batched_loss(model, fast, batch.query())
@@ -141,8 +141,9 @@ def batch_gradient(model: nn.Module, batch: TaskBatch, cfg: Config, names: list[
                 grads[i] = grad if grads[i] is None else grads[i] + grad
     if table is not None:
         grads, losses = table.summed_over_ranks()
-    for p, grad in zip(params, grads):
-        p.grad = None if grad is None else grad.contiguous()  # clipping scales it in place
+    for p, grad in zip(params, grads):  # a copy: autograd may hand two parameters one tensor, which
+        # clipping would then scale twice in place (the ranks' table gives each its own already)
+        p.grad = None if grad is None else grad.clone(memory_format=torch.contiguous_format)
     return sum(losses)
 
 
@@ -217,7 +218,9 @@ def _meta_train(model: nn.Module, log_: Interactions, cfg: Config, user_feats: d
     rank, size = distributed.rank_and_size()  # several ranks: each adapts its groups of every meta-batch
     if size > m.gradient_groups:
         raise RecMamlError(f"meta-training on {size} processes needs meta.gradient_groups >= {size} (now "
-                           f"{m.gradient_groups}): each process takes whole groups of every meta-batch's users")
+                           f"{m.gradient_groups}): each process takes whole groups of every meta-batch's users; "
+                           f"set it with --set meta.gradient_groups={size}, [meta] gradient_groups = {size} in the "
+                           f"config, or load_config(meta={{'gradient_groups': {size}}})")
     if size > 1:
         distributed.broadcast_parameters(model)
     train_users, val_users = split if split is not None else split_users(log_, cfg.tasks.validation_users, m.seed)

@@ -108,7 +108,11 @@ def _first_difference(old, new, where: str = "") -> tuple[str, object, object] |
 def _check_same_fit(path: Path, saved: dict, current: dict) -> None:
     resume = spelled("fit(resume=True)", "--resume")
     start_over = f"or fit without {spelled('resume=True', '--resume')} to start over"
-    diff = _first_difference(saved.get("config"), current["config"])
+    saved_config = saved.get("config")
+    if isinstance(saved_config, dict) and isinstance(saved_config.get("meta"), dict):
+        # a checkpoint written before the gradient groups trained as one group does
+        saved_config = {**saved_config, "meta": {"gradient_groups": 1, **saved_config["meta"]}}
+    diff = _first_difference(saved_config, current["config"])
     if diff:
         key, old, new = diff
         raise CheckpointError(f"{resume}: {path} was written by a fit with {key} = {old!r}, this one has {new!r}; "

@@ -59,6 +59,9 @@ def test_inconsistent_knobs_are_refused_with_the_fix():
         load_config(None, meta={"ema": 1.5})
     with pytest.raises(ConfigError, match="inner_lr must be > 0"):
         load_config(None, meta={"inner_lr": 0.0})
+    with pytest.raises(ConfigError, match="meta.gradient_groups = 0; it must be >= 1"):
+        load_config(None, meta={"gradient_groups": 0})
+    assert load_config(None, meta={"meta_batch_size": 1}).meta.gradient_groups == 2  # an empty group adds nothing
 
 
 def test_shipped_configs_load_by_name_and_unknown_names_list_them(tmp_path, monkeypatch):

@@ -215,3 +215,26 @@ def test_without_resume_a_checkpoint_is_ignored_and_a_finished_fit_leaves_none(w
     assert main(_fit(_config(tmp_path, epochs=3), warm_csv, tmp_path / "fresh", "--resume", quiet=False)) == 0
     assert "--resume: no checkpoint in" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "fresh").iterdir()) == ["model.json", "weights.safetensors"]
+
+
+def test_a_checkpoint_and_a_model_from_before_the_gradient_groups_read_as_one_group(tiny_model_dir, tmp_path):
+    """Both were trained as one group: a checkpoint whose config lacks meta.gradient_groups resumes a fit of
+    one group and is refused, naming the key, for the default 2; a model.json without it loads as 1."""
+    from recmaml.errors import CheckpointError
+
+    current = {"config": {"meta": {"method": "maml", "gradient_groups": 1}}, "data": "d"}
+    old = {"config": {"meta": {"method": "maml"}}, "data": "d"}
+    resume._check_same_fit(tmp_path / "checkpoint", old, current)  # no error: the same fit
+    current["config"]["meta"]["gradient_groups"] = 2
+    with pytest.raises(CheckpointError, match="meta.gradient_groups = 1, this one has 2"):
+        resume._check_same_fit(tmp_path / "checkpoint", old, current)
+
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("model.json", "weights.safetensors"):
+        (model / name).write_bytes((tiny_model_dir / name).read_bytes())
+    meta = json.loads((model / "model.json").read_text())
+    assert MetaRecommender.load(model).config.meta.gradient_groups == meta["config"]["meta"]["gradient_groups"] == 2
+    del meta["config"]["meta"]["gradient_groups"]
+    (model / "model.json").write_text(json.dumps(meta))
+    assert MetaRecommender.load(model).config.meta.gradient_groups == 1
