@@ -164,8 +164,8 @@ def _init_rating_biases(model: Scorer, warm: Interactions, damping: float = 5.0)
 
 def _check_model_fits_in_memory(config: Config, n_items: int) -> None:
     """Refuse, before any allocation, a model whose item tables (weights, the gradient summed over the
-    gradient groups and one group's, Adam's two moments) would not fit in this machine's memory: a mistyped model.embedding_dim would otherwise take minutes to
-    fail deep inside torch."""
+    gradient groups and one group's, Adam's two moments) would not fit in this machine's memory: a
+    mistyped model.embedding_dim would otherwise take minutes to fail deep inside torch."""
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
