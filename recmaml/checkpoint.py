@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from recmaml.adapt import adapted_names
-from recmaml.config import config_from_dict, device_problem
+from recmaml.config import as_saved, config_from_dict, device_problem
 from recmaml.data import Vocabulary
 from recmaml.errors import CheckpointError, RecMamlError
 from recmaml.files import atomic_write
@@ -147,11 +147,7 @@ def load_recommender(make, path, device: str = "cpu"):
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}/{METADATA}: 'config' is not a table of sections; "
                               "the model directory is corrupt")
-    if isinstance(config.get("model"), dict) and "history_kind" not in config["model"]:
-        config = {**config, "model": {**config["model"], "history_kind": False}}  # saved before it existed
-    if isinstance(config.get("meta"), dict) and "gradient_groups" not in config["meta"]:
-        config = {**config, "meta": {**config["meta"], "gradient_groups": 1}}  # trained before the groups
-    rec = make(config_from_dict(config, f"{path}/{METADATA}"))
+    rec = make(config_from_dict(as_saved(config), f"{path}/{METADATA}"))
     rec.weights_sha256 = meta.get("weights_sha256")  # checked against the file by load_checkpoint
     try:
         rec.items = Vocabulary.from_json(meta["items"])

@@ -301,6 +301,21 @@ def _check_type(value, annotation) -> tuple[bool, object]:
     return isinstance(value, annotation), value
 
 
+SAVED_BEFORE_THEY_EXISTED = {"model": {"history_kind": False}, "meta": {"gradient_groups": 1}}
+"""Settings added after models and fit checkpoints were first saved, with the value that reproduces how a
+config saved without them was trained (not today's default)."""
+
+
+def as_saved(raw: dict) -> dict:
+    """A saved config (model.json's, a fit checkpoint's) with SAVED_BEFORE_THEY_EXISTED filled in where a
+    section it has lacks them."""
+    raw = dict(raw)
+    for section, settings in SAVED_BEFORE_THEY_EXISTED.items():
+        if isinstance(raw.get(section), dict):
+            raw[section] = {**settings, **raw[section]}
+    return raw
+
+
 def config_from_dict(raw: dict, source: str = "config") -> Config:
     """Build a Config from nested dicts, listing every problem at once."""
     problems: list[str] = []

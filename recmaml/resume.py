@@ -26,7 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from recmaml.files import atomic_write, sweep_debris
-from recmaml.config import Config
+from recmaml.config import Config, as_saved
 from recmaml.data import Interactions
 from recmaml.errors import CheckpointError, spelled
 
@@ -109,10 +109,8 @@ def _check_same_fit(path: Path, saved: dict, current: dict) -> None:
     resume = spelled("fit(resume=True)", "--resume")
     start_over = f"or fit without {spelled('resume=True', '--resume')} to start over"
     saved_config = saved.get("config")
-    if isinstance(saved_config, dict) and isinstance(saved_config.get("meta"), dict):
-        # a checkpoint written before the gradient groups trained as one group does
-        saved_config = {**saved_config, "meta": {"gradient_groups": 1, **saved_config["meta"]}}
-    diff = _first_difference(saved_config, current["config"])
+    diff = _first_difference(as_saved(saved_config) if isinstance(saved_config, dict) else saved_config,
+                             current["config"])
     if diff:
         key, old, new = diff
         raise CheckpointError(f"{resume}: {path} was written by a fit with {key} = {old!r}, this one has {new!r}; "
